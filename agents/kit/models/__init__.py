@@ -1,0 +1,63 @@
+"""Model clients: the shared types, and `load_model` to pick one from FRONTDESK_MODEL."""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from agents.kit.models.base import Model, ModelError, ModelReply, ToolSpec, Usage
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
+__all__ = ["Model", "ModelError", "ModelReply", "ToolSpec", "Usage", "load_model", "retry_after_seconds"]
+
+
+def load_model(settings: Settings) -> Model:
+    """The client FRONTDESK_MODEL names: `openai:<model>`, `anthropic:<model>` or `demo`."""
+    spec = settings.model.strip()
+    # Split at the first colon only: Ollama model names carry their own (`llama3.1:8b`).
+    vendor, _, name = spec.partition(":")
+    vendor = vendor.lower()
+    # Vendor modules are imported here, not at the top, so a demo run never loads an SDK.
+    if spec.lower() == "demo":
+        from agents.kit.models.demo import DemoModel
+
+        return DemoModel(settings)
+    if vendor == "openai" and name:
+        from agents.kit.models.openai import OpenAIModel
+
+        return OpenAIModel(settings, name)
+    if vendor == "anthropic" and name:
+        from agents.kit.models.anthropic import AnthropicModel
+
+        return AnthropicModel(settings, name)
+    raise ValueError(
+        f"FRONTDESK_MODEL={spec!r} is not a model this gateway knows; "
+        "use openai:<model>, anthropic:<model> or demo"
+    )
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """How long a refusing server asked us to wait, in seconds, if it said."""
+    # Both vendors send a millisecond `retry-after-ms` beside the standard header.
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / scale
+        except ValueError:
+            continue
+        if math.isfinite(seconds):
+            return max(0.0, seconds)
+    # RFC 9110 §10.2.3 also allows an HTTP-date.
+    value = headers.get("retry-after")
+    try:
+        when = email.utils.parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time()) if when else None

@@ -1,0 +1,61 @@
+"""What every model client speaks: tools in, exactly one tool call out.
+
+A client translates one vendor's wire format to and from these few types; nothing
+outside `agents/kit/models/` imports a concrete vendor SDK.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """One step the model may choose: a named function with a JSON schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """The model's answer to one turn.
+
+    `tool` is None when the model answered with no tool call; `arguments` is the
+    raw JSON string the model produced (or an already-decoded dict): parsing and
+    validation belong to the loop, so that a malformed answer becomes an `error`
+    event the model sees next turn.
+    """
+
+    tool: str | None
+    arguments: str | dict[str, Any] | None
+    usage: Usage = field(default_factory=Usage)
+    text: str | None = None
+    model: str = ""
+
+
+class ModelError(Exception):
+    """The model API failed after the client's own retries (HTTP error, timeout, refusal)."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class Model(Protocol):
+    """A chat model with native tool calling, forced to exactly one tool call a turn."""
+
+    name: str
+
+    async def next_step(self, system: str, context: str, tools: list[ToolSpec]) -> ModelReply: ...
+
+    async def aclose(self) -> None: ...

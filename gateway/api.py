@@ -1,0 +1,184 @@
+"""The HTTP API (factor 6): launch a thread, read it, resume it; list the agents."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from gateway.entries import Entry
+from gateway.errors import Conflict
+from gateway.events import STATUSES, Contact, Thread, UserMessage, pending_request
+from gateway.runtime import Runtime
+
+router = APIRouter(prefix="/api/v1", tags=["api"])
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def authorized(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The caller's identity; a bearer token is required when FRONTDESK_API_TOKEN is set."""
+    rt = runtime(request)
+    token = rt.settings.api_token
+    if token is None:
+        return "api"
+    given = (authorization or "").removeprefix("Bearer ").strip()
+    # Constant-time, so the comparison leaks nothing about how much of a guess was right.
+    if not given or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return "api"
+
+
+Caller = Annotated[str, Depends(authorized)]
+
+
+class ContactIn(BaseModel):
+    channel: Literal["slack", "sms", "email", "webhook"]
+    address: str = Field(min_length=1, max_length=512)
+
+
+class LaunchIn(BaseModel):
+    agent: str
+    text: str = Field(min_length=1, max_length=100_000)
+    contact: ContactIn | None = None
+
+
+class Launched(BaseModel):
+    id: str
+    status: str
+
+
+class HumanResponseIn(BaseModel):
+    type: Literal["human_response"]
+    text: str = Field(min_length=1, max_length=100_000)
+
+
+class ApprovalIn(BaseModel):
+    type: Literal["approval_decision"]
+    call_id: str
+    approved: bool
+    comment: str | None = Field(default=None, max_length=10_000)
+
+
+ResumeIn = Annotated[HumanResponseIn | ApprovalIn, Field(discriminator="type")]
+
+
+async def launch_thread(rt: Runtime, agent: str, text: str, contact: Contact | None, *, channel: str = "api", by: str = "api") -> Thread:
+    """Create a thread and queue its first turn: the API, the CLI and cron all start here."""
+    if agent not in rt.agents:
+        raise HTTPException(404, f"no agent named {agent!r}")
+    if contact is not None and contact.channel not in rt.channels:
+        raise HTTPException(422, f"channel {contact.channel!r} is not configured")
+    origin = contact or Contact(channel=channel, address=by)
+    responders, approvers = rt.router.people(agent, origin, contact)
+    thread = Thread(
+        id=rt.keys.new_thread_id(),
+        agent=agent,
+        origin=origin,
+        responders=responders,
+        approvers=approvers,
+        events=[UserMessage(text=text, sender=by, channel=channel)],
+    )
+    await rt.store.create(thread)
+    return thread
+
+
+@router.post("/threads", status_code=201, response_model=Launched)
+async def launch(body: LaunchIn, request: Request, caller: Caller) -> Launched:
+    rt = runtime(request)
+    contact = Contact(channel=body.contact.channel, address=body.contact.address) if body.contact else None
+    thread = await launch_thread(rt, body.agent, body.text, contact, by=caller)
+    return Launched(id=thread.id, status=thread.status)
+
+
+@router.get("/threads")
+async def list_threads(
+    request: Request,
+    caller: Caller,
+    status: Annotated[Literal[STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[float | None, Query(description="updated-at cursor (ms) from the previous page")] = None,
+) -> dict[str, Any]:
+    rt = runtime(request)
+    rows = await rt.store.list(status=status, limit=limit, before=before)
+    threads = [_summary(m) for m in rows]
+    cursor = None
+    if len(threads) == limit:
+        cursor = threads[-1]["updated_ms"]
+    return {"threads": threads, "next_before": cursor}
+
+
+def _summary(meta: dict[str, str]) -> dict[str, Any]:
+    from datetime import datetime
+
+    updated = meta.get("updated_at", "")
+    return {
+        "id": meta.get("id"),
+        "agent": meta.get("agent"),
+        "status": meta.get("status"),
+        "channel": meta.get("channel"),
+        "person": meta.get("person"),
+        "created_at": meta.get("created_at"),
+        "updated_at": updated,
+        "updated_ms": int(datetime.fromisoformat(updated).timestamp() * 1000) if updated else None,
+        "events": int(meta.get("events", 0)),
+    }
+
+
+@router.get("/threads/{thread_id}")
+async def read_thread(thread_id: str, request: Request, caller: Caller) -> dict[str, Any]:
+    thread = await runtime(request).store.load(thread_id)
+    if thread is None:
+        raise HTTPException(404, "no such thread")
+    return thread.public()
+
+
+@router.post("/threads/{thread_id}/events", status_code=202)
+async def resume(
+    thread_id: str,
+    body: ResumeIn,
+    request: Request,
+    caller: Caller,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> dict[str, Any]:
+    rt = runtime(request)
+    thread = await rt.store.load(thread_id)
+    if thread is None:
+        raise HTTPException(404, "no such thread")
+    check_resume(thread, body)
+    data = body.model_dump(exclude_none=True) | {"by": caller}
+    if idempotency_key:
+        data["id"] = idempotency_key
+    fresh = await rt.ingest.enqueue(Entry(kind="resume", thread_id=thread_id, data=data), dedupe_id=idempotency_key)
+    return {"id": thread_id, "accepted": True, "duplicate": not fresh}
+
+
+def check_resume(thread: Thread, body: HumanResponseIn | ApprovalIn) -> None:
+    """409 unless the thread waits for exactly this kind of answer."""
+    waiting = pending_request(thread.events)
+    if waiting is None:
+        raise Conflict(f"thread is {thread.status}; it waits for no answer")
+    request = waiting[1]
+    if body.type == "human_response" and request.type != "request_human_input":
+        raise Conflict("thread waits for an approval decision, not a human_response")
+    if body.type == "approval_decision":
+        if request.type != "approval_requested":
+            raise Conflict("thread waits for a human_response, not an approval decision")
+        if request.call_id != body.call_id:
+            raise Conflict(f"thread waits for a decision on call {request.call_id!r}")
+
+
+@router.get("/agents")
+async def list_agents(request: Request, caller: Caller) -> dict[str, Any]:
+    rt = runtime(request)
+    routes = rt.router.routes_by_agent(rt.channels)
+    return {
+        "agents": [
+            {"name": a.name, "description": a.description, "tools": a.tools(), "routes": routes.get(a.name, [])}
+            for a in sorted(rt.agents.values(), key=lambda a: a.name)
+        ]
+    }

@@ -1,0 +1,111 @@
+"""frontdesk's one error tree, translated at the edges.
+
+    FrontdeskError
+    ├── ConfigError        bad settings or frontdesk.toml: refuse to start, name the key
+    ├── InboundRejected    the caller's fault; knows its HTTP status and SMTP reply
+    │   ├── BadSignature, Replayed, TooLarge, Malformed, UnknownSender, UnknownAgent
+    │   └── Conflict       a resume that does not match what the thread waits for
+    ├── Unavailable        Redis (or another dependency) is unreachable: try again later
+    ├── DeliveryFailed     a provider said no (or said nothing); carries status and retry_after
+    └── AgentError         step-parse and tool errors, appended to the thread as `error` events
+
+Channels turn their SDK's exceptions into DeliveryFailed before they leave the
+module, so the outbox catches only ours.
+"""
+
+from __future__ import annotations
+
+
+class FrontdeskError(Exception):
+    """Base of every error frontdesk raises on purpose."""
+
+
+class ConfigError(FrontdeskError):
+    """A setting or a key of frontdesk.toml is wrong; the message names it."""
+
+
+class InboundRejected(FrontdeskError):
+    """An inbound request we refuse; the caller gets `status` (HTTP) or `smtp_reply`."""
+
+    status = 400
+    smtp_reply = "550 5.7.1 Rejected"
+
+    def __init__(self, message: str, *, status: int | None = None, smtp_reply: str | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        if smtp_reply is not None:
+            self.smtp_reply = smtp_reply
+
+
+class BadSignature(InboundRejected):
+    status = 401
+    smtp_reply = "550 5.7.1 Authentication failed"
+
+
+class Replayed(InboundRejected):
+    status = 401
+    smtp_reply = "550 5.7.1 Message too old"
+
+
+class TooLarge(InboundRejected):
+    status = 413
+    smtp_reply = "552 5.3.4 Message too big"
+
+
+class Malformed(InboundRejected):
+    status = 400
+    smtp_reply = "550 5.6.0 Malformed message"
+
+
+class UnknownSender(InboundRejected):
+    status = 403
+    smtp_reply = "550 5.7.1 Sender not allowed"
+
+
+class UnknownAgent(InboundRejected):
+    status = 404
+    smtp_reply = "550 5.1.1 No such recipient"
+
+
+class Conflict(InboundRejected):
+    status = 409
+
+
+class Unavailable(FrontdeskError):
+    """A dependency (Redis) is unreachable; the caller should retry (503, SMTP 451)."""
+
+    retry_after = 5
+    smtp_reply = "451 4.3.0 Temporary failure, try again later"
+
+
+class DeliveryFailed(FrontdeskError):
+    """A channel could not deliver a message.
+
+    `retryable` says whether the same send may be tried again (429, 5xx, connection
+    refused before anything was sent); `ambiguous` that the provider may have
+    accepted it although we got no answer (timeout, connection lost after sending).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        ambiguous: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.ambiguous = ambiguous
+        self.retry_after = retry_after
+
+
+class AgentError(FrontdeskError):
+    """A failure inside one agent step that the model should see: `kind` tags it."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind

@@ -1,0 +1,314 @@
+"""The data model: inbound and outbound messages, thread events, threads.
+
+The thread — an ordered list of events — is the only state. Its status is derived
+from its last events (`derive_status`), never stored as a separate truth; the copy
+kept in Redis exists only so indexes can list threads by status.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+ChannelName = Literal["slack", "sms", "email", "webhook", "api", "cron", "dashboard"]
+Status = Literal["running", "waiting_human", "waiting_approval", "done", "failed"]
+STATUSES: tuple[Status, ...] = ("running", "waiting_human", "waiting_approval", "done", "failed")
+# Thread format version: bump when the stored shape changes, and teach `Thread.load` the old one.
+THREAD_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id(prefix: str) -> str:
+    """A time-ordered, unguessable id: 12 hex digits of milliseconds, then 10 random."""
+    return f"{prefix}{int(time.time() * 1000):012x}{secrets.token_hex(5)}"
+
+
+class Attachment(BaseModel):
+    """Metadata and a reference; the bytes never travel inside an event."""
+
+    filename: str | None = None
+    content_type: str = "application/octet-stream"
+    size: int | None = None
+    sha256: str | None = None
+    ref: str  # where to fetch it: a provider URL or a store key
+
+
+class Contact(BaseModel):
+    """A channel address: where a person is reached, and how to answer in place."""
+
+    channel: str
+    address: str
+    conversation: str | None = None
+    reply_to: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def identity(self) -> str:
+        return f"{self.channel}:{self.address}"
+
+
+class ApprovalChoice(BaseModel):
+    call_id: str
+    approved: bool
+    comment: str | None = None
+
+
+class InboundMessage(BaseModel):
+    """One message as a channel adapter hands it to the core."""
+
+    id: str  # the provider's idempotency key
+    channel: str
+    conversation: str  # the channel's thread key
+    sender: str  # channel identity: Slack user id, E.164 number, email address
+    text: str = ""
+    address: str = ""  # ours: the Slack team/app, SMS number, mail address, webhook agent
+    attachments: list[Attachment] = Field(default_factory=list)
+    received_at: datetime = Field(default_factory=utcnow)
+    reply_to: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] | None = None  # structured payload (webhooks)
+    full_text: str | None = None  # e.g. the whole mail body, quotes included
+    # An explicit answer to an approval (Slack button, dashboard), rather than free text.
+    decision: ApprovalChoice | None = None
+
+    @property
+    def identity(self) -> str:
+        return f"{self.channel}:{self.sender}"
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model: str | None = None
+
+
+class OutAction(BaseModel):
+    """A button offered with an outbound message (approve / deny a call)."""
+
+    call_id: str
+    label: str
+    approved: bool
+
+
+class OutboundMessage(BaseModel):
+    """A message to deliver; `id` is thread id + event index, so a retry is recognisable."""
+
+    id: str
+    thread_id: str
+    channel: str
+    address: str
+    reply_to: dict[str, Any] = Field(default_factory=dict)
+    text: str
+    kind: Literal["question", "approval", "final", "notice"] = "question"
+    choices: list[str] = Field(default_factory=list)
+    actions: list[OutAction] = Field(default_factory=list)
+    subject: str | None = None
+    attempt: int = 0
+
+
+# ---------------------------------------------------------------- events
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    at: datetime = Field(default_factory=utcnow)
+    id: str | None = None  # the inbound id, where the event came from outside
+
+
+class _Said(_Event):
+    text: str
+    sender: str | None = None
+    channel: str | None = None
+    reply_to: dict[str, Any] = Field(default_factory=dict)
+    attachments: list[Attachment] = Field(default_factory=list)
+    data: dict[str, Any] | None = None
+    full_text: str | None = None
+
+
+class UserMessage(_Said):
+    type: Literal["user_message"] = "user_message"
+
+
+class HumanResponse(_Said):
+    type: Literal["human_response"] = "human_response"
+
+
+class ToolCall(_Event):
+    type: Literal["tool_call"] = "tool_call"
+    call_id: str
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    usage: Usage | None = None
+
+
+class ToolResult(_Event):
+    type: Literal["tool_result"] = "tool_result"
+    call_id: str
+    result: Any = None
+
+
+class ContextFetched(_Event):
+    """A deterministic pre-fetch (factor 13) whose result the model reads."""
+
+    type: Literal["context"] = "context"
+    name: str
+    result: Any = None
+
+
+class Error(_Event):
+    type: Literal["error"] = "error"
+    kind: str
+    message: str
+    usage: Usage | None = None
+
+
+class RequestHumanInput(_Event):
+    type: Literal["request_human_input"] = "request_human_input"
+    text: str
+    choices: list[str] = Field(default_factory=list)
+    urgency: Literal["low", "normal", "high"] = "normal"
+    contact: Contact | None = None  # someone other than the thread's origin
+    deadline: datetime | None = None
+    usage: Usage | None = None
+
+
+class ApprovalRequested(_Event):
+    type: Literal["approval_requested"] = "approval_requested"
+    call_id: str
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    contact: Contact | None = None
+    usage: Usage | None = None
+
+
+class ApprovalDecision(_Event):
+    type: Literal["approval_decision"] = "approval_decision"
+    call_id: str
+    approved: bool
+    comment: str | None = None
+    by: str
+
+
+class DoneForNow(_Event):
+    type: Literal["done_for_now"] = "done_for_now"
+    text: str
+    usage: Usage | None = None
+
+
+class DeliveryEvent(_Event):
+    type: Literal["delivery"] = "delivery"
+    outbound_id: str
+    channel: str
+    status: Literal["queued", "sent", "delivered", "failed", "ambiguous"]
+    detail: str | None = None
+    contact: Contact | None = None  # the conversation the send opened, to answer in place
+
+
+class Note(_Event):
+    """Recorded without changing what the thread waits for: a refused reply, a comment."""
+
+    type: Literal["note"] = "note"
+    kind: str
+    text: str
+    sender: str | None = None
+
+
+class Timeout(_Event):
+    """A question's deadline passed without an answer; the agent decides what next."""
+
+    type: Literal["timeout"] = "timeout"
+    request_index: int
+
+
+Event = Annotated[
+    Union[
+        UserMessage,
+        HumanResponse,
+        ToolCall,
+        ToolResult,
+        ContextFetched,
+        Error,
+        RequestHumanInput,
+        ApprovalRequested,
+        ApprovalDecision,
+        DoneForNow,
+        DeliveryEvent,
+        Note,
+        Timeout,
+    ],
+    Field(discriminator="type"),
+]
+EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+# Events that are bookkeeping only: they never change what the thread waits for.
+_PASSIVE = {"delivery", "note"}
+# An event that could not be applied and went to the dead-letter stream.
+DEAD_LETTER = "dead_letter"
+
+
+def derive_status(events: list[Any]) -> Status:
+    """The thread's status, read from its last events."""
+    for event in reversed(events):
+        kind = event.type
+        if kind == "delivery":
+            if event.status == "failed":
+                return "failed"
+            continue
+        if kind in _PASSIVE:
+            continue
+        if kind == "error" and event.kind == DEAD_LETTER:
+            return "failed"
+        if kind == "request_human_input":
+            return "waiting_human"
+        if kind == "approval_requested":
+            return "waiting_approval"
+        if kind == "done_for_now":
+            return "done"
+        return "running"
+    return "running"
+
+
+def pending_request(events: list[Any]) -> tuple[int, Any] | None:
+    """The (index, event) the thread waits on: a question or an approval, else None."""
+    for index in range(len(events) - 1, -1, -1):
+        event = events[index]
+        if event.type in _PASSIVE:
+            continue
+        if event.type in ("request_human_input", "approval_requested"):
+            return index, event
+        return None
+    return None
+
+
+class Thread(BaseModel):
+    """An agent's whole state: who it serves and what has happened, in order."""
+
+    id: str
+    agent: str
+    origin: Contact
+    events: list[Event] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    responders: list[str] = Field(default_factory=list)  # identities that may answer
+    approvers: list[str] = Field(default_factory=list)  # identities that may approve
+    version: int = THREAD_VERSION
+
+    @property
+    def status(self) -> Status:
+        return derive_status(self.events)
+
+    def with_events(self, *events: Any) -> "Thread":
+        """A copy with `events` appended (the reducer's only way to change a thread)."""
+        return self.model_copy(update={"events": [*self.events, *events], "updated_at": utcnow()})
+
+    def public(self) -> dict[str, Any]:
+        """The API shape: {id, agent, status, origin, events, ...}."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        data["status"] = self.status
+        return data

@@ -1,0 +1,100 @@
+"""Every Redis key frontdesk uses, built in one place.
+
+All keys share the prefix. Work is split into partitions: a thread belongs to the
+partition of its id, a conversation to the partition of its key, and every key of
+a partition carries the same hash tag (`{p3}`) so that on a Redis Cluster a
+partition lives on one slot and every multi-key script stays legal.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from gateway.events import new_id
+
+
+class Keys:
+    """Key names for one deployment (prefix) and partition count."""
+
+    def __init__(self, prefix: str, partitions: int) -> None:
+        self.prefix = prefix
+        self.partitions = partitions
+
+    # --- placement
+    def partition_of(self, name: str) -> int:
+        return zlib.crc32(name.encode()) % self.partitions
+
+    def part(self, p: int) -> str:
+        return f"{self.prefix}:{{p{p}}}"
+
+    def thread_partition(self, thread_id: str) -> int:
+        return self.partition_of(thread_id)
+
+    def conversation_partition(self, channel: str, conversation: str) -> int:
+        return self.partition_of(f"{channel}/{conversation}")
+
+    def new_thread_id(self, partition: int | None = None) -> str:
+        """A fresh thread id, placed in `partition` when given (about P tries)."""
+        while True:
+            tid = new_id("th_")
+            if partition is None or self.thread_partition(tid) == partition:
+                return tid
+
+    # --- streams (per partition)
+    def inbound(self, p: int) -> str:
+        return f"{self.part(p)}:inbound"
+
+    def outbox(self, p: int) -> str:
+        return f"{self.part(p)}:outbox"
+
+    def dlq(self, p: int) -> str:
+        return f"{self.part(p)}:dlq"
+
+    def delayed(self, p: int, stream: str) -> str:
+        """Entries waiting for their time before they go (back) onto `stream`."""
+        return f"{self.part(p)}:delayed:{stream}"
+
+    def attempts(self, p: int) -> str:
+        return f"{self.part(p)}:attempts"
+
+    # --- threads
+    def _t(self, thread_id: str) -> str:
+        return f"{self.part(self.thread_partition(thread_id))}"
+
+    def thread(self, thread_id: str) -> str:
+        return f"{self._t(thread_id)}:thread:{thread_id}"
+
+    def events(self, thread_id: str) -> str:
+        return f"{self._t(thread_id)}:events:{thread_id}"
+
+    def inbox(self, thread_id: str) -> str:
+        return f"{self._t(thread_id)}:inbox:{thread_id}"
+
+    def lease(self, thread_id: str) -> str:
+        return f"{self._t(thread_id)}:lease:{thread_id}"
+
+    def index(self, p: int) -> str:
+        """All threads of a partition, scored by last update (ms)."""
+        return f"{self.part(p)}:threads"
+
+    def status_index(self, p: int, status: str) -> str:
+        return f"{self.part(p)}:status:{status}"
+
+    # --- conversations and dedupe
+    def conversation(self, channel: str, conversation: str) -> str:
+        p = self.conversation_partition(channel, conversation)
+        return f"{self.part(p)}:conv:{channel}/{conversation}"
+
+    def seen(self, p: int, channel: str, inbound_id: str) -> str:
+        return f"{self.part(p)}:seen:{channel}/{inbound_id}"
+
+    def sent(self, p: int, outbound_id: str) -> str:
+        return f"{self.part(p)}:sent:{outbound_id}"
+
+    # --- global, single-key
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def key(self, *parts: str) -> str:
+        """A free-standing key under the prefix (locks, channel state)."""
+        return ":".join((self.prefix, *parts))

@@ -1,0 +1,290 @@
+"""The outbox: what a thread says to people, and the senders that deliver it.
+
+The worker turns the events a step appended into OutboundMessages and queues them
+in the same script that saves the step. Senders deliver each through its channel.
+A provider's explicit "no, later" (429, 5xx) is retried with backoff, honouring
+Retry-After, by parking the message in a delayed set rather than sleeping on it;
+the last failure goes to the dead-letter stream. Every outcome returns to the
+thread as a `delivery` entry, applied by the thread's own writer.
+
+No answer at all (a timeout after the request left) is ambiguous: it is re-sent
+only where the receiver deduplicates (`Channel.resend_safe`), otherwise recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from pydantic import ValidationError
+
+from gateway import metrics
+from gateway.config import parse_identity
+from gateway.connection import REDIS_DOWN
+from gateway.entries import Entry
+from gateway.loops import redis_down, sleep
+from gateway.errors import DeliveryFailed
+from gateway.events import Contact, DeliveryEvent, OutAction, OutboundMessage, Thread
+from gateway.streams import flat
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+log = structlog.get_logger("frontdesk.outbox")
+GROUP = "senders"
+SILENT_CHANNELS = {"api", "cron", "dashboard"}  # readers poll the API; nothing to push
+
+_OUTCOME = """
+redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[1])
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
+redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
+return 1
+"""
+
+_FAIL = """
+redis.call('XADD', KEYS[4], '*', 'source', KEYS[3], 'source_id', ARGV[3], 'reason', ARGV[4], 'failed_at', ARGV[5], 'm', ARGV[6])
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 7))
+redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
+return 1
+"""
+
+
+# ---------------------------------------------------------------- composing
+
+
+def reply_to_for(thread: Thread, contact: Contact) -> dict[str, Any]:
+    """Where to answer `contact` in place: the latest address they wrote from or we opened."""
+    identity = contact.identity
+    for event in reversed(thread.events):
+        if event.type in ("user_message", "human_response") and event.sender == identity and event.reply_to:
+            return event.reply_to
+        if event.type == "delivery" and event.contact and event.contact.identity == identity and event.contact.reply_to:
+            return event.contact.reply_to
+    if identity == thread.origin.identity:
+        return thread.origin.reply_to
+    return contact.reply_to
+
+
+def _approver_contact(thread: Thread) -> Contact:
+    if thread.origin.identity in thread.approvers or not thread.approvers:
+        return thread.origin
+    return parse_identity(thread.approvers[0])
+
+
+def _describe_call(tool: str, arguments: dict[str, Any]) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
+    return f"{tool}({args})"
+
+
+def compose(thread: Thread, start: int) -> list[OutboundMessage]:
+    """The messages owed for events `start:` of `thread`, one per event that speaks to a person."""
+    out: list[OutboundMessage] = []
+    for index in range(start, len(thread.events)):
+        event = thread.events[index]
+        kind, contact, text, actions, choices = None, thread.origin, "", [], []
+        if event.type == "request_human_input":
+            kind, contact, text, choices = "question", event.contact or thread.origin, event.text, event.choices
+        elif event.type == "approval_requested":
+            kind, contact = "approval", event.contact or _approver_contact(thread)
+            text = f"Approval needed: {_describe_call(event.tool, event.arguments)}"
+            actions = [
+                OutAction(call_id=event.call_id, label="Approve", approved=True),
+                OutAction(call_id=event.call_id, label="Deny", approved=False),
+            ]
+        elif event.type == "done_for_now":
+            kind, text = "final", event.text
+        if kind is None or contact.channel in SILENT_CHANNELS:
+            continue
+        out.append(
+            OutboundMessage(
+                id=f"{thread.id}-{index}",
+                thread_id=thread.id,
+                channel=contact.channel,
+                address=contact.address,
+                reply_to=reply_to_for(thread, contact),
+                text=text,
+                kind=kind,
+                choices=choices,
+                actions=actions,
+            )
+        )
+    return out
+
+
+def notice(thread: Thread, index: int, to: Contact, text: str) -> list[OutboundMessage]:
+    """A short reply to someone who wrote (a refusal, a re-asked question)."""
+    if to.channel in SILENT_CHANNELS:
+        return []
+    return [
+        OutboundMessage(
+            id=f"{thread.id}-{index}",
+            thread_id=thread.id,
+            channel=to.channel,
+            address=to.address,
+            reply_to=to.reply_to or reply_to_for(thread, to),
+            text=text,
+            kind="notice",
+        )
+    ]
+
+
+def backoff(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter, never sooner than the provider asked."""
+    delay = random.uniform(0, min(cap, base * 2**attempt))
+    return max(delay, retry_after or 0.0)
+
+
+# ---------------------------------------------------------------- sending
+
+
+class Outbox:
+    """Delivers outbound messages; one per process, reading every partition."""
+
+    def __init__(self, runtime: "Runtime", consumer: str) -> None:
+        self.rt = runtime
+        self.consumer = consumer
+        self.redis = runtime.redis
+        self.keys = runtime.keys
+        self._outcome = self.redis.register_script(_OUTCOME)
+        self._fail = self.redis.register_script(_FAIL)
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._tasks: set[asyncio.Task] = set()
+        self._busy: set[str] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loops = []
+        for p in range(self.keys.partitions):
+            loops += [self._read(p, stop), self._claim(p, stop), self._release(p, stop)]
+        await asyncio.gather(*loops)
+        await self.drain(self.rt.settings.shutdown_grace)
+
+    async def drain(self, grace: float) -> None:
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _read(self, p: int, stop: asyncio.Event) -> None:
+        stream = self.keys.outbox(p)
+        ready = False
+        while not stop.is_set():
+            try:
+                if not ready:
+                    await self.rt.streams.ensure_group(stream, GROUP)
+                    ready = True
+                rows = await self.redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=50, block=500)
+            except REDIS_DOWN as exc:
+                await redis_down(stop, exc)
+                continue
+            for _, entries in rows or []:
+                for entry_id, fields in entries:
+                    self._spawn(p, entry_id, fields)
+
+    async def _claim(self, p: int, stop: asyncio.Event) -> None:
+        stream, idle = self.keys.outbox(p), int(self.rt.settings.claim_timeout * 1000)
+        while not stop.is_set():
+            await sleep(stop, max(0.1, self.rt.settings.claim_timeout / 2))
+            try:
+                _, claimed, *_ = await self.redis.xautoclaim(stream, GROUP, self.consumer, idle, "0-0", count=50)
+            except REDIS_DOWN as exc:
+                await redis_down(stop, exc)
+                continue
+            except Exception:  # noqa: BLE001 - the group may not exist yet
+                continue
+            for entry_id, fields in claimed:
+                if fields and entry_id not in self._busy:
+                    self._spawn(p, entry_id, fields)
+
+    async def _release(self, p: int, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.rt.streams.release_due(self.keys.delayed(p, "outbox"), self.keys.outbox(p))
+            except REDIS_DOWN as exc:
+                await redis_down(stop, exc)
+            await sleep(stop, 0.2)
+
+    def _spawn(self, p: int, entry_id: str, fields: dict[str, str]) -> None:
+        self._busy.add(entry_id)
+        task = asyncio.create_task(self._deliver(p, entry_id, fields))
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: (self._tasks.discard(t), self._busy.discard(entry_id)))
+
+    async def _deliver(self, p: int, entry_id: str, fields: dict[str, str]) -> None:
+        stream = self.keys.outbox(p)
+        try:
+            message = OutboundMessage.model_validate_json(fields.get("m", ""))
+        except ValidationError as exc:
+            await self.rt.streams.dead_letter(p, stream, GROUP, entry_id, fields, f"invalid outbound message: {exc}")
+            return
+        async with self._locks[message.thread_id]:
+            try:
+                await self._attempt(p, stream, entry_id, message)
+            except REDIS_DOWN as exc:
+                log.warning("redis unavailable while delivering; the entry stays pending", error=str(exc))
+            finally:
+                lock = self._locks.get(message.thread_id)
+                if lock is not None and not lock._waiters:  # noqa: SLF001 - drop idle locks
+                    self._locks.pop(message.thread_id, None)
+
+    async def _attempt(self, p: int, stream: str, entry_id: str, message: OutboundMessage) -> None:
+        bound = log.bind(thread_id=message.thread_id, outbound_id=message.id, channel=message.channel)
+        if await self.redis.exists(self.keys.sent(p, message.id)):
+            await self.redis.xack(stream, GROUP, entry_id)  # a retry of a message already delivered
+            return
+        channel = self.rt.channels.get(message.channel)
+        try:
+            if channel is None:
+                raise DeliveryFailed(f"no channel {message.channel!r} is configured")
+            sent = await channel.send(message)
+        except DeliveryFailed as exc:
+            await self._failed(p, stream, entry_id, message, exc, resend_safe=bool(channel and channel.resend_safe), log=bound)
+            return
+        except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the message
+            bound.exception("channel raised an unexpected error")
+            await self._failed(p, stream, entry_id, message, DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True), resend_safe=False, log=bound)
+            return
+        opened = None
+        if sent.conversation:
+            opened = Contact(channel=message.channel, address=message.address, conversation=sent.conversation, reply_to=sent.reply_to)
+            await self.rt.ingest.bind(message.channel, sent.conversation, message.thread_id)
+        await self._record(p, stream, entry_id, message, "sent", sent.detail, opened)
+        bound.info("delivered", detail=sent.detail)
+
+    async def _record(self, p, stream, entry_id, message: OutboundMessage, status: str, detail, contact=None) -> None:
+        delivery = DeliveryEvent(outbound_id=message.id, channel=message.channel, status=status, detail=detail, contact=contact)
+        entry = Entry(kind="delivery", thread_id=message.thread_id, data=delivery.model_dump(mode="json", exclude_none=True))
+        await self._outcome(
+            keys=[self.keys.sent(p, message.id), self.keys.inbound(p), stream],
+            args=[self.rt.settings.dedupe_ttl, GROUP, entry_id, status, *flat(entry.fields())],
+        )
+        metrics.DELIVERIES.labels(message.channel, status).inc()
+
+    async def _failed(self, p, stream, entry_id, message: OutboundMessage, exc: DeliveryFailed, *, resend_safe: bool, log) -> None:
+        settings = self.rt.settings
+        if exc.ambiguous and not resend_safe:
+            # The provider may have it: sending again could reach the person twice.
+            log.warning("delivery ambiguous; not re-sent", error=str(exc))
+            await self._record(p, stream, entry_id, message, "ambiguous", str(exc))
+            return
+        if (exc.retryable or exc.ambiguous) and message.attempt + 1 < settings.delivery_attempts:
+            delay = backoff(message.attempt, settings.retry_base, settings.retry_max, exc.retry_after)
+            log.info("delivery failed; retrying", error=str(exc), status=exc.status, attempt=message.attempt + 1, delay=round(delay, 2))
+            again = message.model_copy(update={"attempt": message.attempt + 1})
+            await self.rt.streams.park(stream, GROUP, entry_id, self.keys.delayed(p, "outbox"), time.time() + delay, {"m": again.model_dump_json(exclude_none=True)})
+            return
+        reason = f"{exc} (status {exc.status})" if exc.status else str(exc)
+        log.error("delivery failed permanently; dead-lettered", error=reason, attempts=message.attempt + 1)
+        delivery = DeliveryEvent(outbound_id=message.id, channel=message.channel, status="failed", detail=reason[:500])
+        entry = Entry(kind="delivery", thread_id=message.thread_id, data=delivery.model_dump(mode="json", exclude_none=True))
+        fresh = message.model_copy(update={"attempt": 0})
+        await self._fail(
+            keys=[self.keys.sent(p, message.id), self.keys.inbound(p), stream, self.keys.dlq(p)],
+            args=["", GROUP, entry_id, reason[:2000], str(time.time()), fresh.model_dump_json(exclude_none=True), *flat(entry.fields())],
+        )
+        metrics.DELIVERIES.labels(message.channel, "failed").inc()
+        metrics.DEAD_LETTERS.labels("outbox").inc()

@@ -1,0 +1,103 @@
+"""The runtime: every resource a process holds, opened and closed in one place.
+
+The HTTP lifespan, `frontdesk worker` and `frontdesk dev` all enter `running()`,
+which closes what it opened in reverse order, even on error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+
+from gateway.config import FrontdeskConfig, load_config
+from gateway.connection import connect_redis
+from gateway.errors import ConfigError
+from gateway.ingest import Ingest
+from gateway.keys import Keys
+from gateway.registry import BUILTIN_AGENTS, BUILTIN_CHANNELS, Agent, Channel, instantiate, load_plugins
+from gateway.router import Router
+from gateway.settings import Settings
+from gateway.streams import Streams
+from gateway.threads import ThreadStore
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    config: FrontdeskConfig
+    redis: aioredis.Redis
+    http: httpx.AsyncClient
+    keys: Keys
+    store: ThreadStore
+    streams: Streams
+    ingest: Ingest
+    agents: dict[str, Agent] = field(default_factory=dict)
+    channels: dict[str, Channel] = field(default_factory=dict)
+    router: Router | None = None
+
+    def agent_names(self) -> list[str]:
+        return sorted(self.agents)
+
+
+def consumer_name() -> str:
+    """A name unique to this process, readable in XINFO CONSUMERS."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings,
+    *,
+    redis_url: str | None = None,
+    agents: list[Any] = (),
+    channels: list[Any] = (),
+    builtins: bool = True,
+) -> AsyncIterator[Runtime]:
+    """Open Redis, the HTTP client, the agents and channels; yield them; close them all.
+
+    `agents`/`channels` add objects (or factories) to those found from the settings;
+    `builtins=False` leaves out the sample agents and the built-in channels.
+    """
+    config = load_config(settings.config_path)
+    keys = Keys(settings.key_prefix, settings.partitions)
+    async with contextlib.AsyncExitStack() as stack:
+        redis = await stack.enter_async_context(connect_redis(settings, redis_url))
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=10, follow_redirects=False))
+        rt = Runtime(
+            settings=settings,
+            config=config,
+            redis=redis,
+            http=http,
+            keys=keys,
+            store=ThreadStore(redis, keys),
+            streams=Streams(redis, keys),
+            ingest=Ingest(redis, keys, settings.dedupe_ttl),
+        )
+        agent_paths = ([BUILTIN_AGENTS] if builtins else []) + settings.agent_modules()
+        for agent in [*load_plugins(agent_paths, rt), *instantiate(list(agents), rt)]:
+            rt.agents[agent.name] = agent
+        _check_config(config, rt.agents)
+        rt.router = Router(config, set(rt.agents), settings.default_agent, settings.email_domain)
+        channel_paths = ([BUILTIN_CHANNELS] if builtins else []) + settings.channel_modules()
+        for channel in [*load_plugins(channel_paths, rt), *instantiate(list(channels), rt)]:
+            rt.channels[channel.name] = channel
+        for plugin in [*rt.agents.values(), *rt.channels.values()]:
+            if hasattr(plugin, "aclose"):
+                stack.push_async_callback(plugin.aclose)
+        yield rt
+
+
+def _check_config(config: FrontdeskConfig, agents: dict[str, Any]) -> None:
+    for name in config.agents:
+        if name not in agents:
+            raise ConfigError(f"frontdesk.toml: agents.{name}: no agent named {name!r} (known: {', '.join(sorted(agents))})")
+    for i, cron in enumerate(config.cron):
+        if cron.agent not in agents:
+            raise ConfigError(f"frontdesk.toml: cron.{i}.agent: no agent named {cron.agent!r}")

@@ -1,0 +1,109 @@
+"""Every setting frontdesk reads, in one place.
+
+Settings come from the environment (and `.env`); nothing else in the code reads
+`os.environ`. Names are the documented ones, so most fields carry an explicit alias.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+WEBHOOK_SECRET_PREFIX = "FRONTDESK_WEBHOOK_SECRET_"
+
+
+def _env(name: str, default=None, **kw):
+    return Field(default, validation_alias=AliasChoices(name), **kw)
+
+
+class Settings(BaseSettings):
+    """The process configuration. Built once by the CLI and passed down."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    # --- storage and work distribution
+    redis_url: str | None = _env("FRONTDESK_REDIS_URL")
+    data_dir: Path = _env("FRONTDESK_DATA_DIR", Path(".frontdesk"))
+    key_prefix: str = _env("FRONTDESK_KEY_PREFIX", "frontdesk")
+    partitions: int = _env("FRONTDESK_PARTITIONS", 1, ge=1, le=1024)
+    redis_max_connections: int = _env("FRONTDESK_REDIS_MAX_CONNECTIONS", 64, ge=2)
+    claim_timeout: float = _env("FRONTDESK_CLAIM_TIMEOUT", 30.0, gt=0)
+    max_attempts: int = _env("FRONTDESK_MAX_ATTEMPTS", 5, ge=1)
+    delivery_attempts: int = _env("FRONTDESK_DELIVERY_ATTEMPTS", 6, ge=1)
+    retry_base: float = _env("FRONTDESK_RETRY_BASE", 1.0, gt=0)
+    retry_max: float = _env("FRONTDESK_RETRY_MAX", 300.0, gt=0)
+    dedupe_ttl: int = _env("FRONTDESK_DEDUPE_TTL", 7 * 24 * 3600, ge=60)
+    worker_concurrency: int = _env("FRONTDESK_WORKER_CONCURRENCY", 2000, ge=1)
+    shutdown_grace: float = _env("FRONTDESK_SHUTDOWN_GRACE", 20.0, ge=0)
+    max_steps: int = _env("FRONTDESK_MAX_STEPS", 25, ge=1)
+
+    # --- model
+    model: str = _env("FRONTDESK_MODEL", "demo")
+    openai_base_url: str | None = _env("OPENAI_BASE_URL")
+    openai_api_key: SecretStr | None = _env("OPENAI_API_KEY")
+    anthropic_base_url: str | None = _env("ANTHROPIC_BASE_URL")
+    anthropic_api_key: SecretStr | None = _env("ANTHROPIC_API_KEY")
+    model_timeout: float = _env("FRONTDESK_MODEL_TIMEOUT", 60.0, gt=0)
+    model_retries: int = _env("FRONTDESK_MODEL_RETRIES", 2, ge=0)
+    context_budget: int = _env("FRONTDESK_CONTEXT_BUDGET", 24_000, ge=500)
+
+    # --- agents, channels, routing
+    config_path: Path | None = _env("FRONTDESK_CONFIG")
+    agents: str = _env("FRONTDESK_AGENTS", "")
+    channels: str = _env("FRONTDESK_CHANNELS", "")
+    default_agent: str = _env("FRONTDESK_DEFAULT_AGENT", "helpdesk")
+    email_domain: str = _env("FRONTDESK_EMAIL_DOMAIN", "frontdesk.localhost")
+
+    # --- HTTP, SMTP
+    http_host: str = _env("FRONTDESK_HTTP_HOST", "127.0.0.1")
+    http_port: int = _env("FRONTDESK_HTTP_PORT", 8000)
+    smtp_host: str = _env("FRONTDESK_SMTP_HOST", "127.0.0.1")
+    smtp_port: int = _env("FRONTDESK_SMTP_PORT", 2525)
+    smtp_relay: str | None = _env("FRONTDESK_SMTP_RELAY")
+    public_url: str | None = _env("FRONTDESK_PUBLIC_URL")
+    api_token: SecretStr | None = _env("FRONTDESK_API_TOKEN")
+    max_body_bytes: int = _env("FRONTDESK_MAX_BODY_BYTES", 1024 * 1024, ge=1024)
+    log_level: str = _env("FRONTDESK_LOG_LEVEL", "info")
+
+    # --- providers
+    slack_bot_token: SecretStr | None = _env("SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = _env("SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = _env("SLACK_APP_TOKEN")
+    slack_api_url: str = _env("FRONTDESK_SLACK_API_URL", "https://slack.com/api/")
+    twilio_account_sid: str | None = _env("TWILIO_ACCOUNT_SID")
+    twilio_auth_token: SecretStr | None = _env("TWILIO_AUTH_TOKEN")
+    twilio_api_url: str | None = _env("FRONTDESK_TWILIO_API_URL")
+    twilio_from_number: str | None = _env("TWILIO_FROM_NUMBER")
+    webhook_secret: SecretStr | None = _env("FRONTDESK_WEBHOOK_SECRET")
+    callback_allow_private: bool = _env("FRONTDESK_CALLBACK_ALLOW_PRIVATE", False)
+
+    # FRONTDESK_WEBHOOK_SECRET_<AGENT>: collected below, keyed by lower-case agent name.
+    webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _collect_agent_secrets(self) -> "Settings":
+        if not self.webhook_secrets:
+            self.webhook_secrets = {
+                name[len(WEBHOOK_SECRET_PREFIX):].lower(): SecretStr(value)
+                for name, value in os.environ.items()
+                if name.startswith(WEBHOOK_SECRET_PREFIX) and value
+            }
+        return self
+
+    @property
+    def embedded_redis(self) -> bool:
+        return not self.redis_url
+
+    def agent_modules(self) -> list[str]:
+        return [m.strip() for m in self.agents.split(",") if m.strip()]
+
+    def channel_modules(self) -> list[str]:
+        return [m.strip() for m in self.channels.split(",") if m.strip()]
+
+    @property
+    def lease_ms(self) -> int:
+        """How long a worker owns a thread without renewing: well under the claim timeout."""
+        return max(200, int(self.claim_timeout * 1000 / 3))

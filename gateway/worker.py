@@ -1,0 +1,296 @@
+"""The worker: reads the inbound streams and applies each entry to its thread.
+
+Entries of one thread are applied one at a time, in stream order; different
+threads run concurrently (one task each, thousands per process while models are
+awaited). The mechanism:
+
+1. A reader takes entries from its partition's stream (consumer group). An entry
+   for a thread of another partition is forwarded there. Otherwise it goes into
+   the thread's inbox — a sorted set ordered by stream id — and the thread is
+   kicked.
+2. Kicking a thread takes its lease (SET NX PX, renewed while held). The holder
+   drains the inbox head first; every save is fenced by the lease, so only one
+   process ever writes a thread. Losing the race for the lease is fine: the
+   holder drains what we added, and releases only once the inbox is empty.
+3. A step that leaves the thread running queues a `continue` entry in the same
+   script that saves it, so a crash between two model turns resumes from the
+   last saved one. Entries left pending by a dead worker are claimed by another
+   after FRONTDESK_CLAIM_TIMEOUT (XAUTOCLAIM), by which time its lease is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from pydantic import ValidationError
+
+from gateway import metrics
+from gateway.connection import REDIS_DOWN
+from gateway.entries import Entry
+from gateway.errors import Malformed
+from gateway.events import DEAD_LETTER, Error, Thread
+from gateway.loops import redis_down, sleep
+from gateway.outbox import compose, notice
+from gateway.router import Decision
+from gateway.threads import GROUP
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+log = structlog.get_logger("frontdesk.worker")
+
+
+class LeaseLost(Exception):
+    """Another worker owns the thread now; this one must not write it."""
+
+
+class Worker:
+    """Applies inbound entries to threads; one per process, reading every partition."""
+
+    def __init__(self, runtime: "Runtime", consumer: str) -> None:
+        self.rt = runtime
+        self.consumer = consumer
+        self.keys = runtime.keys
+        self.store = runtime.store
+        self.streams = runtime.streams
+        self.settings = runtime.settings
+        self._draining: dict[str, asyncio.Task] = {}
+        self._again: set[str] = set()
+
+    # ------------------------------------------------------------ loops
+    async def run(self, stop: asyncio.Event) -> None:
+        loops = [self._heartbeat(stop)]
+        for p in range(self.keys.partitions):
+            loops += [self._read(p, stop), self._claim(p, stop), self._release_due(p, stop)]
+        await asyncio.gather(*loops)
+        await self.drain(self.settings.shutdown_grace)
+
+    async def drain(self, grace: float) -> None:
+        """Give in-flight threads `grace` seconds, then cancel; what is unsaved stays pending."""
+        tasks = list(self._draining.values())
+        if tasks:
+            log.info("draining", threads=len(tasks), grace=grace)
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _read(self, p: int, stop: asyncio.Event) -> None:
+        stream, ready = self.keys.inbound(p), False
+        while not stop.is_set():
+            if len(self._draining) >= self.settings.worker_concurrency:
+                await asyncio.sleep(0.01)  # back-pressure: leave entries to other workers
+                continue
+            try:
+                if not ready:
+                    await self.streams.ensure_group(stream, GROUP)
+                    ready = True
+                rows = await self.rt.redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=100, block=500)
+                for _, entries in rows or []:
+                    for entry_id, fields in entries:
+                        await self._received(p, entry_id, fields)
+            except REDIS_DOWN as exc:
+                await redis_down(stop, exc)
+
+    async def _claim(self, p: int, stop: asyncio.Event) -> None:
+        stream, idle = self.keys.inbound(p), int(self.settings.claim_timeout * 1000)
+        while not stop.is_set():
+            await sleep(stop, max(0.05, self.settings.claim_timeout / 2))
+            try:
+                _, claimed, *_ = await self.rt.redis.xautoclaim(stream, GROUP, self.consumer, idle, "0-0", count=100)
+                for entry_id, fields in claimed:
+                    if fields:
+                        await self._received(p, entry_id, fields)
+            except REDIS_DOWN as exc:
+                await redis_down(stop, exc)
+            except Exception as exc:  # noqa: BLE001 - e.g. NOGROUP before the reader made it
+                log.debug("claim skipped", error=str(exc))
+
+    async def _release_due(self, p: int, stop: asyncio.Event) -> None:
+        """Move deadlines and other scheduled entries onto the stream when their time comes."""
+        while not stop.is_set():
+            try:
+                await self.streams.release_due(self.keys.delayed(p, "inbound"), self.keys.inbound(p))
+            except REDIS_DOWN as exc:
+                await redis_down(stop, exc)
+            await sleep(stop, 0.25)
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.rt.redis.hset(self.keys.workers(), self.consumer, f"{time.time():.0f}")
+            except REDIS_DOWN:
+                pass
+            await sleep(stop, 5)
+        try:
+            await self.rt.redis.hdel(self.keys.workers(), self.consumer)
+        except REDIS_DOWN:
+            pass
+
+    # ------------------------------------------------------------ receiving
+    async def _received(self, p: int, entry_id: str, fields: dict[str, str]) -> None:
+        stream = self.keys.inbound(p)
+        try:
+            entry = Entry.from_fields(entry_id, fields)
+            if not entry.thread_id:
+                raise Malformed("entry names no thread")
+        except (ValueError, Malformed) as exc:
+            await self.streams.dead_letter(p, stream, GROUP, entry_id, fields, f"malformed entry: {exc}")
+            metrics.DEAD_LETTERS.labels("inbound").inc()
+            return
+        target = self.keys.thread_partition(entry.thread_id)
+        if target != p:
+            # A reply on a conversation of another partition: the thread's own stream orders it.
+            marker = self.keys.seen(target, "forward", f"{p}/{entry_id}")
+            await self.streams.xadd_once(marker, self.keys.inbound(target), fields, self.settings.dedupe_ttl)
+            await self.rt.redis.xack(stream, GROUP, entry_id)
+            return
+        await self.streams.to_inbox(stream, GROUP, entry_id, self.keys.inbox(entry.thread_id), entry.inbox_member())
+        self.kick(entry.thread_id)
+
+    def kick(self, thread_id: str) -> None:
+        if thread_id in self._draining:
+            self._again.add(thread_id)
+            return
+        task = asyncio.create_task(self._drain(thread_id))
+        self._draining[thread_id] = task
+        metrics.IN_FLIGHT.set(len(self._draining))
+
+        def done(_: asyncio.Task) -> None:
+            self._draining.pop(thread_id, None)
+            metrics.IN_FLIGHT.set(len(self._draining))
+            if thread_id in self._again:
+                self._again.discard(thread_id)
+                self.kick(thread_id)
+
+        task.add_done_callback(done)
+
+    # ------------------------------------------------------------ applying
+    async def _drain(self, tid: str) -> None:
+        owner, lease_ms = self.consumer, self.settings.lease_ms
+        try:
+            if not await self.store.acquire(tid, owner, lease_ms):
+                return
+        except REDIS_DOWN:
+            return
+        renewing = asyncio.create_task(self._renew(tid, owner, lease_ms))
+        try:
+            thread = await self.store.load(tid)
+            while True:
+                member = await self.store.inbox_head(tid)
+                if member is None:
+                    if await self.store.release(tid, owner) == 0:
+                        continue  # something arrived after our last look
+                    return
+                thread, carry_on = await self._apply(thread, member, owner)
+                if not carry_on:
+                    await self.store.drop_lease(tid, owner)
+                    return
+        except LeaseLost:
+            log.warning("lease lost; another worker owns the thread", thread_id=tid)
+        except REDIS_DOWN as exc:
+            log.warning("redis unavailable while applying; the entry stays pending", thread_id=tid, error=str(exc))
+        except Exception:
+            log.exception("drain failed", thread_id=tid)
+            await self.store.drop_lease(tid, owner)
+        finally:
+            renewing.cancel()
+
+    async def _renew(self, tid: str, owner: str, lease_ms: int) -> None:
+        while True:
+            await asyncio.sleep(lease_ms / 3000)
+            try:
+                if not await self.store.renew(tid, owner, lease_ms):
+                    return
+            except REDIS_DOWN:
+                continue
+
+    async def _apply(self, thread: Thread | None, member: str, owner: str) -> tuple[Thread | None, bool]:
+        """Apply one inbox entry; (thread after it, whether to go on draining)."""
+        entry = Entry.from_inbox(member)
+        bound = log.bind(thread_id=entry.thread_id, entry=entry.stream_id, kind=entry.kind)
+        try:
+            decision = self.rt.router.decide(thread, entry)
+            if thread is None and decision.new_thread is None:
+                raise Malformed(f"{entry.kind} entry for a thread that does not exist")
+        except (ValidationError, Malformed, ValueError) as exc:
+            bound.warning("entry does not validate; dead-lettered", error=str(exc))
+            return await self._dead_letter(thread, entry, member, owner, f"invalid: {exc}"), True
+        started = time.perf_counter()
+        try:
+            thread = await self._step(thread, entry, member, decision, owner)
+        except LeaseLost:
+            raise
+        except REDIS_DOWN:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an agent or channel bug must not stop the worker
+            p = self.keys.thread_partition(entry.thread_id)
+            attempts = await self.rt.redis.hincrby(self.keys.attempts(p), entry.stream_id, 1)
+            bound.exception("step failed", attempts=attempts)
+            if attempts >= self.settings.max_attempts:
+                reason = f"{type(exc).__name__}: {exc}"
+                return await self._dead_letter(thread or decision.new_thread, entry, member, owner, reason, created=thread is None), True
+            return thread, False
+        metrics.STEPS.labels(entry.kind).inc()
+        if thread is not None:
+            metrics.STEP_SECONDS.labels(thread.agent).observe(time.perf_counter() - started)
+        return thread, True
+
+    async def _step(self, thread: Thread | None, entry: Entry, member: str, decision: Decision, owner: str) -> Thread:
+        base = decision.new_thread or thread
+        assert base is not None
+        start = len(base.events)
+        new = base
+        if decision.wake:
+            agent = self.rt.agents.get(base.agent)
+            if agent is None:
+                raise Malformed(f"no agent named {base.agent!r}")
+            new = await agent.step(base, decision.event)
+        elif decision.event is not None:
+            new = base.with_events(decision.event)
+        outbox = compose(new, start)
+        if decision.notice and decision.notice_to is not None:
+            outbox += notice(new, len(new.events) - 1, decision.notice_to, decision.notice)
+        keep_running = decision.wake and new.status == "running" and len(new.events) > start
+        saved = await asyncio.shield(
+            self.store.save(
+                new,
+                new.events[start:],
+                owner=owner,
+                entry=entry,
+                inbox_member=member,
+                outbox=outbox,
+                created=decision.new_thread is not None,
+                keep_running=keep_running,
+            )
+        )
+        if not saved:
+            raise LeaseLost(new.id)
+        await self._schedule_deadlines(new, start)
+        return new
+
+    async def _schedule_deadlines(self, thread: Thread, start: int) -> None:
+        for index in range(start, len(thread.events)):
+            event = thread.events[index]
+            if event.type == "request_human_input" and event.deadline is not None:
+                p = self.keys.thread_partition(thread.id)
+                entry = Entry(kind="timeout", thread_id=thread.id, data={"request_index": index})
+                await self.streams.schedule(self.keys.delayed(p, "inbound"), event.deadline.timestamp(), entry.fields())
+
+    async def _dead_letter(
+        self, thread: Thread | None, entry: Entry, member: str, owner: str, reason: str, *, created: bool = False
+    ) -> Thread | None:
+        """Move the entry to the dead-letter stream and mark the thread failed until a replay."""
+        p = self.keys.thread_partition(entry.thread_id)
+        stream = self.keys.inbound(p)
+        await self.streams.dead_letter(p, stream, GROUP, entry.stream_id, entry.fields(), reason, inbox=self.keys.inbox(entry.thread_id), member=member)
+        metrics.DEAD_LETTERS.labels("inbound").inc()
+        if thread is None:
+            return None
+        failed = thread.with_events(Error(kind=DEAD_LETTER, message=f"{entry.kind} entry {entry.stream_id} dead-lettered: {reason[:1000]}"))
+        if not await self.store.save(failed, failed.events[-1:], owner=owner, entry=None, created=created):
+            raise LeaseLost(thread.id)
+        return failed

@@ -1,0 +1,53 @@
+"""Test helpers: polling for a condition and running loops in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from gateway.settings import Settings
+
+
+async def eventually(check, timeout: float = 15.0, interval: float = 0.05):
+    """Poll `check` (sync or async) until it returns a truthy value; fail after `timeout`.
+
+    The timeout only bounds a broken test: nothing here measures speed.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {check}")
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def background(*runners) -> AsyncIterator[asyncio.Event]:
+    """Run `runner.run(stop)` for each runner until the block ends."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+
+
+def make_settings(redis_url: str, prefix: str, **overrides) -> Settings:
+    values = dict(
+        redis_url=redis_url,
+        key_prefix=prefix,
+        claim_timeout=1.0,
+        retry_base=0.05,
+        retry_max=0.2,
+        shutdown_grace=5.0,
+        model="demo",
+        config_path=None,
+    )
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
