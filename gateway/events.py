@@ -104,7 +104,11 @@ class OutboundMessage(BaseModel):
     address: str
     reply_to: dict[str, Any] = Field(default_factory=dict)
     text: str
-    kind: Literal["question", "approval", "final", "notice"] = "question"
+    # question / approval / final come from the agent; notice answers a sender
+    # (a refusal, a re-asked question); receipt reports an approval decision and
+    # names in `updates` the provider id of the approval message it answers.
+    kind: Literal["question", "approval", "final", "notice", "receipt"] = "question"
+    updates: str | None = None
     choices: list[str] = Field(default_factory=list)
     actions: list[OutAction] = Field(default_factory=list)
     subject: str | None = None

@@ -85,7 +85,7 @@ def compose(thread: Thread, start: int) -> list[OutboundMessage]:
     out: list[OutboundMessage] = []
     for index in range(start, len(thread.events)):
         event = thread.events[index]
-        kind, contact, text, actions, choices = None, thread.origin, "", [], []
+        kind, contact, text, actions, choices, updates = None, thread.origin, "", [], [], None
         if event.type == "request_human_input":
             kind, contact, text, choices = "question", event.contact or thread.origin, event.text, event.choices
         elif event.type == "approval_requested":
@@ -97,6 +97,8 @@ def compose(thread: Thread, start: int) -> list[OutboundMessage]:
             ]
         elif event.type == "done_for_now":
             kind, text = "final", event.text
+        elif event.type == "approval_decision":
+            kind, contact, text, updates = _receipt(thread, event)
         if kind is None or contact.channel in SILENT_CHANNELS:
             continue
         out.append(
@@ -110,9 +112,31 @@ def compose(thread: Thread, start: int) -> list[OutboundMessage]:
                 kind=kind,
                 choices=choices,
                 actions=actions,
+                updates=updates,
             )
         )
     return out
+
+
+def _receipt(thread: Thread, decision: Any) -> tuple[str | None, Contact, str, str | None]:
+    """Who decided and when, sent where the approval request went, naming that message."""
+    for index in range(len(thread.events) - 1, -1, -1):
+        request = thread.events[index]
+        if request.type == "approval_requested" and request.call_id == decision.call_id:
+            break
+    else:
+        return None, thread.origin, "", None
+    outbound_id = f"{thread.id}-{index}"
+    sent = next(
+        (e for e in reversed(thread.events) if e.type == "delivery" and e.outbound_id == outbound_id and e.status == "sent"),
+        None,
+    )
+    verdict = "Approved" if decision.approved else "Denied"
+    text = f"{verdict} by {decision.by} at {decision.at:%Y-%m-%d %H:%M} UTC"
+    if decision.comment:
+        text += f": {decision.comment}"
+    contact = request.contact or _approver_contact(thread)
+    return "receipt", contact, text, sent.detail if sent else None
 
 
 def notice(thread: Thread, index: int, to: Contact, text: str) -> list[OutboundMessage]:

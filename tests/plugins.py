@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from gateway.errors import DeliveryFailed
-from gateway.events import DoneForNow, OutboundMessage, RequestHumanInput, Thread, ToolCall, ToolResult
+from gateway.events import ApprovalRequested, DoneForNow, OutboundMessage, RequestHumanInput, Thread, ToolCall, ToolResult
 from gateway.registry import Sent
 
 
@@ -75,6 +75,27 @@ class StepsAgent:
         return thread.with_events(ToolCall(call_id=call_id, tool="tick", arguments={"n": done}), ToolResult(call_id=call_id, result=done))
 
 
+class ApprovalAgent:
+    """Asks for approval of a `deploy` call, then reports the decision."""
+
+    name = "approver"
+    description = "one gated call"
+
+    def tools(self) -> list[dict[str, Any]]:
+        return [{"name": "deploy", "description": "ship it", "parameters": {"type": "object"}, "requires_approval": True}]
+
+    async def step(self, thread: Thread, event) -> Thread:
+        if event is not None:
+            thread = thread.with_events(event)
+        last = _last(thread)
+        if last.type == "user_message":
+            return thread.with_events(ApprovalRequested(call_id="call-1", tool="deploy", arguments={"version": last.text}))
+        if last.type == "approval_decision":
+            verdict = "approved" if last.approved else "denied"
+            return thread.with_events(DoneForNow(text=f"{verdict} by {last.by}"))
+        return thread
+
+
 class FailingAgent:
     """Raises on every step: a bug in an agent must not stop the worker."""
 
@@ -123,7 +144,7 @@ class SinkChannel:
 
 
 def agents(runtime) -> list[Any]:
-    return [EchoAgent(), StepsAgent(), FailingAgent()]
+    return [EchoAgent(), StepsAgent(), ApprovalAgent(), FailingAgent()]
 
 
 def channels(runtime) -> list[Any]:
