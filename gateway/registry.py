@@ -45,6 +45,14 @@ class Channel(Protocol):
 
     async def send(self, message: OutboundMessage) -> Sent: ...
 
+    # Optional, found with getattr:
+    #   async def complete(self, message: InboundMessage) -> InboundMessage | None
+    #       run by the worker before routing: work kept off the request path (the
+    #       full MIME parse); None drops the message (an auto-reply, a bounce).
+    #   async def serve(self, stop: asyncio.Event) -> None
+    #       a long-running listener (the SMTP server, Slack Socket Mode), run by
+    #       `frontdesk dev` and by the channel's own command until `stop` is set.
+
 
 @runtime_checkable
 class Agent(Protocol):

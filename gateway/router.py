@@ -133,6 +133,8 @@ class Router:
     # ------------------------------------------------------------ apply
     def decide(self, thread: Thread | None, entry: Entry) -> Decision:
         data = entry.data or {}
+        if entry.kind == "ignored":
+            return Decision()
         if entry.kind == "continue":
             return Decision(wake=thread is not None and thread.status == "running")
         if entry.kind == "delivery":

@@ -21,6 +21,7 @@ awaited). The mechanism:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ from gateway import metrics
 from gateway.connection import REDIS_DOWN
 from gateway.entries import Entry
 from gateway.errors import Malformed
-from gateway.events import DEAD_LETTER, Error, Thread
+from gateway.events import DEAD_LETTER, Error, InboundMessage, Thread
 from gateway.loops import redis_down, sleep
 from gateway.outbox import compose, notice
 from gateway.router import Decision
@@ -213,6 +214,7 @@ class Worker:
         entry = Entry.from_inbox(member)
         bound = log.bind(thread_id=entry.thread_id, entry=entry.stream_id, kind=entry.kind)
         try:
+            entry = await self._complete(entry)
             decision = self.rt.router.decide(thread, entry)
             if thread is None and decision.new_thread is None:
                 raise Malformed(f"{entry.kind} entry for a thread that does not exist")
@@ -238,6 +240,19 @@ class Worker:
         if thread is not None:
             metrics.STEP_SECONDS.labels(thread.agent).observe(time.perf_counter() - started)
         return thread, True
+
+    async def _complete(self, entry: Entry) -> Entry:
+        """Let the channel finish work it kept off the request path (e.g. the full MIME parse)."""
+        if entry.kind != "inbound" or not entry.data:
+            return entry
+        channel = self.rt.channels.get(entry.data.get("channel", ""))
+        complete = getattr(channel, "complete", None)
+        if complete is None:
+            return entry
+        message = await complete(InboundMessage.model_validate(entry.data))
+        if message is None:  # the channel decided it must not reach an agent (e.g. an auto-reply)
+            return dataclasses.replace(entry, kind="ignored", data=None)
+        return dataclasses.replace(entry, data=message.model_dump(mode="json", exclude_none=True))
 
     async def _step(self, thread: Thread | None, entry: Entry, member: str, decision: Decision, owner: str) -> Thread:
         base = decision.new_thread or thread
