@@ -6,5 +6,9 @@ from typing import Any
 
 
 def load_agents(runtime: Any) -> list[Any]:
-    """The sample agents."""
-    return []
+    """The sample agents, each with the runtime's settings and model."""
+    from agents.calculator import Calculator
+    from agents.deploybot import Deploybot
+    from agents.helpdesk import Helpdesk
+
+    return [Calculator(runtime), Deploybot(runtime), Helpdesk(runtime)]

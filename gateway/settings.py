@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     model_retries: int = _env("FRONTDESK_MODEL_RETRIES", 2, ge=0)
     context_budget: int = _env("FRONTDESK_CONTEXT_BUDGET", 24_000, ge=500)
 
+    # --- the sample agents
+    deploybot_url: str | None = _env("FRONTDESK_DEPLOYBOT_URL")
+    helpdesk_faq: Path | None = _env("FRONTDESK_HELPDESK_FAQ")
+
     # --- agents, channels, routing
     config_path: Path | None = _env("FRONTDESK_CONFIG")
     agents: str = _env("FRONTDESK_AGENTS", "")

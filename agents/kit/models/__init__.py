@@ -5,10 +5,13 @@ from __future__ import annotations
 import email.utils
 import math
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from agents.kit.models.base import Model, ModelError, ModelReply, ToolSpec, Usage
+
+# An agent's demo script: (rendered context, offered tool names) -> (tool, arguments).
+DemoScript = Callable[[str, list[str]], tuple[str, dict[str, Any]]]
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -16,8 +19,11 @@ if TYPE_CHECKING:
 __all__ = ["Model", "ModelError", "ModelReply", "ToolSpec", "Usage", "load_model", "retry_after_seconds"]
 
 
-def load_model(settings: Settings) -> Model:
-    """The client FRONTDESK_MODEL names: `openai:<model>`, `anthropic:<model>` or `demo`."""
+def load_model(settings: Settings, *, demo: DemoScript | None = None) -> Model:
+    """The client FRONTDESK_MODEL names: `openai:<model>`, `anthropic:<model>` or `demo`.
+
+    `demo` is the agent's script for the scripted demo model; real models ignore it.
+    """
     spec = settings.model.strip()
     # Split at the first colon only: Ollama model names carry their own (`llama3.1:8b`).
     vendor, _, name = spec.partition(":")
@@ -26,7 +32,7 @@ def load_model(settings: Settings) -> Model:
     if spec.lower() == "demo":
         from agents.kit.models.demo import DemoModel
 
-        return DemoModel(settings)
+        return DemoModel(settings, demo)
     if vendor == "openai" and name:
         from agents.kit.models.openai import OpenAIModel
 

@@ -1,0 +1,3 @@
+from agents.calculator.agent import Calculator
+
+__all__ = ["Calculator"]

@@ -1,0 +1,3 @@
+from agents.deploybot.agent import Deploybot
+
+__all__ = ["Deploybot"]

@@ -1,0 +1,3 @@
+from agents.helpdesk.agent import Helpdesk
+
+__all__ = ["Helpdesk"]

@@ -1,0 +1,139 @@
+"""Own your context window (factor 3): the thread rendered as compact tagged blocks.
+
+    <user_message from="sms:+15550001" channel="sms">
+    what is 6 times 7?
+    </user_message>
+    <tool_call id="c1" tool="multiply">
+    a: 6
+    b: 7
+    </tool_call>
+    <tool_result id="c1">
+    42
+    </tool_result>
+
+One block per event; arguments and results as YAML lines. Everything that came
+from outside (people, tools, fetches) is untrusted data: `<` and `>` in it are
+escaped, so no message can close a block or open one of its own, and none of it
+ever reaches the system prompt.
+
+A budget guard keeps the window under a size: the oldest tool results and
+fetches are compacted first; what people said is always kept verbatim.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from gateway.events import Thread
+
+CHARS_PER_TOKEN = 4  # a coarse, vendor-neutral estimate; the guard needs a bound, not a count
+_BLOCK = re.compile(r"<(\w+)((?: \w+=\"[^\"]*\")*)>\n(.*?)\n</\1>", re.S)
+_ATTR = re.compile(r"(\w+)=\"([^\"]*)\"")
+
+
+def untrusted(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def as_yaml(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, (dict, list, tuple)):
+        return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return yaml.safe_dump(value, default_flow_style=False, sort_keys=False, allow_unicode=True).strip()
+
+
+def _attrs(**attrs: Any) -> str:
+    return "".join(f' {k}="{html.escape(str(v))}"' for k, v in attrs.items() if v not in (None, ""))
+
+
+def _block(tag: str, body: str, **attrs: Any) -> str:
+    return f"<{tag}{_attrs(**attrs)}>\n{body}\n</{tag}>"
+
+
+@dataclass
+class _Rendered:
+    text: str
+    compactable: bool = False
+
+
+def render_event(event: Any) -> str | None:
+    """One event as a block; None for bookkeeping the model does not need."""
+    kind = event.type
+    if kind in ("user_message", "human_response"):
+        body = untrusted(event.text)
+        if event.data:
+            body += "\n" + _block("data", untrusted(as_yaml(event.data)))
+        for a in event.attachments:
+            body += "\n" + _block("attachment", "", name=a.filename, type=a.content_type, size=a.size)
+        return _block(kind, body, **{"from": event.sender, "channel": event.channel})
+    if kind == "tool_call":
+        return _block(kind, untrusted(as_yaml(event.arguments)), id=event.call_id, tool=event.tool)
+    if kind == "tool_result":
+        return _block(kind, untrusted(as_yaml(event.result)), id=event.call_id)
+    if kind == "context":
+        return _block(kind, untrusted(as_yaml(event.result)), name=event.name)
+    if kind == "error":
+        return _block(kind, untrusted(event.message), kind=event.kind)
+    if kind == "request_human_input":
+        body = untrusted(event.text)
+        if event.choices:
+            body += "\nchoices: " + ", ".join(untrusted(c) for c in event.choices)
+        return _block(kind, body, to=event.contact.identity if event.contact else None)
+    if kind == "approval_requested":
+        return _block(kind, untrusted(as_yaml(event.arguments)), id=event.call_id, tool=event.tool)
+    if kind == "approval_decision":
+        return _block(kind, untrusted(event.comment or ""), id=event.call_id, approved=str(event.approved).lower(), by=event.by)
+    if kind == "done_for_now":
+        return _block(kind, untrusted(event.text))
+    if kind == "timeout":
+        return _block(kind, "no answer before the deadline", request=event.request_index)
+    if kind == "delivery" and event.status == "failed":
+        return _block(kind, untrusted(event.detail or ""), status=event.status, channel=event.channel)
+    return None
+
+
+def render_context(thread: Thread, budget_tokens: int | None = None) -> str:
+    """The thread as the model reads it, compacted to fit `budget_tokens` when given."""
+    parts: list[_Rendered] = []
+    for event in thread.events:
+        text = render_event(event)
+        if text is not None:
+            parts.append(_Rendered(text, compactable=event.type in ("tool_result", "context")))
+    if budget_tokens is not None:
+        _compact(parts, budget_tokens * CHARS_PER_TOKEN)
+    return "\n".join(p.text for p in parts)
+
+
+def _compact(parts: list[_Rendered], limit: int) -> None:
+    total = sum(len(p.text) + 1 for p in parts)
+    for part in parts:  # oldest first
+        if total <= limit:
+            return
+        if not part.compactable:
+            continue
+        head, _, rest = part.text.partition("\n")
+        body, _, tail = rest.rpartition("\n")
+        short = f"{head}\n[compacted: {len(body)} characters]\n{tail}"
+        total -= len(part.text) - len(short)
+        part.text, part.compactable = short, False
+
+
+@dataclass(frozen=True)
+class Block:
+    tag: str
+    attrs: dict[str, str]
+    body: str
+
+
+def parse_blocks(context: str) -> list[Block]:
+    """The blocks of a rendered context, bodies unescaped (the demo model reads this)."""
+    return [
+        Block(m.group(1), dict(_ATTR.findall(m.group(2))), html.unescape(m.group(3)))
+        for m in _BLOCK.finditer(context)
+    ]
