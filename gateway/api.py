@@ -20,7 +20,7 @@ def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def authorized(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+async def authorized(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
     """The caller's identity; a bearer token is required when FRONTDESK_API_TOKEN is set."""
     rt = runtime(request)
     token = rt.settings.api_token

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,16 +72,27 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = _env("FRONTDESK_API_TOKEN")
     max_body_bytes: int = _env("FRONTDESK_MAX_BODY_BYTES", 1024 * 1024, ge=1024)
     log_level: str = _env("FRONTDESK_LOG_LEVEL", "info")
+    # auto: readable lines on a terminal, JSON lines otherwise (what log collectors read).
+    log_format: Literal["auto", "json", "console"] = _env("FRONTDESK_LOG_FORMAT", "auto")
 
     # --- providers
     slack_bot_token: SecretStr | None = _env("SLACK_BOT_TOKEN")
     slack_signing_secret: SecretStr | None = _env("SLACK_SIGNING_SECRET")
     slack_app_token: SecretStr | None = _env("SLACK_APP_TOKEN")
     slack_api_url: str = _env("FRONTDESK_SLACK_API_URL", "https://slack.com/api/")
+    # The emoji put on a message once it is queued; empty: none.
+    slack_ack_reaction: str = _env("FRONTDESK_SLACK_ACK_REACTION", "eyes")
+    slack_timeout: float = _env("FRONTDESK_SLACK_TIMEOUT", 10.0, gt=0)
     twilio_account_sid: str | None = _env("TWILIO_ACCOUNT_SID")
     twilio_auth_token: SecretStr | None = _env("TWILIO_AUTH_TOKEN")
     twilio_api_url: str | None = _env("FRONTDESK_TWILIO_API_URL")
     twilio_from_number: str | None = _env("TWILIO_FROM_NUMBER")
+    twilio_messaging_service_sid: str | None = _env("TWILIO_MESSAGING_SERVICE_SID")
+    twilio_timeout: float = _env("FRONTDESK_TWILIO_TIMEOUT", 10.0, gt=0)
+    sms_help_text: str = _env(
+        "FRONTDESK_SMS_HELP_TEXT", "Reply to this number to continue. Reply STOP to unsubscribe, START to resubscribe."
+    )
+    sms_media_max_bytes: int = _env("FRONTDESK_SMS_MEDIA_MAX_BYTES", 5 * 1024 * 1024, ge=1)
     webhook_secret: SecretStr | None = _env("FRONTDESK_WEBHOOK_SECRET")
     callback_allow_private: bool = _env("FRONTDESK_CALLBACK_ALLOW_PRIVATE", False)
 
