@@ -100,6 +100,7 @@ class OutboundMessage(BaseModel):
 
     id: str
     thread_id: str
+    agent: str = ""  # whose voice: the From of a mail, the key that signs a callback
     channel: str
     address: str
     reply_to: dict[str, Any] = Field(default_factory=dict)

@@ -69,6 +69,11 @@ def reply_to_for(thread: Thread, contact: Contact) -> dict[str, Any]:
     return contact.reply_to
 
 
+def _reachable(contact: Contact) -> bool:
+    """Whether there is anyone to push a message to (API callers poll instead)."""
+    return contact.channel not in SILENT_CHANNELS and bool(contact.address or contact.reply_to)
+
+
 def _approver_contact(thread: Thread) -> Contact:
     if thread.origin.identity in thread.approvers or not thread.approvers:
         return thread.origin
@@ -99,12 +104,13 @@ def compose(thread: Thread, start: int) -> list[OutboundMessage]:
             kind, text = "final", event.text
         elif event.type == "approval_decision":
             kind, contact, text, updates = _receipt(thread, event)
-        if kind is None or contact.channel in SILENT_CHANNELS:
+        if kind is None or not _reachable(contact):
             continue
         out.append(
             OutboundMessage(
                 id=f"{thread.id}-{index}",
                 thread_id=thread.id,
+                agent=thread.agent,
                 channel=contact.channel,
                 address=contact.address,
                 reply_to=reply_to_for(thread, contact),
@@ -141,12 +147,13 @@ def _receipt(thread: Thread, decision: Any) -> tuple[str | None, Contact, str, s
 
 def notice(thread: Thread, index: int, to: Contact, text: str) -> list[OutboundMessage]:
     """A short reply to someone who wrote (a refusal, a re-asked question)."""
-    if to.channel in SILENT_CHANNELS:
+    if not _reachable(to):
         return []
     return [
         OutboundMessage(
             id=f"{thread.id}-{index}",
             thread_id=thread.id,
+            agent=thread.agent,
             channel=to.channel,
             address=to.address,
             reply_to=to.reply_to or reply_to_for(thread, to),

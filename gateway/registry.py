@@ -49,6 +49,9 @@ class Channel(Protocol):
     #   async def complete(self, message: InboundMessage) -> InboundMessage | None
     #       run by the worker before routing: work kept off the request path (the
     #       full MIME parse); None drops the message (an auto-reply, a bounce).
+    #   def addressable(self, message: OutboundMessage) -> bool
+    #       False when there is nowhere to send it (a webhook caller gave no
+    #       callback URL and reads the thread through the API instead).
     #   async def serve(self, stop: asyncio.Event) -> None
     #       a long-running listener (the SMTP server, Slack Socket Mode), run by
     #       `frontdesk dev` and by the channel's own command until `stop` is set.

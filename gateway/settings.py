@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     sms_media_max_bytes: int = _env("FRONTDESK_SMS_MEDIA_MAX_BYTES", 5 * 1024 * 1024, ge=1)
     webhook_secret: SecretStr | None = _env("FRONTDESK_WEBHOOK_SECRET")
     callback_allow_private: bool = _env("FRONTDESK_CALLBACK_ALLOW_PRIVATE", False)
+    # Hosts callbacks may reach (exact, or ".example.com" for a domain and its subdomains); empty: any public host.
+    callback_allowlist: str = _env("FRONTDESK_CALLBACK_ALLOWLIST", "")
+    webhook_tolerance: int = _env("FRONTDESK_WEBHOOK_TOLERANCE", 300, ge=1)
 
     # FRONTDESK_WEBHOOK_SECRET_<AGENT>: collected below, keyed by lower-case agent name.
     webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)

@@ -269,6 +269,7 @@ class Worker:
         outbox = compose(new, start)
         if decision.notice and decision.notice_to is not None:
             outbox += notice(new, len(new.events) - 1, decision.notice_to, decision.notice)
+        outbox = [m for m in outbox if self._addressable(m)]
         keep_running = decision.wake and new.status == "running" and len(new.events) > start
         saved = await asyncio.shield(
             self.store.save(
@@ -286,6 +287,12 @@ class Worker:
             raise LeaseLost(new.id)
         await self._schedule_deadlines(new, start)
         return new
+
+    def _addressable(self, message) -> bool:
+        """Whether the channel has somewhere to send it (a webhook caller without a callback polls)."""
+        channel = self.rt.channels.get(message.channel)
+        check = getattr(channel, "addressable", None)
+        return check(message) if check else True
 
     async def _schedule_deadlines(self, thread: Thread, start: int) -> None:
         for index in range(start, len(thread.events)):
