@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 
 from gateway.entries import Entry
 from gateway.errors import Conflict
-from gateway.events import STATUSES, Contact, Thread, UserMessage, pending_request
+from gateway.events import STATUSES, Contact, Thread, pending_request
+from gateway.launch import launch_thread
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
@@ -65,26 +66,6 @@ class ApprovalIn(BaseModel):
 
 
 ResumeIn = Annotated[HumanResponseIn | ApprovalIn, Field(discriminator="type")]
-
-
-async def launch_thread(rt: Runtime, agent: str, text: str, contact: Contact | None, *, channel: str = "api", by: str = "api") -> Thread:
-    """Create a thread and queue its first turn: the API, the CLI and cron all start here."""
-    if agent not in rt.agents:
-        raise HTTPException(404, f"no agent named {agent!r}")
-    if contact is not None and contact.channel not in rt.channels:
-        raise HTTPException(422, f"channel {contact.channel!r} is not configured")
-    origin = contact or Contact(channel=channel, address=by)
-    responders, approvers = rt.router.people(agent, origin, contact)
-    thread = Thread(
-        id=rt.keys.new_thread_id(),
-        agent=agent,
-        origin=origin,
-        responders=responders,
-        approvers=approvers,
-        events=[UserMessage(text=text, sender=by, channel=channel)],
-    )
-    await rt.store.create(thread)
-    return thread
 
 
 @router.post("/threads", status_code=201, response_model=Launched)

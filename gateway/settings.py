@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     agents: str = _env("FRONTDESK_AGENTS", "")
     channels: str = _env("FRONTDESK_CHANNELS", "")
     default_agent: str = _env("FRONTDESK_DEFAULT_AGENT", "helpdesk")
+    cron_grace: float = _env("FRONTDESK_CRON_GRACE", 300.0, ge=0)
     email_domain: str = _env("FRONTDESK_EMAIL_DOMAIN", "frontdesk.localhost")
 
     # --- HTTP, SMTP
