@@ -36,6 +36,17 @@ return {1, tid}
 """
 
 
+# Move a conversation from a finished thread to a new one, unless someone already did.
+_REBIND = """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] or not cur then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return ARGV[2]
+end
+return cur
+"""
+
+
 @dataclass(frozen=True)
 class Accepted:
     thread_id: str
@@ -52,6 +63,7 @@ class Ingest:
         self.ttl = dedupe_ttl
         self.streams = Streams(redis, keys)
         self._accept = redis.register_script(_ACCEPT)
+        self._rebind = redis.register_script(_REBIND)
 
     async def accept(self, message: InboundMessage, agent: str, *, only_existing: bool = False) -> Accepted:
         """Enqueue `message` for `agent`; `only_existing` drops it unless its conversation has a thread."""
@@ -78,6 +90,11 @@ class Ingest:
     async def bind(self, channel: str, conversation: str, thread_id: str) -> None:
         """Point a conversation at a thread (an outbound message opened it)."""
         await self.redis.set(self.keys.conversation(channel, conversation), thread_id)
+
+    async def rebind(self, channel: str, conversation: str, old_thread: str) -> str:
+        """Give the conversation a new thread if it still points at `old_thread`; the thread it points at now."""
+        p = self.keys.conversation_partition(channel, conversation)
+        return await self._rebind(keys=[self.keys.conversation(channel, conversation)], args=[old_thread, self.keys.new_thread_id(p)])
 
     async def enqueue(self, entry: Entry, *, dedupe_id: str | None = None) -> bool:
         """Append an entry to its thread's partition (API resumes, timeouts); False if a duplicate."""

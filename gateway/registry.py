@@ -49,6 +49,9 @@ class Channel(Protocol):
     #   async def complete(self, message: InboundMessage) -> InboundMessage | None
     #       run by the worker before routing: work kept off the request path (the
     #       full MIME parse); None drops the message (an auto-reply, a bounce).
+    #   fresh_after_done: bool
+    #       True where a conversation never ends (an SMS number pair): a message
+    #       after the thread finished starts a new thread instead of waking it.
     #   def addressable(self, message: OutboundMessage) -> bool
     #       False when there is nowhere to send it (a webhook caller gave no
     #       callback URL and reads the thread through the API instead).
@@ -91,7 +94,8 @@ def instantiate(objs: list[Any], runtime: "Runtime") -> list[Any]:
     for obj in objs:
         if callable(obj) and not hasattr(obj, "name"):
             obj = obj(runtime)
-        found.extend(obj if isinstance(obj, (list, tuple)) else [obj])
+        if obj is not None:  # a channel factory returns None when its settings are absent
+            found.extend(obj if isinstance(obj, (list, tuple)) else [obj])
     return found
 
 

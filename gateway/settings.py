@@ -69,6 +69,19 @@ class Settings(BaseSettings):
     smtp_host: str = _env("FRONTDESK_SMTP_HOST", "127.0.0.1")
     smtp_port: int = _env("FRONTDESK_SMTP_PORT", 2525)
     smtp_relay: str | None = _env("FRONTDESK_SMTP_RELAY")
+    smtp_max_bytes: int = _env("FRONTDESK_SMTP_MAX_BYTES", 10 * 1024 * 1024, ge=1024)
+    smtp_tls_cert: Path | None = _env("FRONTDESK_SMTP_TLS_CERT")  # with _KEY: offer STARTTLS
+    smtp_tls_key: Path | None = _env("FRONTDESK_SMTP_TLS_KEY")
+    smtp_client_connections: int = _env("FRONTDESK_SMTP_CLIENT_CONNECTIONS", 50, ge=1)  # per client IP
+    smtp_client_rate: int = _env("FRONTDESK_SMTP_CLIENT_RATE", 0, ge=0)  # messages/minute per client IP; 0: no limit
+    smtp_relay_starttls: bool | None = _env("FRONTDESK_SMTP_RELAY_STARTTLS")  # unset: upgrade when offered
+    smtp_relay_user: str | None = _env("FRONTDESK_SMTP_RELAY_USER")
+    smtp_relay_password: SecretStr | None = _env("FRONTDESK_SMTP_RELAY_PASSWORD")
+    smtp_relay_ca_file: Path | None = _env("FRONTDESK_SMTP_RELAY_CA_FILE")
+    smtp_relay_timeout: float = _env("FRONTDESK_SMTP_RELAY_TIMEOUT", 30.0, gt=0)
+    email_token_secret: SecretStr | None = _env("FRONTDESK_EMAIL_TOKEN_SECRET")
+    email_attachment_max_bytes: int = _env("FRONTDESK_EMAIL_ATTACHMENT_MAX_BYTES", 5 * 1024 * 1024, ge=0)
+    email_retention: int = _env("FRONTDESK_EMAIL_RETENTION", 14 * 24 * 3600, ge=3600)  # raw mail, attachments
     public_url: str | None = _env("FRONTDESK_PUBLIC_URL")
     api_token: SecretStr | None = _env("FRONTDESK_API_TOKEN")
     max_body_bytes: int = _env("FRONTDESK_MAX_BODY_BYTES", 1024 * 1024, ge=1024)

@@ -215,6 +215,9 @@ class Worker:
         bound = log.bind(thread_id=entry.thread_id, entry=entry.stream_id, kind=entry.kind)
         try:
             entry = await self._complete(entry)
+            if self._starts_afresh(thread, entry):
+                await self._restart(thread, entry)
+                entry = dataclasses.replace(entry, kind="ignored", data=None)
             decision = self.rt.router.decide(thread, entry)
             if thread is None and decision.new_thread is None:
                 raise Malformed(f"{entry.kind} entry for a thread that does not exist")
@@ -253,6 +256,22 @@ class Worker:
         if message is None:  # the channel decided it must not reach an agent (e.g. an auto-reply)
             return dataclasses.replace(entry, kind="ignored", data=None)
         return dataclasses.replace(entry, data=message.model_dump(mode="json", exclude_none=True))
+
+    def _starts_afresh(self, thread: Thread | None, entry: Entry) -> bool:
+        """A new message on a finished thread of a channel whose conversations never end (SMS)."""
+        if entry.kind != "inbound" or thread is None or thread.status not in ("done", "failed"):
+            return False
+        channel = self.rt.channels.get(entry.data.get("channel", ""))
+        return bool(getattr(channel, "fresh_after_done", False))
+
+    async def _restart(self, thread: Thread, entry: Entry) -> None:
+        """Move the conversation to a new thread and send the message there."""
+        data = entry.data
+        new_id = await self.rt.ingest.rebind(data["channel"], data["conversation"], thread.id)
+        target = self.keys.thread_partition(new_id)
+        fields = Entry(kind="inbound", thread_id=new_id, data=data, agent=entry.agent or thread.agent).fields()
+        marker = self.keys.seen(target, "restart", f"{data['channel']}/{data['id']}")
+        await self.streams.xadd_once(marker, self.keys.inbound(target), fields, self.settings.dedupe_ttl)
 
     async def _step(self, thread: Thread | None, entry: Entry, member: str, decision: Decision, owner: str) -> Thread:
         base = decision.new_thread or thread

@@ -1,0 +1,34 @@
+"""SMS through Twilio.
+
+In: `POST /twilio/sms` checks X-Twilio-Signature against FRONTDESK_PUBLIC_URL,
+answers opt-out keywords itself (STOP ... START, HELP: `optout`), and enqueues
+everything else keyed by MessageSid in the conversation `their/our` numbers.
+`POST /twilio/status` turns status callbacks into `delivery` events.
+
+Out: plain text in numbered segments (`text`), from the number the person wrote
+to (or TWILIO_FROM_NUMBER for a contact; TWILIO_MESSAGING_SERVICE_SID when set),
+with a StatusCallback naming the thread; Twilio's errors become DeliveryFailed
+(`rest`). Media is fetched only on demand (`media`).
+
+Enabled when TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are set.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from channels.sms.channel import SmsChannel
+from channels.sms.media import Media
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+__all__ = ["Media", "SmsChannel", "channel"]
+
+
+def channel(runtime: "Runtime") -> SmsChannel | None:
+    """The SMS channel, or None when the Twilio credentials are not set."""
+    settings = runtime.settings
+    if not (settings.twilio_account_sid and settings.twilio_auth_token):
+        return None
+    return SmsChannel(runtime)
