@@ -218,6 +218,7 @@ class Outbox:
 
     async def _claim(self, p: int, stop: asyncio.Event) -> None:
         stream, idle = self.keys.outbox(p), int(self.rt.settings.claim_timeout * 1000)
+        rounds = 0
         while not stop.is_set():
             await sleep(stop, max(0.1, self.rt.settings.claim_timeout / 2))
             try:
@@ -230,6 +231,12 @@ class Outbox:
             for entry_id, fields in claimed:
                 if fields and entry_id not in self._busy:
                     self._spawn(p, entry_id, fields)
+            rounds += 1
+            if rounds % 10 == 0:
+                try:
+                    await self.rt.streams.trim(stream, GROUP)
+                except REDIS_DOWN as exc:
+                    await redis_down(stop, exc)
 
     async def _release(self, p: int, stop: asyncio.Event) -> None:
         while not stop.is_set():

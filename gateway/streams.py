@@ -60,6 +60,11 @@ return 1
 """
 
 
+def _id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def flat(fields: dict[str, str]) -> list[str]:
     return [x for pair in fields.items() for x in pair]
 
@@ -80,6 +85,17 @@ class Streams:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    async def trim(self, stream: str, group: str) -> int:
+        """Drop entries every consumer is done with: older than the oldest pending and the last delivered."""
+        groups = {g["name"]: g for g in await self.redis.xinfo_groups(stream)}
+        if group not in groups:
+            return 0
+        floor = groups[group]["last-delivered-id"]
+        pending = await self.redis.xpending(stream, group)
+        if pending["pending"]:
+            floor = min(floor, pending["min"], key=_id_key)
+        return await self.redis.xtrim(stream, minid=floor, approximate=False)
 
     async def xadd_once(self, marker: str, stream: str, fields: dict[str, str], ttl: int, value: str = "1") -> bool:
         """XADD unless `marker` exists; set it with the same stroke."""

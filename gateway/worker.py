@@ -97,7 +97,9 @@ class Worker:
                 await redis_down(stop, exc)
 
     async def _claim(self, p: int, stop: asyncio.Event) -> None:
+        """Take over entries a dead worker left pending; now and then trim what all are done with."""
         stream, idle = self.keys.inbound(p), int(self.settings.claim_timeout * 1000)
+        rounds = 0
         while not stop.is_set():
             await sleep(stop, max(0.05, self.settings.claim_timeout / 2))
             try:
@@ -105,6 +107,9 @@ class Worker:
                 for entry_id, fields in claimed:
                     if fields:
                         await self._received(p, entry_id, fields)
+                rounds += 1
+                if rounds % 10 == 0:
+                    await self.streams.trim(stream, GROUP)
             except REDIS_DOWN as exc:
                 await redis_down(stop, exc)
             except Exception as exc:  # noqa: BLE001 - e.g. NOGROUP before the reader made it

@@ -154,3 +154,14 @@ async def _has(rt, thread_id: str, kind: str) -> bool:
 async def _count(rt, thread_id: str, kind: str, n: int) -> bool:
     thread = await rt.store.load(thread_id)
     return thread is not None and sum(e.type == kind for e in thread.events) >= n
+
+
+async def test_streams_are_trimmed_once_every_consumer_is_done(rt):
+    ids = [(await rt.ingest.accept(sms(f"t{i}", "hello", conversation=f"trim{i}"), "echo")).thread_id for i in range(20)]
+    async with background(Worker(rt, "w1")):
+        for tid in ids:
+            await eventually(lambda: _status(rt, tid, "waiting_human"))
+        stream = rt.keys.inbound(0)
+        assert await rt.redis.xlen(stream) >= 20
+        await rt.streams.trim(stream, "workers")
+        assert await rt.redis.xlen(stream) <= 1  # only the last delivered entry stays as the floor
