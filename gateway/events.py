@@ -75,6 +75,9 @@ class InboundMessage(BaseModel):
     full_text: str | None = None  # e.g. the whole mail body, quotes included
     # An explicit answer to an approval (Slack button, dashboard), rather than free text.
     decision: ApprovalChoice | None = None
+    # The shared space it was written in (a Slack channel id): a question asked of
+    # that group may be answered by anyone writing there.
+    group: str | None = None
 
     @property
     def identity(self) -> str:
@@ -114,6 +117,7 @@ class OutboundMessage(BaseModel):
     actions: list[OutAction] = Field(default_factory=list)
     subject: str | None = None
     attempt: int = 0
+    traceparent: str | None = None  # W3C trace context of the step that composed it (tracing on only)
 
 
 # ---------------------------------------------------------------- events
@@ -259,11 +263,13 @@ DEAD_LETTER = "dead_letter"
 
 def derive_status(events: list[Any]) -> Status:
     """The thread's status, read from its last events."""
+    redelivered: set[str] = set()  # a failed delivery retried later (a dead letter replayed)
     for event in reversed(events):
         kind = event.type
         if kind == "delivery":
-            if event.status == "failed":
+            if event.status == "failed" and event.outbound_id not in redelivered:
                 return "failed"
+            redelivered.add(event.outbound_id)
             continue
         if kind in _PASSIVE:
             continue

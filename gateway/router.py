@@ -21,6 +21,7 @@ from gateway.config import FrontdeskConfig, parse_identity
 from gateway.entries import Entry
 from gateway.errors import Malformed
 from gateway.events import (
+    DEAD_LETTER,
     ApprovalDecision,
     Contact,
     DeliveryEvent,
@@ -47,6 +48,12 @@ class Decision:
     notice: str | None = None  # a short reply to the sender, sent on their channel
     notice_to: Contact | None = None
     new_thread: Thread | None = None
+
+
+def _dead_lettered(thread: Thread) -> bool:
+    """Whether the thread stopped because its last step was dead-lettered."""
+    last = next((e for e in reversed(thread.events) if e.type not in ("delivery", "note")), None)
+    return last is not None and last.type == "error" and last.kind == DEAD_LETTER
 
 
 def approval_answer(text: str) -> tuple[bool, str | None] | None:
@@ -136,9 +143,12 @@ class Router:
         if entry.kind == "ignored":
             return Decision()
         if entry.kind == "continue":
-            return Decision(wake=thread is not None and thread.status == "running")
+            # A `continue` replayed from the dead-letter stream resumes the thread it failed on.
+            return Decision(wake=thread is not None and (thread.status == "running" or _dead_lettered(thread)))
         if entry.kind == "delivery":
             return Decision(event=DeliveryEvent.model_validate(data))
+        if entry.kind == "note":  # an operator's action (a retry, a replay), recorded by the thread's writer
+            return Decision(event=Note.model_validate(data))
         if entry.kind == "timeout":
             return self._timeout(thread, data)
         if entry.kind == "resume":
@@ -168,12 +178,15 @@ class Router:
             return Decision()  # already applied (a forward or replay that slipped past dedupe)
         waiting = pending_request(thread.events)
         sender_contact = Contact(channel=msg.channel, address=msg.sender, reply_to=msg.reply_to)
+        if msg.decision is not None and (waiting is None or waiting[1].type != "approval_requested"):
+            # A second click on a button already decided: it is not something said to the agent.
+            return Decision(event=Note(kind="stale_decision", text=f"decision for {msg.decision.call_id}", sender=msg.identity, id=msg.id))
         if waiting is None:
             # A running thread already has a `continue` queued; it will read this message.
             return Decision(event=UserMessage(**said), wake=thread.status != "running")
         _, request = waiting
         if request.type == "request_human_input":
-            if not self._may_answer(thread, request, msg.identity):
+            if not self._may_answer(thread, request, msg):
                 return self._refuse(msg, sender_contact, "Thanks — this question is waiting for someone else's answer.")
             return Decision(event=HumanResponse(**said), wake=True)
         # waiting for an approval
@@ -223,9 +236,10 @@ class Router:
         return Decision(event=Timeout(request_index=index), wake=True)
 
     # ------------------------------------------------------------ who may
-    def _may_answer(self, thread: Thread, request: Any, identity: str) -> bool:
-        asked = request.contact.identity if request.contact else None
-        return identity in thread.responders or identity == asked
+    def _may_answer(self, thread: Thread, request: Any, msg: InboundMessage) -> bool:
+        asked = request.contact.identity if request.contact else thread.origin.identity
+        in_group = msg.group is not None and f"{msg.channel}:{msg.group}" == asked
+        return msg.identity in thread.responders or msg.identity == asked or in_group
 
     def _approvers(self, thread: Thread, request: Any) -> list[str]:
         asked = [request.contact.identity] if request.contact else []

@@ -1,0 +1,38 @@
+"""Slack: mentions, DMs and thread replies in; threaded replies, approvals and receipts out.
+
+In: `POST /slack/events` (Events API and interactivity, one Request URL) through
+slack-bolt's AsyncApp — signature and timestamp checked, `url_verification`
+answered — whose listeners only enqueue (`inbound`). Slack's retries and repeated
+event ids are dropped by the ingest dedupe keys (FRONTDESK_DEDUPE_TTL, a week;
+Slack retries for about an hour). With SLACK_APP_TOKEN, `serve` also takes events
+over Socket Mode, for development without a public URL.
+
+Out: slack_sdk's async client at FRONTDESK_SLACK_API_URL, without SDK retries,
+errors mapped to DeliveryFailed (`api`); Markdown as mrkdwn, cut to size
+(`mrkdwn`); always in the thread (`outbound`). A received message gets the
+FRONTDESK_SLACK_ACK_REACTION emoji ("eyes"; empty for none).
+
+Enabled when SLACK_BOT_TOKEN is set with SLACK_SIGNING_SECRET (HTTP) or
+SLACK_APP_TOKEN (Socket Mode). The app manifest is deploy/slack/manifest.yaml.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from channels.slack.channel import SlackChannel
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+__all__ = ["SlackChannel", "channel"]
+
+
+def channel(runtime: "Runtime") -> SlackChannel | None:
+    """The Slack channel, or None when its tokens are not set."""
+    settings = runtime.settings
+    if settings.slack_bot_token is None:
+        return None
+    if settings.slack_signing_secret is None and settings.slack_app_token is None:
+        return None
+    return SlackChannel(runtime)

@@ -1,0 +1,155 @@
+"""The Slack channel: bolt's AsyncApp in, slack_sdk's async Web API client out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.web.async_client import AsyncWebClient
+
+from channels.slack.api import SlackApi
+from channels.slack.inbound import OUTCOME, Inbound
+from channels.slack.outbound import APPROVE, DENY, Outbound
+from gateway.errors import DeliveryFailed, Malformed, Unavailable
+from gateway.events import OutboundMessage
+from gateway.registry import Sent
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+log = structlog.get_logger("frontdesk.slack")
+
+
+class SlackChannel:
+    """Answers POST /slack/events (and Socket Mode); posts through the Web API."""
+
+    name = "slack"
+    # chat.postMessage has no idempotency key: a post repeated after a lost answer
+    # is a second message in the thread.
+    resend_safe = False
+
+    def __init__(self, runtime: "Runtime") -> None:
+        settings = runtime.settings
+        self.rt = runtime
+        self.reaction = settings.slack_ack_reaction.strip(":")
+        self.app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
+        secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+        self.token = settings.slack_bot_token.get_secret_value()
+        # One session for every call (bolt copies it into its per-request clients); with
+        # a session of its own, slack_sdk applies the session's timeout, not its own.
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.slack_timeout))
+        web: dict[str, Any] = dict(
+            base_url=settings.slack_api_url,
+            session=self.session,
+            timeout=math.ceil(settings.slack_timeout),
+            retry_handlers=[],  # see channels.slack.api: the outbox decides what is retried
+        )
+        self.api = SlackApi(AsyncWebClient(token=self.token, **web))
+        self.outbound = Outbound(self.api, runtime)
+        self.inbound = Inbound(runtime, self.api.me, self._react)
+        self.verifies = secret is not None
+
+        async def authorize(context) -> AuthorizeResult:  # bolt passes arguments by name, `self` included
+            return await self._authorize(context)
+
+        self.app = AsyncApp(
+            name="frontdesk",
+            logger=logging.getLogger("frontdesk.slack.bolt"),
+            client=AsyncWebClient(**web),
+            authorize=authorize,
+            signing_secret=secret or "",
+            # Socket Mode alone has no signing secret; then no HTTP route is mounted either.
+            request_verification_enabled=self.verifies,
+            # The listeners only enqueue (one Redis script), so they finish before the
+            # answer goes back, and a failure to enqueue is an error Slack retries.
+            process_before_response=True,
+        )
+        self.app.event(re.compile(".*"))(self.inbound.on_event)
+        self.app.action(re.compile(f"^({APPROVE}|{DENY})$"))(self.inbound.on_click)
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------ inbound
+    def router(self) -> APIRouter | None:
+        if not self.verifies:
+            return None
+        handler = AsyncSlackRequestHandler(self.app)
+
+        async def events(request: Request) -> Response:
+            """Events API and interactivity: verified by bolt, enqueued by its listeners, answered at once."""
+            outcome: dict[str, Exception] = {}
+            try:
+                response = await handler.handle(request, {OUTCOME: outcome})
+            except ValueError as exc:  # a body bolt cannot parse (JSON errors included)
+                raise Malformed(f"unreadable Slack request: {exc}") from exc
+            if "error" in outcome:
+                raise outcome["error"]  # Redis or auth.test down: 503 with Retry-After, and Slack retries
+            return response
+
+        router = APIRouter(tags=["slack"])
+        router.add_api_route("/slack/events", events, methods=["POST"], summary="Slack Events API and interactivity")
+        return router
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Socket Mode (SLACK_APP_TOKEN): the same listeners, fed over Slack's WebSocket."""
+        if self.app_token is None:
+            return
+        handler = AsyncSocketModeHandler(self.app, app_token=self.app_token, logger=logging.getLogger("frontdesk.slack.socket"))
+        try:
+            await handler.connect_async()
+            log.info("slack socket mode connected")
+            await stop.wait()
+        finally:
+            await handler.close_async()
+
+    async def _authorize(self, context) -> AuthorizeResult:
+        """Bolt's authorize step from our cached auth.test.
+
+        Bolt's own single-team step answers 200 when auth.test fails, which would
+        drop the event; failing here instead makes Slack send it again.
+        """
+        try:
+            me = await self.api.me()
+        except DeliveryFailed as exc:
+            error = Unavailable(f"Slack auth.test failed: {exc}")
+            outcome = context.get(OUTCOME)
+            if outcome is not None:
+                outcome["error"] = error
+            raise error from exc
+        return AuthorizeResult(enterprise_id=None, team_id=me.team, bot_user_id=me.user_id, bot_id=me.bot_id, bot_token=self.token)
+
+    def _react(self, channel: str, ts: str) -> None:
+        """Acknowledge a received message with a reaction, off the request path."""
+        if not self.reaction:
+            return
+        task = asyncio.create_task(self._add_reaction(channel, ts))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _add_reaction(self, channel: str, ts: str) -> None:
+        try:
+            await self.api.call("reactions.add", channel=channel, timestamp=ts, name=self.reaction)
+        except DeliveryFailed as exc:  # already_reacted, missing scope: never worth more than a line
+            log.info("acknowledgement reaction not added", channel=channel, ts=ts, error=str(exc))
+
+    # ------------------------------------------------------------ outbound
+    async def send(self, message: OutboundMessage) -> Sent:
+        return await self.outbound.send(message)
+
+    async def aclose(self) -> None:
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=2)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.session.close()

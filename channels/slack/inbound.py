@@ -1,0 +1,209 @@
+"""Inbound: Slack events and button clicks as InboundMessages, enqueued and nothing more.
+
+Conversations (the key a thread is found by):
+
+- a mention in a channel: `team/channel/thread_ts` (its own ts at the top level);
+  it starts a thread or continues the one there;
+- a reply in a channel thread without a mention: the same key, but it only counts
+  while the thread there waits for a person (or is running) — chatter in channels
+  and in finished threads never wakes an agent;
+- a DM: the DM as a whole, `team/D…`, like an SMS conversation. A reply inside a
+  Slack thread of the DM goes to that Slack thread's conversation when one is bound
+  (`team/D…/ts`, a DM the agent opened), else to the DM's. So a person answers an
+  agent's DM either in its thread or at the DM's root.
+- a click on Approve / Deny: the conversation of the message it sits on; it never
+  starts a thread.
+
+Never enqueued: messages from bots (ours included), edits, deletions and other
+subtypes (file shares and replies also sent to the channel excepted), and root
+messages in channels. Slack sends a mention twice — as `app_mention` and as a
+`message` — so the `message` copy of a mention is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from channels.slack.api import Me
+from gateway.connection import REDIS_DOWN
+from gateway.events import ApprovalChoice, Attachment, InboundMessage
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+log = structlog.get_logger("frontdesk.slack")
+# Set in bolt's context by the HTTP route: a Redis failure is put here so the route
+# answers 503 with Retry-After (bolt itself would say 500).
+OUTCOME = "frontdesk_outcome"
+# Subtypes that are a person writing: a file with a comment, a thread reply also sent to the channel.
+PERSON_SUBTYPES = {"file_share", "thread_broadcast"}
+LIVE = {"waiting_human", "waiting_approval", "running"}
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """An event worth enqueueing, and how to place it."""
+
+    message: InboundMessage
+    start: bool  # may start a thread (a mention, a DM); else only an existing one
+    prefer: str | None = None  # a more specific conversation, used when it has a thread
+    live_only: bool = False  # a plain channel reply: only while its thread is live
+    react: bool = True  # put the acknowledgement reaction on it
+
+
+def from_event(body: dict[str, Any], me: Me) -> Parsed | None:
+    """An Events API callback as a message to enqueue, or None if it must be ignored."""
+    event = body.get("event") or {}
+    kind, user = event.get("type"), event.get("user")
+    if kind not in ("app_mention", "message") or not user:
+        return None
+    if event.get("bot_id") or user == me.user_id:
+        return None
+    if event.get("subtype") and event["subtype"] not in PERSON_SUBTYPES:
+        return None
+    channel, ts = event.get("channel"), event.get("ts")
+    if not channel or not ts:
+        return None
+    thread_ts = event.get("thread_ts")
+    text = event.get("text") or ""
+    dm = event.get("channel_type") == "im" or channel.startswith("D")
+    if kind == "message" and not dm:
+        if not thread_ts or thread_ts == ts:
+            return None  # a channel's root: nothing here is addressed to us
+        if re.search(rf"<@{re.escape(me.user_id)}(\|[^>]*)?>", text):
+            return None  # the app_mention copy of this message is the one we take
+    root = thread_ts or ts
+    message = InboundMessage(
+        id=body.get("event_id") or f"{channel}/{ts}",
+        channel="slack",
+        conversation=f"{me.team}/{channel}" if dm else f"{me.team}/{channel}/{root}",
+        sender=user,
+        text=_strip_mention(text, me.user_id),
+        address=f"{me.team}/{channel}",
+        attachments=_files(event.get("files") or []),
+        received_at=_time(ts),
+        reply_to={"team": me.team, "channel": channel, "thread_ts": root},
+        group=None if dm else channel,
+    )
+    if dm:
+        return Parsed(message, start=True, prefer=f"{me.team}/{channel}/{thread_ts}" if thread_ts else None)
+    return Parsed(message, start=kind == "app_mention", live_only=kind == "message")
+
+
+def from_click(body: dict[str, Any], me: Me) -> Parsed | None:
+    """A click on an approval button as a decision on the message's conversation."""
+    action = (body.get("actions") or [{}])[0]
+    try:
+        value = json.loads(action.get("value") or "")
+        choice = ApprovalChoice(call_id=str(value["call_id"]), approved=bool(value["approved"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+    user = (body.get("user") or {}).get("id")
+    container, posted = body.get("container") or {}, body.get("message") or {}
+    channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
+    message_ts = container.get("message_ts") or posted.get("ts")
+    if not (user and channel and message_ts):
+        return None
+    root = container.get("thread_ts") or posted.get("thread_ts") or message_ts
+    dm = channel.startswith("D")
+    message = InboundMessage(
+        # A click has no event id; the same click retried carries the same action_ts.
+        id=f"{action.get('action_ts')}:{user}:{message_ts}",
+        channel="slack",
+        conversation=f"{me.team}/{channel}" if dm else f"{me.team}/{channel}/{root}",
+        sender=user,
+        text="approve" if choice.approved else "deny",
+        address=f"{me.team}/{channel}",
+        reply_to={"team": me.team, "channel": channel, "thread_ts": root},
+        decision=choice,
+    )
+    return Parsed(message, start=False, prefer=f"{me.team}/{channel}/{root}" if dm else None, react=False)
+
+
+class Inbound:
+    """Bolt listeners: parse, place, enqueue — then bolt acknowledges."""
+
+    def __init__(self, runtime: "Runtime", me: Callable[[], Awaitable[Me]], react: Callable[[str, str], None]) -> None:
+        self.rt = runtime
+        self.me = me
+        self.react = react
+
+    async def on_event(self, ack, body: dict[str, Any], context) -> None:
+        parsed = from_event(body, await self.me())
+        if parsed is not None:
+            await self._enqueue(parsed, context, ts=(body.get("event") or {}).get("ts"))
+        await ack()
+
+    async def on_click(self, ack, body: dict[str, Any], context) -> None:
+        # Slack does not retry a click: enqueue before the ack, so a failure shows the person an error.
+        parsed = from_click(body, await self.me())
+        if parsed is not None:
+            await self._enqueue(parsed, context)
+        await ack()
+
+    async def _enqueue(self, parsed: Parsed, context, ts: str | None = None) -> None:
+        message = parsed.message
+        try:
+            conversation = await self._place(parsed)
+            if conversation is None:
+                return
+            agent = self.rt.router.route("slack", message.address)
+            if agent is None and parsed.start:
+                log.info("no agent answers this Slack address", address=message.address)
+                return
+            message = message.model_copy(update={"conversation": conversation})
+            accepted = await self.rt.ingest.accept(message, agent or "", only_existing=not parsed.start)
+        except REDIS_DOWN as exc:
+            outcome = context.get(OUTCOME)
+            if outcome is not None:
+                outcome["error"] = exc
+            raise
+        if parsed.react and ts and not (accepted.duplicate or accepted.ignored):
+            self.react(message.reply_to["channel"], ts)
+
+    async def _place(self, parsed: Parsed) -> str | None:
+        """The conversation to enqueue on; None when the message must not be enqueued."""
+        ingest = self.rt.ingest
+        if parsed.prefer and await ingest.thread_for("slack", parsed.prefer):
+            return parsed.prefer
+        conversation = parsed.message.conversation
+        if parsed.live_only:
+            thread_id = await ingest.thread_for("slack", conversation)
+            if thread_id is None:
+                return None
+            status = (await self.rt.store.meta(thread_id)).get("status")
+            if status is not None and status not in LIVE:  # None: the thread is not written yet
+                return None
+        return conversation
+
+
+def _strip_mention(text: str, user_id: str) -> str:
+    return re.sub(rf"<@{re.escape(user_id)}(\|[^>]*)?>", "", text).strip()
+
+
+def _time(ts: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(ts), tz=timezone.utc)
+    except ValueError:
+        return datetime.now(timezone.utc)
+
+
+def _files(files: list[dict[str, Any]]) -> list[Attachment]:
+    """File metadata; the bytes stay at Slack (url_private needs the bot token to fetch)."""
+    return [
+        Attachment(
+            filename=f.get("name"),
+            content_type=f.get("mimetype") or "application/octet-stream",
+            size=f.get("size"),
+            ref=f.get("url_private") or f.get("permalink") or f"slack-file:{f.get('id')}",
+        )
+        for f in files
+        if isinstance(f, dict) and f.get("id")
+    ]

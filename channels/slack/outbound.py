@@ -1,0 +1,180 @@
+"""Outbound: an OutboundMessage as Slack messages, always in its thread.
+
+- A message for a Slack conversation is posted with `thread_ts`. Without a valid
+  one the send fails and is recorded; it never falls back to the channel's root.
+- Only a conversation the agent opens (a contact with no reply_to yet) starts at
+  a root: a user id opens a DM (conversations.open), a channel id is posted to
+  directly. That post's ts becomes the thread, returned in Sent.conversation.
+- Approvals carry Approve / Deny buttons; their receipt updates that message
+  (chat.update) to say who decided and when.
+- Notices go to the one person they answer, as an ephemeral message in place.
+- Long texts go out in parts (`mrkdwn.split`); the parts Slack accepted are
+  remembered, so a retry after a 429 on part 3 posts parts 3 onwards only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from channels.slack.api import SlackApi
+from channels.slack.mrkdwn import mentions, split, to_mrkdwn
+from gateway.connection import REDIS_DOWN
+from gateway.errors import DeliveryFailed
+from gateway.events import OutAction, OutboundMessage
+from gateway.registry import Sent
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+log = structlog.get_logger("frontdesk.slack")
+APPROVAL_BLOCK = "frontdesk_approval"
+APPROVE, DENY = "frontdesk_approve", "frontdesk_deny"
+_TS = re.compile(r"^\d+\.\d+$")
+
+
+class Outbound:
+    """Delivers outbound messages through the Web API."""
+
+    def __init__(self, api: SlackApi, runtime: "Runtime") -> None:
+        self.api = api
+        self.rt = runtime
+
+    async def send(self, message: OutboundMessage) -> Sent:
+        if message.kind == "notice":
+            return await self._notice(message)
+        if message.kind == "receipt" and message.updates:
+            return await self._update(message)
+        return await self._post(message)
+
+    # ------------------------------------------------------------ posts
+    async def _post(self, message: OutboundMessage) -> Sent:
+        parts = split(to_mrkdwn(_with_choices(message.text, message.choices)))
+        if not parts:
+            raise DeliveryFailed("nothing to post: the message is empty")
+        channel, thread_ts = await self._where(message)
+        opened = thread_ts is None
+        done = await self._parts_done(message) if len(parts) > 1 else {}
+        ts = ""
+        for index, text in enumerate(parts):
+            ts = done.get(index, "")
+            if not ts:
+                last = index == len(parts) - 1
+                blocks = approval_blocks(text, message.actions) if last and message.actions else None
+                data = await self.api.call("chat.postMessage", posts=True, channel=channel, text=text, thread_ts=thread_ts, blocks=blocks)
+                ts = data.get("ts", "")
+                if len(parts) > 1:
+                    await self._part_done(message, index, ts)
+            # The first part of a new conversation is its root; the rest reply under it.
+            thread_ts = thread_ts or ts
+        if not opened:
+            return Sent(detail=ts)
+        return await self._opened(message, channel, thread_ts, ts)
+
+    async def _where(self, message: OutboundMessage) -> tuple[str, str | None]:
+        """(channel, thread_ts) to post to; thread_ts None only for a conversation we open."""
+        reply = message.reply_to or {}
+        channel = reply.get("channel")
+        if channel:
+            thread_ts = str(reply.get("thread_ts") or "")
+            if not _TS.match(thread_ts):
+                raise DeliveryFailed(f"no valid thread_ts for {channel} (got {thread_ts!r}); not posting at the channel root")
+            return channel, thread_ts
+        address = message.address.rsplit("/", 1)[-1]  # a route may name team/channel
+        if address[:1] in ("U", "W"):
+            data = await self.api.call("conversations.open", users=address)
+            return data["channel"]["id"], None
+        if address[:1] in ("C", "G", "D"):
+            return address, None
+        raise DeliveryFailed(f"{message.address!r} is neither a Slack user id nor a channel id")
+
+    async def _opened(self, message: OutboundMessage, channel: str, root: str, last: str) -> Sent:
+        """The conversation a root post opened, so the outbox binds replies to the thread."""
+        team = (await self.api.me()).team
+        if channel.startswith("D"):
+            # A reply at the DM's root (not in the Slack thread) should find the thread too:
+            # the DM as a whole now points at the thread that wrote last.
+            try:
+                await self.rt.ingest.bind("slack", f"{team}/{channel}", message.thread_id)
+            except REDIS_DOWN as exc:  # the post is out: failing the send now would post it twice
+                log.warning("could not bind the DM to the thread", channel=channel, error=str(exc))
+        return Sent(
+            detail=last,
+            conversation=f"{team}/{channel}/{root}",
+            reply_to={"team": team, "channel": channel, "thread_ts": root},
+        )
+
+    # ------------------------------------------------------------ receipts, notices
+    async def _update(self, message: OutboundMessage) -> Sent:
+        """Rewrite the approval message to say who decided and when; its buttons go."""
+        channel = (message.reply_to or {}).get("channel")
+        if not channel:
+            raise DeliveryFailed("no channel for the approval message to update")
+        text = mentions(to_mrkdwn(message.text))
+        icon = ":white_check_mark:" if message.text.startswith("Approved") else ":no_entry_sign:"
+        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {text}"[:3000]}}]
+        await self.api.call("chat.update", channel=channel, ts=message.updates, text=text, blocks=blocks)
+        return Sent(detail=message.updates)
+
+    async def _notice(self, message: OutboundMessage) -> Sent:
+        """Only the person it answers sees it: ephemeral in place, else a DM."""
+        reply = message.reply_to or {}
+        text = to_mrkdwn(message.text)
+        if reply.get("channel"):
+            try:
+                data = await self.api.call(
+                    "chat.postEphemeral", posts=True, channel=reply["channel"], user=message.address, text=text, thread_ts=reply.get("thread_ts")
+                )
+                return Sent(detail=data.get("message_ts"))
+            except DeliveryFailed as exc:
+                if exc.retryable or exc.ambiguous:
+                    raise
+                log.info("ephemeral notice refused; sending it as a DM", error=str(exc))
+        dm = await self.api.call("conversations.open", users=message.address)
+        data = await self.api.call("chat.postMessage", posts=True, channel=dm["channel"]["id"], text=text)
+        return Sent(detail=data.get("ts"))
+
+    # ------------------------------------------------------------ parts of a long message
+    def _parts_key(self, message: OutboundMessage) -> str:
+        return self.rt.keys.key("slack", "parts", message.id)
+
+    async def _parts_done(self, message: OutboundMessage) -> dict[int, str]:
+        stored = await self.rt.redis.hgetall(self._parts_key(message))
+        return {int(index): ts for index, ts in stored.items()}
+
+    async def _part_done(self, message: OutboundMessage, index: int, ts: str) -> None:
+        key = self._parts_key(message)
+        try:
+            async with self.rt.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, str(index), ts)
+                pipe.expire(key, self.rt.settings.dedupe_ttl)
+                await pipe.execute()
+        except REDIS_DOWN as exc:  # as above: the part is out; carry on with the next
+            log.warning("could not record a posted part", outbound_id=message.id, part=index, error=str(exc))
+
+
+def approval_blocks(text: str, actions: list[OutAction]) -> list[dict[str, Any]]:
+    """The request as a section, then one button per action; the value names the call."""
+    buttons = [
+        {
+            "type": "button",
+            "action_id": APPROVE if action.approved else DENY,
+            "text": {"type": "plain_text", "text": action.label[:75]},
+            "style": "primary" if action.approved else "danger",
+            "value": json.dumps({"call_id": action.call_id, "approved": action.approved}),
+        }
+        for action in actions
+    ]
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+        {"type": "actions", "block_id": APPROVAL_BLOCK, "elements": buttons},
+    ]
+
+
+def _with_choices(text: str, choices: list[str]) -> str:
+    if not choices:
+        return text
+    return f"{text}\n\nReply with one of: " + " / ".join(f"**{choice}**" for choice in choices)

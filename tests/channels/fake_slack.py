@@ -1,0 +1,246 @@
+"""A fake Slack on loopback, and Slack's side of the wire for tests.
+
+`FakeSlack` serves the Web API methods the channel calls (`auth.test`,
+`chat.postMessage`, `chat.update`, `chat.postEphemeral`, `reactions.add`,
+`conversations.open`, `apps.connections.open`) under `/api/`, and a Socket Mode
+WebSocket; it records every call and can be told how to answer the next ones
+(an error, a 429, or no answer at all). `signed` and the body builders make the
+requests Slack would send, signed with the real v0 scheme (slack_sdk's verifier).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import WSMsgType, web
+from slack_sdk.signature import SignatureVerifier
+
+TEAM = "T0TEAM"
+BOT_USER = "U0BOT"
+BOT_ID = "B0BOT"
+TOKEN = "xoxb-test-token"
+APP_TOKEN = "xapp-test-token"
+SECRET = "test-signing-secret"
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: dict[str, Any] = field(default_factory=lambda: {"ok": True})
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+HANG = Reply(status=0)  # take the request, never answer (until the fake stops)
+
+
+@dataclass
+class Call:
+    method: str
+    args: dict[str, Any]
+    authorization: str
+    reply: dict[str, Any] | None = None  # what we answered, None if we did not
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.reply and self.reply.get("ok"))
+
+
+class FakeSlack:
+    """The Web API and Socket Mode endpoints, on 127.0.0.1 port 0."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.scripts: dict[str, list[Reply]] = defaultdict(list)
+        self.socket_acks: list[dict[str, Any]] = []
+        self._envelopes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._released = asyncio.Event()
+        self._ts = itertools.count(1)
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)
+        app.router.add_get("/socket", self._socket)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        self.port = 0
+
+    async def __aenter__(self) -> "FakeSlack":
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - the port 0 bound
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._released.set()
+        for ws in list(self._sockets):
+            await ws.close()
+        await self._runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        """The base URL in slack_sdk's form (trailing slash)."""
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    # ------------------------------------------------------------ test API
+    def script(self, method: str, *replies: Reply) -> None:
+        """Answer the next calls of `method` with `replies`, in order; then as usual."""
+        self.scripts[method].extend(replies)
+
+    def to(self, method: str, *, ok: bool | None = True) -> list[dict[str, Any]]:
+        """The arguments of the calls of `method` (ok=True: only those we accepted)."""
+        return [c.args for c in self.calls if c.method == method and (ok is None or c.ok == ok)]
+
+    def posts(self, **match: Any) -> list[dict[str, Any]]:
+        """Accepted chat.postMessage calls whose arguments include `match`."""
+        return [a for a in self.to("chat.postMessage") if all(a.get(k) == v for k, v in match.items())]
+
+    async def send_envelope(self, payload: dict[str, Any], kind: str = "events_api") -> str:
+        """Push an envelope to the connected Socket Mode client; its envelope id."""
+        envelope_id = f"env-{next(self._ts)}"
+        await self._envelopes.put({"envelope_id": envelope_id, "type": kind, "payload": payload, "accepts_response_payload": False})
+        return envelope_id
+
+    # ------------------------------------------------------------ Web API
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        args: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            if request.content_type == "application/json":
+                args.update(await request.json())
+            else:
+                args.update(await request.post())
+        call = Call(method, args, request.headers.get("Authorization", ""))
+        self.calls.append(call)
+        if self.scripts[method]:
+            reply = self.scripts[method].pop(0)
+            if reply is HANG:
+                await self._released.wait()
+                return web.Response(status=503)
+        else:
+            reply = self._answer(method, args, call.authorization)
+        call.reply = reply.body
+        return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+
+    def _answer(self, method: str, args: dict[str, Any], authorization: str) -> Reply:
+        token = APP_TOKEN if method == "apps.connections.open" else TOKEN
+        if authorization != f"Bearer {token}":
+            return Reply(body={"ok": False, "error": "invalid_auth"})
+        if method == "auth.test":
+            return Reply(body={"ok": True, "team_id": TEAM, "team": "Test", "user_id": BOT_USER, "bot_id": BOT_ID, "user": "frontdesk"})
+        if method == "chat.postMessage":
+            if not args.get("channel") or args["channel"].startswith("CGONE"):
+                return Reply(body={"ok": False, "error": "channel_not_found"})
+            ts = self._next_ts()
+            message = {"type": "message", "text": args.get("text", ""), "ts": ts, "bot_id": BOT_ID, "user": BOT_USER}
+            if args.get("thread_ts"):
+                message["thread_ts"] = args["thread_ts"]
+            return Reply(body={"ok": True, "channel": args["channel"], "ts": ts, "message": message})
+        if method == "chat.update":
+            return Reply(body={"ok": True, "channel": args.get("channel"), "ts": args.get("ts"), "text": args.get("text")})
+        if method == "chat.postEphemeral":
+            return Reply(body={"ok": True, "message_ts": self._next_ts()})
+        if method == "reactions.add":
+            return Reply(body={"ok": True})
+        if method == "conversations.open":
+            return Reply(body={"ok": True, "channel": {"id": "D" + str(args.get("users", "")).lstrip("UW")}})
+        if method == "apps.connections.open":
+            return Reply(body={"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket"})
+        return Reply(body={"ok": False, "error": "unknown_method"})
+
+    def _next_ts(self) -> str:
+        return f"{1700000000 + next(self._ts)}.000100"
+
+    # ------------------------------------------------------------ Socket Mode
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        await ws.send_json({"type": "hello", "num_connections": 1, "debug_info": {"host": "fake"}})
+        pump = asyncio.create_task(self._pump(ws))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self.socket_acks.append(json.loads(msg.data))
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            self._sockets.discard(ws)
+        return ws
+
+    async def _pump(self, ws: web.WebSocketResponse) -> None:
+        while True:
+            envelope = await self._envelopes.get()
+            await ws.send_json(envelope)
+
+
+# ---------------------------------------------------------------- what Slack sends
+
+
+def signed(body: str, *, secret: str = SECRET, timestamp: int | None = None, content_type: str = "application/json") -> dict[str, str]:
+    """Headers for `body` signed the way Slack signs (v0 HMAC-SHA256 of `v0:ts:body`)."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": signature, "Content-Type": content_type}
+
+
+def event_body(event: dict[str, Any], event_id: str) -> dict[str, Any]:
+    """An Events API callback carrying `event`."""
+    return {
+        "token": "legacy",
+        "team_id": TEAM,
+        "api_app_id": "A0APP",
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id,
+        "event_time": int(time.time()),
+        "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}],
+    }
+
+
+def mention(text: str, *, ts: str, user: str = "U1", channel: str = "C1", thread_ts: str | None = None) -> dict[str, Any]:
+    event = {"type": "app_mention", "user": user, "text": f"<@{BOT_USER}> {text}", "ts": ts, "channel": channel, "event_ts": ts, "team": TEAM}
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def message(text: str, *, ts: str, user: str = "U1", channel: str = "C1", thread_ts: str | None = None, **extra: Any) -> dict[str, Any]:
+    event = {"type": "message", "user": user, "text": text, "ts": ts, "channel": channel, "event_ts": ts, "team": TEAM}
+    event["channel_type"] = "im" if channel.startswith("D") else "channel"
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    event.update(extra)
+    return event
+
+
+def click(*, user: str, channel: str, message_ts: str, thread_ts: str | None, value: str, approved: bool, action_ts: str) -> str:
+    """A block_actions payload for a click on an approval button, form-encoded as Slack posts it."""
+    payload = {
+        "type": "block_actions",
+        "team": {"id": TEAM, "domain": "test"},
+        "user": {"id": user, "team_id": TEAM},
+        "api_app_id": "A0APP",
+        "token": "legacy",
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False, **({"thread_ts": thread_ts} if thread_ts else {})},
+        "trigger_id": "1.2.3",
+        "channel": {"id": channel, "name": "general"},
+        "message": {"type": "message", "ts": message_ts, "bot_id": BOT_ID, **({"thread_ts": thread_ts} if thread_ts else {})},
+        "response_url": "https://hooks.slack.invalid/actions/1",
+        "actions": [
+            {
+                "action_id": "frontdesk_approve" if approved else "frontdesk_deny",
+                "block_id": "frontdesk_approval",
+                "type": "button",
+                "value": value,
+                "action_ts": action_ts,
+            }
+        ],
+    }
+    return urlencode({"payload": json.dumps(payload)})
