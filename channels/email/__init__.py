@@ -1,0 +1,114 @@
+"""The email channel: an SMTP server for inbound mail, a relay for outbound.
+
+Inbound (`serve`): aiosmtpd on FRONTDESK_SMTP_HOST:PORT accepts mail for the
+agents' addresses (`<agent>@<FRONTDESK_EMAIL_DOMAIN>`, routes in frontdesk.toml,
+and their `+token` forms), stores the raw bytes in Redis and enqueues a message
+keyed by its Message-ID before answering `250`. The worker reads the body
+(`complete`). Outbound (`send`): aiosmtplib through FRONTDESK_SMTP_RELAY.
+
+Threading: a reply's In-Reply-To and References are matched against the
+Message-IDs we sent (each send binds its own), newest first; the reply token in
+the address we ask people to answer (`agent+<token>@domain`, see `tokens`) is the
+second key. A subject never threads anything.
+
+The channel is always on: mail can arrive with no relay configured (`frontdesk
+dev`); sending without FRONTDESK_SMTP_RELAY fails, recorded on the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import structlog
+
+from channels.email import server, tokens
+from channels.email.inbound import Inbound
+from channels.email.outbound import Envelope, Relay, compose
+from channels.email.store import BlobStore
+from gateway.errors import DeliveryFailed
+from gateway.events import InboundMessage, OutboundMessage
+from gateway.registry import Sent
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+log = structlog.get_logger("frontdesk.email")
+
+
+class EmailChannel:
+    name = "email"
+    resend_safe = True  # receivers deduplicate by Message-ID, which a re-send keeps
+
+    def __init__(self, runtime: "Runtime") -> None:
+        self.rt = runtime
+        self.settings = runtime.settings
+        self.blobs = BlobStore(runtime.redis, runtime.keys, runtime.settings.email_retention)
+        self.inbound = Inbound(runtime, self.blobs, self.token_key)
+        self.relay = Relay(runtime.settings) if runtime.settings.smtp_relay else None
+        self.port: int | None = None  # the port `serve` listens on, once it does
+        self.listening = asyncio.Event()
+        self._key: bytes | None = None
+
+    def router(self):
+        return None
+
+    # ------------------------------------------------------------ inbound
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Accept mail until `stop` is set."""
+        srv = await server.start(self.settings, self.inbound)
+        self.port = srv.sockets[0].getsockname()[1]
+        self.listening.set()
+        log.info("smtp listening", host=self.settings.smtp_host, port=self.port, tls=bool(self.settings.smtp_tls_cert))
+        try:
+            await stop.wait()
+        finally:
+            self.listening.clear()
+            srv.close()
+            await srv.wait_closed()
+
+    async def complete(self, message: InboundMessage) -> InboundMessage | None:
+        return await self.inbound.complete(message)
+
+    # ------------------------------------------------------------ outbound
+    async def send(self, message: OutboundMessage) -> Sent:
+        if self.relay is None:
+            raise DeliveryFailed("FRONTDESK_SMTP_RELAY is not set: no mail can be sent")
+        env = await self._envelope(message)
+        mail = compose(message, env)
+        await self.relay.send(mail, env)
+        mid = mail["Message-ID"]
+        parent = message.reply_to.get("message_id")
+        references = [*message.reply_to.get("references", []), parent] if parent else []
+        # The send opens (or continues) a conversation keyed by our Message-ID: replies name it.
+        reply_to = {"message_id": mid, "references": references, "subject": str(mail["Subject"]), "to": env.to, "from": env.sender}
+        return Sent(detail=mid, conversation=mid, reply_to=reply_to)
+
+    async def _envelope(self, message: OutboundMessage) -> Envelope:
+        agent = (await self.rt.store.meta(message.thread_id)).get("agent") or self.settings.default_agent
+        sender = message.reply_to.get("from") or self._address(agent)
+        to = message.reply_to.get("to") or message.address
+        if "@" not in to:
+            raise DeliveryFailed(f"{to!r} is not a mail address")
+        token = tokens.mint(await self.token_key(), message.thread_id)
+        return Envelope(sender=sender, to=to, reply_address=tokens.with_token(sender, token), agent=agent)
+
+    def _address(self, agent: str) -> str:
+        """The agent's first configured mail address, else `<agent>@<domain>`."""
+        routes = self.rt.config.agent(agent).routes.email
+        return routes[0].lower() if routes else f"{agent}@{self.settings.email_domain}"
+
+    async def token_key(self) -> bytes:
+        """The reply-token key: the setting, else a random secret shared through Redis."""
+        if self._key is None:
+            if self.settings.email_token_secret:
+                self._key = self.settings.email_token_secret.get_secret_value().encode()
+            else:
+                name = self.rt.keys.key("email", "token-secret")
+                await self.rt.redis.set(name, tokens.new_secret(), nx=True)
+                self._key = (await self.rt.redis.get(name)).encode()
+        return self._key
+
+
+def channel(runtime: "Runtime") -> EmailChannel:
+    return EmailChannel(runtime)
