@@ -99,7 +99,11 @@ def embedded_redis(data_dir: Path, *, appendonly: bool = True) -> Iterator[str]:
         )
     )
     conf.chmod(0o600)
-    proc = subprocess.Popen([redis_executable(), str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Its own session: Ctrl+C in a terminal signals the whole foreground group, and Redis
+    # must outlive `frontdesk dev` while its workers drain; the owner stops it after.
+    proc = subprocess.Popen(
+        [redis_executable(), str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     url = f"redis://:{password}@127.0.0.1:{port}/0"
     try:
         deadline = time.monotonic() + 15

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
     # --- storage and work distribution
+    # redis://, redis+sentinel:// or redis+cluster:// (the forms: gateway/connection.py)
     redis_url: str | None = _env("FRONTDESK_REDIS_URL")
     data_dir: Path = _env("FRONTDESK_DATA_DIR", Path(".frontdesk"))
     key_prefix: str = _env("FRONTDESK_KEY_PREFIX", "frontdesk")
@@ -88,6 +89,11 @@ class Settings(BaseSettings):
     log_level: str = _env("FRONTDESK_LOG_LEVEL", "info")
     # auto: readable lines on a terminal, JSON lines otherwise (what log collectors read).
     log_format: Literal["auto", "json", "console"] = _env("FRONTDESK_LOG_FORMAT", "auto")
+    # /healthz, /readyz and /metrics on this port in a process without the HTTP app (worker, smtp); unset: none.
+    ops_port: int | None = _env("FRONTDESK_OPS_PORT", None, ge=0, le=65535)
+    # OpenTelemetry: traces go to this OTLP/HTTP collector (e.g. http://collector:4318); unset: tracing is off.
+    otel_endpoint: str | None = _env("OTEL_EXPORTER_OTLP_ENDPOINT")
+    otel_service_name: str = _env("OTEL_SERVICE_NAME", "frontdesk")
 
     # --- providers
     slack_bot_token: SecretStr | None = _env("SLACK_BOT_TOKEN")

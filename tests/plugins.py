@@ -97,7 +97,11 @@ class ApprovalAgent:
 
 
 class FailingAgent:
-    """Raises on every step: a bug in an agent must not stop the worker."""
+    """Raises on every step: a bug in an agent must not stop the worker.
+
+    With TEST_BROKEN_FIXED set (the bug "fixed" in a new deployment) it finishes instead,
+    so a test can replay its dead letters and see the thread complete.
+    """
 
     name = "broken"
     description = "always raises"
@@ -106,7 +110,11 @@ class FailingAgent:
         return []
 
     async def step(self, thread: Thread, event) -> Thread:
-        raise RuntimeError("agent bug")
+        if not os.environ.get("TEST_BROKEN_FIXED"):
+            raise RuntimeError("agent bug")
+        if event is not None:
+            thread = thread.with_events(event)
+        return thread.with_events(DoneForNow(text="fixed"))
 
 
 class SinkChannel:

@@ -1,0 +1,458 @@
+"""The `frontdesk` command.
+
+    frontdesk dev                       everything in one process, embedded Redis if no URL is set
+    frontdesk serve | worker | smtp     one role each, for deployments that scale them apart
+    frontdesk listen [CHANNEL...]       channel listeners (SMTP, Slack Socket Mode) on their own
+    frontdesk threads list | show       read threads (works beside a running `dev`)
+    frontdesk launch AGENT TEXT         start a thread, print its id
+    frontdesk dlq list | replay         dead letters
+    frontdesk check                     validate settings and frontdesk.toml, then exit
+
+With FRONTDESK_REDIS_URL unset every command uses the embedded Redis under
+FRONTDESK_DATA_DIR: the server `frontdesk dev` runs, when it runs, else one
+started for the command and stopped after it. Errors a person can fix (a bad
+setting, a bad frontdesk.toml) print one line naming the key and exit 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import functools
+import json
+import re
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import redis
+import typer
+from pydantic import ValidationError
+
+from gateway.connection import REDIS_DOWN, connect_redis
+from gateway.config import FrontdeskConfig, parse_identity
+from gateway.embedded import URL_FILE, embedded_redis, running_url
+from gateway.errors import ConfigError, InboundRejected
+from gateway.events import STATUSES, Thread
+from gateway.keys import Keys
+from gateway.launch import launch_thread
+from gateway.logs import configure_logging
+from gateway.runtime import running
+from gateway.serve import Roles, Started, run
+from gateway.settings import Settings
+from gateway.streams import Streams
+from gateway.threads import ThreadStore
+
+app = typer.Typer(
+    name="frontdesk",
+    help="A multi-channel gateway for small, focused LLM agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+threads_app = typer.Typer(help="Read threads.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: entries that failed every attempt.", no_args_is_help=True)
+app.add_typer(threads_app, name="threads")
+app.add_typer(dlq_app, name="dlq")
+
+StatusName = enum.Enum("StatusName", {s: s for s in STATUSES}, type=str)  # click.Choice from the statuses
+
+
+class _Failed(Exception):
+    """A one-shot command failed in a way the person should read (exit 1)."""
+
+
+def _errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn our errors into one line on stderr and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as exc:
+            _fail(str(exc), 2)
+        except _Failed as exc:
+            _fail(str(exc), 1)
+        except REDIS_DOWN as exc:
+            # OSError is there for sockets; a data directory we cannot write is not an outage.
+            local = isinstance(exc, OSError) and not isinstance(exc, ConnectionError)
+            _fail(f"{'' if local else 'Redis is unreachable: '}{exc}", 1)
+
+    return wrapper
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"frontdesk: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def load_settings() -> Settings:
+    """The settings from the environment; a bad value is a ConfigError naming its variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise ConfigError(f"{name}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+@contextlib.contextmanager
+def redis_for(settings: Settings) -> Iterator[str | None]:
+    """The Redis URL a command uses: the configured one (None), else the embedded server's."""
+    if settings.redis_url:
+        yield None
+        return
+    # embedded_redis reuses the server a running `frontdesk dev` started on the same
+    # data directory, and otherwise starts one (reading its append-only file) for this command.
+    with embedded_redis(settings.data_dir) as url:
+        yield url
+
+
+def _shutdown_redis(url: str) -> Callable[[], None]:
+    """For a hard exit: stop the embedded server anyway (SHUTDOWN flushes its append-only file)."""
+
+    def shutdown() -> None:
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            client.shutdown()
+        finally:
+            client.close()
+
+    return shutdown
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Outside the event loop SIGTERM unwinds like Ctrl+C does, so the embedded Redis is stopped."""
+
+    def unwind(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(settings: Settings, roles: Roles, on_started: Callable[[Started], None] | None = None) -> None:
+    configure_logging(settings)
+    # A server that `frontdesk dev` runs for another terminal is not ours to stop, even on a hard exit.
+    ours = not settings.redis_url and running_url(settings.data_dir) is None
+    with _sigterm_unwinds(), redis_for(settings) as url:
+        hard_exit = _shutdown_redis(url) if url and ours else None
+        asyncio.run(run(settings, roles, redis_url=url, on_started=on_started, on_hard_exit=hard_exit))
+
+
+# ---------------------------------------------------------------- processes
+
+
+@app.command()
+@_errors
+def dev() -> None:
+    """Everything in one process: HTTP, workers, senders and channel listeners."""
+    settings = load_settings()
+    _run(settings, Roles(http=True, worker=True, outbox=True, cron=True, listeners=None), on_started=_banner)
+
+
+@app.command()
+@_errors
+def serve() -> None:
+    """The HTTP app only: provider webhooks, the API, health and metrics."""
+    _run(load_settings(), Roles(http=True))
+
+
+@app.command()
+@_errors
+def worker(
+    no_worker: bool = typer.Option(False, "--no-worker", help="Do not apply inbound entries to threads."),
+    no_outbox: bool = typer.Option(False, "--no-outbox", help="Do not deliver outbound messages."),
+) -> None:
+    """Apply inbound entries to threads (and fire cron schedules); deliver what they say."""
+    if no_worker and no_outbox:
+        raise ConfigError("--no-worker and --no-outbox together leave nothing to run")
+    _run(load_settings(), Roles(worker=not no_worker, cron=not no_worker, outbox=not no_outbox))
+
+
+@app.command()
+@_errors
+def smtp() -> None:
+    """The email channel's SMTP listener."""
+    _run(load_settings(), Roles(listeners=("email",)))
+
+
+@app.command()
+@_errors
+def listen(channels: list[str] = typer.Argument(None, help="Channel names (default: every channel with a listener).")) -> None:
+    """Channel listeners only (the SMTP server, Slack Socket Mode)."""
+    _run(load_settings(), Roles(listeners=tuple(channels) if channels else None))
+
+
+@app.command()
+@_errors
+def check() -> None:
+    """Validate the settings and frontdesk.toml, load the agents and channels, then exit."""
+    settings = load_settings()
+    configure_logging(settings, stream=sys.stderr)
+
+    async def describe() -> None:
+        # No command is sent: a client for an address that is never dialled is enough to load plugins.
+        async with running(settings, redis_url=settings.redis_url or "redis://127.0.0.1:6379/0") as rt:
+            typer.echo(f"agents    {', '.join(rt.agent_names()) or '(none)'}")
+            typer.echo(f"channels  {', '.join(sorted(rt.channels)) or '(none)'}")
+            typer.echo(f"model     {_model_line(settings, rt.config)}")
+
+    asyncio.run(describe())
+
+
+def _model_line(settings: Settings, config: FrontdeskConfig) -> str:
+    """Which model answers, saying plainly when it is the scripted demo."""
+    if settings.model.strip().lower() == "demo":
+        line = (
+            "demo: replies come from the scripted demo model, not a language model "
+            "(set FRONTDESK_MODEL=openai:<model> or anthropic:<model> for a real one)"
+        )
+    else:
+        line = settings.model
+    overrides = sorted((name, agent.model) for name, agent in config.agents.items() if agent.model)
+    if overrides:
+        line += "; " + ", ".join(f"{name} uses {model}" for name, model in overrides)
+    return line
+
+
+def _banner(started: Started) -> None:
+    rt, settings = started.runtime, started.runtime.settings
+    if settings.redis_url:
+        where = _safe_url(settings.redis_url)
+    else:
+        where = f"embedded, data in {settings.data_dir.resolve()} ({URL_FILE} has its address)"
+    listeners = f" (listening: {', '.join(started.listeners)})" if started.listeners else ""
+    lines = [
+        "frontdesk dev is running",
+        f"  http      {started.http_url}  (dashboard /, API /api/v1, docs /docs)",
+        f"  redis     {where}",
+        f"  model     {_model_line(settings, rt.config)}",
+        f"  agents    {', '.join(rt.agent_names()) or '(none)'}",
+        f"  channels  {', '.join(sorted(rt.channels)) or '(none)'}{listeners}",
+        "  Ctrl+C stops it (twice: at once).",
+    ]
+    # stderr: stdout carries the log lines, which a collector may be reading as JSON.
+    typer.echo("\n".join(lines), err=True)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, fit to print."""
+    return re.sub(r"//[^@/]*@", "//", url)
+
+
+# ---------------------------------------------------------------- one-shot commands
+
+
+def _query(settings: Settings, work: Callable[[Any, Keys], Any]) -> Any:
+    """Run `work(redis, keys)` against the command's Redis and return its result."""
+    configure_logging(settings, stream=sys.stderr)  # stdout is the command's output
+
+    async def go(url: str | None) -> Any:
+        async with connect_redis(settings, url) as client:
+            return await work(client, Keys(settings.key_prefix, settings.partitions))
+
+    with redis_for(settings) as url:
+        return asyncio.run(go(url))
+
+
+@threads_app.command("list")
+@_errors
+def threads_list(
+    status: Optional[StatusName] = typer.Option(None, "--status", "-s", help="Only threads with this status."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=10_000, help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """One line per thread: id, status, agent, channel, last update (newest first)."""
+    settings = load_settings()
+    wanted = status.value if status else None
+    rows = _query(settings, lambda r, k: ThreadStore(r, k).list(status=wanted, limit=limit))
+    for meta in rows:
+        row = thread_row(meta)
+        if as_json:
+            typer.echo(json.dumps(row))
+        else:
+            typer.echo(f"{row['id']}  {row['status']:<16} {row['agent']:<14} {row['channel']:<9} {_short_time(row['updated_at'])}")
+
+
+def thread_row(meta: dict[str, str]) -> dict[str, Any]:
+    """A thread's summary, as `threads list --json` prints it."""
+    return {
+        "id": meta.get("id"),
+        "status": meta.get("status"),
+        "agent": meta.get("agent"),
+        "channel": meta.get("channel"),
+        "person": meta.get("person"),
+        "created_at": meta.get("created_at"),
+        "updated_at": meta.get("updated_at"),
+        "events": int(meta.get("events", 0)),
+    }
+
+
+def _short_time(value: str | datetime | None) -> str:
+    """UTC to the second: what a person scanning a list needs."""
+    if not value:
+        return "-"
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@threads_app.command("show")
+@_errors
+def threads_show(
+    thread_id: str = typer.Argument(..., help="The thread's id (th_...)."),
+    as_json: bool = typer.Option(False, "--json", help="The thread as the API returns it."),
+) -> None:
+    """A thread's events, in order."""
+    settings = load_settings()
+    thread = _query(settings, lambda r, k: ThreadStore(r, k).load(thread_id))
+    if thread is None:
+        raise _Failed(f"no thread {thread_id!r}")
+    if as_json:
+        typer.echo(json.dumps(thread.public()))
+        return
+    typer.echo(render_thread(thread))
+
+
+def render_thread(thread: Thread) -> str:
+    """The thread as a person reads it: a header, then one line per event."""
+    lines = [
+        f"{thread.id}  {thread.status}  agent={thread.agent}  origin={thread.origin.identity}",
+        f"created {_short_time(thread.created_at)}  updated {_short_time(thread.updated_at)}",
+    ]
+    for index, event in enumerate(thread.events):
+        lines.append(f"{index:>4}  {event.at:%m-%d %H:%M:%S}  {event.type:<20} {_describe(event)}")
+    return "\n".join(lines)
+
+
+def _describe(event: Any) -> str:
+    """One event on one line: who said what, which tool with which arguments, what came back."""
+    kind = event.type
+    if kind in ("user_message", "human_response"):
+        text = f"{event.sender or '?'}: {event.text}"
+    elif kind == "tool_call":
+        text = f"{event.tool}({json.dumps(event.arguments)}) [{event.call_id}]"
+    elif kind == "tool_result":
+        text = f"[{event.call_id}] {json.dumps(event.result, default=str)}"
+    elif kind == "request_human_input":
+        text = event.text + (f"  choices: {', '.join(event.choices)}" if event.choices else "")
+    elif kind == "approval_requested":
+        text = f"{event.tool}({json.dumps(event.arguments)}) [{event.call_id}]"
+    elif kind == "approval_decision":
+        verdict = "approved" if event.approved else "denied"
+        text = f"{verdict} by {event.by} [{event.call_id}]" + (f": {event.comment}" if event.comment else "")
+    elif kind == "done_for_now":
+        text = event.text
+    elif kind == "delivery":
+        text = f"{event.status} {event.outbound_id} via {event.channel}" + (f": {event.detail}" if event.detail else "")
+    elif kind in ("error", "note"):
+        text = f"{event.kind}: {getattr(event, 'message', None) or getattr(event, 'text', '')}"
+    elif kind == "context":
+        text = f"{event.name}: {json.dumps(event.result, default=str)}"
+    elif kind == "timeout":
+        text = f"no answer to event {event.request_index} in time"
+    else:
+        text = ""
+    text = " ".join(text.split())  # one line per event, whatever the text holds
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+@app.command()
+@_errors
+def launch(
+    agent: str = typer.Argument(..., help="The agent to run."),
+    text: str = typer.Argument(..., help="What the agent is asked."),
+    contact: Optional[str] = typer.Option(None, "--contact", help="channel:address of the person the agent answers."),
+) -> None:
+    """Start a thread (as the API's POST /api/v1/threads does) and print its id."""
+    settings = load_settings()
+    try:
+        person = parse_identity(contact) if contact else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--contact") from None
+    configure_logging(settings, stream=sys.stderr)
+
+    async def go(url: str | None) -> str:
+        async with running(settings, redis_url=url) as rt:
+            try:
+                thread = await launch_thread(rt, agent, text, person, by="cli")
+            except InboundRejected as exc:  # an unknown agent, a channel that is not configured
+                raise ConfigError(str(exc)) from None
+            return thread.id
+
+    with redis_for(settings) as url:
+        typer.echo(asyncio.run(go(url)))
+
+
+# ---------------------------------------------------------------- dead letters
+
+
+@dlq_app.command("list")
+@_errors
+def dlq_list(as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
+    """Dead-lettered entries: `<partition>:<entry id>`, where from, which thread, why."""
+    settings = load_settings()
+    entries = _query(settings, lambda r, k: Streams(r, k).dlq_entries(count=10_000))
+    for p, entry_id, fields in entries:
+        row = dead_letter_row(p, entry_id, fields)
+        if as_json:
+            typer.echo(json.dumps(row))
+        else:
+            reason = " ".join(row["reason"].split())
+            typer.echo(f"{row['id']}  {row['source']:<8} {row['thread_id'] or '-'}  {reason[:160]}")
+
+
+def dead_letter_row(p: int, entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """A dead letter's summary; `id` is what `dlq replay` takes."""
+    thread_id, kind = fields.get("t"), fields.get("k")
+    if "m" in fields:  # an outbound message
+        kind = "outbound"
+        with contextlib.suppress(ValueError, AttributeError):
+            thread_id = json.loads(fields["m"]).get("thread_id")
+    failed_at = fields.get("failed_at")
+    return {
+        "id": f"{p}:{entry_id}",
+        "partition": p,
+        "entry_id": entry_id,
+        "source": fields.get("source", "").rsplit(":", 1)[-1],  # inbound | outbox
+        "kind": kind,
+        "thread_id": thread_id,
+        "reason": fields.get("reason", ""),
+        "failed_at": datetime.fromtimestamp(float(failed_at), timezone.utc).isoformat() if failed_at else None,
+    }
+
+
+@dlq_app.command("replay")
+@_errors
+def dlq_replay(
+    entry: Optional[str] = typer.Argument(None, help="`<partition>:<entry id>` as `dlq list` prints it."),
+    replay_all: bool = typer.Option(False, "--all", help="Replay every dead letter."),
+) -> None:
+    """Put dead-lettered entries back on the stream they came from."""
+    if bool(entry) == replay_all:
+        raise typer.BadParameter("give one ID or --all")
+    settings = load_settings()
+    if entry:
+        p, sep, entry_id = entry.partition(":")
+        if not sep or not p.isdigit() or not entry_id:
+            raise typer.BadParameter(f"{entry!r} is not of the form <partition>:<entry id>", param_hint="ID")
+        if not _query(settings, lambda r, k: Streams(r, k).replay(int(p), entry_id)):
+            raise _Failed(f"no dead letter {entry!r}")
+        typer.echo(f"replayed {entry}")
+        return
+
+    async def replay_every(r, k) -> int:
+        streams = Streams(r, k)
+        done = 0
+        for part, entry_id, _ in await streams.dlq_entries(count=10_000):
+            done += await streams.replay(part, entry_id)
+        return done
+
+    typer.echo(f"replayed {_query(settings, replay_every)} entries")
