@@ -4,7 +4,8 @@
     ├── ConfigError        bad settings or frontdesk.toml: refuse to start, name the key
     ├── InboundRejected    the caller's fault; knows its HTTP status and SMTP reply
     │   ├── BadSignature, Replayed, TooLarge, Malformed, UnknownSender, UnknownAgent
-    │   └── Conflict       a resume that does not match what the thread waits for
+    │   ├── Conflict       a resume that does not match what the thread waits for
+    │   └── RateLimited    a sender over FRONTDESK_RATE_LIMIT: 429 with Retry-After, SMTP 451 4.7.1
     ├── Unavailable        Redis (or another dependency) is unreachable: try again later
     ├── DeliveryFailed     a provider said no (or said nothing); carries status and retry_after
     └── AgentError         step-parse and tool errors, appended to the thread as `error` events
@@ -70,6 +71,17 @@ class UnknownAgent(InboundRejected):
 
 class Conflict(InboundRejected):
     status = 409
+
+
+class RateLimited(InboundRejected):
+    """A sender over FRONTDESK_RATE_LIMIT; `retry_after` seconds until its window ends."""
+
+    status = 429
+    smtp_reply = "451 4.7.1 Too many messages from this sender, try again later"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Unavailable(FrontdeskError):

@@ -10,12 +10,15 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway import tracing
 from gateway.api import router as api_router
+from gateway.api_ops import router as api_ops_router
 from gateway.connection import REDIS_DOWN
+from gateway.dashboard import dashboard_router
 from gateway.errors import InboundRejected, Unavailable
 from gateway.runtime import Runtime, running
 from gateway.settings import Settings
@@ -54,7 +57,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.limit)
             return message
 
         try:
@@ -63,8 +66,12 @@ class BodyLimit:
             await _too_large(send, self.limit)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised from `receive`: an HTTPException, since FastAPI turns other errors met while
+    reading a JSON body into 400 but lets these through to their 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes")
 
 
 async def _too_large(send, limit: int) -> None:
@@ -88,12 +95,15 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     app = FastAPI(title="frontdesk", version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(tracing.TraceRequests)  # outermost; a no-op unless tracing is on
     if runtime is not None:
         _mount(app, runtime)
 
     @app.exception_handler(InboundRejected)
     async def rejected(request: Request, exc: InboundRejected) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        retry_after = getattr(exc, "retry_after", None)  # RateLimited: when the sender may try again
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(Unavailable)
     async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
@@ -119,6 +129,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api_router)
+    app.include_router(api_ops_router)
+    app.include_router(dashboard_router())
     return app
 
 

@@ -80,6 +80,14 @@ class Keys:
     def status_index(self, p: int, status: str) -> str:
         return f"{self.part(p)}:status:{status}"
 
+    def facet_index(self, p: int, facet: str, value: str) -> str:
+        """Threads of a partition with one agent, origin channel or person, scored like `index`."""
+        return f"{self.part(p)}:by:{facet}:{value}"
+
+    def id_index(self, p: int) -> str:
+        """Every thread id of a partition, all scored 0, so ZRANGEBYLEX finds an id prefix."""
+        return f"{self.part(p)}:ids"
+
     # --- conversations and dedupe
     def conversation(self, channel: str, conversation: str) -> str:
         p = self.conversation_partition(channel, conversation)
@@ -91,9 +99,21 @@ class Keys:
     def sent(self, p: int, outbound_id: str) -> str:
         return f"{self.part(p)}:sent:{outbound_id}"
 
+    def sending(self, p: int, outbound_id: str) -> str:
+        """Set while a message that must not be repeated is with its provider (gateway.outbox)."""
+        return f"{self.part(p)}:sending:{outbound_id}"
+
+    def rate(self, p: int, channel: str, sender: str) -> str:
+        """A sender's message count in the current rate window, in its conversation's partition."""
+        return f"{self.part(p)}:rate:{channel}/{sender}"
+
     # --- global, single-key
     def workers(self) -> str:
         return f"{self.prefix}:workers"
+
+    def deliveries(self, minute: int) -> str:
+        """Delivery outcomes in one minute (epoch minutes): a hash of `channel:status` -> count."""
+        return f"{self.prefix}:deliveries:{minute}"
 
     def key(self, *parts: str) -> str:
         """A free-standing key under the prefix (locks, channel state)."""

@@ -16,3 +16,4 @@ DELIVERIES = Counter("frontdesk_deliveries_total", "Outbound delivery outcomes",
 DEAD_LETTERS = Counter("frontdesk_dead_letters_total", "Entries moved to a dead-letter stream", ["source"])
 IN_FLIGHT = Gauge("frontdesk_threads_in_flight", "Threads a worker is applying entries to right now")
 QUEUE_LAG = Gauge("frontdesk_queue_lag", "Entries not yet delivered to a consumer group", ["stream", "partition"])
+QUEUE_PENDING = Gauge("frontdesk_queue_pending", "Entries a consumer group has read and not yet acknowledged", ["stream", "partition"])

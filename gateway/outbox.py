@@ -9,6 +9,11 @@ thread as a `delivery` entry, applied by the thread's own writer.
 
 No answer at all (a timeout after the request left) is ambiguous: it is re-sent
 only where the receiver deduplicates (`Channel.resend_safe`), otherwise recorded.
+A sender killed between handing a message to its provider and recording the
+outcome leaves the same doubt; for those channels a `sending` marker, set just
+before the send, tells the sender that claims the entry next, which records the
+delivery as ambiguous instead of posting it again. An ambiguous message keeps a
+copy in the dead-letter stream, so a person can retry it from the dashboard.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from pydantic import ValidationError
 
-from gateway import metrics
+from gateway import metrics, tracing
 from gateway.config import parse_identity
 from gateway.connection import REDIS_DOWN
 from gateway.entries import Entry
@@ -40,6 +45,7 @@ SILENT_CHANNELS = {"api", "cron", "dashboard"}  # readers poll the API; nothing 
 
 _OUTCOME = """
 redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[1])
+redis.call('DEL', KEYS[4])
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
 redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
 return 1
@@ -47,6 +53,7 @@ return 1
 
 _FAIL = """
 redis.call('XADD', KEYS[4], '*', 'source', KEYS[3], 'source_id', ARGV[3], 'reason', ARGV[4], 'failed_at', ARGV[5], 'm', ARGV[6])
+redis.call('DEL', KEYS[5])
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 7))
 redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
 return 1
@@ -138,9 +145,9 @@ def _receipt(thread: Thread, decision: Any) -> tuple[str | None, Contact, str, s
         None,
     )
     verdict = "Approved" if decision.approved else "Denied"
-    text = f"{verdict} by {decision.by} at {decision.at:%Y-%m-%d %H:%M} UTC"
+    text = f"{verdict} by {decision.by} at {decision.at:%Y-%m-%d %H:%M} UTC: {_describe_call(request.tool, request.arguments)}"
     if decision.comment:
-        text += f": {decision.comment}"
+        text += f" ({decision.comment})"
     contact = request.contact or _approver_contact(thread)
     return "receipt", contact, text, sent.detail if sent else None
 
@@ -223,6 +230,7 @@ class Outbox:
             await sleep(stop, max(0.1, self.rt.settings.claim_timeout / 2))
             try:
                 _, claimed, *_ = await self.redis.xautoclaim(stream, GROUP, self.consumer, idle, "0-0", count=50)
+                await self.rt.streams.record_backlog(stream, GROUP, "outbox", p)
             except REDIS_DOWN as exc:
                 await redis_down(stop, exc)
                 continue
@@ -258,10 +266,17 @@ class Outbox:
             message = OutboundMessage.model_validate_json(fields.get("m", ""))
         except ValidationError as exc:
             await self.rt.streams.dead_letter(p, stream, GROUP, entry_id, fields, f"invalid outbound message: {exc}")
+            metrics.DEAD_LETTERS.labels("outbox").inc()
             return
+        # This task's own context: every line logged while delivering names the thread and message.
+        structlog.contextvars.bind_contextvars(
+            thread_id=message.thread_id, agent=message.agent or None, channel=message.channel, event_id=entry_id, outbound_id=message.id
+        )
         async with self._locks[message.thread_id]:
             try:
-                await self._attempt(p, stream, entry_id, message)
+                attributes = {"thread_id": message.thread_id, "channel": message.channel, "outbound_id": message.id}
+                with tracing.span("frontdesk.deliver", parent=message.traceparent, span_kind="producer", **attributes):
+                    await self._attempt(p, stream, entry_id, message)
             except REDIS_DOWN as exc:
                 log.warning("redis unavailable while delivering; the entry stays pending", error=str(exc))
             finally:
@@ -275,6 +290,16 @@ class Outbox:
             await self.redis.xack(stream, GROUP, entry_id)  # a retry of a message already delivered
             return
         channel = self.rt.channels.get(message.channel)
+        if channel is not None and not channel.resend_safe:
+            marker = self.keys.sending(p, message.id)
+            if not await self.redis.set(marker, self.consumer, nx=True, ex=self.rt.settings.dedupe_ttl):
+                # A sender (`holder`) stopped after handing this message to the provider and before
+                # recording what it said, or it is still waiting for the answer: the person may have it.
+                holder = await self.redis.get(marker)
+                bound.warning("delivery ambiguous: an earlier send was interrupted; not re-sent", holder=holder)
+                reason = f"a send by {holder} was interrupted before its outcome was recorded"
+                await self._dead(p, stream, entry_id, message, "ambiguous", reason)
+                return
         try:
             if channel is None:
                 raise DeliveryFailed(f"no channel {message.channel!r} is configured")
@@ -297,32 +322,50 @@ class Outbox:
         delivery = DeliveryEvent(outbound_id=message.id, channel=message.channel, status=status, detail=detail, contact=contact)
         entry = Entry(kind="delivery", thread_id=message.thread_id, data=delivery.model_dump(mode="json", exclude_none=True))
         await self._outcome(
-            keys=[self.keys.sent(p, message.id), self.keys.inbound(p), stream],
+            keys=[self.keys.sent(p, message.id), self.keys.inbound(p), stream, self.keys.sending(p, message.id)],
             args=[self.rt.settings.dedupe_ttl, GROUP, entry_id, status, *flat(entry.fields())],
         )
         metrics.DELIVERIES.labels(message.channel, status).inc()
+        tracing.annotate(outcome=status)
+        await self._count(message.channel, status)
 
     async def _failed(self, p, stream, entry_id, message: OutboundMessage, exc: DeliveryFailed, *, resend_safe: bool, log) -> None:
         settings = self.rt.settings
         if exc.ambiguous and not resend_safe:
             # The provider may have it: sending again could reach the person twice.
             log.warning("delivery ambiguous; not re-sent", error=str(exc))
-            await self._record(p, stream, entry_id, message, "ambiguous", str(exc))
+            await self._dead(p, stream, entry_id, message, "ambiguous", str(exc))
             return
         if (exc.retryable or exc.ambiguous) and message.attempt + 1 < settings.delivery_attempts:
             delay = backoff(message.attempt, settings.retry_base, settings.retry_max, exc.retry_after)
             log.info("delivery failed; retrying", error=str(exc), status=exc.status, attempt=message.attempt + 1, delay=round(delay, 2))
             again = message.model_copy(update={"attempt": message.attempt + 1})
+            await self.redis.delete(self.keys.sending(p, message.id))  # the provider said no: the next attempt may send
             await self.rt.streams.park(stream, GROUP, entry_id, self.keys.delayed(p, "outbox"), time.time() + delay, {"m": again.model_dump_json(exclude_none=True)})
             return
         reason = f"{exc} (status {exc.status})" if exc.status else str(exc)
         log.error("delivery failed permanently; dead-lettered", error=reason, attempts=message.attempt + 1)
-        delivery = DeliveryEvent(outbound_id=message.id, channel=message.channel, status="failed", detail=reason[:500])
+        await self._dead(p, stream, entry_id, message, "failed", reason)
+
+    async def _dead(self, p, stream, entry_id, message: OutboundMessage, status: str, reason: str) -> None:
+        """Record `status` (failed or ambiguous) on the thread; keep the message in the dead-letter stream for a retry."""
+        delivery = DeliveryEvent(outbound_id=message.id, channel=message.channel, status=status, detail=reason[:500])
         entry = Entry(kind="delivery", thread_id=message.thread_id, data=delivery.model_dump(mode="json", exclude_none=True))
         fresh = message.model_copy(update={"attempt": 0})
+        dlq_reason = reason if status == "failed" else f"{status}, not re-sent: {reason}"
         await self._fail(
-            keys=[self.keys.sent(p, message.id), self.keys.inbound(p), stream, self.keys.dlq(p)],
-            args=["", GROUP, entry_id, reason[:2000], str(time.time()), fresh.model_dump_json(exclude_none=True), *flat(entry.fields())],
+            keys=[self.keys.sent(p, message.id), self.keys.inbound(p), stream, self.keys.dlq(p), self.keys.sending(p, message.id)],
+            args=["", GROUP, entry_id, dlq_reason[:2000], str(time.time()), fresh.model_dump_json(exclude_none=True), *flat(entry.fields())],
         )
-        metrics.DELIVERIES.labels(message.channel, "failed").inc()
+        metrics.DELIVERIES.labels(message.channel, status).inc()
         metrics.DEAD_LETTERS.labels("outbox").inc()
+        tracing.annotate(outcome=status)
+        await self._count(message.channel, status)
+
+    async def _count(self, channel: str, status: str) -> None:
+        # Outcomes per channel and minute, for every process at once (the dashboard's health
+        # page); the Prometheus counters above are per process. Kept two hours.
+        key = self.keys.deliveries(int(time.time() // 60))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(key, f"{channel}:{status}", 1).expire(key, 7200)
+            await pipe.execute()

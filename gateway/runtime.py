@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
+from gateway import tracing
 from gateway.config import FrontdeskConfig, load_config
 from gateway.connection import connect_redis
 from gateway.errors import ConfigError
@@ -68,6 +69,8 @@ async def running(
     config = load_config(settings.config_path)
     keys = Keys(settings.key_prefix, settings.partitions)
     async with contextlib.AsyncExitStack() as stack:
+        if tracing.configure(settings):
+            stack.callback(tracing.flush)  # last out: spans of the shutdown included
         redis = await stack.enter_async_context(connect_redis(settings, redis_url))
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=10, follow_redirects=False))
         rt = Runtime(
@@ -78,7 +81,7 @@ async def running(
             keys=keys,
             store=ThreadStore(redis, keys),
             streams=Streams(redis, keys),
-            ingest=Ingest(redis, keys, settings.dedupe_ttl),
+            ingest=Ingest(redis, keys, settings.dedupe_ttl, settings.rate_limit, settings.rate_window),
         )
         agent_paths = ([BUILTIN_AGENTS] if builtins else []) + settings.agent_modules()
         for agent in [*load_plugins(agent_paths, rt), *instantiate(list(agents), rt)]:

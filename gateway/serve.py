@@ -27,6 +27,7 @@ import structlog
 import uvicorn
 
 from gateway.cron import Cron
+from gateway.dashboard import close_streams
 from gateway.errors import ConfigError
 from gateway.http import create_app
 from gateway.ops import serve_ops
@@ -178,6 +179,7 @@ async def serve_http(server: uvicorn.Server, stop: asyncio.Event) -> None:
 
     async def watch() -> None:
         await stop.wait()
+        close_streams(server.config.app)  # an open dashboard page would hold the shutdown otherwise
         server.should_exit = True
 
     watcher = asyncio.create_task(watch())

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     smtp_tls_key: Path | None = _env("FRONTDESK_SMTP_TLS_KEY")
     smtp_client_connections: int = _env("FRONTDESK_SMTP_CLIENT_CONNECTIONS", 50, ge=1)  # per client IP
     smtp_client_rate: int = _env("FRONTDESK_SMTP_CLIENT_RATE", 0, ge=0)  # messages/minute per client IP; 0: no limit
+    # Idle time between commands, and the whole DATA transfer, before a session is closed (aiosmtpd's default: 300).
+    smtp_timeout: float = _env("FRONTDESK_SMTP_TIMEOUT", 60.0, gt=0)
     smtp_relay_starttls: bool | None = _env("FRONTDESK_SMTP_RELAY_STARTTLS")  # unset: upgrade when offered
     smtp_relay_user: str | None = _env("FRONTDESK_SMTP_RELAY_USER")
     smtp_relay_password: SecretStr | None = _env("FRONTDESK_SMTP_RELAY_PASSWORD")
@@ -86,6 +88,9 @@ class Settings(BaseSettings):
     public_url: str | None = _env("FRONTDESK_PUBLIC_URL")
     api_token: SecretStr | None = _env("FRONTDESK_API_TOKEN")
     max_body_bytes: int = _env("FRONTDESK_MAX_BODY_BYTES", 1024 * 1024, ge=1024)
+    # Inbound messages per sender (channel identity) per window, on every channel; 0: no limit.
+    rate_limit: int = _env("FRONTDESK_RATE_LIMIT", 30, ge=0)
+    rate_window: int = _env("FRONTDESK_RATE_WINDOW", 60, ge=1)  # seconds
     log_level: str = _env("FRONTDESK_LOG_LEVEL", "info")
     # auto: readable lines on a terminal, JSON lines otherwise (what log collectors read).
     log_format: Literal["auto", "json", "console"] = _env("FRONTDESK_LOG_FORMAT", "auto")

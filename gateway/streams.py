@@ -15,6 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from gateway import metrics
 from gateway.keys import Keys
 
 _XADD_ONCE = """
@@ -96,6 +97,23 @@ class Streams:
         if pending["pending"]:
             floor = min(floor, pending["min"], key=_id_key)
         return await self.redis.xtrim(stream, minid=floor, approximate=False)
+
+    async def backlog(self, stream: str, group: str) -> tuple[int, int] | None:
+        """(lag, pending) of `group`: entries not yet read by any consumer, entries read and not acknowledged."""
+        for info in await self.redis.xinfo_groups(stream):
+            if info["name"] == group:
+                lag = info.get("lag")
+                if lag is None:  # Redis < 7 does not report it (nor 7 after an XDEL): count what follows, capped
+                    lag = len(await self.redis.xrange(stream, f"({info['last-delivered-id']}", "+", count=10_000))
+                return int(lag), int(info["pending"])
+        return None
+
+    async def record_backlog(self, stream: str, group: str, name: str, p: int) -> None:
+        """Set the queue gauges (frontdesk_queue_lag, frontdesk_queue_pending) of one partition's stream."""
+        found = await self.backlog(stream, group)
+        if found is not None:
+            metrics.QUEUE_LAG.labels(name, str(p)).set(found[0])
+            metrics.QUEUE_PENDING.labels(name, str(p)).set(found[1])
 
     async def xadd_once(self, marker: str, stream: str, fields: dict[str, str], ttl: int, value: str = "1") -> bool:
         """XADD unless `marker` exists; set it with the same stroke."""

@@ -36,6 +36,8 @@ for i = 1, m do redis.call('XADD', KEYS[6], '*', 'm', ARGV[10 + n + i]) end
 redis.call('ZADD', KEYS[7], ARGV[6], ARGV[5])
 for i = 8, 12 do redis.call('ZREM', KEYS[i], ARGV[5]) end
 redis.call('ZADD', KEYS[7 + tonumber(ARGV[7])], ARGV[6], ARGV[5])
+for i = 14, 16 do redis.call('ZADD', KEYS[i], ARGV[6], ARGV[5]) end
+redis.call('ZADD', KEYS[17], 0, ARGV[5])
 if ARGV[2] ~= '' then
   redis.call('ZREM', KEYS[3], ARGV[2])
   redis.call('XACK', KEYS[5], ARGV[4], ARGV[3])
@@ -57,6 +59,8 @@ for k, v in pairs(meta) do redis.call('HSET', KEYS[1], k, v) end
 for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[3])
+for i = 6, 8 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3]) end
+redis.call('ZADD', KEYS[9], 0, ARGV[3])
 redis.call('XADD', KEYS[5], '*', 'k', 'continue', 't', ARGV[3])
 return 1
 """
@@ -152,6 +156,16 @@ class ThreadStore:
             )
         return meta
 
+    def _facet_keys(self, p: int, thread: Thread) -> list[str]:
+        """The indexes the dashboard filters and searches by: agent, channel, person, then id."""
+        k = self.keys
+        return [
+            k.facet_index(p, "agent", thread.agent),
+            k.facet_index(p, "channel", thread.origin.channel),
+            k.facet_index(p, "person", person_key(thread.origin.address)),
+            k.id_index(p),
+        ]
+
     async def create(self, thread: Thread) -> bool:
         """Store a new thread and queue the entry that starts its loop (API launch)."""
         p = self.keys.thread_partition(thread.id)
@@ -164,6 +178,7 @@ class ThreadStore:
                     self.keys.index(p),
                     self.keys.status_index(p, status),
                     self.keys.inbound(p),
+                    *self._facet_keys(p, thread),
                 ],
                 args=[
                     json.dumps(self._meta(thread, status, full=True)),
@@ -216,6 +231,7 @@ class ThreadStore:
             k.index(p),
             *[k.status_index(p, s) for s in STATUSES],
             k.attempts(p),
+            *self._facet_keys(p, thread),
         ]
         return bool(await self._save(keys=keys, args=args))
 
@@ -252,6 +268,11 @@ def thread_from_stored(meta: dict[str, str], raw_events: list[str]) -> Thread:
         approvers=_STATUS_ADAPTER.validate_json(meta.get("approvers", "[]")),
         version=int(meta.get("version", 1)),
     )
+
+
+def person_key(address: str) -> str:
+    """How a person's address is indexed: search is exact but not case-sensitive."""
+    return address.strip().lower()
 
 
 def now_ms() -> int:

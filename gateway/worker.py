@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from pydantic import ValidationError
 
-from gateway import metrics
+from gateway import metrics, tracing
 from gateway.connection import REDIS_DOWN
 from gateway.entries import Entry
 from gateway.errors import Malformed
@@ -60,17 +60,29 @@ class Worker:
         self.settings = runtime.settings
         self._draining: dict[str, asyncio.Task] = {}
         self._again: set[str] = set()
+        self._stopping = False  # draining for shutdown: finish the step in flight, start no other
+        self._traces: dict[str, str | None] = {}  # thread id -> the trace its current entries belong to
 
     # ------------------------------------------------------------ loops
     async def run(self, stop: asyncio.Event) -> None:
-        loops = [self._heartbeat(stop)]
+        loops = [self._heartbeat(stop), self._stopped(stop)]
         for p in range(self.keys.partitions):
             loops += [self._read(p, stop), self._claim(p, stop), self._release_due(p, stop)]
         await asyncio.gather(*loops)
         await self.drain(self.settings.shutdown_grace)
 
+    async def _stopped(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stopping = True  # at once: a reader may still be blocked in XREADGROUP for a moment
+
     async def drain(self, grace: float) -> None:
-        """Give in-flight threads `grace` seconds, then cancel; what is unsaved stays pending."""
+        """Give in-flight steps `grace` seconds, then cancel; what is unsaved stays pending.
+
+        Each thread stops after the step in flight: its `continue` (queued by that step's
+        save) waits on the stream for any worker, instead of this one running the rest
+        of the thread's turns inside the grace period.
+        """
+        self._stopping = True
         tasks = list(self._draining.values())
         if tasks:
             log.info("draining", threads=len(tasks), grace=grace)
@@ -110,6 +122,7 @@ class Worker:
                 rounds += 1
                 if rounds % 10 == 0:
                     await self.streams.trim(stream, GROUP)
+                await self.streams.record_backlog(stream, GROUP, "inbound", p)
             except REDIS_DOWN as exc:
                 await redis_down(stop, exc)
             except Exception as exc:  # noqa: BLE001 - e.g. NOGROUP before the reader made it
@@ -158,6 +171,8 @@ class Worker:
         self.kick(entry.thread_id)
 
     def kick(self, thread_id: str) -> None:
+        if self._stopping:
+            return  # the entries stay pending (or queued) for another worker
         if thread_id in self._draining:
             self._again.add(thread_id)
             return
@@ -167,6 +182,7 @@ class Worker:
 
         def done(_: asyncio.Task) -> None:
             self._draining.pop(thread_id, None)
+            self._traces.pop(thread_id, None)
             metrics.IN_FLIGHT.set(len(self._draining))
             if thread_id in self._again:
                 self._again.discard(thread_id)
@@ -176,6 +192,7 @@ class Worker:
 
     # ------------------------------------------------------------ applying
     async def _drain(self, tid: str) -> None:
+        structlog.contextvars.bind_contextvars(thread_id=tid)  # this task's own context: every line names the thread
         owner, lease_ms = self.consumer, self.settings.lease_ms
         try:
             if not await self.store.acquire(tid, owner, lease_ms):
@@ -192,7 +209,7 @@ class Worker:
                         continue  # something arrived after our last look
                     return
                 thread, carry_on = await self._apply(thread, member, owner)
-                if not carry_on:
+                if not carry_on or self._stopping:
                     await self.store.drop_lease(tid, owner)
                     return
         except LeaseLost:
@@ -217,6 +234,11 @@ class Worker:
     async def _apply(self, thread: Thread | None, member: str, owner: str) -> tuple[Thread | None, bool]:
         """Apply one inbox entry; (thread after it, whether to go on draining)."""
         entry = Entry.from_inbox(member)
+        structlog.contextvars.bind_contextvars(
+            agent=thread.agent if thread else entry.agent or None,
+            channel=(entry.data or {}).get("channel") or (thread.origin.channel if thread else None),
+            event_id=entry.stream_id,
+        )
         bound = log.bind(thread_id=entry.thread_id, entry=entry.stream_id, kind=entry.kind)
         try:
             entry = await self._complete(entry)
@@ -231,7 +253,8 @@ class Worker:
             return await self._dead_letter(thread, entry, member, owner, f"invalid: {exc}"), True
         started = time.perf_counter()
         try:
-            thread = await self._step(thread, entry, member, decision, owner)
+            with tracing.span("frontdesk.step", parent=await self._traceparent(entry), thread_id=entry.thread_id, entry_kind=entry.kind):
+                thread = await self._step(thread, entry, member, decision, owner)
         except LeaseLost:
             raise
         except REDIS_DOWN:
@@ -248,6 +271,17 @@ class Worker:
         if thread is not None:
             metrics.STEP_SECONDS.labels(thread.agent).observe(time.perf_counter() - started)
         return thread, True
+
+    async def _traceparent(self, entry: Entry) -> str | None:
+        """The trace an entry continues: the `tp` on its stream entry; a `continue` stays in the last one's."""
+        if not tracing.enabled():
+            return None
+        if entry.kind == "continue":
+            return self._traces.get(entry.thread_id)
+        stream = self.keys.inbound(self.keys.thread_partition(entry.thread_id))
+        rows = await self.rt.redis.xrange(stream, entry.stream_id, entry.stream_id)
+        self._traces[entry.thread_id] = tp = rows[0][1].get("tp") if rows else None
+        return tp
 
     async def _complete(self, entry: Entry) -> Entry:
         """Let the channel finish work it kept off the request path (e.g. the full MIME parse)."""
@@ -293,7 +327,7 @@ class Worker:
         outbox = compose(new, start)
         if decision.notice and decision.notice_to is not None:
             outbox += notice(new, len(new.events) - 1, decision.notice_to, decision.notice)
-        outbox = [m for m in outbox if self._addressable(m)]
+        outbox = tracing.stamp([m for m in outbox if self._addressable(m)])
         keep_running = decision.wake and new.status == "running" and len(new.events) > start
         saved = await asyncio.shield(
             self.store.save(

@@ -48,6 +48,7 @@ def make_settings(redis_url: str, prefix: str, **overrides) -> Settings:
         shutdown_grace=5.0,
         model="demo",
         config_path=None,
+        rate_limit=0,  # tests send many messages as one sender; tests/security sets the limit it tests
     )
     values.update(overrides)
     return Settings(_env_file=None, **values)
