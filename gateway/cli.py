@@ -32,7 +32,7 @@ import redis
 import typer
 from pydantic import ValidationError
 
-from gateway.connection import REDIS_DOWN, connect_redis
+from gateway.connection import REDIS_DOWN, connect_redis, redacted
 from gateway.config import FrontdeskConfig, parse_identity
 from gateway.embedded import URL_FILE, embedded_redis, running_url
 from gateway.errors import ConfigError, InboundRejected
@@ -155,6 +155,9 @@ def _run(settings: Settings, roles: Roles, on_started: Callable[[Started], None]
 def dev() -> None:
     """Everything in one process: HTTP, workers, senders and channel listeners."""
     settings = load_settings()
+    if not settings.smtp_relay:
+        # Locally, mail an agent sends is written to files rather than failing its thread.
+        settings = settings.model_copy(update={"smtp_relay": f"file:{settings.data_dir / 'sent-mail'}"})
     _run(settings, Roles(http=True, worker=True, outbox=True, cron=True, listeners=None), on_started=_banner)
 
 
@@ -226,7 +229,7 @@ def _model_line(settings: Settings, config: FrontdeskConfig) -> str:
 def _banner(started: Started) -> None:
     rt, settings = started.runtime, started.runtime.settings
     if settings.redis_url:
-        where = _safe_url(settings.redis_url)
+        where = redacted(settings.redis_url)
     else:
         where = f"embedded, data in {settings.data_dir.resolve()} ({URL_FILE} has its address)"
     listeners = f" (listening: {', '.join(started.listeners)})" if started.listeners else ""
@@ -237,15 +240,14 @@ def _banner(started: Started) -> None:
         f"  model     {_model_line(settings, rt.config)}",
         f"  agents    {', '.join(rt.agent_names()) or '(none)'}",
         f"  channels  {', '.join(sorted(rt.channels)) or '(none)'}{listeners}",
+    ]
+    if "email" in rt.channels:
+        lines.append(f"  mail      SMTP on {settings.smtp_host}:{settings.smtp_port}; outgoing mail to {settings.smtp_relay}")
+    lines += [
         "  Ctrl+C stops it (twice: at once).",
     ]
     # stderr: stdout carries the log lines, which a collector may be reading as JSON.
     typer.echo("\n".join(lines), err=True)
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, fit to print."""
-    return re.sub(r"//[^@/]*@", "//", url)
 
 
 # ---------------------------------------------------------------- one-shot commands

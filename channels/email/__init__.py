@@ -24,7 +24,7 @@ import structlog
 
 from channels.email import server, tokens
 from channels.email.inbound import Inbound
-from channels.email.outbound import Envelope, Relay, compose
+from channels.email.outbound import Envelope, compose, relay_for
 from channels.email.store import BlobStore
 from gateway.errors import DeliveryFailed
 from gateway.events import InboundMessage, OutboundMessage
@@ -45,7 +45,7 @@ class EmailChannel:
         self.settings = runtime.settings
         self.blobs = BlobStore(runtime.redis, runtime.keys, runtime.settings.email_retention)
         self.inbound = Inbound(runtime, self.blobs, self.token_key)
-        self.relay = Relay(runtime.settings) if runtime.settings.smtp_relay else None
+        self.relay = relay_for(runtime.settings)
         self.port: int | None = None  # the port `serve` listens on, once it does
         self.listening = asyncio.Event()
         self._key: bytes | None = None

@@ -9,11 +9,13 @@ the same message to every receiver that deduplicates.
 from __future__ import annotations
 
 import html
+import re
 import ssl
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate
+from pathlib import Path
 
 import aiosmtplib
 
@@ -93,6 +95,29 @@ def _trim(chain: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------- the relay
+
+
+class MailDrop:
+    """`FRONTDESK_SMTP_RELAY=file:<dir>`: each mail written to `<dir>` as an .eml file.
+
+    `frontdesk dev` uses it when no relay is set, so a local run shows what would have
+    been sent instead of failing every mail thread. Never a default in production.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = Path(directory)
+
+    async def send(self, mail: EmailMessage, env: Envelope) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", str(mail["Message-ID"]).strip("<>")) + ".eml"
+        (self.directory / name).write_bytes(bytes(mail))
+
+
+def relay_for(settings: Settings) -> "Relay | MailDrop | None":
+    relay = settings.smtp_relay
+    if not relay:
+        return None
+    return MailDrop(relay.removeprefix("file:")) if relay.startswith("file:") else Relay(settings)
 
 
 class Relay:

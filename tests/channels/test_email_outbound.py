@@ -226,6 +226,17 @@ async def test_no_relay_configured_is_a_permanent_failure(redis_url, prefix):
     assert not failed.value.retryable and "FRONTDESK_SMTP_RELAY" in str(failed.value)
 
 
+async def test_a_file_relay_writes_each_mail_as_an_eml_file(redis_url, prefix, tmp_path):
+    """`frontdesk dev` with no relay: the mail lands in a folder, threaded like the real one."""
+    settings = make_settings(redis_url, prefix, smtp_relay=f"file:{tmp_path / 'sent'}", email_token_secret="s")
+    async with running(settings, agents=[EchoAgent()], builtins=False, channels=[email_channel.channel]) as rt:
+        sent = await rt.channels["email"].send(outbound())
+    [path] = list((tmp_path / "sent").iterdir())
+    mail = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+    assert mail["Message-ID"] == sent.detail and mail["In-Reply-To"] == THEIRS["message_id"]
+    assert mail.get_body(("plain",)).get_content().strip() == "Which printer?"
+
+
 async def test_a_contact_that_is_not_an_address_is_permanent(redis_url, prefix):
     async with relay() as sink, email(redis_url, prefix, sink.port) as channel:
         with pytest.raises(DeliveryFailed) as failed:
