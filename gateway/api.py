@@ -126,16 +126,20 @@ async def resume(
     caller: Caller,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict[str, Any]:
-    rt = runtime(request)
+    fresh = await submit_resume(runtime(request), thread_id, body, caller, idempotency_key)
+    return {"id": thread_id, "accepted": True, "duplicate": not fresh}
+
+
+async def submit_resume(rt: Runtime, thread_id: str, body: HumanResponseIn | ApprovalIn, by: str, idempotency_key: str | None = None) -> bool:
+    """Queue an answer for the thread (API, dashboard); False for a duplicate of an earlier one."""
     thread = await rt.store.load(thread_id)
     if thread is None:
         raise HTTPException(404, "no such thread")
     check_resume(thread, body)
-    data = body.model_dump(exclude_none=True) | {"by": caller}
+    data = body.model_dump(exclude_none=True) | {"by": by}
     if idempotency_key:
         data["id"] = idempotency_key
-    fresh = await rt.ingest.enqueue(Entry(kind="resume", thread_id=thread_id, data=data), dedupe_id=idempotency_key)
-    return {"id": thread_id, "accepted": True, "duplicate": not fresh}
+    return await rt.ingest.enqueue(Entry(kind="resume", thread_id=thread_id, data=data), dedupe_id=idempotency_key)
 
 
 def check_resume(thread: Thread, body: HumanResponseIn | ApprovalIn) -> None:

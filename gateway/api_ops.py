@@ -19,7 +19,7 @@ from typing import Annotated, Any, Callable
 from fastapi import APIRouter, HTTPException, Query, Request
 from redis.exceptions import ResponseError
 
-from gateway.api import ApprovalIn, Caller, HumanResponseIn, check_resume, runtime
+from gateway.api import Caller, runtime
 from gateway.entries import Entry
 from gateway.errors import Malformed
 from gateway.events import Note
@@ -149,20 +149,6 @@ async def retry_delivery(rt: Runtime, thread_id: str, outbound_id: str, by: str)
     if dead is None or not await replay(rt, dead, by):
         raise HTTPException(404, f"delivery {outbound_id} is not in the dead-letter stream (already retried?)")
     return dead
-
-
-async def submit_resume(
-    rt: Runtime, thread_id: str, body: HumanResponseIn | ApprovalIn, by: str, idempotency_key: str | None = None
-) -> bool:
-    """The resume path of POST /api/v1/threads/{id}/events; False for a duplicate."""
-    thread = await rt.store.load(thread_id)
-    if thread is None:
-        raise HTTPException(404, "no such thread")
-    check_resume(thread, body)
-    data = body.model_dump(exclude_none=True) | {"by": by}
-    if idempotency_key:
-        data["id"] = idempotency_key
-    return await rt.ingest.enqueue(Entry(kind="resume", thread_id=thread_id, data=data), dedupe_id=idempotency_key)
 
 
 # ---------------------------------------------------------------- routes

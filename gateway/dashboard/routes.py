@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from pydantic import ValidationError
 
 from gateway import api_ops
-from gateway.api import ApprovalIn, HumanResponseIn
+from gateway.api import ApprovalIn, HumanResponseIn, submit_resume
 from gateway.errors import InboundRejected
 from gateway.events import STATUSES, ChannelName, Thread, pending_request
 from gateway.runtime import Runtime
@@ -343,7 +343,7 @@ async def _resume(request: Request, thread_id: str, body: HumanResponseIn | Appr
     # The form's nonce makes a double click (or a resent form) one answer, as an Idempotency-Key does.
     nonce = fields.get("nonce", "")[:64]
     try:
-        fresh = await api_ops.submit_resume(_rt(request), thread_id, body, BY, f"dashboard-{nonce}" if nonce else None)
+        fresh = await submit_resume(_rt(request), thread_id, body, BY, f"dashboard-{nonce}" if nonce else None)
     except HTTPException as exc:
         return _failed(request, exc.status_code, str(exc.detail), back)
     except InboundRejected as exc:
