@@ -146,9 +146,16 @@ def stop_on_signals(stop: asyncio.Event, on_hard_exit: Callable[[], None] | None
     try:
         yield
     finally:
-        for sig in _SIGNALS:
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, previous[sig])  # asyncio would leave the default action instead
+        # remove_signal_handler leaves the default action (exit, no cleanup) until the
+        # previous handler is back: hold the signals meanwhile, so one arriving now is
+        # delivered to the handler restored (which still stops the embedded Redis).
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            for sig in _SIGNALS:
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, previous[sig])
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
 
 # ---------------------------------------------------------------- HTTP

@@ -363,14 +363,20 @@ class Worker:
     async def _dead_letter(
         self, thread: Thread | None, entry: Entry, member: str, owner: str, reason: str, *, created: bool = False
     ) -> Thread | None:
-        """Move the entry to the dead-letter stream and mark the thread failed until a replay."""
+        """Mark the thread failed (until a replay), then move the entry to the dead-letter stream.
+
+        In that order: the mark is fenced by the lease, so a worker that lost the thread
+        writes nothing and leaves the entry pending for the new owner, which dead-letters
+        it in turn (its attempts are counted already); the reverse order could leave an
+        entry dead-lettered with no trace on its thread.
+        """
+        failed = None
+        if thread is not None:
+            failed = thread.with_events(Error(kind=DEAD_LETTER, message=f"{entry.kind} entry {entry.stream_id} dead-lettered: {reason[:1000]}"))
+            if not await self.store.save(failed, failed.events[-1:], owner=owner, entry=None, created=created):
+                raise LeaseLost(thread.id)
         p = self.keys.thread_partition(entry.thread_id)
         stream = self.keys.inbound(p)
         await self.streams.dead_letter(p, stream, GROUP, entry.stream_id, entry.fields(), reason, inbox=self.keys.inbox(entry.thread_id), member=member)
         metrics.DEAD_LETTERS.labels("inbound").inc()
-        if thread is None:
-            return None
-        failed = thread.with_events(Error(kind=DEAD_LETTER, message=f"{entry.kind} entry {entry.stream_id} dead-lettered: {reason[:1000]}"))
-        if not await self.store.save(failed, failed.events[-1:], owner=owner, entry=None, created=created):
-            raise LeaseLost(thread.id)
         return failed

@@ -28,6 +28,7 @@ from aiohttp import web
 from gateway.embedded import running_url
 from gateway.events import InboundMessage
 from gateway.runtime import running
+from gateway.keys import Keys
 from helpers import eventually
 
 FRONTDESK = str(Path(sys.executable).with_name("frontdesk"))
@@ -298,25 +299,26 @@ async def test_dev_runs_everything_on_an_embedded_redis_and_keeps_it(tmp_path):
 
 async def test_a_second_signal_exits_dev_at_once_and_still_stops_its_redis(tmp_path):
     data_dir, port = tmp_path / "data", free_port()
-    # A long grace and a thread mid-way through slow steps: the first SIGTERM waits on it.
-    env = child_env(FRONTDESK_DATA_DIR=data_dir, FRONTDESK_HTTP_PORT=port, FRONTDESK_SHUTDOWN_GRACE=120, TEST_STEP_DELAY=0.5)
+    # A long grace and a step in flight that takes far longer: the first SIGTERM waits on it.
+    env = child_env(FRONTDESK_DATA_DIR=data_dir, FRONTDESK_HTTP_PORT=port, FRONTDESK_SHUTDOWN_GRACE=120, TEST_STEP_DELAY=60)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
         async with frontdesk(tmp_path, "dev", env=env, name="dev") as dev:
             await _healthy(http, dev)
             tid = (await http.post("/api/v1/threads", json={"agent": "steps", "text": "steps=1000"})).json()["id"]
-
-            async def stepping() -> bool:
-                events = (await http.get(f"/api/v1/threads/{tid}")).json()["events"]
-                return any(e["type"] == "tool_result" for e in events)
-
-            await eventually(stepping, timeout=20)
-            redis_port = urlsplit((data_dir / "redis.url").read_text()).port
+            redis_url = (data_dir / "redis.url").read_text()
+            lease = Keys("frontdesk", 1).lease(tid)
+            client = redis.Redis.from_url(redis_url)
+            try:
+                # A worker holds the thread's lease while its (sixty-second) step runs.
+                await eventually(lambda: client.exists(lease), timeout=20)
+            finally:
+                client.close()
             dev.signal(signal.SIGTERM)
             await eventually(lambda: "draining" in dev.output(), timeout=20)
             dev.signal(signal.SIGTERM)
             assert await dev.exited() == 128 + signal.SIGTERM, dev.output()
             assert "exiting at once" in dev.output()
-        assert not listening(redis_port)
+        assert not listening(urlsplit(redis_url).port)
 
 
 async def test_with_redis_down_dev_stays_up_answers_503_and_stops_cleanly(tmp_path):
