@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hmac
 import ipaddress
 import json
@@ -35,7 +36,7 @@ from pydantic import BaseModel, Field, ValidationError
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
-from gateway.errors import BadSignature, DeliveryFailed, Malformed, Replayed, UnknownAgent
+from gateway.errors import BadSignature, DeliveryFailed, Malformed, RateLimited, Replayed, UnknownAgent
 from gateway.events import ApprovalChoice, InboundMessage, OutboundMessage
 from gateway.registry import Sent
 
@@ -60,7 +61,13 @@ def secrets_for(settings, agent: str) -> list[str]:
 def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The v1 signature, computed by the standardwebhooks package itself."""
     when = datetime.fromtimestamp(timestamp, tz=timezone.utc)
-    return Webhook(secret).sign(msg_id, when, body.decode("utf-8"))
+    return _webhook(secret).sign(msg_id, when, body.decode("utf-8"))
+
+
+@functools.lru_cache(maxsize=64)
+def _webhook(secret: str) -> Webhook:
+    # Webhook() base64-decodes its secret; once per secret, not once per request.
+    return Webhook(secret)
 
 
 def verify(secrets: list[str], headers: dict[str, str], body: bytes, tolerance: int, now: float | None = None) -> str:
@@ -89,7 +96,11 @@ def verify(secrets: list[str], headers: dict[str, str], body: bytes, tolerance: 
 
 def check_callback(url: str, settings) -> str:
     """Refuse a callback URL we must not call: not http(s), not allowlisted, private or loopback."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:  # e.g. "http://[" (an unclosed IPv6 literal)
+        raise Malformed("callback_url is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Malformed("callback_url must be an http(s) URL")
     host = parts.hostname.lower()
@@ -143,7 +154,11 @@ class WebhookChannel:
             raise BadSignature(f"no webhook secret is configured for {agent!r}")
         msg_id = verify(secrets, headers, body, self.settings.webhook_tolerance)
         message = self.parse(agent, msg_id, body)
-        return await self.rt.ingest.accept(message, routed)
+        accepted = await self.rt.ingest.accept(message, routed)
+        if accepted.limited:
+            # A webhook caller honours 429 + Retry-After and sends the same webhook-id again.
+            raise RateLimited(f"too many webhooks from {message.sender}", retry_after=accepted.retry_after)
+        return accepted
 
     def parse(self, agent: str, msg_id: str, body: bytes) -> InboundMessage:
         try:

@@ -22,10 +22,16 @@ def runtime(request: Request) -> Runtime:
 
 
 async def authorized(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
-    """The caller's identity; a bearer token is required when FRONTDESK_API_TOKEN is set."""
+    """The caller's identity; a bearer token is required when FRONTDESK_API_TOKEN is set.
+
+    Without a token the API answers only on a loopback listener: anyone who can reach
+    the port is then on this machine (the same rule as the dashboard's).
+    """
     rt = runtime(request)
     token = rt.settings.api_token
     if token is None:
+        if not rt.settings.http_on_loopback:
+            raise HTTPException(403, "set FRONTDESK_API_TOKEN: without one the API answers only on a loopback address")
         return "api"
     given = (authorization or "").removeprefix("Bearer ").strip()
     # Constant-time, so the comparison leaks nothing about how much of a guess was right.

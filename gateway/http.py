@@ -20,7 +20,7 @@ from gateway.api_ops import router as api_ops_router
 from gateway.connection import REDIS_DOWN
 from gateway.dashboard import dashboard_router
 from gateway.errors import InboundRejected, Unavailable
-from gateway.runtime import Runtime, running
+from gateway.runtime import Runtime, running, tune_gc
 from gateway.settings import Settings
 
 log = structlog.get_logger("frontdesk.http")
@@ -91,6 +91,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             return
         async with running(settings) as rt:
             _mount(app, rt)
+            tune_gc()  # this process's start-up is done
             yield
 
     app = FastAPI(title="frontdesk", version="0.1.0", lifespan=lifespan)
@@ -139,10 +140,17 @@ def _mount(app: FastAPI, rt: Runtime) -> None:
     if getattr(app.state, "runtime", None) is rt:
         return
     app.state.runtime = rt
+    before = len(app.router.routes)
     for channel in rt.channels.values():
         router = channel.router() if hasattr(channel, "router") else None
         if router is not None:
             app.include_router(router)
+    # Providers' routes first: the router tries routes in order, and the API and dashboard
+    # ahead of them cost every webhook about 30 µs of matching (benchmarks/, scenario 1).
+    # No path is shared, so the order changes nothing else.
+    added = app.router.routes[before:]
+    del app.router.routes[before:]
+    app.router.routes[:0] = added
 
 
 def _unavailable() -> JSONResponse:

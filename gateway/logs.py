@@ -28,7 +28,7 @@ _LEVELS = {
     "critical": logging.CRITICAL,
 }
 # Libraries that log every request at INFO: the outbox's provider calls would drown the rest.
-_CHATTY = ("httpx", "httpcore", "hpack", "aiosmtplib")
+_CHATTY = ("httpx", "httpcore", "httpx2", "httpcore2", "hpack", "aiosmtplib")  # httpx2: the openai SDK's own copy
 
 
 def log_level(name: str) -> int:
@@ -51,7 +51,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
         timestamper,
     ]
     if console:
-        render = [structlog.dev.ConsoleRenderer(colors=_isatty(stream))]
+        render = [structlog.dev.ConsoleRenderer(colors=_isatty(stream), exception_formatter=_tracebacks(_isatty(stream)))]
     else:
         # A plain traceback string: locals (dict_tracebacks' default) could carry tokens into the logs.
         render = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
@@ -86,6 +86,16 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+
+
+def _tracebacks(colors: bool):
+    """Readable tracebacks without local variables: a frame's locals can hold a token or a password.
+
+    structlog's default (rich, or better-exceptions) prints every frame's locals.
+    """
+    if getattr(structlog.dev, "rich", None) is None:  # rich is not installed
+        return structlog.dev.plain_traceback
+    return structlog.dev.RichTracebackFormatter(show_locals=False, color_system="truecolor" if colors else None)
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -6,6 +6,7 @@ Settings come from the environment (and `.env`); nothing else in the code reads
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
@@ -136,6 +137,17 @@ class Settings(BaseSettings):
                 if name.startswith(WEBHOOK_SECRET_PREFIX) and value
             }
         return self
+
+    @property
+    def http_on_loopback(self) -> bool:
+        """Whether only this machine can reach the HTTP port (then the API may run without a token)."""
+        host = self.http_host.strip("[]").lower()
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
     @property
     def embedded_redis(self) -> bool:

@@ -20,7 +20,7 @@ from channels.email.parse import parse
 from channels.email.quotes import new_text
 from channels.email.store import BlobStore
 from gateway import metrics
-from gateway.errors import Malformed
+from gateway.errors import Malformed, RateLimited
 from gateway.events import Attachment, InboundMessage
 
 if TYPE_CHECKING:
@@ -75,6 +75,9 @@ class Inbound:
                 data={"raw": raw_key, "size": len(raw), "subject": facts.subject, "mail_from": mail_from},
             )
             accepted = await self.rt.ingest.accept(message, agent)
+            if accepted.limited:
+                # 451: the sending MTA keeps the message and tries again after its own backoff.
+                raise RateLimited(f"too many messages from {facts.sender}", retry_after=accepted.retry_after)
             log.info("mail accepted", message_id=facts.message_id, agent=agent, thread_id=accepted.thread_id, duplicate=accepted.duplicate)
         return "250 2.0.0 Message accepted"
 

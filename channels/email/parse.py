@@ -124,7 +124,7 @@ def _decode(part: Message, mail: Mail) -> str:
     for name in dict.fromkeys(tries):
         try:
             return data.decode(name)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, ValueError):  # ValueError: decode errors, and a label with a NUL in it
             continue
     mail.problems.append(f"charset {charset!r} did not decode; replaced what did not")
     return data.decode("utf-8", "replace")

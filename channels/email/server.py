@@ -124,6 +124,20 @@ class Connection(SMTP):
     def __init__(self, handler: Handler, **kw) -> None:
         super().__init__(handler, **kw)
         self.limits = handler.limits
+        self._unterminated = 0  # bytes received since the last line feed
+
+    def data_received(self, data: bytes) -> None:
+        # aiosmtpd (1.4.6, smtp_DATA) keeps every piece of a line that has no CRLF yet,
+        # past data_size_limit too: one endless line would grow this process without
+        # bound until the timeout. Such a line can never be accepted, so hang up on it.
+        newline = data.rfind(b"\n")
+        self._unterminated = len(data) - newline - 1 if newline >= 0 else self._unterminated + len(data)
+        if self.data_size_limit and self._unterminated > self.data_size_limit and self.transport is not None:
+            metrics.REJECTED.labels("email", "line_too_long").inc()
+            self.transport.write(b"552 5.3.4 Line longer than the message size limit\r\n")
+            self.transport.close()
+            return
+        super().data_received(data)
 
     async def _handle_client(self) -> None:
         # Refuse before the greeting (RFC 5321 §3.8 allows a 421 in its place).
@@ -174,6 +188,9 @@ async def start(settings: "Settings", inbound: "Inbound", host: str | None = Non
             data_size_limit=settings.smtp_max_bytes,
             enable_SMTPUTF8=True,
             hostname=settings.email_domain,  # aiosmtpd's default asks DNS (getfqdn) per connection
+            # Closes a session idle this long between commands, or this long in DATA: a client that
+            # connects and sends nothing (or a byte at a time) cannot hold a connection slot.
+            timeout=settings.smtp_timeout,
             ident="frontdesk",
             tls_context=context,
             loop=loop,

@@ -90,7 +90,9 @@ class SlackChannel:
             outcome: dict[str, Exception] = {}
             try:
                 response = await handler.handle(request, {OUTCOME: outcome})
-            except ValueError as exc:  # a body bolt cannot parse (JSON errors included)
+            except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+                # A body bolt cannot read: JSON errors, or fields of the wrong type, which bolt
+                # trips over while building its request — before it checks the signature.
                 raise Malformed(f"unreadable Slack request: {exc}") from exc
             if "error" in outcome:
                 raise outcome["error"]  # Redis or auth.test down: 503 with Retry-After, and Slack retries

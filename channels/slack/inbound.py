@@ -60,19 +60,19 @@ class Parsed:
 
 def from_event(body: dict[str, Any], me: Me) -> Parsed | None:
     """An Events API callback as a message to enqueue, or None if it must be ignored."""
-    event = body.get("event") or {}
-    kind, user = event.get("type"), event.get("user")
+    event = _dict(body.get("event"))
+    kind, user = event.get("type"), _str(event.get("user"))
     if kind not in ("app_mention", "message") or not user:
         return None
     if event.get("bot_id") or user == me.user_id:
         return None
-    if event.get("subtype") and event["subtype"] not in PERSON_SUBTYPES:
+    if event.get("subtype") and _str(event["subtype"]) not in PERSON_SUBTYPES:
         return None
-    channel, ts = event.get("channel"), event.get("ts")
+    channel, ts = _str(event.get("channel")), _str(event.get("ts"))
     if not channel or not ts:
         return None
-    thread_ts = event.get("thread_ts")
-    text = event.get("text") or ""
+    thread_ts = _str(event.get("thread_ts"))
+    text = _str(event.get("text")) or ""
     dm = event.get("channel_type") == "im" or channel.startswith("D")
     if kind == "message" and not dm:
         if not thread_ts or thread_ts == ts:
@@ -81,13 +81,13 @@ def from_event(body: dict[str, Any], me: Me) -> Parsed | None:
             return None  # the app_mention copy of this message is the one we take
     root = thread_ts or ts
     message = InboundMessage(
-        id=body.get("event_id") or f"{channel}/{ts}",
+        id=_str(body.get("event_id")) or f"{channel}/{ts}",
         channel="slack",
         conversation=f"{me.team}/{channel}" if dm else f"{me.team}/{channel}/{root}",
         sender=user,
         text=_strip_mention(text, me.user_id),
         address=f"{me.team}/{channel}",
-        attachments=_files(event.get("files") or []),
+        attachments=_files(event.get("files")),
         received_at=_time(ts),
         reply_to={"team": me.team, "channel": channel, "thread_ts": root},
         group=None if dm else channel,
@@ -99,19 +99,20 @@ def from_event(body: dict[str, Any], me: Me) -> Parsed | None:
 
 def from_click(body: dict[str, Any], me: Me) -> Parsed | None:
     """A click on an approval button as a decision on the message's conversation."""
-    action = (body.get("actions") or [{}])[0]
+    actions = body.get("actions")
+    action = _dict(actions[0] if isinstance(actions, list) and actions else None)
     try:
         value = json.loads(action.get("value") or "")
         choice = ApprovalChoice(call_id=str(value["call_id"]), approved=bool(value["approved"]))
     except (ValueError, KeyError, TypeError):
         return None
-    user = (body.get("user") or {}).get("id")
-    container, posted = body.get("container") or {}, body.get("message") or {}
-    channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
-    message_ts = container.get("message_ts") or posted.get("ts")
+    user = _str(_dict(body.get("user")).get("id"))
+    container, posted = _dict(body.get("container")), _dict(body.get("message"))
+    channel = _str(container.get("channel_id")) or _str(_dict(body.get("channel")).get("id"))
+    message_ts = _str(container.get("message_ts")) or _str(posted.get("ts"))
     if not (user and channel and message_ts):
         return None
-    root = container.get("thread_ts") or posted.get("thread_ts") or message_ts
+    root = _str(container.get("thread_ts")) or _str(posted.get("thread_ts")) or message_ts
     dm = channel.startswith("D")
     message = InboundMessage(
         # A click has no event id; the same click retried carries the same action_ts.
@@ -165,7 +166,8 @@ class Inbound:
             if outcome is not None:
                 outcome["error"] = exc
             raise
-        if parsed.react and ts and not (accepted.duplicate or accepted.ignored):
+        # Over the rate: dropped (and counted) with a 200, since Slack retries any error.
+        if parsed.react and ts and not (accepted.duplicate or accepted.ignored or accepted.limited):
             self.react(message.reply_to["channel"], ts)
 
     async def _place(self, parsed: Parsed) -> str | None:
@@ -184,6 +186,16 @@ class Inbound:
         return conversation
 
 
+# Payloads are signed by Slack, yet read defensively: a field of another type counts as
+# absent, so an odd payload is ignored rather than failing the request.
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _strip_mention(text: str, user_id: str) -> str:
     return re.sub(rf"<@{re.escape(user_id)}(\|[^>]*)?>", "", text).strip()
 
@@ -191,19 +203,19 @@ def _strip_mention(text: str, user_id: str) -> str:
 def _time(ts: str) -> datetime:
     try:
         return datetime.fromtimestamp(float(ts), tz=timezone.utc)
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # not a number, or a year datetime cannot hold
         return datetime.now(timezone.utc)
 
 
-def _files(files: list[dict[str, Any]]) -> list[Attachment]:
+def _files(files: Any) -> list[Attachment]:
     """File metadata; the bytes stay at Slack (url_private needs the bot token to fetch)."""
     return [
         Attachment(
-            filename=f.get("name"),
-            content_type=f.get("mimetype") or "application/octet-stream",
-            size=f.get("size"),
-            ref=f.get("url_private") or f.get("permalink") or f"slack-file:{f.get('id')}",
+            filename=_str(f.get("name")),
+            content_type=_str(f.get("mimetype")) or "application/octet-stream",
+            size=f["size"] if type(f.get("size")) is int else None,
+            ref=_str(f.get("url_private")) or _str(f.get("permalink")) or f"slack-file:{f.get('id')}",
         )
-        for f in files
+        for f in (files if isinstance(files, list) else [])
         if isinstance(f, dict) and f.get("id")
     ]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import time
 from dataclasses import dataclass
@@ -47,15 +46,6 @@ class Session:
     csrf: str
     cookie: str | None = None  # a fresh cookie value to set on the response (open mode)
     open: bool = False  # no token: nobody logs in
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _mac(key: bytes, text: str) -> str:
@@ -111,7 +101,7 @@ def check_open(rt: Runtime) -> bool:
     """Whether no login is needed; NotAllowed when the dashboard must stay closed."""
     if rt.settings.api_token is not None:
         return False
-    if is_loopback(rt.settings.http_host):
+    if rt.settings.http_on_loopback:
         return True
     raise NotAllowed("Set FRONTDESK_API_TOKEN to use the dashboard: with no token it only opens on a loopback address.")
 

@@ -150,3 +150,12 @@ async def test_readyz_and_metrics(api):
     assert (await client.get("/readyz")).json() == {"status": "ready"}
     metrics = (await client.get("/metrics")).text
     assert "frontdesk_inbound_total" in metrics
+
+
+async def test_without_a_token_the_api_refuses_a_non_loopback_listener(settings):
+    settings = settings.model_copy(update={"http_host": "0.0.0.0"})
+    async with running(settings, builtins=False, agents=[load_agents]) as rt:
+        async with app_server(create_app(settings, rt)) as url, httpx.AsyncClient(base_url=url) as client:
+            r = await client.get("/api/v1/threads")
+            assert r.status_code == 403 and "FRONTDESK_API_TOKEN" in r.json()["detail"]
+            assert (await client.get("/healthz")).status_code == 200
