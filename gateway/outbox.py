@@ -43,19 +43,21 @@ log = structlog.get_logger("frontdesk.outbox")
 GROUP = "senders"
 SILENT_CHANNELS = {"api", "cron", "dashboard"}  # readers poll the API; nothing to push
 
+# Both outcome scripts acknowledge first: an entry acknowledged already means the
+# client is re-sending a script whose answer was lost, and the outcome is recorded.
 _OUTCOME = """
+if redis.call('XACK', KEYS[3], ARGV[2], ARGV[3]) == 0 then return 2 end
 redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[1])
 redis.call('DEL', KEYS[4])
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
-redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
 return 1
 """
 
 _FAIL = """
+if redis.call('XACK', KEYS[3], ARGV[2], ARGV[3]) == 0 then return 2 end
 redis.call('XADD', KEYS[4], '*', 'source', KEYS[3], 'source_id', ARGV[3], 'reason', ARGV[4], 'failed_at', ARGV[5], 'm', ARGV[6])
 redis.call('DEL', KEYS[5])
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 7))
-redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
 return 1
 """
 

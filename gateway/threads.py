@@ -27,6 +27,9 @@ GROUP = "workers"
 
 _SAVE = """
 if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 0 end
+-- The entry is consumed already: this is the client re-sending a script whose answer a
+-- dropped connection lost. Applying it again would append the step twice.
+if ARGV[2] ~= '' and not redis.call('ZSCORE', KEYS[3], ARGV[2]) then return 2 end
 local meta = cjson.decode(ARGV[8])
 for k, v in pairs(meta) do redis.call('HSET', KEYS[1], k, v) end
 local n = tonumber(ARGV[9])

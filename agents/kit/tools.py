@@ -37,6 +37,9 @@ class ToolContext:
         return f"{self.thread.id}:{self.call_id}"
 
 
+_SPECS: dict[type, ToolSpec] = {}
+
+
 class Tool(BaseModel):
     """Base of every tool. Subclasses add fields and `run`; the docstring is the description."""
 
@@ -56,11 +59,16 @@ class Tool(BaseModel):
 
     @classmethod
     def spec(cls) -> ToolSpec:
-        schema = cls.model_json_schema()
-        schema.pop("title", None)
-        for prop in schema.get("properties", {}).values():
-            prop.pop("title", None)
-        return ToolSpec(name=cls.name, description=(cls.__doc__ or cls.name).strip(), parameters=schema)
+        # Built once per class: pydantic's schema generation cost more than the rest of a
+        # step together (benchmarks/, scenario 3). Callers only read it.
+        spec = _SPECS.get(cls)
+        if spec is None:
+            schema = cls.model_json_schema()
+            schema.pop("title", None)
+            for prop in schema.get("properties", {}).values():
+                prop.pop("title", None)
+            spec = _SPECS[cls] = ToolSpec(name=cls.name, description=(cls.__doc__ or cls.name).strip(), parameters=schema)
+        return spec
 
     @classmethod
     def describe(cls) -> dict[str, Any]:

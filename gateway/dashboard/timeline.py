@@ -56,7 +56,7 @@ def items(thread: Thread, start: int = 0) -> list[Item]:
         if event.type in _SPEAKS:
             item.deliveries = by_outbound.get(outbound_id, [])
             item.to = sent_to.get(outbound_id) or (f"{item.deliveries[0].channel}" if item.deliveries else None)
-        if event.type == "delivery" and event.status == "failed":
+        if event.type == "delivery" and event.status in ("failed", "ambiguous"):
             later = by_outbound.get(event.outbound_id, [])
             item.retry = later[-1] is event
         if event.type == "error" and event.kind == DEAD_LETTER:

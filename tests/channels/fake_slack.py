@@ -4,7 +4,8 @@
 `chat.postMessage`, `chat.update`, `chat.postEphemeral`, `reactions.add`,
 `conversations.open`, `apps.connections.open`) under `/api/`, and a Socket Mode
 WebSocket; it records every call and can be told how to answer the next ones
-(an error, a 429, or no answer at all). `signed` and the body builders make the
+(an error, a 429, no answer at all, a dropped connection, a slow answer), in
+order (`script`) or by what they carry (`rule`). `signed` and the body builders make the
 requests Slack would send, signed with the real v0 scheme (slack_sdk's verifier).
 """
 
@@ -15,6 +16,7 @@ import itertools
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -33,11 +35,13 @@ SECRET = "test-signing-secret"
 @dataclass
 class Reply:
     status: int = 200
-    body: dict[str, Any] = field(default_factory=lambda: {"ok": True})
+    body: dict[str, Any] | None = field(default_factory=lambda: {"ok": True})  # None: the usual answer
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before answering
 
 
 HANG = Reply(status=0)  # take the request, never answer (until the fake stops)
+RESET = Reply(status=-1)  # act on the request as usual, then drop the connection without answering
 
 
 @dataclass
@@ -58,6 +62,8 @@ class FakeSlack:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.scripts: dict[str, list[Reply]] = defaultdict(list)
+        # (method, args) -> a Reply for this call, or None to go on as usual; asked before the scripts.
+        self.rule: Callable[[str, dict[str, Any]], Reply | None] | None = None
         self.socket_acks: list[dict[str, Any]] = []
         self._envelopes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._sockets: set[web.WebSocketResponse] = set()
@@ -118,13 +124,23 @@ class FakeSlack:
                 args.update(await request.post())
         call = Call(method, args, request.headers.get("Authorization", ""))
         self.calls.append(call)
-        if self.scripts[method]:
+        reply = self.rule(method, args) if self.rule is not None else None
+        if reply is None and self.scripts[method]:
             reply = self.scripts[method].pop(0)
-            if reply is HANG:
-                await self._released.wait()
-                return web.Response(status=503)
-        else:
+        if reply is HANG:
+            await self._released.wait()
+            return web.Response(status=503)
+        if reply is RESET:
+            call.reply = self._answer(method, args, call.authorization).body
+            request.transport.abort()
+            return web.Response(status=500)  # never reaches the client
+        if reply is None:
             reply = self._answer(method, args, call.authorization)
+        elif reply.body is None:
+            usual = self._answer(method, args, call.authorization)
+            reply = Reply(status=reply.status, body=usual.body, headers=reply.headers, delay=reply.delay)
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
         call.reply = reply.body
         return web.json_response(reply.body, status=reply.status, headers=reply.headers)
 

@@ -3,7 +3,8 @@
 It speaks Twilio's wire format — Messages create (`POST /2010-04-01/Accounts/
 {AccountSid}/Messages.json`, form-encoded, basic auth) answering JSON shaped like
 Twilio's, errors as `{code, message, more_info, status}` — and serves media. It
-records every call, can be told how to answer the next creates, and plays
+records every call, can be told how to answer the next creates (in order, or
+by what they carry: `rule`), and plays
 Twilio's side of webhooks: requests signed with the package's RequestValidator.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import format_datetime
@@ -38,6 +40,8 @@ class Reply:
     message: str = ""
     retry_after: str | None = None
     hang: bool = False  # never answer (until the server closes): the client times out
+    reset: bool = False  # create the message, then drop the connection without answering
+    delay: float = 0.0  # seconds before answering
 
 
 class FakeTwilio:
@@ -47,6 +51,8 @@ class FakeTwilio:
         self.calls: list[dict] = []  # every request: method, path, authorized, form
         self.messages: list[dict[str, str]] = []  # accepted creates, in order, with their "Sid"
         self._script: list[Reply] = []
+        # A create's form -> how to answer it, or None to go on as usual; asked before the script.
+        self.rule: Callable[[dict[str, str]], Reply | None] | None = None
         self._media: dict[str, tuple[bytes, str, bool]] = {}
         self._cdn: dict[str, str] = {}  # media path -> CDN path it redirects to
         self._closing = asyncio.Event()
@@ -134,7 +140,11 @@ class FakeTwilio:
             return _error(400, 21603, "A 'From' or 'MessagingServiceSid' parameter is required to send a message")
         if len(form.get("Body", "")) > 1600:
             return _error(400, 21617, "The concatenated message body exceeds the 1600 character limit")
-        reply = self._script.pop(0) if self._script else Reply()
+        reply = self.rule(form) if self.rule is not None else None
+        if reply is None:
+            reply = self._script.pop(0) if self._script else Reply()
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
         if reply.hang:
             await self._closing.wait()
             return _error(503, 20500, "Internal Server Error")
@@ -143,6 +153,9 @@ class FakeTwilio:
             return _error(reply.status, reply.code, reply.message, headers)
         sid = "SM" + secrets.token_hex(16)
         self.messages.append({**form, "Sid": sid})
+        if reply.reset:
+            request.transport.abort()
+            return web.Response(status=500)  # never reaches the client
         return web.json_response(_message_json(self.account_sid, sid, form), status=201)
 
     async def _media_get(self, request: web.Request) -> web.StreamResponse:

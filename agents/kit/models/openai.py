@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from agents.kit.models import retry_after_seconds
 from agents.kit.models.base import ModelError, ModelReply, ToolSpec, Usage
 
-if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletion
+try:  # the SDK's own HTTP client: httpx2 in recent releases, httpx before
+    from httpx2 import Limits as _Limits
+except ImportError:  # pragma: no cover
+    from httpx import Limits as _Limits
 
+if TYPE_CHECKING:
     from gateway.settings import Settings
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -27,6 +32,7 @@ _SHAPES: tuple[dict[str, Any], ...] = (
     {},
 )
 _REFUSED_SHAPE = (400, 422)
+_POOL = 64  # connections per client
 
 
 class OpenAIModel:
@@ -39,14 +45,14 @@ class OpenAIModel:
         self.name = f"openai:{model_name}"
         self._model = model_name
         self._timeout = settings.model_timeout
-        # Explicit base URL and key, so the SDK never falls back to reading the environment
-        # itself; local servers ignore the key but the SDK insists on one.
-        self._client = openai.AsyncOpenAI(
-            base_url=settings.openai_base_url or DEFAULT_BASE_URL,
-            api_key=key or "not-needed",
-            timeout=settings.model_timeout,
-            max_retries=settings.model_retries,  # the SDK's retries honour Retry-After
-        )
+        self._settings, self._key = settings, key
+        # Calls are spread in turn over clients of at most _POOL connections each, one more
+        # opened whenever the calls in flight fill half of what is open: the HTTP pool does work
+        # in proportion to its connections on every request, and a thousand calls in flight
+        # through one pool cost more CPU than the steps themselves (benchmarks/, scenario 4).
+        self._clients: list[openai.AsyncOpenAI] = []
+        self._pools = max(1, math.ceil(settings.worker_concurrency / _POOL))
+        self._calls = self._next = 0
         self._shape = 0  # index into _SHAPES of the first shape this server may accept
 
     async def next_step(self, system: str, context: str, tools: list[ToolSpec]) -> ModelReply:
@@ -56,10 +62,21 @@ class OpenAIModel:
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": context}],
             "tools": [_function(tool) for tool in tools],
         }
-        shape, refused = self._shape, None
+        client = self._client()
+        self._calls += 1
+        try:
+            return await self._ask(client, request, self._shape)
+        finally:
+            self._calls -= 1
+
+    async def _ask(self, client: openai.AsyncOpenAI, request: dict[str, Any], shape: int) -> ModelReply:
+        refused = None
         while True:
             try:
-                completion = await self._client.chat.completions.create(**request, **_SHAPES[shape])
+                # The SDK's plain POST: `chat.completions.create` would first walk every node of
+                # the tools' JSON schemas against its type hints, on every call — a sixth of a
+                # step's CPU (benchmarks/, scenario 3). Same body, retries and errors.
+                completion = await client.post("/chat/completions", body={**request, **_SHAPES[shape]}, cast_to=ChatCompletion)
                 break
             except openai.APIStatusError as exc:
                 # A 400 may also mean the request itself is bad (say, too long); then every
@@ -76,8 +93,25 @@ class OpenAIModel:
         self._shape = max(self._shape, shape)
         return _to_reply(completion, self._model)
 
+    def _client(self) -> openai.AsyncOpenAI:
+        if self._calls >= len(self._clients) * _POOL // 2 and len(self._clients) < self._pools:
+            # Explicit base URL and key, so the SDK never falls back to reading the environment
+            # itself; local servers ignore the key but the SDK insists on one.
+            self._clients.append(
+                openai.AsyncOpenAI(
+                    base_url=self._settings.openai_base_url or DEFAULT_BASE_URL,
+                    api_key=self._key or "not-needed",
+                    timeout=self._settings.model_timeout,
+                    max_retries=self._settings.model_retries,  # the SDK's retries honour Retry-After
+                    http_client=openai.DefaultAsyncHttpxClient(limits=_Limits(max_connections=_POOL, max_keepalive_connections=_POOL)),
+                )
+            )
+        self._next = (self._next + 1) % len(self._clients)
+        return self._clients[self._next]
+
     async def aclose(self) -> None:
-        await self._client.close()
+        for client in self._clients:
+            await client.close()
 
 
 def _function(tool: ToolSpec) -> dict[str, Any]:
@@ -88,6 +122,9 @@ def _function(tool: ToolSpec) -> dict[str, Any]:
 
 
 def _to_reply(completion: ChatCompletion, model_name: str) -> ModelReply:
+    if not isinstance(completion, ChatCompletion):
+        # A proxy's HTML error page with a 200: the SDK hands back the text as it came.
+        raise ModelError(f"the model server answered with something other than a chat completion: {str(completion)[:200]!r}")
     usage = completion.usage
     used = Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else Usage()
     model = completion.model or model_name
