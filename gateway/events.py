@@ -117,6 +117,7 @@ class OutboundMessage(BaseModel):
     actions: list[OutAction] = Field(default_factory=list)
     subject: str | None = None
     attempt: int = 0
+    held: int = 0  # times the sender put it back behind an earlier message of its thread
     traceparent: str | None = None  # W3C trace context of the step that composed it (tracing on only)
 
 

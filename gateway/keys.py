@@ -99,6 +99,10 @@ class Keys:
     def sent(self, p: int, outbound_id: str) -> str:
         return f"{self.part(p)}:sent:{outbound_id}"
 
+    def unsettled(self, thread_id: str) -> str:
+        """A thread's outbound messages not yet sent, failed or ambiguous, scored by event index."""
+        return f"{self._t(thread_id)}:unsettled:{thread_id}"
+
     def sending(self, p: int, outbound_id: str) -> str:
         """Set while a message that must not be repeated is with its provider (gateway.outbox)."""
         return f"{self.part(p)}:sending:{outbound_id}"

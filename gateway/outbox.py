@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("frontdesk.outbox")
 GROUP = "senders"
-SILENT_CHANNELS = {"api", "cron", "dashboard"}  # readers poll the API; nothing to push
+SILENT_CHANNELS = {"api", "cron", "dashboard"}
+ORDER_POLL = 0.25  # seconds between looks at whether an earlier message of the thread has gone
+ORDER_WAIT = 3600.0  # the longest a message waits behind one that never settles  # readers poll the API; nothing to push
 
 # Both outcome scripts acknowledge first: an entry acknowledged already means the
 # client is re-sending a script whose answer was lost, and the outcome is recorded.
@@ -49,7 +51,8 @@ _OUTCOME = """
 if redis.call('XACK', KEYS[3], ARGV[2], ARGV[3]) == 0 then return 2 end
 redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[1])
 redis.call('DEL', KEYS[4])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
+redis.call('ZREM', KEYS[5], ARGV[5])
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 6))
 return 1
 """
 
@@ -57,7 +60,8 @@ _FAIL = """
 if redis.call('XACK', KEYS[3], ARGV[2], ARGV[3]) == 0 then return 2 end
 redis.call('XADD', KEYS[4], '*', 'source', KEYS[3], 'source_id', ARGV[3], 'reason', ARGV[4], 'failed_at', ARGV[5], 'm', ARGV[6])
 redis.call('DEL', KEYS[5])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 7))
+redis.call('ZREM', KEYS[6], ARGV[7])
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 8))
 return 1
 """
 
@@ -291,6 +295,8 @@ class Outbox:
         if await self.redis.exists(self.keys.sent(p, message.id)):
             await self.redis.xack(stream, GROUP, entry_id)  # a retry of a message already delivered
             return
+        if await self._behind(p, stream, entry_id, message):
+            return
         channel = self.rt.channels.get(message.channel)
         if channel is not None and not channel.resend_safe:
             marker = self.keys.sending(p, message.id)
@@ -320,12 +326,25 @@ class Outbox:
         await self._record(p, stream, entry_id, message, "sent", sent.detail, opened)
         bound.info("delivered", detail=sent.detail)
 
+    async def _behind(self, p: int, stream: str, entry_id: str, message: OutboundMessage) -> bool:
+        """Park `message` while an earlier message of its thread is still on its way (a retry).
+
+        Without it, a message waiting out a 429 would be overtaken by the thread's next one.
+        A head that never settles (lost by a bug) holds the rest for at most ORDER_WAIT.
+        """
+        head = await self.redis.zrange(self.keys.unsettled(message.thread_id), 0, 0)
+        if not head or head[0] == message.id or message.held * ORDER_POLL >= ORDER_WAIT:
+            return False
+        held = message.model_copy(update={"held": message.held + 1})
+        await self.rt.streams.park(stream, GROUP, entry_id, self.keys.delayed(p, "outbox"), time.time() + ORDER_POLL, {"m": held.model_dump_json(exclude_none=True)})
+        return True
+
     async def _record(self, p, stream, entry_id, message: OutboundMessage, status: str, detail, contact=None) -> None:
         delivery = DeliveryEvent(outbound_id=message.id, channel=message.channel, status=status, detail=detail, contact=contact)
         entry = Entry(kind="delivery", thread_id=message.thread_id, data=delivery.model_dump(mode="json", exclude_none=True))
         await self._outcome(
-            keys=[self.keys.sent(p, message.id), self.keys.inbound(p), stream, self.keys.sending(p, message.id)],
-            args=[self.rt.settings.dedupe_ttl, GROUP, entry_id, status, *flat(entry.fields())],
+            keys=[self.keys.sent(p, message.id), self.keys.inbound(p), stream, self.keys.sending(p, message.id), self.keys.unsettled(message.thread_id)],
+            args=[self.rt.settings.dedupe_ttl, GROUP, entry_id, status, message.id, *flat(entry.fields())],
         )
         metrics.DELIVERIES.labels(message.channel, status).inc()
         tracing.annotate(outcome=status)
@@ -356,8 +375,15 @@ class Outbox:
         fresh = message.model_copy(update={"attempt": 0})
         dlq_reason = reason if status == "failed" else f"{status}, not re-sent: {reason}"
         await self._fail(
-            keys=[self.keys.sent(p, message.id), self.keys.inbound(p), stream, self.keys.dlq(p), self.keys.sending(p, message.id)],
-            args=["", GROUP, entry_id, dlq_reason[:2000], str(time.time()), fresh.model_dump_json(exclude_none=True), *flat(entry.fields())],
+            keys=[
+                self.keys.sent(p, message.id),
+                self.keys.inbound(p),
+                stream,
+                self.keys.dlq(p),
+                self.keys.sending(p, message.id),
+                self.keys.unsettled(message.thread_id),
+            ],
+            args=["", GROUP, entry_id, dlq_reason[:2000], str(time.time()), fresh.model_dump_json(exclude_none=True), message.id, *flat(entry.fields())],
         )
         metrics.DELIVERIES.labels(message.channel, status).inc()
         metrics.DEAD_LETTERS.labels("outbox").inc()

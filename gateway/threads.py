@@ -35,7 +35,12 @@ for k, v in pairs(meta) do redis.call('HSET', KEYS[1], k, v) end
 local n = tonumber(ARGV[9])
 for i = 1, n do redis.call('RPUSH', KEYS[2], ARGV[9 + i]) end
 local m = tonumber(ARGV[10 + n])
-for i = 1, m do redis.call('XADD', KEYS[6], '*', 'm', ARGV[10 + n + i]) end
+for i = 1, m do
+  redis.call('XADD', KEYS[6], '*', 'm', ARGV[10 + n + i])
+  -- Outbound ids are `<thread>-<event index>`: the senders keep a thread's messages in that order.
+  local id = cjson.decode(ARGV[10 + n + i]).id
+  redis.call('ZADD', KEYS[18], tonumber(string.match(id, '-(%d+)$')), id)
+end
 redis.call('ZADD', KEYS[7], ARGV[6], ARGV[5])
 for i = 8, 12 do redis.call('ZREM', KEYS[i], ARGV[5]) end
 redis.call('ZADD', KEYS[7 + tonumber(ARGV[7])], ARGV[6], ARGV[5])
@@ -235,6 +240,7 @@ class ThreadStore:
             *[k.status_index(p, s) for s in STATUSES],
             k.attempts(p),
             *self._facet_keys(p, thread),
+            k.unsettled(tid),
         ]
         return bool(await self._save(keys=keys, args=args))
 

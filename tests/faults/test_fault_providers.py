@@ -349,11 +349,6 @@ async def test_webhook_callback_that_never_answers_is_sent_again(redis_url, pref
 # ---------------------------------------------------------------- order within a thread
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a message parked for a retry lets the thread's later messages overtake it "
-    "(gateway/outbox.py has no per-thread order across retries); see the fault-test report",
-)
 async def test_messages_of_one_thread_keep_their_order_when_the_first_is_retried(redis_url, prefix):
     """An approval's receipt and the final answer leave in one step; the receipt meets a 429."""
     arrived: list[tuple[str, int]] = []  # (payload type, HTTP status we answered)
