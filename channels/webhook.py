@@ -25,6 +25,7 @@ import ipaddress
 import json
 import socket
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -70,7 +71,7 @@ def _webhook(secret: str) -> Webhook:
     return Webhook(secret)
 
 
-def verify(secrets: list[str], headers: dict[str, str], body: bytes, tolerance: int, now: float | None = None) -> str:
+def verify(secrets: list[str], headers: Mapping[str, str], body: bytes, tolerance: int, now: float | None = None) -> str:
     """The webhook id of a correctly signed, fresh request; raises BadSignature or Replayed."""
     msg_id, stamp, signatures = headers.get("webhook-id"), headers.get("webhook-timestamp"), headers.get("webhook-signature")
     if not (msg_id and stamp and signatures):
@@ -140,12 +141,12 @@ class WebhookChannel:
         @router.post("/webhooks/{agent}", status_code=202)
         async def inbound(agent: str, request: Request) -> JSONResponse:
             """Start or continue a thread; answers 202 {"thread_id"}."""
-            accepted = await self.accept(agent, dict(request.headers), await request.body())
+            accepted = await self.accept(agent, request.headers, await request.body())
             return JSONResponse({"thread_id": accepted.thread_id, "duplicate": accepted.duplicate}, status_code=202)
 
         return router
 
-    async def accept(self, agent: str, headers: dict[str, str], body: bytes):
+    async def accept(self, agent: str, headers: Mapping[str, str], body: bytes):
         routed = self.rt.router.route("webhook", agent)
         if routed is None:
             raise UnknownAgent(f"no agent {agent!r} takes webhooks")

@@ -144,7 +144,18 @@ def _run(settings: Settings, roles: Roles, on_started: Callable[[Started], None]
     ours = not settings.redis_url and running_url(settings.data_dir) is None
     with _sigterm_unwinds(), redis_for(settings) as url:
         hard_exit = _shutdown_redis(url) if url and ours else None
-        asyncio.run(run(settings, roles, redis_url=url, on_started=on_started, on_hard_exit=hard_exit))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(run(settings, roles, redis_url=url, on_started=on_started, on_hard_exit=hard_exit))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (uvicorn[standard] brings it on Linux): the worker's steps
+    spend a large share of their CPU in the event loop and socket writes (benchmarks/)."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 # ---------------------------------------------------------------- processes

@@ -81,6 +81,8 @@ class Router:
             for channel in ("slack", "sms", "email"):
                 for address in getattr(agent.routes, channel):
                     self._routes[(channel, address.lower())] = name
+        # Decided once: config.agent() builds a default model for an unlisted agent on every call.
+        self._webhooks = {name for name in agent_names if config.agent(name).routes.webhook}
 
     # ------------------------------------------------------------ ingest
     def route(self, channel: str, address: str) -> str | None:
@@ -100,9 +102,7 @@ class Router:
                 return local
             return None
         if channel == "webhook":
-            if address in self.agent_names and self.config.agent(address).routes.webhook:
-                return address
-            return None
+            return address if address in self._webhooks else None
         return self.default_agent if self.default_agent in self.agent_names else None
 
     def routes_by_agent(self, channels) -> dict[str, list[dict[str, str]]]:

@@ -32,7 +32,7 @@ from gateway.errors import ConfigError
 from gateway.http import create_app
 from gateway.ops import serve_ops
 from gateway.outbox import Outbox
-from gateway.runtime import Runtime, consumer_name, running
+from gateway.runtime import Runtime, consumer_name, running, tune_gc
 from gateway.settings import Settings
 from gateway.worker import Worker
 
@@ -92,6 +92,7 @@ async def run(
                 raise ConfigError("nothing to run: no role is switched on and no channel has a listener")
             if server is None and settings.ops_port is not None:
                 jobs["ops"] = serve_ops(rt, stop)
+            tune_gc()  # everything above lives as long as the process
             log.info("starting", roles=sorted(jobs), consumer=consumer, model=settings.model)
             started = Started(rt, roles, listeners=[c.name for c in listening])
             jobs["started"] = _announce(started, server, stop, on_started)

@@ -1,0 +1,1 @@
+"""The naive floors: the least code that does a path's essential I/O, written the obvious way."""

@@ -1,0 +1,1 @@
+"""Load generators, each run as a process of its own so its CPU is never the server's."""

@@ -1,0 +1,181 @@
+"""The processes a benchmark starts: Redis, servers, workers, load generators.
+
+Every process is started here in a session of its own and stopped by its pid
+(SIGTERM, then SIGKILL after a grace period), never by name: the machine may run
+other people's Redis and Python processes. Output goes to a log file under the
+run directory, so a failed start can be read afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+from gateway.embedded import redis_executable
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+# Variables of the surrounding shell that would change what a child process does.
+_OWN_PREFIXES = ("FRONTDESK_", "SLACK_", "TWILIO_", "OPENAI_", "ANTHROPIC_", "OTEL_", "BENCH_")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(**values: object) -> dict[str, str]:
+    """The surrounding environment without our own settings, plus `values`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update({k: str(v) for k, v in values.items()})
+    return env
+
+
+class Proc:
+    """One child process, its log file, and its CPU and memory as /proc reports them."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str], logdir: Path, name: str) -> None:
+        self.name = name
+        self.log = logdir / f"{name}.log"
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds: this pid only."""
+        if self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self.popen.wait()
+
+
+def wait_until(check, *, timeout: float, what: str, proc: Proc | None = None) -> None:
+    """Poll `check()` until it is true; fail with the process's last log lines after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"{what}: {proc.name} exited ({proc.popen.returncode}):\n{proc.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not ready after {timeout:g} s" + (f":\n{proc.tail()}" if proc else ""))
+        time.sleep(0.05)
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def redis_server(logdir: Path, *, appendonly: bool, name: str = "redis") -> Iterator[tuple[str, Proc]]:
+    """A dedicated redis-server (the embedded binary) on a free port; AOF `everysec` or off."""
+    port = free_port()
+    data = logdir / f"{name}-data"
+    data.mkdir(parents=True, exist_ok=True)
+    conf = data / "redis.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "bind 127.0.0.1",
+                f"port {port}",
+                f"dir {data}",
+                f"appendonly {'yes' if appendonly else 'no'}",
+                "appendfsync everysec",
+                'save ""',
+                "daemonize no",
+                "",
+            ]
+        )
+    )
+    proc = Proc([redis_executable(), str(conf)], env=dict(os.environ), logdir=logdir, name=name)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_until(lambda: redis.Redis.from_url(url, socket_timeout=0.5).ping(), timeout=15, what="redis", proc=proc)
+        yield url, proc
+    finally:
+        proc.stop()
+
+
+def flush(url: str) -> None:
+    """Empty the benchmark's Redis between runs, and wait for an AOF rewrite it may start."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushall()
+        deadline = time.monotonic() + 30
+        while client.info("persistence").get("aof_rewrite_in_progress") and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        client.close()
+
+
+def versions() -> dict[str, str]:
+    """Python, redis-server, wrk and the packages on the measured paths."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": sys.version.split()[0]}
+    out = subprocess.run([redis_executable(), "--version"], capture_output=True, text=True).stdout
+    found["redis-server"] = next((p.split("=", 1)[1] for p in out.split() if p.startswith("v=")), out.strip())
+    try:
+        wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+        found["wrk"] = (wrk.stdout or wrk.stderr).split()[1]
+    except (OSError, IndexError):
+        found["wrk"] = "missing"
+    for pkg in ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "redis", "hiredis", "slack-bolt", "twilio", "aiosmtpd", "openai", "httpx", "standardwebhooks"):
+        try:
+            found[pkg] = version(pkg)
+        except PackageNotFoundError:
+            found[pkg] = "not installed"
+    return found
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+    mem_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), 0)
+    return {"nproc": str(os.cpu_count()), "cpu": cpu, "memory": f"{mem_kb / 1024 / 1024:.1f} GiB", "kernel": os.uname().release}

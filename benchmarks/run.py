@@ -1,0 +1,289 @@
+"""Run the benchmarks and write benchmarks/RESULTS.md.
+
+    python -m benchmarks.run                         # everything, about 10 minutes on 2 cores
+    python -m benchmarks.run --only ingest,steps     # some scenarios (RESULTS.md then holds only those)
+    python -m benchmarks.run --duration 3 --runs 1 --out /tmp/quick.md   # a quick look
+
+py-spy (for the per-step profile) is looked for in .bench-tools/bin, BENCH_PYSPY, PATH.
+
+Scenarios: ingest (1), smtp (2), steps (3, with 6's scaling), inflight (4, with
+7's worker RSS), e2e (5), aof (6's AOF-off figures), memory (7). Every process
+is started here and stopped by its pid; everything listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import profile
+from benchmarks.harness import Bench, Options, Section
+from benchmarks.procs import machine, redis_server, versions
+from benchmarks.report import notes, render
+from benchmarks.scenarios import e2e, http_ingest, memory, smtp_ingest, steps
+from benchmarks.stats import Row, Series, ratio_series
+
+HERE = Path(__file__).parent
+SCENARIOS = ("ingest", "smtp", "steps", "inflight", "e2e", "aof", "memory")
+STEP_THREADS, STEP_TURNS = 6000, 4  # 30,000 steps queued: more than a 2-worker window takes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated, from: {', '.join(SCENARIOS)}")
+    parser.add_argument("--duration", type=float, default=Options.duration, help="seconds per measured run")
+    parser.add_argument("--runs", type=int, default=Options.runs)
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, profiles)")
+    args = parser.parse_args(argv)
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(chosen) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    options = Options(duration=args.duration, runs=args.runs)
+    rundir = Path(tempfile.mkdtemp(prefix="frontdesk-bench-"))
+    bench = Bench(options, rundir)
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]
+    print(f"benchmarks: {', '.join(chosen)}; logs in {rundir}", flush=True)
+    if load_before > 0.5:
+        print(f"warning: the machine is busy before we start (load average {load_before:.2f}); figures will be lower", flush=True)
+    summary: list[str] = []
+    with bench.fakes():
+        for name in SCENARIOS:
+            if name in chosen:
+                t0 = time.monotonic()
+                print(f"- {name} ...", flush=True)
+                RUNNERS[name](bench, summary)
+                print(f"  done in {time.monotonic() - t0:.0f} s", flush=True)
+    elapsed = time.monotonic() - started
+    bench.raw["load"] = {"before": load_before, "after_1min": os.getloadavg()[0]}
+    args_given = sys.argv[1:] if argv is None else argv
+    command = ("python -m benchmarks.run " + shlex.join(args_given)).strip()
+    text = render(
+        bench.sections,
+        summary=summary,
+        machine=machine(),
+        versions=versions(),
+        command=command,
+        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        seconds=elapsed,
+        load=load_before,
+        preface=notes(HERE / "NOTES.md"),
+    )
+    args.out.write_text(text)
+    (rundir / "raw.json").write_text(json.dumps(bench.raw, indent=1, default=str))
+    print(text)
+    print(f"wrote {args.out} in {elapsed / 60:.1f} min; raw figures and logs in {rundir}")
+    return 0
+
+
+def _summary(summary: list[str], scenario: str, figure: str, target: str, met: bool | None) -> None:
+    summary.append(f"| {scenario} | {figure} | {target} | {'' if met is None else ('yes' if met else '**no**')} |")
+
+
+# ---------------------------------------------------------------- 1, 2
+
+
+def ingest(bench: Bench, summary: list[str]) -> None:
+    results = http_ingest.measure(bench)
+    bench.raw["ingest"] = results
+    sec = http_ingest.section(results, bench.options)
+    bench.sections.append(sec)
+    for row in sec.rows:
+        if row.target:
+            figure = f"{row.what}: {row.frontdesk.show(row.fmt)} {row.unit}" + (f" = {row.ratio:.2f}× floor" if "throughput" in row.what else "")
+            _summary(summary, "1", figure, row.target, row.met)
+
+
+def smtp(bench: Bench, summary: list[str]) -> None:
+    results = smtp_ingest.measure(bench)
+    bench.raw["smtp"] = results
+    sec = smtp_ingest.section(results, bench.options)
+    bench.sections.append(sec)
+    row = sec.rows[0]
+    _summary(summary, "2", f"SMTP: {row.frontdesk.show()} msg/s = {row.ratio:.2f}× floor", row.target, row.met)
+
+
+# ---------------------------------------------------------------- 3, 6
+
+
+def agent_steps(bench: Bench, summary: list[str]) -> None:
+    o = bench.options
+    runs: dict[str, list[dict]] = {"floor": [], "frontdesk": [], "two": []}
+    prof = bench.dir / "steps-profile.txt"
+    with redis_server(bench.dir, appendonly=True, name="redis-steps") as (rurl, _):
+        for i in range(o.runs):
+            runs["floor"].append(steps.run_floor(bench, rurl, threads=STEP_THREADS, turns=STEP_TURNS))
+            last = i == o.runs - 1
+            runs["frontdesk"].append(steps.run_frontdesk(bench, rurl, threads=STEP_THREADS, turns=STEP_TURNS, tag=f"1w{i}", profile_to=prof if last else None))
+            runs["two"].append(steps.run_frontdesk(bench, rurl, workers=2, threads=STEP_THREADS, turns=STEP_TURNS, tag=f"2w{i}"))
+    bench.raw["steps"] = runs
+    f, d = Series([r["rate"] for r in runs["floor"]]), Series([r["rate"] for r in runs["frontdesk"]])
+    ratio = ratio_series(d.values, f.values)
+    sec = Section(
+        title="3. Agent steps (one worker process, instant model)",
+        setup=(
+            f"{STEP_THREADS:,} threads queued before the worker starts, each taking {STEP_TURNS + 1} steps ({STEP_TURNS} `add` tool turns, then `done_for_now`) "
+            "with the `calculator` sample agent and the `openai:` client; the fake model (its own process) answers at once. A step: load the thread, "
+            "render prompt and context, call the model over HTTP, validate the tool call, run it, save (one script), queue the next turn or the outbound message. "
+            f"Steps counted at the model over {o.duration:g} s after 1 s of warm-up; {o.runs} runs, alternating. "
+            "Floor (`benchmarks/floors/steps.py`): the same Redis reads and writes and the same HTTP call with httpx, nothing else, at most 64 steps at once. "
+            "frontdesk: `frontdesk worker --no-outbox`, default settings (FRONTDESK_WORKER_CONCURRENCY=2000), Redis AOF everysec."
+        ),
+    )
+    sec.rows += [
+        Row("Steps per second", "steps/s", f, d, "≥ 0.6× floor", met=ratio.median >= 0.6, ratio=ratio.median, note=f"run ratios {ratio.show('{:.2f}')}"),
+        Row("Worker CPU per step", "µs", Series([r["cpu_us"] for r in runs["floor"]]), Series([r["cpu_us"] for r in runs["frontdesk"]])),
+        Row("Worker CPU use", "cores", Series([r["cpu_share"] for r in runs["floor"]]), Series([r["cpu_share"] for r in runs["frontdesk"]]), fmt="{:.2f}"),
+    ]
+    if any(r["exhausted"] for rs in runs.values() for r in rs):
+        sec.notes.append("Some runs used up the queued work inside their window: their rate is an underestimate.")
+    sec.extra = "Per-step CPU profile of the frontdesk worker (py-spy, last run):\n" + profile.summarize(prof, 25)
+    bench.sections.append(sec)
+    _summary(summary, "3", f"steps: {d.show()} steps/s = {ratio.median:.2f}× floor", "≥ 0.6× floor", ratio.median >= 0.6)
+
+    two = Series([r["rate"] for r in runs["two"]])
+    scale = ratio_series(two.values, d.values)
+    sec6 = Section(
+        title="6a. Scaling: 1 vs 2 worker processes",
+        setup="Scenario 3's work, with two `frontdesk worker` processes on the same Redis (runs interleaved with scenario 3's).",
+        columns=("1 worker", "2 workers"),
+    )
+    sec6.rows.append(Row("Steps per second, 2 workers", "steps/s", d, two, "≥ 1.7× one worker", met=scale.median >= 1.7, ratio=scale.median, note=f"run ratios {scale.show('{:.2f}')}"))
+    sec6.rows.append(Row("Worker CPU use, both workers", "cores", Series([r["cpu_share"] for r in runs["frontdesk"]]), Series([r["cpu_share"] for r in runs["two"]]), fmt="{:.2f}"))
+    bench.sections.append(sec6)
+    _summary(summary, "6", f"2 workers: {scale.median:.2f}× one worker", "≥ 1.7×", scale.median >= 1.7)
+
+
+# ---------------------------------------------------------------- 4, 7
+
+
+def inflight(bench: Bench, summary: list[str]) -> None:
+    o = bench.options
+    n = o.inflight
+    runs = []
+    with redis_server(bench.dir, appendonly=True, name="redis-inflight") as (rurl, _):
+        for i in range(o.runs):
+            runs.append(steps.run_frontdesk(bench, rurl, threads=n, turns=20, delay=1.0, warm=3.0, tag=f"if{i}"))
+    bench.raw["inflight"] = runs
+    held = Series([r["in_flight"] for r in runs])
+    rate = Series([r["rate"] for r in runs])
+    ideal = Series([n / 1.0 for _ in runs])
+    share = ratio_series(rate.values, ideal.values)
+    rss = Series([r["rss"][0] / 2**20 for r in runs])
+    sec = Section(
+        title="4. Waiting on the model (1 s per call)",
+        setup=(
+            f"{n:,} threads queued for one `frontdesk worker`; the fake model answers every call after 1 s, with the `add` tool for 20 turns. "
+            f"Measured over {o.duration:g} s after 3 s: model calls in flight (time-averaged at the model), calls answered per second, "
+            f"and the ideal: {n:,} threads ÷ 1 s. The worker's RSS is read at the end of the window (scenario 7)."
+        ),
+    )
+    sec.rows += [
+        Row("Model calls in flight (mean)", "calls", None, held, "≥ 1,000", met=held.median >= 1000),
+        Row("Steps per second", "steps/s", ideal, rate, "≥ 0.9× ideal", met=share.median >= 0.9, ratio=share.median, note="floor column: the ideal"),
+        Row("Worker RSS with these threads in flight", "MiB", None, rss),
+        Row("Worker CPU use", "cores", None, Series([r["cpu_share"] for r in runs]), fmt="{:.2f}"),
+    ]
+    bench.sections.append(sec)
+    _summary(summary, "4", f"{held.median:,.0f} calls in flight, {share.median:.2f}× ideal", "≥ 1,000 at ≥ 0.9×", held.median >= 1000 and share.median >= 0.9)
+    _summary(summary, "7", f"worker RSS with {n:,} threads in flight: {rss.median:,.0f} MiB", "", None)
+
+
+def mem(bench: Bench, summary: list[str]) -> None:
+    result = memory.measure(bench)
+    bench.raw["memory"] = result
+    sec = Section(
+        title="7. Memory per stored thread",
+        setup=(
+            f"{result['threads']:,} threads of {', '.join(map(str, result['events']))} events each, made through the worker (a message, nine tool turns, a final answer); Redis without AOF. "
+            "Own keys: MEMORY USAGE of the thread's hash and event list. Everything: used_memory growth ÷ threads."
+        ),
+    )
+    sec.rows += [
+        Row("A thread's own keys", "bytes", None, Series([result["own_bytes"]])),
+        Row("Everything the run left in Redis, per thread", "bytes", None, Series([result["all_bytes"]])),
+    ]
+    bench.sections.append(sec)
+    _summary(summary, "7", f"{result['own_bytes']:,.0f} bytes per stored 20-event thread ({result['all_bytes']:,.0f} with everything around it)", "", None)
+
+
+# ---------------------------------------------------------------- 5
+
+
+def end_to_end(bench: Bench, summary: list[str]) -> None:
+    rate = 50.0
+    results = e2e.measure(bench, rate=rate)
+    bench.raw["e2e"] = results
+    sec = Section(
+        title="5. End to end (inbound → model → delivered reply)",
+        setup=(
+            f"{rate:g} requests/s for {bench.options.duration:g} s per run, {bench.options.runs} runs (after a short warm-up round), from the harness process; "
+            "frontdesk as deployed in two processes: the HTTP app and `frontdesk worker` (worker + outbox sender). The model answers `done_for_now` at once. "
+            "Webhook: signed `POST /webhooks/calculator` with a callback URL → the signed callback reaches the receiver. "
+            "Slack: signed `app_mention` → `chat.postMessage` in its thread on the fake Slack API (the acknowledgement reaction on)."
+        ),
+    )
+    for kind, label in (("webhook", "Webhook → callback"), ("slack", "Slack mention → threaded reply")):
+        runs = results[kind]
+        sec.rows += [
+            Row(f"{label}: p50", "ms", None, Series([r["p50"] for r in runs]), fmt="{:.1f}"),
+            Row(f"{label}: p99", "ms", None, Series([r["p99"] for r in runs]), fmt="{:.1f}"),
+        ]
+        _summary(summary, "5", f"{label}: p50 {Series([r['p50'] for r in runs]).show('{:.0f}')} ms, p99 {Series([r['p99'] for r in runs]).show('{:.0f}')} ms", "", None)
+    bench.sections.append(sec)
+
+
+# ---------------------------------------------------------------- 6b
+
+
+def aof(bench: Bench, summary: list[str]) -> None:
+    """frontdesk on two Redis servers, one with AOF everysec and one without, runs alternating."""
+    o = bench.options
+    ingest: dict[str, list[dict]] = {"aof": [], "off": []}
+    work: dict[str, list[dict]] = {"aof": [], "off": []}
+    with redis_server(bench.dir, appendonly=True, name="redis-aof") as (on_url, on_proc), redis_server(bench.dir, appendonly=False, name="redis-noaof") as (off_url, off_proc):
+        servers = {"aof": (on_url, on_proc), "off": (off_url, off_proc)}
+        with bench.http_server("frontdesk", bench.env(on_url), "frontdesk-http-aof") as on_http, bench.http_server("frontdesk", bench.env(off_url), "frontdesk-http-noaof") as off_http:
+            https = {"aof": on_http, "off": off_http}
+            for i in range(o.runs + 1):  # the first round warms up
+                for mode, (url, proc) in https.items():
+                    rurl, rproc = servers[mode]
+                    run = http_ingest.one_run(bench, "webhook", url, proc, rurl, rproc, f"a{mode}{i}", duration=o.duration if i else o.warmup)
+                    if i:
+                        ingest[mode].append(run)
+        for i in range(o.runs):
+            for mode, (rurl, _) in servers.items():
+                work[mode].append(steps.run_frontdesk(bench, rurl, threads=STEP_THREADS, turns=STEP_TURNS, tag=f"{mode}{i}"))
+    bench.raw["aof"] = {"ingest": ingest, "steps": work}
+    sec = Section(
+        title="6b. Redis AOF everysec vs off",
+        setup=(
+            "frontdesk against two dedicated Redis servers at once, one with `appendonly yes` + `appendfsync everysec`, one with `appendonly no`; "
+            f"runs alternate between them ({o.runs} each): webhook ingest as in scenario 1, agent steps as in scenario 3 (one worker)."
+        ),
+        columns=("AOF everysec", "AOF off"),
+    )
+    for label, unit, key, data in (("Webhook ingest", "req/s", "rps", ingest), ("Agent steps, 1 worker", "steps/s", "rate", work)):
+        on, off = Series([r[key] for r in data["aof"]]), Series([r[key] for r in data["off"]])
+        sec.rows.append(Row(label, unit, on, off, note="ratio: off ÷ everysec"))
+    sec.rows.append(Row("Webhook ingest: p99", "ms", Series([r["p99_us"] / 1000 for r in ingest["aof"]]), Series([r["p99_us"] / 1000 for r in ingest["off"]]), fmt="{:.1f}"))
+    sec.rows.append(Row("Redis CPU per webhook", "µs", Series([r["redis_cpu_us"] for r in ingest["aof"]]), Series([r["redis_cpu_us"] for r in ingest["off"]])))
+    bench.sections.append(sec)
+    ratio = sec.rows[0].ratio or 0
+    _summary(summary, "6", f"AOF off ÷ everysec: webhook ingest {ratio:.2f}×, steps {sec.rows[1].ratio or 0:.2f}×", "", None)
+
+
+RUNNERS = {"ingest": ingest, "smtp": smtp, "steps": agent_steps, "inflight": inflight, "e2e": end_to_end, "aof": aof, "memory": mem}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

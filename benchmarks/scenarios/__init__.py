@@ -1,0 +1,1 @@
+"""One module per scenario: how it is measured, and its table in RESULTS.md."""

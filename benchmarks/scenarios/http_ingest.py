@@ -1,0 +1,99 @@
+"""Scenario 1: signed HTTP ingest (webhook, Slack event, Twilio SMS) against the naive floor.
+
+Both servers run side by side on one Redis; runs alternate floor, frontdesk,
+floor, ... so that each pair shares the machine's state. Redis is emptied before
+every run, and each run's requests are signed afresh with ids of their own.
+"""
+
+from __future__ import annotations
+
+import time
+
+from benchmarks.harness import PUBLIC_URL, Bench, Section
+from benchmarks.loadgen.wrk import KINDS, run_wrk, write_requests
+from benchmarks.procs import Proc, flush, redis_server
+from benchmarks.stats import Row, Series, ratio_series
+
+LABEL = {"webhook": "Webhook `POST /webhooks/{agent}`", "slack": "Slack `POST /slack/events` (app_mention)", "sms": "Twilio `POST /twilio/sms`"}
+
+
+def measure(bench: Bench, kinds: tuple[str, ...] = KINDS, *, aof: bool = True, tag: str = "") -> dict[str, dict[str, list[dict]]]:
+    """{kind: {"floor": [run...], "frontdesk": [run...]}} — wrk's summaries plus CPU per request."""
+    o = bench.options
+    results: dict[str, dict[str, list[dict]]] = {}
+    with redis_server(bench.dir, appendonly=aof, name=f"redis-ingest{tag}") as (rurl, rproc):
+        with bench.http_server("floor", bench.floor_env(rurl), f"floor-http{tag}") as floor, bench.http_server(
+            "frontdesk", bench.env(rurl), f"frontdesk-http{tag}"
+        ) as desk:
+            sides = {"floor": floor, "frontdesk": desk}
+            for kind in kinds:
+                results[kind] = {"floor": [], "frontdesk": []}
+                rates = {}
+                for side, (url, proc) in sides.items():  # warm up, and learn how many requests a run needs
+                    flush(rurl)
+                    file = bench.dir / f"warm-{kind}-{side}.tsv"
+                    write_requests(file, kind, 20_000, bench.keys, PUBLIC_URL, f"w{side[0]}{tag}")
+                    rates[side] = run_wrk(url, file, duration=o.warmup, connections=o.connections)["rps"]
+                for i in range(o.runs):
+                    for side, (url, proc) in sides.items():
+                        flush(rurl)
+                        n = int(rates[side] * o.duration * 2) + 5000  # the warm-up underestimates a warm server
+                        file = bench.dir / f"{kind}-{side}.tsv"
+                        write_requests(file, kind, n, bench.keys, PUBLIC_URL, f"{side[0]}{i}{tag}{int(time.time())}")
+                        run = _one(url, file, proc, rproc, o.duration, o.connections)
+                        results[kind][side].append(run)
+    return results
+
+
+def one_run(bench: Bench, kind: str, url: str, proc: Proc, rurl: str, rproc: Proc, tag: str, *, duration: float) -> dict:
+    """One run on an emptied Redis, with a request file sized from a quick probe of the server's rate."""
+    flush(rurl)
+    probe = bench.dir / f"probe-{kind}-{tag}.tsv"
+    write_requests(probe, kind, 10_000, bench.keys, PUBLIC_URL, f"p{tag}")
+    rate = run_wrk(url, probe, duration=1, connections=bench.options.connections)["rps"]
+    flush(rurl)
+    file = bench.dir / f"{kind}-{tag}.tsv"
+    write_requests(file, kind, int(rate * duration * 2) + 5000, bench.keys, PUBLIC_URL, f"{tag}{int(time.time())}")
+    return _one(url, file, proc, rproc, duration, bench.options.connections)
+
+
+def _one(url: str, file, proc: Proc, rproc: Proc, duration: float, connections: int) -> dict:
+    cpu0, rcpu0 = proc.cpu_seconds(), rproc.cpu_seconds()
+    run = run_wrk(url, file, duration=duration, connections=connections)
+    cpu1, rcpu1 = proc.cpu_seconds(), rproc.cpu_seconds()
+    run["cpu_us"] = (cpu1 - cpu0) / max(run["requests"], 1) * 1e6
+    run["redis_cpu_us"] = (rcpu1 - rcpu0) / max(run["requests"], 1) * 1e6
+    run["rss"] = proc.rss_bytes()
+    if run["errors"]:
+        raise RuntimeError(f"{url}: {run['errors']} errors in a run ({run}); see {proc.log}")
+    return run
+
+
+def section(results: dict[str, dict[str, list[dict]]], o) -> Section:
+    sec = Section(
+        title="1. Webhook ingest (signed HTTP, verify → validate → dedupe → enqueue)",
+        setup=(
+            f"wrk, 1 thread, {o.connections} connections, {o.duration:g} s per run after a {o.warmup:g} s warm-up, "
+            f"{o.runs} runs per side, alternating floor and frontdesk; each request has its own id, signed in advance. "
+            "Server: one uvicorn process, uvloop + httptools, no access log, for both. Redis: dedicated, AOF everysec, emptied before each run. "
+            "Floor: a bare FastAPI route per provider that verifies the provider's HMAC, validates a pydantic model and awaits one XADD "
+            "(redis-py's default pool). frontdesk: the real app (`create_app`), every channel on."
+        ),
+    )
+    for kind, sides in results.items():
+        floor, desk = sides["floor"], sides["frontdesk"]
+        f_rps, d_rps = Series([r["rps"] for r in floor]), Series([r["rps"] for r in desk])
+        ratio = ratio_series(d_rps.values, f_rps.values)
+        p99 = Series([r["p99_us"] / 1000 for r in desk])
+        sec.rows += [
+            Row(f"{LABEL[kind]}: throughput", "req/s", f_rps, d_rps, "≥ 1.0× floor", met=ratio.median >= 1.0, ratio=ratio.median,
+                note=f"run ratios {ratio.show('{:.2f}')}"),
+            Row(f"{LABEL[kind]}: p50", "ms", Series([r["p50_us"] / 1000 for r in floor]), Series([r["p50_us"] / 1000 for r in desk]), fmt="{:.1f}"),
+            Row(f"{LABEL[kind]}: p99", "ms", Series([r["p99_us"] / 1000 for r in floor]), p99, "≤ 15 ms", met=p99.median <= 15, fmt="{:.1f}"),
+            Row(f"{LABEL[kind]}: server CPU per request", "µs", Series([r["cpu_us"] for r in floor]), Series([r["cpu_us"] for r in desk])),
+            Row(f"{LABEL[kind]}: Redis CPU per request", "µs", Series([r["redis_cpu_us"] for r in floor]), Series([r["redis_cpu_us"] for r in desk])),
+        ]
+        wraps = sum(r["wraps"] for r in floor + desk)
+        if wraps:
+            sec.notes.append(f"{kind}: some runs outlasted their request file and replayed ids ({wraps} wraps): those requests took the dedupe path.")
+    return sec
