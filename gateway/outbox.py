@@ -225,6 +225,11 @@ class Outbox:
             except REDIS_DOWN as exc:
                 await redis_down(stop, exc)
                 continue
+            except Exception:  # noqa: BLE001 - e.g. NOGROUP after Redis lost its data: make the group again
+                log.exception("reading the outbox failed; retrying", stream=stream)
+                ready = False
+                await sleep(stop, 1)
+                continue
             for _, entries in rows or []:
                 for entry_id, fields in entries:
                     self._spawn(p, entry_id, fields)

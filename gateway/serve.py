@@ -176,6 +176,7 @@ def _http_server(rt: Runtime) -> _Server:
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,  # our handlers (gateway.logs) format uvicorn's lines too
+        access_log=settings.access_log,
         timeout_graceful_shutdown=settings.shutdown_grace,
         server_header=False,
     )

@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     log_level: str = _env("FRONTDESK_LOG_LEVEL", "info")
     # auto: readable lines on a terminal, JSON lines otherwise (what log collectors read).
     log_format: Literal["auto", "json", "console"] = _env("FRONTDESK_LOG_FORMAT", "auto")
+    # One log line per HTTP request; off by default (the ingress usually keeps one, and it costs CPU on every request).
+    access_log: bool = _env("FRONTDESK_ACCESS_LOG", False)
     # /healthz, /readyz and /metrics on this port in a process without the HTTP app (worker, smtp); unset: none.
     ops_port: int | None = _env("FRONTDESK_OPS_PORT", None, ge=0, le=65535)
     # OpenTelemetry: traces go to this OTLP/HTTP collector (e.g. http://collector:4318); unset: tracing is off.

@@ -107,6 +107,10 @@ class Worker:
                         await self._received(p, entry_id, fields)
             except REDIS_DOWN as exc:
                 await redis_down(stop, exc)
+            except Exception:  # noqa: BLE001 - e.g. NOGROUP after Redis lost its data: make the group again
+                log.exception("reading the stream failed; retrying", stream=stream)
+                ready = False
+                await sleep(stop, 1)
 
     async def _claim(self, p: int, stop: asyncio.Event) -> None:
         """Take over entries a dead worker left pending; now and then trim what all are done with."""

@@ -165,3 +165,13 @@ async def test_streams_are_trimmed_once_every_consumer_is_done(rt):
         assert await rt.redis.xlen(stream) >= 20
         await rt.streams.trim(stream, "workers")
         assert await rt.redis.xlen(stream) <= 1  # only the last delivered entry stays as the floor
+
+
+async def test_a_worker_survives_its_consumer_group_disappearing(rt):
+    """Redis restarted without its data (no AOF): the group is gone; the worker makes it again."""
+    async with background(Worker(rt, "w1")):
+        first = await rt.ingest.accept(sms("g1", "hello", conversation="g-1"), "echo")
+        await eventually(lambda: _status(rt, first.thread_id, "waiting_human"))
+        await rt.redis.xgroup_destroy(rt.keys.inbound(0), "workers")
+        second = await rt.ingest.accept(sms("g2", "hello", conversation="g-2"), "echo")
+        await eventually(lambda: _status(rt, second.thread_id, "waiting_human"))
