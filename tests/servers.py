@@ -43,8 +43,12 @@ class LoopbackServer:
 
 
 @contextlib.asynccontextmanager
-async def app_server(app) -> AsyncIterator[str]:
-    """Serve `app` on 127.0.0.1 in the current loop; yield its base URL."""
+async def app_server(app, before_stop=None) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1 in the current loop; yield its base URL.
+
+    `before_stop` runs first on the way out, as our own server role does (e.g. ending
+    the dashboard's live streams, which would otherwise hold the shutdown).
+    """
     config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", ws="none", log_level="warning")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -56,5 +60,7 @@ async def app_server(app) -> AsyncIterator[str]:
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}"
     finally:
+        if before_stop is not None:
+            before_stop()
         server.should_exit = True
         await asyncio.wait_for(task, timeout=15)

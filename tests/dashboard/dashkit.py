@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import Runtime, running
 from gateway.worker import Worker
+from servers import app_server
 from helpers import background, eventually
 from plugins import ApprovalAgent, EchoAgent, FailingAgent, SinkChannel
 
@@ -73,7 +73,7 @@ async def dashboard(
         )
         app = create_app(settings, rt)
         if over_http:
-            url, server = await stack.enter_async_context(serving(app))
+            url = await stack.enter_async_context(app_server(app, before_stop=lambda: close_streams(app)))
             client = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=10))
         else:
             client = await stack.enter_async_context(httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"))
@@ -96,30 +96,6 @@ async def wait_status(rt: Runtime, thread_id: str, status: str):
         return thread if thread is not None and thread.status == status else None
 
     return await eventually(check)
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI, *, close: bool = True) -> AsyncIterator[tuple[str, "uvicorn.Server"]]:
-    """Serve `app` on 127.0.0.1 in this loop; yield (base URL, server).
-
-    On the way out it ends the live streams first (`close`), as a server's stop does.
-    """
-    import uvicorn  # noqa: PLC0415
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", ws="none", log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}", server
-    finally:
-        if close:
-            close_streams(app)  # an open page must not hold the shutdown
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=15)
 
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[dict]:

@@ -8,7 +8,8 @@ import json
 
 import httpx
 
-from dashkit import dashboard, message, serving, sse_events, wait_status
+from dashkit import dashboard, message, sse_events, wait_status
+from servers import app_server
 from gateway.dashboard import close_streams, live
 
 
@@ -80,23 +81,23 @@ async def test_close_streams_ends_open_streams_so_the_server_can_stop(settings):
     async with dashboard(settings, token=None) as dash:
         accepted = await dash.rt.ingest.accept(message("m1", "hello", channel="api"), "echo")
         await wait_status(dash.rt, accepted.thread_id, "waiting_human")
-        async with serving(dash.app, close=False) as (base, server):
+        async with app_server(dash.app) as base:
             async with httpx.AsyncClient(base_url=base, cookies=dict(dash.client.cookies), timeout=10) as client:
                 async with client.stream("GET", f"/dashboard/threads/{accepted.thread_id}/stream?after=2") as response:
                     events = sse_events(response)
                     assert (await events.__anext__()) == {"retry": "1000"}
                     close_streams(dash.app)  # what the server's stop calls
                     assert [e async for e in events] == []  # the response ended
-                # leaving `serving` stops the server: it has no open stream to wait on
+                # leaving `app_server` stops the server: it has no open stream to wait on
 
 
 async def test_a_browser_that_leaves_ends_its_stream(settings):
     async with dashboard(settings, token=None) as dash:
         accepted = await dash.rt.ingest.accept(message("m1", "hello", channel="api"), "echo")
         await wait_status(dash.rt, accepted.thread_id, "waiting_human")
-        async with serving(dash.app, close=False) as (base, server):
+        async with app_server(dash.app) as base:
             async with httpx.AsyncClient(base_url=base, cookies=dict(dash.client.cookies), timeout=10) as client:
                 async with client.stream("GET", f"/dashboard/threads/{accepted.thread_id}/stream?after=2") as response:
                     assert (await sse_events(response).__anext__()) == {"retry": "1000"}
-            # The client hung up without close_streams: stopping the server (leaving `serving`)
+            # The client hung up without close_streams: stopping the server (leaving `app_server`)
             # would wait on the connection if the stream had not ended with it.

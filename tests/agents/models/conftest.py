@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.settings import Settings
+from servers import LoopbackServer
 
 
 # A scripted answer is (status, json body) or (status, json body, headers), or HANG to
@@ -34,35 +34,25 @@ class Seen:
 
 
 class FakeApi:
-    """Runs in its own thread and loop, so the client under test meets a real socket."""
+    """On a LoopbackServer (its own thread and loop), so the client under test meets a real socket."""
 
     def __init__(self, script: list[Any]) -> None:
         self.script = list(script)
         self.requests: list[Seen] = []
-        self._stopping = threading.Event()
-        app = Starlette(routes=[Route("/{path:path}", self._answer, methods=["POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", ws="none", log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="fake-model-api", daemon=True)
+        self._stopping = threading.Event()  # releases requests held by HANG
+        self._server = LoopbackServer(Starlette(routes=[Route("/{path:path}", self._answer, methods=["POST"])]))
 
     @property
     def url(self) -> str:
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        return self._server.url
 
     def start(self) -> FakeApi:
-        self._thread.start()
-        for _ in range(500):
-            if self._server.started or not self._thread.is_alive():
-                break
-            self._stopping.wait(0.01)
-        assert self._server.started, "fake API did not start"
+        self._server.__enter__()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._server.__exit__(None, None, None)
 
     async def _answer(self, request: Request) -> Response:
         self.requests.append(Seen("/" + request.path_params["path"], dict(request.headers), await request.json()))
