@@ -125,7 +125,10 @@ class OutboundMessage(BaseModel):
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Frozen: an event is a fact once it happened; a thread grows only by new ones. Readers
+    # may keep what they derived from an event (the context renderer does) for as long as
+    # they hold it.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     at: datetime = Field(default_factory=utcnow)
     id: str | None = None  # the inbound id, where the event came from outside

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from gateway import metrics
+from gateway.batch import ScriptBatch
 from gateway.keys import Keys
 
 _XADD_ONCE = """
@@ -75,7 +76,7 @@ class Streams:
         self.redis = redis
         self.keys = keys
         self._xadd_once = redis.register_script(_XADD_ONCE)
-        self._to_inbox = redis.register_script(_TO_INBOX)
+        self._to_inbox = ScriptBatch(redis, _TO_INBOX)  # a reader places a whole batch in one round trip
         self._park = redis.register_script(_PARK)
         self._release_due = redis.register_script(_RELEASE_DUE)
         self._dead_letter = redis.register_script(_DEAD_LETTER)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -29,7 +30,7 @@ _SAVE = """
 if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 0 end
 -- The entry is consumed already: this is the client re-sending a script whose answer a
 -- dropped connection lost. Applying it again would append the step twice.
-if ARGV[2] ~= '' and not redis.call('ZSCORE', KEYS[3], ARGV[2]) then return 2 end
+if ARGV[2] ~= '' and not redis.call('ZSCORE', KEYS[3], ARGV[2]) then return {2, redis.call('ZRANGE', KEYS[3], 0, 0)[1] or ''} end
 local meta = cjson.decode(ARGV[8])
 for k, v in pairs(meta) do redis.call('HSET', KEYS[1], k, v) end
 local n = tonumber(ARGV[9])
@@ -57,7 +58,8 @@ if ARGV[11 + n + m] == '1' then
   local padded = string.format('%015d-%08d', tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1)))
   redis.call('ZADD', KEYS[3], 0, padded .. '|continue|' .. ARGV[5] .. '||')
 end
-return 1
+-- The inbox's head comes back with the answer: the worker's next entry, without a round trip.
+return {1, redis.call('ZRANGE', KEYS[3], 0, 0)[1] or ''}
 """
 
 _CREATE = """
@@ -91,6 +93,17 @@ _DROP = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+@dataclass(frozen=True)
+class Saved:
+    """What a save did: falsy when the lease was lost (nothing written); else the inbox's head after it."""
+
+    ok: bool
+    next_entry: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
 
 _STATUS_ADAPTER: TypeAdapter[list[str]] = TypeAdapter(list[str])
 
@@ -208,8 +221,8 @@ class ThreadStore:
         outbox: list[OutboundMessage] = (),
         created: bool = False,
         keep_running: bool = False,
-    ) -> bool:
-        """Append `new_events`, queue `outbox`, consume `entry`; False if the lease was lost."""
+    ) -> Saved:
+        """Append `new_events`, queue `outbox`, consume `entry`; falsy if the lease was lost."""
         k, tid = self.keys, thread.id
         p = k.thread_partition(tid)
         status = thread.status
@@ -242,7 +255,10 @@ class ThreadStore:
             *self._facet_keys(p, thread),
             k.unsettled(tid),
         ]
-        return bool(await self._save(keys=keys, args=args))
+        answer = await self._save(keys=keys, args=args)
+        if not answer:
+            return Saved(False)
+        return Saved(True, answer[1] or None)
 
     # --- leases
     async def acquire(self, thread_id: str, owner: str, ms: int) -> bool:

@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("frontdesk.worker")
 
 
+# The inbox's head after an entry whose handling did not report it (only a save does).
+_UNKNOWN: Any = object()
+
+
 class LeaseLost(Exception):
     """Another worker owns the thread now; this one must not write it."""
 
@@ -103,8 +107,7 @@ class Worker:
                     ready = True
                 rows = await self.rt.redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=100, block=500)
                 for _, entries in rows or []:
-                    for entry_id, fields in entries:
-                        await self._received(p, entry_id, fields)
+                    await self._received(p, entries)
             except REDIS_DOWN as exc:
                 await redis_down(stop, exc)
             except Exception:  # noqa: BLE001 - e.g. NOGROUP after Redis lost its data: make the group again
@@ -120,9 +123,7 @@ class Worker:
             await sleep(stop, max(0.05, self.settings.claim_timeout / 2))
             try:
                 _, claimed, *_ = await self.rt.redis.xautoclaim(stream, GROUP, self.consumer, idle, "0-0", count=100)
-                for entry_id, fields in claimed:
-                    if fields:
-                        await self._received(p, entry_id, fields)
+                await self._received(p, [(entry_id, fields) for entry_id, fields in claimed if fields])
                 rounds += 1
                 if rounds % 10 == 0:
                     await self.streams.trim(stream, GROUP)
@@ -154,8 +155,27 @@ class Worker:
             pass
 
     # ------------------------------------------------------------ receiving
-    async def _received(self, p: int, entry_id: str, fields: dict[str, str]) -> None:
+    async def _received(self, p: int, entries: list[tuple[str, dict[str, str]]]) -> None:
+        """Place entries read from partition `p`'s stream in their threads' inboxes, and kick those threads.
+
+        The inbox placements of a batch go to Redis together (one round trip, `ScriptBatch`);
+        forwards to other partitions stay one at a time, in stream order.
+        """
         stream = self.keys.inbound(p)
+        mine: list[Entry] = []
+        for entry_id, fields in entries:
+            entry = await self._sorted(p, stream, entry_id, fields)
+            if entry is not None:
+                mine.append(entry)
+        placed = await asyncio.gather(
+            *(self.streams.to_inbox(stream, GROUP, e.stream_id, self.keys.inbox(e.thread_id), e.inbox_member()) for e in mine)
+        )
+        for entry, ok in zip(mine, placed):
+            if ok:
+                self.kick(entry.thread_id)
+
+    async def _sorted(self, p: int, stream: str, entry_id: str, fields: dict[str, str]) -> Entry | None:
+        """The entry if it belongs to partition `p`; a malformed one is dead-lettered, another partition's forwarded."""
         try:
             entry = Entry.from_fields(entry_id, fields)
             if not entry.thread_id:
@@ -163,16 +183,15 @@ class Worker:
         except (ValueError, Malformed) as exc:
             await self.streams.dead_letter(p, stream, GROUP, entry_id, fields, f"malformed entry: {exc}")
             metrics.DEAD_LETTERS.labels("inbound").inc()
-            return
+            return None
         target = self.keys.thread_partition(entry.thread_id)
         if target != p:
             # A reply on a conversation of another partition: the thread's own stream orders it.
             marker = self.keys.seen(target, "forward", f"{p}/{entry_id}")
             await self.streams.xadd_once(marker, self.keys.inbound(target), fields, self.settings.dedupe_ttl)
             await self.rt.redis.xack(stream, GROUP, entry_id)
-            return
-        await self.streams.to_inbox(stream, GROUP, entry_id, self.keys.inbox(entry.thread_id), entry.inbox_member())
-        self.kick(entry.thread_id)
+            return None
+        return entry
 
     def kick(self, thread_id: str) -> None:
         if self._stopping:
@@ -206,16 +225,19 @@ class Worker:
         renewing = asyncio.create_task(self._renew(tid, owner, lease_ms))
         try:
             thread = await self.store.load(tid)
+            member = await self.store.inbox_head(tid)
             while True:
-                member = await self.store.inbox_head(tid)
                 if member is None:
                     if await self.store.release(tid, owner) == 0:
-                        continue  # something arrived after our last look
+                        member = await self.store.inbox_head(tid)  # something arrived after our last look
+                        continue
                     return
-                thread, carry_on = await self._apply(thread, member, owner)
+                thread, carry_on, member = await self._apply(thread, member, owner)
                 if not carry_on or self._stopping:
                     await self.store.drop_lease(tid, owner)
                     return
+                if member is _UNKNOWN:
+                    member = await self.store.inbox_head(tid)
         except LeaseLost:
             log.warning("lease lost; another worker owns the thread", thread_id=tid)
         except REDIS_DOWN as exc:
@@ -235,8 +257,8 @@ class Worker:
             except REDIS_DOWN:
                 continue
 
-    async def _apply(self, thread: Thread | None, member: str, owner: str) -> tuple[Thread | None, bool]:
-        """Apply one inbox entry; (thread after it, whether to go on draining)."""
+    async def _apply(self, thread: Thread | None, member: str, owner: str) -> tuple[Thread | None, bool, Any]:
+        """Apply one inbox entry; (thread after it, whether to go on draining, the next entry or _UNKNOWN)."""
         entry = Entry.from_inbox(member)
         structlog.contextvars.bind_contextvars(
             agent=thread.agent if thread else entry.agent or None,
@@ -254,11 +276,11 @@ class Worker:
                 raise Malformed(f"{entry.kind} entry for a thread that does not exist")
         except (ValidationError, Malformed, ValueError) as exc:
             bound.warning("entry does not validate; dead-lettered", error=str(exc))
-            return await self._dead_letter(thread, entry, member, owner, f"invalid: {exc}"), True
+            return await self._dead_letter(thread, entry, member, owner, f"invalid: {exc}"), True, _UNKNOWN
         started = time.perf_counter()
         try:
             with tracing.span("frontdesk.step", parent=await self._traceparent(entry), thread_id=entry.thread_id, entry_kind=entry.kind):
-                thread = await self._step(thread, entry, member, decision, owner)
+                thread, head = await self._step(thread, entry, member, decision, owner)
         except LeaseLost:
             raise
         except REDIS_DOWN:
@@ -269,12 +291,12 @@ class Worker:
             bound.exception("step failed", attempts=attempts)
             if attempts >= self.settings.max_attempts:
                 reason = f"{type(exc).__name__}: {exc}"
-                return await self._dead_letter(thread or decision.new_thread, entry, member, owner, reason, created=thread is None), True
-            return thread, False
+                return await self._dead_letter(thread or decision.new_thread, entry, member, owner, reason, created=thread is None), True, _UNKNOWN
+            return thread, False, _UNKNOWN
         metrics.STEPS.labels(entry.kind).inc()
         if thread is not None:
             metrics.STEP_SECONDS.labels(thread.agent).observe(time.perf_counter() - started)
-        return thread, True
+        return thread, True, head
 
     async def _traceparent(self, entry: Entry) -> str | None:
         """The trace an entry continues: the `tp` on its stream entry; a `continue` stays in the last one's."""
@@ -316,7 +338,7 @@ class Worker:
         marker = self.keys.seen(target, "restart", f"{data['channel']}/{data['id']}")
         await self.streams.xadd_once(marker, self.keys.inbound(target), fields, self.settings.dedupe_ttl)
 
-    async def _step(self, thread: Thread | None, entry: Entry, member: str, decision: Decision, owner: str) -> Thread:
+    async def _step(self, thread: Thread | None, entry: Entry, member: str, decision: Decision, owner: str) -> tuple[Thread, str | None]:
         base = decision.new_thread or thread
         assert base is not None
         start = len(base.events)
@@ -348,7 +370,7 @@ class Worker:
         if not saved:
             raise LeaseLost(new.id)
         await self._schedule_deadlines(new, start)
-        return new
+        return new, saved.next_entry
 
     def _addressable(self, message) -> bool:
         """Whether the channel has somewhere to send it (a webhook caller without a callback polls)."""

@@ -45,7 +45,12 @@ def as_yaml(value: Any) -> str:
         return value
     if not isinstance(value, (dict, list, tuple)):
         return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-    return yaml.safe_dump(value, default_flow_style=False, sort_keys=False, allow_unicode=True).strip()
+    return yaml.dump(value, Dumper=_DUMPER, default_flow_style=False, sort_keys=False, allow_unicode=True).strip()
+
+
+# libyaml's emitter where PyYAML was built with it (its wheels are): the same text as the
+# pure-Python SafeDumper at a fraction of the cost.
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def _attrs(**attrs: Any) -> str:
@@ -102,12 +107,31 @@ def render_context(thread: Thread, budget_tokens: int | None = None) -> str:
     """The thread as the model reads it, compacted to fit `budget_tokens` when given."""
     parts: list[_Rendered] = []
     for event in thread.events:
-        text = render_event(event)
+        text = _rendered(event)
         if text is not None:
             parts.append(_Rendered(text, compactable=event.type in ("tool_result", "context")))
     if budget_tokens is not None:
         _compact(parts, budget_tokens * CHARS_PER_TOKEN)
     return "\n".join(p.text for p in parts)
+
+
+# Each turn renders the whole thread again, and a worker keeps a thread's events while it
+# drains it, so most of them were rendered on the previous turn (a 20-turn thread renders 20
+# times over otherwise; benchmarks/, scenario 4). Keyed by identity, holding the event itself
+# so that its id cannot be reused while cached; events are frozen. Oldest out first.
+_CACHE: dict[int, tuple[Any, str | None]] = {}
+_CACHE_SIZE = 50_000
+
+
+def _rendered(event: Any) -> str | None:
+    hit = _CACHE.get(id(event))
+    if hit is not None and hit[0] is event:
+        return hit[1]
+    text = render_event(event)
+    if len(_CACHE) >= _CACHE_SIZE:
+        del _CACHE[next(iter(_CACHE))]
+    _CACHE[id(event)] = (event, text)
+    return text
 
 
 def _compact(parts: list[_Rendered], limit: int) -> None:

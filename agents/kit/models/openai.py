@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import openai
@@ -32,7 +31,6 @@ _SHAPES: tuple[dict[str, Any], ...] = (
     {},
 )
 _REFUSED_SHAPE = (400, 422)
-_POOL = 64  # connections per client
 
 
 class OpenAIModel:
@@ -45,14 +43,23 @@ class OpenAIModel:
         self.name = f"openai:{model_name}"
         self._model = model_name
         self._timeout = settings.model_timeout
-        self._settings, self._key = settings, key
-        # Calls are spread in turn over clients of at most _POOL connections each, one more
-        # opened whenever the calls in flight fill half of what is open: the HTTP pool does work
-        # in proportion to its connections on every request, and a thousand calls in flight
-        # through one pool cost more CPU than the steps themselves (benchmarks/, scenario 4).
-        self._clients: list[openai.AsyncOpenAI] = []
-        self._pools = max(1, math.ceil(settings.worker_concurrency / _POOL))
-        self._calls = self._next = 0
+        # The SDK's aiohttp transport rather than its default httpx one: the per-call CPU of
+        # httpcore + h11 + anyio was a quarter of a step, and httpcore's pool does work in
+        # proportion to its open connections on every request, which a worker with a thousand
+        # calls in flight pays a thousand times over (benchmarks/, scenarios 3 and 4). One
+        # connection per call in flight, up to the worker's concurrency.
+        self._client = openai.AsyncOpenAI(
+            # Explicit base URL and key, so the SDK never falls back to reading the environment
+            # itself; local servers ignore the key but the SDK insists on one.
+            base_url=settings.openai_base_url or DEFAULT_BASE_URL,
+            api_key=key or "not-needed",
+            timeout=settings.model_timeout,
+            max_retries=settings.model_retries,  # the SDK's retries honour Retry-After
+            http_client=openai.DefaultAioHttpClient(
+                limits=_Limits(max_connections=settings.worker_concurrency, max_keepalive_connections=settings.worker_concurrency),
+                timeout=settings.model_timeout,
+            ),
+        )
         self._shape = 0  # index into _SHAPES of the first shape this server may accept
 
     async def next_step(self, system: str, context: str, tools: list[ToolSpec]) -> ModelReply:
@@ -62,12 +69,7 @@ class OpenAIModel:
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": context}],
             "tools": [_function(tool) for tool in tools],
         }
-        client = self._client()
-        self._calls += 1
-        try:
-            return await self._ask(client, request, self._shape)
-        finally:
-            self._calls -= 1
+        return await self._ask(self._client, request, self._shape)
 
     async def _ask(self, client: openai.AsyncOpenAI, request: dict[str, Any], shape: int) -> ModelReply:
         refused = None
@@ -93,25 +95,8 @@ class OpenAIModel:
         self._shape = max(self._shape, shape)
         return _to_reply(completion, self._model)
 
-    def _client(self) -> openai.AsyncOpenAI:
-        if self._calls >= len(self._clients) * _POOL // 2 and len(self._clients) < self._pools:
-            # Explicit base URL and key, so the SDK never falls back to reading the environment
-            # itself; local servers ignore the key but the SDK insists on one.
-            self._clients.append(
-                openai.AsyncOpenAI(
-                    base_url=self._settings.openai_base_url or DEFAULT_BASE_URL,
-                    api_key=self._key or "not-needed",
-                    timeout=self._settings.model_timeout,
-                    max_retries=self._settings.model_retries,  # the SDK's retries honour Retry-After
-                    http_client=openai.DefaultAsyncHttpxClient(limits=_Limits(max_connections=_POOL, max_keepalive_connections=_POOL)),
-                )
-            )
-        self._next = (self._next + 1) % len(self._clients)
-        return self._clients[self._next]
-
     async def aclose(self) -> None:
-        for client in self._clients:
-            await client.close()
+        await self._client.close()
 
 
 def _function(tool: ToolSpec) -> dict[str, Any]:
@@ -149,8 +134,25 @@ def _model_error(exc: openai.OpenAIError, timeout: float) -> ModelError:
             status=exc.status_code,
             retry_after=retry_after_seconds(exc.response.headers),
         )
+    refused = _refused(exc)
+    if refused is not None:
+        return ModelError(f"openai: cannot reach the server: {refused}")
     if isinstance(exc, openai.APITimeoutError):
         return ModelError(f"openai: no answer within {timeout:g} s")
     if isinstance(exc, openai.APIConnectionError):
         return ModelError(f"openai: cannot reach the server: {exc.__cause__ or exc}")
     return ModelError(f"openai: {exc}")
+
+
+def _refused(exc: BaseException) -> OSError | None:
+    """The connection error behind `exc`, if any.
+
+    The SDK's aiohttp transport reports a refused connection as a connect *timeout*; the
+    cause chain still holds the OSError that says what happened.
+    """
+    seen = exc.__cause__ or exc.__context__
+    while seen is not None:
+        if isinstance(seen, OSError) and not isinstance(seen, TimeoutError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
