@@ -167,7 +167,7 @@ def versions() -> dict[str, str]:
         found["wrk"] = (wrk.stdout or wrk.stderr).split()[1]
     except (OSError, IndexError):
         found["wrk"] = "missing"
-    for pkg in ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "redis", "hiredis", "slack-bolt", "twilio", "aiosmtpd", "openai", "httpx", "standardwebhooks"):
+    for pkg in ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "redis", "hiredis", "slack-bolt", "twilio", "aiosmtpd", "aiohttp", "httpx", "standardwebhooks"):
         try:
             found[pkg] = version(pkg)
         except PackageNotFoundError:

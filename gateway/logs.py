@@ -28,7 +28,7 @@ _LEVELS = {
     "critical": logging.CRITICAL,
 }
 # Libraries that log every request at INFO: the outbox's provider calls would drown the rest.
-_CHATTY = ("httpx", "httpcore", "httpx2", "httpcore2", "hpack", "aiosmtplib")  # httpx2: the openai SDK's own copy
+_CHATTY = ("httpx", "httpcore", "hpack", "aiosmtplib")
 
 
 def log_level(name: str) -> int:

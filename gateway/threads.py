@@ -20,6 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import TypeAdapter
 
+from gateway.batch import ScriptBatch
 from gateway.entries import Entry
 from gateway.events import STATUSES, Contact, EventAdapter, OutboundMessage, Thread, derive_status
 from gateway.keys import Keys
@@ -28,6 +29,8 @@ GROUP = "workers"
 
 _SAVE = """
 if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 0 end
+local tail = 12 + tonumber(ARGV[9]) + tonumber(ARGV[10 + tonumber(ARGV[9])])
+if ARGV[tail] ~= '0' then redis.call('PEXPIRE', KEYS[4], ARGV[tail]) end  -- a save extends the lease
 -- The entry is consumed already: this is the client re-sending a script whose answer a
 -- dropped connection lost. Applying it again would append the step twice.
 if ARGV[2] ~= '' and not redis.call('ZSCORE', KEYS[3], ARGV[2]) then return {2, redis.call('ZRANGE', KEYS[3], 0, 0)[1] or ''} end
@@ -124,7 +127,7 @@ class ThreadStore:
         self.keys = keys
         self._save = redis.register_script(_SAVE)
         self._create = redis.register_script(_CREATE)
-        self._renew = redis.register_script(_RENEW)
+        self._renew = ScriptBatch(redis, _RENEW)  # a worker renews the leases it holds together
         self._release = redis.register_script(_RELEASE)
         self._drop = redis.register_script(_DROP)
 
@@ -221,8 +224,9 @@ class ThreadStore:
         outbox: list[OutboundMessage] = (),
         created: bool = False,
         keep_running: bool = False,
+        lease_ms: int = 0,
     ) -> Saved:
-        """Append `new_events`, queue `outbox`, consume `entry`; falsy if the lease was lost."""
+        """Append `new_events`, queue `outbox`, consume `entry`, extend the lease to `lease_ms`; falsy if the lease was lost."""
         k, tid = self.keys, thread.id
         p = k.thread_partition(tid)
         status = thread.status
@@ -241,6 +245,7 @@ class ThreadStore:
             m,
             *[o.model_dump_json(exclude_none=True) for o in outbox],
             "1" if keep_running else "0",
+            lease_ms,  # extend the lease to this, if not 0
         ]
         keys = [
             k.thread(tid),

@@ -175,3 +175,31 @@ async def test_a_worker_survives_its_consumer_group_disappearing(rt):
         await rt.redis.xgroup_destroy(rt.keys.inbound(0), "workers")
         second = await rt.ingest.accept(sms("g2", "hello", conversation="g-2"), "echo")
         await eventually(lambda: _status(rt, second.thread_id, "waiting_human"))
+
+
+async def test_a_step_longer_than_the_lease_keeps_its_thread(settings):
+    """Steps of 1.2 s under a 333 ms lease (claim timeout 1 s): the holder keeps renewing, so the
+    other worker, which claims the idle entries, never takes the thread over mid-step."""
+    assert settings.lease_ms < 400
+    async with running(settings, agents=[StepsAgent(delay=1.2)], builtins=False) as rt:
+        first = await rt.ingest.accept(sms("long1", "steps=2", conversation="slow-conv"), "steps")
+        lease = rt.keys.lease(first.thread_id)
+        owners: set[str] = set()
+
+        async def watch() -> None:
+            while True:
+                owner = await rt.redis.get(lease)
+                if owner:
+                    owners.add(owner)
+                await asyncio.sleep(0.05)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            async with background(Worker(rt, "w1"), Worker(rt, "w2")):
+                await eventually(lambda: _status(rt, first.thread_id, "done"), timeout=30)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        thread = await rt.store.load(first.thread_id)
+    assert [e.type for e in thread.events] == ["user_message", "tool_call", "tool_result", "tool_call", "tool_result", "done_for_now"]
+    assert len(owners) == 1, f"the thread changed hands mid-step: {owners}"
