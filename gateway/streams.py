@@ -159,7 +159,7 @@ class Streams:
             return False
         fields = dict(rows[0][1])
         source = fields.pop("source")
-        for meta in ("source_id", "reason", "failed_at"):
+        for meta in ("source_id", "reason", "failed_at", "i"):  # i: it is in no inbox now
             fields.pop(meta, None)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(source, fields)

@@ -56,7 +56,8 @@ if ARGV[2] ~= '' then
   redis.call('HDEL', KEYS[13], ARGV[3])
 end
 if ARGV[11 + n + m] == '1' then
-  local id = redis.call('XADD', KEYS[5], '*', 'k', 'continue', 't', ARGV[5])
+  -- 'i': already in the inbox (just below), so the worker draining the thread needs no word of it.
+  local id = redis.call('XADD', KEYS[5], '*', 'k', 'continue', 't', ARGV[5], 'i', '1')
   local dash = string.find(id, '-')
   local padded = string.format('%015d-%08d', tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1)))
   redis.call('ZADD', KEYS[3], 0, padded .. '|continue|' .. ARGV[5] .. '||')

@@ -170,6 +170,11 @@ class Worker:
         stream = self.keys.inbound(p)
         mine: list[Entry] = []
         for entry_id, fields in entries:
+            if fields.get("i") == "1" and fields.get("t") in self._draining:
+                # A `continue` its save put in the inbox already, for a thread we are draining:
+                # our drain takes it next. Were the drain to stop first, the entry stays pending
+                # and a claim brings it back here (`_claim`), when the thread is no longer ours.
+                continue
             entry = await self._sorted(p, stream, entry_id, fields)
             if entry is not None:
                 mine.append(entry)
