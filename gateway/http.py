@@ -7,11 +7,16 @@ happens in the workers.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import inspect
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import tracing
@@ -80,6 +85,83 @@ async def _too_large(send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+@dataclass(frozen=True)
+class _Direct:
+    route: APIRoute
+    request_param: str
+    call: Callable[..., Awaitable[Response]]
+
+
+class DirectRoutes:
+    """ASGI middleware: the providers' POST routes called straight, past FastAPI's routing.
+
+    A provider's request (a webhook, a Slack event, an SMS) is read from the raw
+    `Request` by the channel itself, so FastAPI's per-request machinery — the router
+    walk, dependency solving, two exit stacks, the exception wrappers — is all cost:
+    about 40 % of the app's CPU on `POST /webhooks/{agent}` (benchmarks/, scenario 1).
+    A route qualifies when its endpoint takes only the `Request` and `str` path
+    parameters and returns a `Response` (`_direct`); FastAPI keeps the route, so the
+    OpenAPI schema and every other method are unchanged. This sits inside the body
+    limit and tracing middleware, and its errors go to the app's exception handlers,
+    so a direct route answers exactly as the FastAPI route would.
+    """
+
+    def __init__(self, app, routes: list[_Direct]) -> None:
+        self.app = app
+        self.routes = routes  # filled by `_mount`
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            for direct in self.routes:
+                match = direct.route.path_regex.match(scope["path"])
+                if match is not None:
+                    scope["path_params"] = params = match.groupdict()
+                    return await self._call(direct, params, scope, receive, send)
+        await self.app(scope, receive, send)
+
+    async def _call(self, direct: _Direct, params: dict[str, str], scope, receive, send) -> None:
+        request = Request(scope, receive, send)
+        try:
+            response = await direct.call(**params, **{direct.request_param: request})
+        except Exception as exc:
+            handler = _handler_for(scope["app"].exception_handlers, exc)
+            if handler is None:
+                raise  # the server error middleware's 500, as on any route
+            response = handler(request, exc)
+            if inspect.isawaitable(response):
+                response = await response
+        await response(scope, receive, send)
+
+
+def _direct(route: Any) -> _Direct | None:
+    """How to call `route` directly, or None when it needs FastAPI (dependencies, a body model, a response model)."""
+    if not isinstance(route, APIRoute) or "POST" not in route.methods or route.dependencies:
+        return None
+    try:
+        hints = typing.get_type_hints(route.endpoint)
+    except (NameError, TypeError):
+        return None
+    returns = hints.get("return")
+    if not (isinstance(returns, type) and issubclass(returns, Response)):
+        return None
+    request_param = None
+    for name in inspect.signature(route.endpoint).parameters:
+        if hints.get(name) is Request:
+            request_param = name
+        elif not (name in route.param_convertors and hints.get(name) is str and route.param_convertors[name].regex == "[^/]+"):
+            return None
+    if request_param is None:
+        return None
+    return _Direct(route, request_param, route.endpoint)
+
+
+def _handler_for(handlers: dict[Any, Callable], exc: Exception) -> Callable | None:
+    for cls in type(exc).__mro__:
+        if cls in handlers:
+            return handlers[cls]
+    return None
+
+
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     """The app; with `runtime` given the caller owns it, else the lifespan opens one."""
 
@@ -95,6 +177,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             yield
 
     app = FastAPI(title="frontdesk", version="0.1.0", lifespan=lifespan)
+    app.state.direct_routes = []
+    app.add_middleware(DirectRoutes, routes=app.state.direct_routes)  # innermost: inside the body limit and tracing
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(tracing.TraceRequests)  # outermost; a no-op unless tracing is on
     if runtime is not None:
@@ -141,10 +225,13 @@ def _mount(app: FastAPI, rt: Runtime) -> None:
         return
     app.state.runtime = rt
     before = len(app.router.routes)
+    direct = []
     for channel in rt.channels.values():
         router = channel.router() if hasattr(channel, "router") else None
         if router is not None:
-            app.include_router(router)
+            app.include_router(router)  # included without a prefix: its routes' own paths are the app's
+            direct += [d for route in router.routes if (d := _direct(route)) is not None]
+    app.state.direct_routes[:] = direct
     # Providers' routes first: the router tries routes in order, and the API and dashboard
     # ahead of them cost every webhook about 30 µs of matching (benchmarks/, scenario 1).
     # No path is shared, so the order changes nothing else.

@@ -1,8 +1,10 @@
 """Slack: mentions, DMs and thread replies in; threaded replies, approvals and receipts out.
 
-In: `POST /slack/events` (Events API and interactivity, one Request URL) through
-slack-bolt's AsyncApp — signature and timestamp checked, `url_verification`
-answered — whose listeners only enqueue (`inbound`). Slack's retries and repeated
+In: `POST /slack/events` (Events API and interactivity, one Request URL): the
+signature and timestamp checked (slack_sdk's SignatureVerifier), then an event
+callback enqueued by `inbound` directly, and anything else through slack-bolt's
+AsyncApp — `url_verification` answered, button clicks to listeners that only
+enqueue (`inbound` again). Slack's retries and repeated
 event ids are dropped by the ingest dedupe keys (FRONTDESK_DEDUPE_TTL, a week;
 Slack retries for about an hour). With SLACK_APP_TOKEN, `serve` also takes events
 over Socket Mode, for development without a public URL.

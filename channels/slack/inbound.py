@@ -33,6 +33,7 @@ import structlog
 
 from channels.slack.api import Me
 from gateway.connection import REDIS_DOWN
+from gateway.errors import Malformed
 from gateway.events import ApprovalChoice, Attachment, InboundMessage
 
 if TYPE_CHECKING:
@@ -56,6 +57,17 @@ class Parsed:
     prefer: str | None = None  # a more specific conversation, used when it has a thread
     live_only: bool = False  # a plain channel reply: only while its thread is live
     react: bool = True  # put the acknowledgement reaction on it
+
+
+def event_callback(body: bytes, content_type: str | None) -> dict[str, Any] | None:
+    """An Events API callback's payload; None for anything else Slack posts (forms, url_verification)."""
+    if not (body[:1] == b"{" or content_type == "application/json"):  # bolt's test for a JSON body
+        return None
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        raise Malformed(f"unreadable Slack request: {exc}") from None
+    return payload if isinstance(payload, dict) and payload.get("type") == "event_callback" else None
 
 
 def from_event(body: dict[str, Any], me: Me) -> Parsed | None:
@@ -129,43 +141,42 @@ def from_click(body: dict[str, Any], me: Me) -> Parsed | None:
 
 
 class Inbound:
-    """Bolt listeners: parse, place, enqueue — then bolt acknowledges."""
+    """Parse, place, enqueue: for the HTTP route (`event`) and as bolt's listeners, which then acknowledge."""
 
     def __init__(self, runtime: "Runtime", me: Callable[[], Awaitable[Me]], react: Callable[[str, str], None]) -> None:
         self.rt = runtime
         self.me = me
         self.react = react
 
-    async def on_event(self, ack, body: dict[str, Any], context) -> None:
+    async def event(self, body: dict[str, Any]) -> None:
+        """An Events API callback, enqueued unless it is to be ignored."""
         parsed = from_event(body, await self.me())
         if parsed is not None:
-            await self._enqueue(parsed, context, ts=(body.get("event") or {}).get("ts"))
+            await self._enqueue(parsed, ts=_dict(body.get("event")).get("ts"))
+
+    async def on_event(self, ack, body: dict[str, Any], context) -> None:
+        """Bolt's listener for events (Socket Mode; over HTTP the route calls `event`)."""
+        await _noted(self.event(body), context)
         await ack()
 
     async def on_click(self, ack, body: dict[str, Any], context) -> None:
         # Slack does not retry a click: enqueue before the ack, so a failure shows the person an error.
         parsed = from_click(body, await self.me())
         if parsed is not None:
-            await self._enqueue(parsed, context)
+            await _noted(self._enqueue(parsed), context)
         await ack()
 
-    async def _enqueue(self, parsed: Parsed, context, ts: str | None = None) -> None:
+    async def _enqueue(self, parsed: Parsed, ts: str | None = None) -> None:
         message = parsed.message
-        try:
-            conversation = await self._place(parsed)
-            if conversation is None:
-                return
-            agent = self.rt.router.route("slack", message.address)
-            if agent is None and parsed.start:
-                log.info("no agent answers this Slack address", address=message.address)
-                return
-            message = message.model_copy(update={"conversation": conversation})
-            accepted = await self.rt.ingest.accept(message, agent or "", only_existing=not parsed.start)
-        except REDIS_DOWN as exc:
-            outcome = context.get(OUTCOME)
-            if outcome is not None:
-                outcome["error"] = exc
-            raise
+        conversation = await self._place(parsed)
+        if conversation is None:
+            return
+        agent = self.rt.router.route("slack", message.address)
+        if agent is None and parsed.start:
+            log.info("no agent answers this Slack address", address=message.address)
+            return
+        message = message.model_copy(update={"conversation": conversation})
+        accepted = await self.rt.ingest.accept(message, agent or "", only_existing=not parsed.start)
         # Over the rate: dropped (and counted) with a 200, since Slack retries any error.
         if parsed.react and ts and not (accepted.duplicate or accepted.ignored or accepted.limited):
             self.react(message.reply_to["channel"], ts)
@@ -184,6 +195,17 @@ class Inbound:
             if status is not None and status not in LIVE:  # None: the thread is not written yet
                 return None
         return conversation
+
+
+async def _noted(work: Awaitable[None], context) -> None:
+    """Run a listener's work; a Redis failure is noted in bolt's context for the HTTP route's 503."""
+    try:
+        await work
+    except REDIS_DOWN as exc:
+        outcome = context.get(OUTCOME)
+        if outcome is not None:
+            outcome["error"] = exc
+        raise
 
 
 # Payloads are signed by Slack, yet read defensively: a field of another type counts as

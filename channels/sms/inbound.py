@@ -2,17 +2,18 @@
 
 Twilio signs the full URL it called followed by the sorted form fields
 (HMAC-SHA1 with the auth token, https://www.twilio.com/docs/usage/security);
-the package's RequestValidator checks it, with and without the port.
+the package's RequestValidator computes it, and the URL is tried with and without
+the port, as its `validate` does.
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlparse
 
 from fastapi import Request
 from fastapi.responses import Response
 from starlette.datastructures import ImmutableMultiDict
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, add_port, compare, remove_port
 from twilio.twiml.messaging_response import MessagingResponse
 
 from gateway.errors import BadSignature, Malformed
@@ -51,13 +52,34 @@ async def verified_form(request: Request, settings: Settings, validator: Request
         body = (await request.body()).decode("utf-8")
     except UnicodeDecodeError:
         raise Malformed("the form body is not UTF-8") from None
-    # A multi-dict: the validator signs every value of a repeated field.
-    form = ImmutableMultiDict(parse_qsl(body, keep_blank_values=True))
+    pairs = parse_qsl(body, keep_blank_values=True)
     signature = request.headers.get("X-Twilio-Signature", "")
-    if not signature or not validator.validate(signed_url(request, settings), form, signature):
+    if not signature or not signed(validator, signed_url(request, settings), pairs, signature):
         # Twilio's own guidance answers a request that fails validation with 403.
         raise BadSignature("X-Twilio-Signature does not match", status=403)
-    return form
+    return ImmutableMultiDict(pairs)
+
+
+def signed(validator: RequestValidator, url: str, pairs: list[tuple[str, str]], signature: str) -> bool:
+    """Whether `signature` signs the form for `url`: `validator.validate`'s check, cheaper.
+
+    `validate` computes two signatures on every request, for the URL without and
+    with its default port; here the form Twilio most likely signed (the URL as it is
+    written) comes first and the other only on a mismatch. That and the form handed
+    over as a plain dict of lists took about 25 µs off each SMS (benchmarks/, scenario 1).
+    """
+    params = _Params()
+    for name, value in pairs:  # every value of a repeated field is signed
+        params.setdefault(name, []).append(value)
+    parsed = urlparse(url)
+    forms = (remove_port, add_port) if parsed.port is None else (add_port, remove_port)
+    return any(compare(validator.compute_signature(form(parsed), params), signature) for form in forms)
+
+
+class _Params(dict[str, list[str]]):
+    """Form fields as the validator reads a multi-dict (`getall`), without its fallbacks by exception."""
+
+    getall = dict.__getitem__
 
 
 def to_inbound(form: ImmutableMultiDict) -> InboundMessage:
@@ -104,9 +126,14 @@ def to_delivery(form: ImmutableMultiDict, outbound_id: str) -> DeliveryEvent | N
     return DeliveryEvent(outbound_id=outbound_id, channel="sms", status=status, detail=detail)
 
 
+# Built once: the answer to almost every SMS, and the package's XML writer costs more than the rest of the reply.
+_EMPTY_TWIML = MessagingResponse().to_xml()
+
+
 def twiml(text: str | None = None) -> Response:
     """An empty TwiML answer, or one that replies with `text`."""
+    if not text:
+        return Response(content=_EMPTY_TWIML, media_type="text/xml")
     response = MessagingResponse()
-    if text:
-        response.message(text)
+    response.message(text)
     return Response(content=response.to_xml(), media_type="text/xml")
