@@ -92,7 +92,7 @@ async def run(
                 raise ConfigError("nothing to run: no role is switched on and no channel has a listener")
             if server is None and settings.ops_port is not None:
                 jobs["ops"] = serve_ops(rt, stop)
-            tune_gc()  # everything above lives as long as the process
+            tune_gc(latency=server is not None)  # everything above lives as long as the process
             log.info("starting", roles=sorted(jobs), consumer=consumer, model=settings.model)
             started = Started(rt, roles, listeners=[c.name for c in listening])
             jobs["started"] = _announce(started, server, stop, on_started)

@@ -46,3 +46,22 @@ def test_budget_compacts_oldest_tool_results_and_keeps_people_verbatim():
     blocks = [b for b in parse_blocks(small) if b.tag == "tool_result"]
     assert blocks[0].body.startswith("[compacted:")  # oldest went first
     assert blocks[-1].body == big  # the newest survives
+
+
+def test_flat_arguments_are_written_exactly_as_the_yaml_dumper_writes_them():
+    import yaml
+
+    from agents.kit.context import as_yaml
+
+    cases = [
+        {"a": 6, "b": -7},
+        {"flag": True, "other": False, "nothing": None},
+        {"big": 10**30, "zero": 0},
+        # Not for the short path: words YAML reads as bools, keys it quotes, floats, strings, nesting.
+        {"yes": 1, "no": 2, "on": 3, "off": 4, "null": 5, "y": 6},
+        {"Camel": 1, "with-dash": 2, "1st": 3},
+        {"x": 1.5, "y": 1e20, "s": "text: with colon", "n": {"deep": [1, 2]}},
+        {},
+    ]
+    for case in cases:
+        assert as_yaml(case) == yaml.safe_dump(case, default_flow_style=False, sort_keys=False, allow_unicode=True).strip(), case
