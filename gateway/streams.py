@@ -29,10 +29,13 @@ return 0
 
 # Only an entry still pending enters the inbox: one already applied (acknowledged
 # by the save script) must not come back because a reader saw it late.
+# 0: consumed already; 1: in the inbox, and no one holds the thread (kick it); 2: in the inbox
+# of a thread someone holds — the holder takes it, since it lets go only of an empty inbox.
 _TO_INBOX = """
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #p == 0 then return 0 end
 redis.call('ZADD', KEYS[2], 'NX', 0, ARGV[3])
+if redis.call('EXISTS', KEYS[3]) == 1 then return 2 end
 return 1
 """
 
@@ -120,8 +123,13 @@ class Streams:
         """XADD unless `marker` exists; set it with the same stroke."""
         return bool(await self._xadd_once(keys=[marker, stream], args=[ttl, value, *flat(fields)]))
 
-    async def to_inbox(self, stream: str, group: str, entry_id: str, inbox: str, member: str) -> bool:
-        return bool(await self._to_inbox(keys=[stream, inbox], args=[group, entry_id, member]))
+    async def to_inbox(self, stream: str, group: str, entry_id: str, inbox: str, lease: str, member: str) -> bool:
+        """Place a pending entry in its thread's inbox; True when the thread needs a kick (no one holds it).
+
+        A holder that gives a thread up with entries left (a failed step, a shutdown) leaves
+        them pending, and a claim (`Worker._claim`) brings them back here.
+        """
+        return await self._to_inbox(keys=[stream, inbox, lease], args=[group, entry_id, member]) == 1
 
     async def park(self, stream: str, group: str, entry_id: str, delayed: str, due: float, fields: dict[str, str]) -> None:
         """Acknowledge an entry and put a copy aside until `due` (epoch seconds)."""

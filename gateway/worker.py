@@ -179,7 +179,7 @@ class Worker:
             if entry is not None:
                 mine.append(entry)
         placed = await asyncio.gather(
-            *(self.streams.to_inbox(stream, GROUP, e.stream_id, self.keys.inbox(e.thread_id), e.inbox_member()) for e in mine)
+            *(self.streams.to_inbox(stream, GROUP, e.stream_id, self.keys.inbox(e.thread_id), self.keys.lease(e.thread_id), e.inbox_member()) for e in mine)
         )
         for entry, ok in zip(mine, placed):
             if ok:
