@@ -23,6 +23,7 @@ fetches are compacted first; what people said is always kept verbatim.
 from __future__ import annotations
 
 import html
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -46,13 +47,15 @@ def as_yaml(value: Any) -> str:
     if not isinstance(value, (dict, list, tuple)):
         return _scalar(value)
     if isinstance(value, dict) and value and all(_plain_item(k, v) for k, v in value.items()):
-        # Tool arguments are mostly a few named integers or flags: written here exactly as the
+        # Tool arguments are mostly a few named numbers or flags: written here exactly as the
         # dumper would write them, at a twentieth of its cost (benchmarks/, scenario 4).
         return "\n".join(f"{k}: {_scalar(v)}" for k, v in value.items())
     return yaml.dump(value, Dumper=_DUMPER, default_flow_style=False, sort_keys=False, allow_unicode=True).strip()
 
 
 def _scalar(value: Any) -> str:
+    if type(value) is float:
+        return repr(value)  # as the dumper writes a finite float without an exponent (`_plain_item`)
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
@@ -64,7 +67,7 @@ _RESERVED = frozenset({"y", "yes", "n", "no", "true", "false", "on", "off", "nul
 def _plain_item(key: Any, value: Any) -> bool:
     return (
         type(key) is str
-        and (value is None or type(value) in (int, bool))
+        and (value is None or type(value) in (int, bool) or (type(value) is float and math.isfinite(value) and "e" not in repr(value)))
         and _PLAIN_KEY.fullmatch(key) is not None
         and key not in _RESERVED
     )

@@ -57,10 +57,12 @@ def test_flat_arguments_are_written_exactly_as_the_yaml_dumper_writes_them():
         {"a": 6, "b": -7},
         {"flag": True, "other": False, "nothing": None},
         {"big": 10**30, "zero": 0},
-        # Not for the short path: words YAML reads as bools, keys it quotes, floats, strings, nesting.
+        {"x": 1.0, "y": -2.5, "z": -0.0, "w": 123456.789},
+        # Not for the short path: words YAML reads as bools, keys it quotes, odd floats, strings, nesting.
         {"yes": 1, "no": 2, "on": 3, "off": 4, "null": 5, "y": 6},
         {"Camel": 1, "with-dash": 2, "1st": 3},
         {"x": 1.5, "y": 1e20, "s": "text: with colon", "n": {"deep": [1, 2]}},
+        {"tiny": 1e-7, "inf": float("inf"), "nan_free": 2.0},
         {},
     ]
     for case in cases:
