@@ -25,6 +25,7 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,8 +132,7 @@ def render_event(event: Any) -> str | None:
 def render_context(thread: Thread, budget_tokens: int | None = None) -> str:
     """The thread as the model reads it, compacted to fit `budget_tokens` when given."""
     parts: list[_Rendered] = []
-    for event in thread.events:
-        text = _rendered(event)
+    for event, text in zip(thread.events, _blocks(thread)):
         if text is not None:
             parts.append(_Rendered(text, compactable=event.type in ("tool_result", "context")))
     if budget_tokens is not None:
@@ -141,22 +141,32 @@ def render_context(thread: Thread, budget_tokens: int | None = None) -> str:
 
 
 # Each turn renders the whole thread again, and a worker keeps a thread's events while it
-# drains it, so most of them were rendered on the previous turn (a 20-turn thread renders 20
-# times over otherwise; benchmarks/, scenario 4). Keyed by identity, holding the event itself
-# so that its id cannot be reused while cached; events are frozen. Oldest out first.
-_CACHE: dict[int, tuple[Any, str | None]] = {}
-_CACHE_SIZE = 50_000
+# drains it, so all but the newest were rendered on the previous turn (a 20-turn thread was
+# rendered 20 times over; benchmarks/, scenario 4). Kept per thread: the events rendered (the
+# objects themselves: events are frozen, and identity proves the thread still holds them) and
+# their blocks. The threads a worker has in flight fit; the least recently rendered go first.
+_MEMO: OrderedDict[str, tuple[list[Any], list[str | None]]] = OrderedDict()
+_MEMO_THREADS = 4096
 
 
-def _rendered(event: Any) -> str | None:
-    hit = _CACHE.get(id(event))
-    if hit is not None and hit[0] is event:
-        return hit[1]
-    text = render_event(event)
-    if len(_CACHE) >= _CACHE_SIZE:
-        del _CACHE[next(iter(_CACHE))]
-    _CACHE[id(event)] = (event, text)
-    return text
+def _blocks(thread: Thread) -> list[str | None]:
+    """render_event() of each of the thread's events, reusing what this thread's last render made."""
+    events = thread.events
+    hit = _MEMO.get(thread.id)
+    if hit is not None:
+        seen, texts = hit
+        n = min(len(seen), len(events))
+        if all(a is b for a, b in zip(seen[:n], events[:n])):
+            _MEMO.move_to_end(thread.id)
+            if len(events) > n:  # the thread grew: render only what is new
+                seen.extend(events[n:])
+                texts.extend(render_event(e) for e in events[n:])
+            return texts[: len(events)]
+    texts = [render_event(e) for e in events]
+    _MEMO[thread.id] = (list(events), texts)
+    if len(_MEMO) > _MEMO_THREADS:
+        _MEMO.popitem(last=False)
+    return texts[:]
 
 
 def _compact(parts: list[_Rendered], limit: int) -> None:

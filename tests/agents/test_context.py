@@ -67,3 +67,16 @@ def test_flat_arguments_are_written_exactly_as_the_yaml_dumper_writes_them():
     ]
     for case in cases:
         assert as_yaml(case) == yaml.safe_dump(case, default_flow_style=False, sort_keys=False, allow_unicode=True).strip(), case
+
+
+def test_a_thread_rendered_again_reads_the_same_as_rendered_afresh():
+    """Blocks are reused only for the very events rendered before: a grown thread, a prefix of it,
+    and another thread under the same id with other events each read as a fresh render would."""
+    base = thread(UserMessage(text="add 1 and 2", sender="sms:+1", channel="sms"))
+    grown = base.with_events(ToolCall(call_id="c1", tool="add", arguments={"a": 1.0, "b": 2.0}), ToolResult(call_id="c1", result=3.0))
+    first, again = render_context(base), render_context(grown)
+    fresh = thread(*[type(e).model_validate(e.model_dump()) for e in grown.events])
+    assert again == render_context(fresh) and again.startswith(first) and "a: 1.0\nb: 2.0" in again
+    assert render_context(grown.model_copy(update={"events": grown.events[:1]})) == first
+    other = thread(UserMessage(text="something else", sender="sms:+1", channel="sms"))  # same id "t"
+    assert "something else" in render_context(other) and "add 1 and 2" not in render_context(other)
