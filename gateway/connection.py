@@ -26,6 +26,13 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote
 
 import redis.asyncio as aioredis
+
+try:  # a dependency (redis[hiredis]); without it redis-py's own packing is used
+    import hiredis
+
+    HIREDIS = True
+except ImportError:  # pragma: no cover
+    HIREDIS = False
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
@@ -150,7 +157,34 @@ def make_client(url: str, max_connections: int = 64) -> aioredis.Redis:
         retry=_retry(),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    pool.connection_class = _packed(pool.connection_class)
     return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+
+
+class _HiredisPacking:
+    """Commands packed by hiredis (C) where redis-py's async connections pack them in Python.
+
+    redis-py's sync client already does this; its asyncio one does not, and packing the
+    arguments of the accept and save scripts (a dozen or more each) was about a tenth of a
+    webhook's CPU and of an agent step's (benchmarks/, scenarios 1 and 3). Anything but
+    plain str/bytes/int arguments — floats, bools (an error), a command name of two words
+    — goes the Python way, so what reaches Redis is byte for byte what it was.
+    """
+
+    def pack_command(self, *args):
+        for arg in args:
+            kind = type(arg)
+            if kind is not str and kind is not bytes and kind is not int:
+                return super().pack_command(*args)
+        if isinstance(args[0], str) and " " in args[0]:
+            return super().pack_command(*args)
+        return [hiredis.pack_command(args)]
+
+
+def _packed(cls: type) -> type:
+    if not HIREDIS or issubclass(cls, _HiredisPacking):
+        return cls
+    return type(f"Packed{cls.__name__}", (_HiredisPacking, cls), {})
 
 
 class _QueuedCluster(RedisCluster):
