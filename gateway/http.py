@@ -162,6 +162,16 @@ def _handler_for(handlers: dict[Any, Callable], exc: Exception) -> Callable | No
     return None
 
 
+# Recent FastAPI releases trace requests themselves once an OpenTelemetry provider exists, and
+# ask whether one does on every request. Our own middleware (gateway/tracing.py) owns the
+# request spans: theirs would be a second span per request, and the question a cost on each.
+_NO_NATIVE_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
+
+
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     """The app; with `runtime` given the caller owns it, else the lifespan opens one."""
 
@@ -176,7 +186,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             tune_gc()  # this process's start-up is done
             yield
 
-    app = FastAPI(title="frontdesk", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="frontdesk", version="0.1.0", lifespan=lifespan, **_NO_NATIVE_TELEMETRY)
     app.state.direct_routes = []
     app.add_middleware(DirectRoutes, routes=app.state.direct_routes)  # innermost: inside the body limit and tracing
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
