@@ -34,10 +34,13 @@ if ARGV[tail] ~= '0' then redis.call('PEXPIRE', KEYS[4], ARGV[tail]) end  -- a s
 -- The entry is consumed already: this is the client re-sending a script whose answer a
 -- dropped connection lost. Applying it again would append the step twice.
 if ARGV[2] ~= '' and not redis.call('ZSCORE', KEYS[3], ARGV[2]) then return {2, redis.call('ZRANGE', KEYS[3], 0, 0)[1] or ''} end
-local meta = cjson.decode(ARGV[8])
-for k, v in pairs(meta) do redis.call('HSET', KEYS[1], k, v) end
+-- One call per kind of write: each redis.call costs a script about a microsecond of its own,
+-- and Redis shares the workers' cores (benchmarks/, scenario 6).
+local meta, flat = cjson.decode(ARGV[8]), {}
+for k, v in pairs(meta) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+redis.call('HSET', KEYS[1], unpack(flat))
 local n = tonumber(ARGV[9])
-for i = 1, n do redis.call('RPUSH', KEYS[2], ARGV[9 + i]) end
+if n > 0 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 10, 9 + n)) end
 local m = tonumber(ARGV[10 + n])
 for i = 1, m do
   redis.call('XADD', KEYS[6], '*', 'm', ARGV[10 + n + i])
@@ -46,10 +49,17 @@ for i = 1, m do
   redis.call('ZADD', KEYS[18], tonumber(string.match(id, '-(%d+)$')), id)
 end
 redis.call('ZADD', KEYS[7], ARGV[6], ARGV[5])
-for i = 8, 12 do redis.call('ZREM', KEYS[i], ARGV[5]) end
-redis.call('ZADD', KEYS[7 + tonumber(ARGV[7])], ARGV[6], ARGV[5])
+-- The status the thread had (the lease holder knows it: it is the only writer); 0: not known
+-- (a new thread, or a caller that did not say), then every status index is cleared.
+local was, now = tonumber(ARGV[tail + 1]), tonumber(ARGV[7])
+if was == 0 then
+  for i = 8, 12 do redis.call('ZREM', KEYS[i], ARGV[5]) end
+  redis.call('ZADD', KEYS[17], 0, ARGV[5])  -- the id index, which never changes after
+elseif was ~= now then
+  redis.call('ZREM', KEYS[7 + was], ARGV[5])
+end
+redis.call('ZADD', KEYS[7 + now], ARGV[6], ARGV[5])
 for i = 14, 16 do redis.call('ZADD', KEYS[i], ARGV[6], ARGV[5]) end
-redis.call('ZADD', KEYS[17], 0, ARGV[5])
 if ARGV[2] ~= '' then
   redis.call('ZREM', KEYS[3], ARGV[2])
   redis.call('XACK', KEYS[5], ARGV[4], ARGV[3])
@@ -226,8 +236,12 @@ class ThreadStore:
         created: bool = False,
         keep_running: bool = False,
         lease_ms: int = 0,
+        previous_status: str | None = None,
     ) -> Saved:
-        """Append `new_events`, queue `outbox`, consume `entry`, extend the lease to `lease_ms`; falsy if the lease was lost."""
+        """Append `new_events`, queue `outbox`, consume `entry`, extend the lease to `lease_ms`; falsy if the lease was lost.
+
+        `previous_status`: the thread's status before these events, if the caller holds it.
+        """
         k, tid = self.keys, thread.id
         p = k.thread_partition(tid)
         status = thread.status
@@ -247,6 +261,7 @@ class ThreadStore:
             *[o.model_dump_json(exclude_none=True) for o in outbox],
             "1" if keep_running else "0",
             lease_ms,  # extend the lease to this, if not 0
+            STATUSES.index(previous_status) + 1 if previous_status and not created else 0,
         ]
         keys = [
             k.thread(tid),

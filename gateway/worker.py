@@ -392,6 +392,7 @@ class Worker:
                 new.events[start:],
                 owner=owner,
                 lease_ms=self.settings.lease_ms,
+                previous_status=None if decision.new_thread is not None else base.status,
                 entry=entry,
                 inbox_member=member,
                 outbox=outbox,
@@ -433,7 +434,7 @@ class Worker:
         failed = None
         if thread is not None:
             failed = thread.with_events(Error(kind=DEAD_LETTER, message=f"{entry.kind} entry {entry.stream_id} dead-lettered: {reason[:1000]}"))
-            if not await self.store.save(failed, failed.events[-1:], owner=owner, entry=None, created=created):
+            if not await self.store.save(failed, failed.events[-1:], owner=owner, entry=None, created=created, previous_status=thread.status):
                 raise LeaseLost(thread.id)
         p = self.keys.thread_partition(entry.thread_id)
         stream = self.keys.inbound(p)

@@ -190,3 +190,36 @@ async def rt_store(redis_url, prefix):
         yield ThreadStore(client, Keys(prefix, 1))
     finally:
         await client.aclose()
+
+
+async def test_the_thread_is_in_exactly_its_status_index_after_every_save(rt_store):
+    """Saves that name the status the thread had clear only that index; a save that does not, all."""
+    from gateway.events import STATUSES, DoneForNow, RequestHumanInput, UserMessage
+
+    store = rt_store
+    p = store.keys.thread_partition
+    thread = Thread(id=store.keys.new_thread_id(), agent="steps", origin=Contact(channel="sms", address="+15550001"), events=[UserMessage(text="hi", sender="sms:+1", channel="sms")])
+    assert await store.create(thread)
+    assert await store.acquire(thread.id, "w1", 10_000)
+
+    async def indexed() -> list[str]:
+        return [s for s in STATUSES if await store.redis.zscore(store.keys.status_index(p(thread.id), s), thread.id) is not None]
+
+    assert await indexed() == ["running"]
+    steps = [
+        (RequestHumanInput(text="which one?"), "waiting_human"),
+        (UserMessage(text="that one", sender="sms:+1", channel="sms"), "running"),  # (a human_response would do too)
+        (ToolCall(call_id="c1", tool="tick", arguments={}), "running"),
+        (DoneForNow(text="done"), "done"),
+    ]
+    for event, status in steps:
+        before = thread.status
+        thread = thread.with_events(event)
+        assert thread.status == status
+        assert await store.save(thread, [event], owner="w1", entry=None, previous_status=before)
+        assert await indexed() == [status]
+    # A caller that does not know the previous status (None): every other index is cleared anyway.
+    await store.redis.zadd(store.keys.status_index(p(thread.id), "failed"), {thread.id: 1})
+    thread = thread.with_events(UserMessage(text="again", sender="sms:+1", channel="sms"))
+    assert await store.save(thread, thread.events[-1:], owner="w1", entry=None)
+    assert await indexed() == [thread.status]
