@@ -36,6 +36,9 @@ chaos: $(STAMP)
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) || true
+	@# py-spy samples the worker for the per-step profile; not a dependency of frontdesk.
+	@test -x .bench-tools/bin/py-spy || $(BIN)/pip install --quiet --target .bench-tools py-spy || \
+	  echo "py-spy could not be installed: RESULTS.md will have no profile"
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
