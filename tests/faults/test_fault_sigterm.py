@@ -73,6 +73,9 @@ async def _sigterm_under_load(tmp_path, rt, settings, sink, *, threads: int, ste
             await _stop(victim)
             procs[1 + round_ % 2] = Proc(["worker"], env, tmp_path, f"w{3 + round_}")
         await eventually(lambda: delivered_all(rt, ids), timeout=180, interval=0.2)
+        # The last replacement may still be starting (on a loaded machine, seconds): a SIGTERM
+        # before its handlers are in place ends it with the default action (-15), not a drain.
+        await eventually(lambda: all(_up(p) for p in procs[1:]), timeout=60)
         for proc in procs[1:]:
             await _stop(proc)
     finally:
