@@ -88,7 +88,8 @@ async def list_threads(
     caller: Caller,
     status: Annotated[Literal[STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[float | None, Query(description="updated-at cursor (ms) from the previous page")] = None,
+    # Finite only: Redis refuses NaN as a score bound (a 500 the fuzzer found); infinities mean nothing here.
+    before: Annotated[float | None, Query(description="updated-at cursor (ms) from the previous page", allow_inf_nan=False)] = None,
 ) -> dict[str, Any]:
     rt = runtime(request)
     rows = await rt.store.list(status=status, limit=limit, before=before)

@@ -159,3 +159,13 @@ async def test_without_a_token_the_api_refuses_a_non_loopback_listener(settings)
             r = await client.get("/api/v1/threads")
             assert r.status_code == 403 and "FRONTDESK_API_TOKEN" in r.json()["detail"]
             assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_a_listing_cursor_that_is_not_a_finite_number_gets_422(api):
+    """Found by the schemathesis run: `before=NaN` reached Redis as a score bound and answered 500."""
+    client, _ = api
+    for bad in ("NaN", "inf", "-Infinity", "soon"):
+        r = await client.get("/api/v1/threads", params={"before": bad})
+        assert r.status_code == 422, (bad, r.status_code, r.text)
+    r = await client.get("/api/v1/threads", params={"before": "1700000000000.5"})
+    assert r.status_code == 200 and r.json()["threads"] == []
