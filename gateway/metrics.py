@@ -13,16 +13,16 @@ class _Children:
     Nothing here ever removes a child, so the one it made first stays the one to use.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._known: dict[tuple, object] = {}
+
     def labels(self, *values, **named):
         if named:
             return super().labels(*values, **named)
-        try:
-            return self._frontdesk_children[values]
-        except AttributeError:
-            self._frontdesk_children = {}
-        except KeyError:
-            pass
-        child = self._frontdesk_children[values] = super().labels(*values)
+        child = self._known.get(values)
+        if child is None:
+            child = self._known[values] = super().labels(*values)
         return child
 
 
