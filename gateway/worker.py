@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from pydantic import ValidationError
@@ -42,10 +42,6 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 log = structlog.get_logger("frontdesk.worker")
-
-
-# The inbox's head after an entry whose handling did not report it (only a save does).
-_UNKNOWN: Any = object()
 
 
 class LeaseLost(Exception):
@@ -247,8 +243,6 @@ class Worker:
                 if not carry_on or self._stopping:
                     await self.store.drop_lease(tid, owner)
                     return
-                if member is _UNKNOWN:
-                    member = await self.store.inbox_head(tid)
         except LeaseLost:
             log.warning("lease lost; another worker owns the thread", thread_id=tid)
         except REDIS_DOWN as exc:
@@ -272,7 +266,8 @@ class Worker:
         every = lease_ms / 3000
         while True:
             await asyncio.sleep(every / 2)
-            due = [tid for tid, at in self._leases.items() if time.monotonic() - at >= every]
+            now = time.monotonic()
+            due = [tid for tid, at in self._leases.items() if now - at >= every]
             if not due:
                 continue
             try:
@@ -288,8 +283,8 @@ class Worker:
                 else:
                     self._leases.pop(tid)
 
-    async def _apply(self, thread: Thread | None, member: str, owner: str) -> tuple[Thread | None, bool, Any]:
-        """Apply one inbox entry; (thread after it, whether to go on draining, the next entry or _UNKNOWN)."""
+    async def _apply(self, thread: Thread | None, member: str, owner: str) -> tuple[Thread | None, bool, str | None]:
+        """Apply one inbox entry; (thread after it, whether to go on draining, the inbox's head after it)."""
         entry = Entry.from_inbox(member)
         structlog.contextvars.bind_contextvars(
             agent=thread.agent if thread else entry.agent or None,
@@ -307,7 +302,8 @@ class Worker:
                 raise Malformed(f"{entry.kind} entry for a thread that does not exist")
         except (ValidationError, Malformed, ValueError) as exc:
             bound.warning("entry does not validate; dead-lettered", error=str(exc))
-            return await self._dead_letter(thread, entry, member, owner, f"invalid: {exc}"), True, _UNKNOWN
+            failed = await self._dead_letter(thread, entry, member, owner, f"invalid: {exc}")
+            return failed, True, await self.store.inbox_head(entry.thread_id)
         started = time.perf_counter()
         try:
             with tracing.span("frontdesk.step", parent=await self._traceparent(entry), thread_id=entry.thread_id, entry_kind=entry.kind):
@@ -322,8 +318,9 @@ class Worker:
             bound.exception("step failed", attempts=attempts)
             if attempts >= self.settings.max_attempts:
                 reason = f"{type(exc).__name__}: {exc}"
-                return await self._dead_letter(thread or decision.new_thread, entry, member, owner, reason, created=thread is None), True, _UNKNOWN
-            return thread, False, _UNKNOWN
+                failed = await self._dead_letter(thread or decision.new_thread, entry, member, owner, reason, created=thread is None)
+                return failed, True, await self.store.inbox_head(entry.thread_id)
+            return thread, False, None  # the entry stays pending: a claim retries it
         metrics.STEPS.labels(entry.kind).inc()
         if thread is not None:
             metrics.STEP_SECONDS.labels(thread.agent).observe(time.perf_counter() - started)
