@@ -90,7 +90,14 @@ async def test_a_thread_runs_through_a_three_master_cluster(cluster_url, monkeyp
             # A failing step is dead-lettered; a replay (a MULTI on the partition's slot) runs it again.
             broken = await rt.ingest.accept(_message("b1", "hi", "conv-broken"), "broken")
             await eventually(lambda: _status_is(rt, broken.thread_id, "failed"))
-            dead = [(p, entry_id) for p, entry_id, fields in await rt.streams.dlq_entries() if fields.get("t") == broken.thread_id]
+
+            async def dead_letters() -> list[tuple[int, str]]:
+                return [(p, entry_id) for p, entry_id, fields in await rt.streams.dlq_entries() if fields.get("t") == broken.thread_id]
+
+            # The thread is marked failed first, then the entry moves to the dead-letter stream
+            # (Worker._dead_letter says why): wait for the second write, not just the first.
+            await eventually(dead_letters)
+            dead = await dead_letters()
             assert len(dead) == 1
             monkeypatch.setenv("TEST_BROKEN_FIXED", "1")
             assert await rt.streams.replay(*dead[0])
