@@ -141,6 +141,11 @@ def _retry() -> Retry:
     return Retry(ExponentialBackoff(cap=1.0, base=0.05), 3)
 
 
+def _common() -> dict:
+    """What every client here is made with, whatever the topology."""
+    return dict(decode_responses=True, health_check_interval=15, socket_keepalive=True, retry=_retry())
+
+
 def make_client(url: str, max_connections: int = 64) -> aioredis.Redis:
     target = parse_target(url)
     if target is not None and target.kind == "cluster":
@@ -148,14 +153,7 @@ def make_client(url: str, max_connections: int = 64) -> aioredis.Redis:
     if target is not None:
         return _sentinel(target, max_connections)
     pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=10,
-        decode_responses=True,
-        health_check_interval=15,
-        socket_keepalive=True,
-        retry=_retry(),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        url, max_connections=max_connections, timeout=10, retry_on_error=[RedisConnectionError, RedisTimeoutError], **_common()
     )
     pool.connection_class = _packed(pool.connection_class)
     return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
@@ -218,10 +216,7 @@ def _cluster(target: RedisTarget, max_connections: int) -> aioredis.Redis:
         max_connections=max_connections + 16,
         username=target.username,
         password=target.password,
-        decode_responses=True,
-        health_check_interval=15,
-        socket_keepalive=True,
-        retry=_retry(),
+        **_common(),
         **tls,
     )
     return client  # type: ignore[return-value] - the same commands; callers use them alike
@@ -248,7 +243,7 @@ def _sentinel(target: RedisTarget, max_connections: int) -> aioredis.Redis:
         sentinel_kwargs["password"] = target.options["sentinel_password"]
         sentinel_kwargs["username"] = target.options.get("sentinel_username") or None
     manager = Sentinel(target.nodes, sentinel_kwargs=sentinel_kwargs)
-    return manager.master_for(
+    client = manager.master_for(
         target.service,
         redis_class=_SentinelClient,
         connection_pool_class=_BlockingSentinelPool,
@@ -257,13 +252,12 @@ def _sentinel(target: RedisTarget, max_connections: int) -> aioredis.Redis:
         db=target.db,
         username=target.username,
         password=target.password,
-        decode_responses=True,
-        health_check_interval=15,
-        socket_keepalive=True,
-        retry=_retry(),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        **_common(),
         **tls,
     )
+    client.connection_pool.connection_class = _packed(client.connection_pool.connection_class)
+    return client
 
 
 @contextlib.asynccontextmanager
