@@ -45,7 +45,13 @@ def _completion(name: str, arguments: dict) -> bytes:
                     "message": {
                         "role": "assistant",
                         "content": None,
-                        "tool_calls": [{"id": "call_bench", "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}],
+                        "tool_calls": [
+                            {
+                                "id": "call_bench",
+                                "type": "function",
+                                "function": {"name": name, "arguments": json.dumps(arguments)},
+                            }
+                        ],
                     },
                 }
             ],
@@ -57,7 +63,9 @@ def _completion(name: str, arguments: dict) -> bytes:
 TOOL = _completion("add", {"a": 1, "b": 2})
 DONE = _completion("done_for_now", {"message": "All done: 3."})
 OK = b'{"ok":true}'
-AUTH = json.dumps({"ok": True, "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID, "url": "https://bench.slack.com/"}).encode()
+AUTH = json.dumps(
+    {"ok": True, "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID, "url": "https://bench.slack.com/"}
+).encode()
 
 
 class State:
@@ -122,7 +130,9 @@ async def handle(path: str, body: bytes) -> tuple[int, bytes]:
             state.posts += 1
             state.arrivals.append(("slack", str(args.get("thread_ts") or ""), time.monotonic()))
             ts = f"{time.time():.6f}"
-            return 200, json.dumps({"ok": True, "channel": args.get("channel"), "ts": ts, "message": {"ts": ts}}).encode()
+            return 200, json.dumps(
+                {"ok": True, "channel": args.get("channel"), "ts": ts, "message": {"ts": ts}}
+            ).encode()
         return 200, OK
     if path == "/callback":
         payload = _json(body)

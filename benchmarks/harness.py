@@ -54,7 +54,9 @@ class Bench:
     @contextlib.contextmanager
     def fakes(self) -> Iterator[str]:
         port = free_port()
-        proc = Proc([PYTHON, "-m", "benchmarks.fakes", "--port", str(port)], env=child_env(), logdir=self.dir, name="fakes")
+        proc = Proc(
+            [PYTHON, "-m", "benchmarks.fakes", "--port", str(port)], env=child_env(), logdir=self.dir, name="fakes"
+        )
         try:
             wait_until(lambda: listening(port), timeout=20, what="fakes", proc=proc)
             self.fakes_url = f"http://127.0.0.1:{port}"
@@ -126,7 +128,12 @@ class Bench:
         proc = Proc([PYTHON, "-m", "benchmarks.serve", app, "--port", str(port)], env=env, logdir=self.dir, name=name)
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_until(lambda: urllib.request.urlopen(url + "/healthz", timeout=1).status == 200, timeout=60, what=name, proc=proc)
+            wait_until(
+                lambda: urllib.request.urlopen(url + "/healthz", timeout=1).status == 200,
+                timeout=60,
+                what=name,
+                proc=proc,
+            )
             yield url, proc
         finally:
             proc.stop()

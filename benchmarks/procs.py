@@ -50,7 +50,9 @@ class Proc:
         self.name = name
         self.log = logdir / f"{name}.log"
         with self.log.open("ab") as out:
-            self.popen = subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.popen = subprocess.Popen(
+                args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     @property
     def pid(self) -> int:
@@ -98,7 +100,7 @@ def wait_until(check, *, timeout: float, what: str, proc: Proc | None = None) ->
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:
             pass
         if proc is not None and not proc.alive():
             raise RuntimeError(f"{what}: {proc.name} exited ({proc.popen.returncode}):\n{proc.tail()}")
@@ -167,7 +169,22 @@ def versions() -> dict[str, str]:
         found["wrk"] = (wrk.stdout or wrk.stderr).split()[1]
     except (OSError, IndexError):
         found["wrk"] = "missing"
-    for pkg in ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "redis", "hiredis", "slack-bolt", "twilio", "aiosmtpd", "aiohttp", "httpx", "standardwebhooks"):
+    for pkg in (
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "pydantic",
+        "redis",
+        "hiredis",
+        "slack-bolt",
+        "twilio",
+        "aiosmtpd",
+        "aiohttp",
+        "httpx",
+        "standardwebhooks",
+    ):
         try:
             found[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -176,6 +193,25 @@ def versions() -> dict[str, str]:
 
 
 def machine() -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
-    mem_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), 0)
-    return {"nproc": str(os.cpu_count()), "cpu": cpu, "memory": f"{mem_kb / 1024 / 1024:.1f} GiB", "kernel": os.uname().release}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
+    mem_kb = next(
+        (
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0,
+    )
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "kernel": os.uname().release,
+    }

@@ -36,7 +36,11 @@ GROUPS = (
 
 
 def executable() -> str | None:
-    for candidate in (os.environ.get("BENCH_PYSPY"), str(REPO / ".bench-tools" / "bin" / "py-spy"), shutil.which("py-spy")):
+    for candidate in (
+        os.environ.get("BENCH_PYSPY"),
+        str(REPO / ".bench-tools" / "bin" / "py-spy"),
+        shutil.which("py-spy"),
+    ):
         if candidate and Path(candidate).exists():
             return candidate
     return None
@@ -46,7 +50,21 @@ def start(pid: int, out: Path, seconds: float) -> subprocess.Popen | None:
     exe = executable()
     if exe is None:
         return None
-    args = [exe, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "250", "-f", "raw", "-o", str(out), "--nonblocking"]
+    args = [
+        exe,
+        "record",
+        "-p",
+        str(pid),
+        "-d",
+        str(int(seconds)),
+        "-r",
+        "250",
+        "-f",
+        "raw",
+        "-o",
+        str(out),
+        "--nonblocking",
+    ]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 

@@ -11,7 +11,18 @@ def _met(value: bool | None) -> str:
     return "" if value is None else ("yes" if value else "**no**")
 
 
-def render(sections: list[Section], *, summary: list[str], machine: dict[str, str], versions: dict[str, str], command: str, date: str, seconds: float, load: float = 0.0, preface: str = "") -> str:
+def render(
+    sections: list[Section],
+    *,
+    summary: list[str],
+    machine: dict[str, str],
+    versions: dict[str, str],
+    command: str,
+    date: str,
+    seconds: float,
+    load: float = 0.0,
+    preface: str = "",
+) -> str:
     out = [
         "# Benchmarks",
         "",
@@ -36,12 +47,17 @@ def render(sections: list[Section], *, summary: list[str], machine: dict[str, st
     for sec in sections:
         out += [f"## {sec.title}", "", sec.setup, ""]
         if sec.rows:
-            out += [f"| measure | unit | {sec.columns[0]} | {sec.columns[1]} | ratio | target | met? |", "|---|---|---|---|---|---|---|"]
+            out += [
+                f"| measure | unit | {sec.columns[0]} | {sec.columns[1]} | ratio | target | met? |",
+                "|---|---|---|---|---|---|---|",
+            ]
             for row in sec.rows:
                 floor = row.floor.show(row.fmt) if row.floor is not None else "–"
                 ratio = f"{row.ratio:.2f}×" if row.ratio is not None else ""
                 what = row.what + (f" ({row.note})" if row.note else "")
-                out.append(f"| {what} | {row.unit} | {floor} | {row.frontdesk.show(row.fmt)} | {ratio} | {row.target} | {_met(row.met)} |")
+                out.append(
+                    f"| {what} | {row.unit} | {floor} | {row.frontdesk.show(row.fmt)} | {ratio} | {row.target} | {_met(row.met)} |"
+                )
             out.append("")
         out += [f"- {note}" for note in sec.notes]
         if sec.notes:

@@ -36,7 +36,9 @@ STEP_THREADS, STEP_TURNS = 6000, 4  # 30,000 steps queued: more than a 2-worker 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated, from: {', '.join(SCENARIOS)}")
     parser.add_argument("--duration", type=float, default=Options.duration, help="seconds per measured run")
     parser.add_argument("--runs", type=int, default=Options.runs)
@@ -54,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     print(f"benchmarks: {', '.join(chosen)}; logs in {rundir}", flush=True)
     if load_before > 0.5:
-        print(f"warning: the machine is busy before we start (load average {load_before:.2f}); figures will be lower", flush=True)
+        print(
+            f"warning: the machine is busy before we start (load average {load_before:.2f}); figures will be lower",
+            flush=True,
+        )
     summary: list[str] = []
     with bench.fakes():
         for name in SCENARIOS:
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         machine=machine(),
         versions=versions(),
         command=command,
-        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         seconds=elapsed,
         load=load_before,
         preface=notes(HERE / "NOTES.md"),
@@ -99,7 +104,9 @@ def ingest(bench: Bench, summary: list[str]) -> None:
     bench.sections.append(sec)
     for row in sec.rows:
         if row.target:
-            figure = f"{row.what}: {row.frontdesk.show(row.fmt)} {row.unit}" + (f" = {row.ratio:.2f}× floor" if "throughput" in row.what else "")
+            figure = f"{row.what}: {row.frontdesk.show(row.fmt)} {row.unit}" + (
+                f" = {row.ratio:.2f}× floor" if "throughput" in row.what else ""
+            )
             _summary(summary, "1", figure, row.target, row.met)
 
 
@@ -123,8 +130,14 @@ def agent_steps(bench: Bench, summary: list[str]) -> None:
         for i in range(o.runs):
             runs["floor"].append(steps.run_floor(bench, rurl, threads=STEP_THREADS, turns=STEP_TURNS))
             last = i == o.runs - 1
-            runs["frontdesk"].append(steps.run_frontdesk(bench, rurl, threads=STEP_THREADS, turns=STEP_TURNS, tag=f"1w{i}", profile_to=prof if last else None))
-            runs["two"].append(steps.run_frontdesk(bench, rurl, workers=2, threads=STEP_THREADS, turns=STEP_TURNS, tag=f"2w{i}"))
+            runs["frontdesk"].append(
+                steps.run_frontdesk(
+                    bench, rurl, threads=STEP_THREADS, turns=STEP_TURNS, tag=f"1w{i}", profile_to=prof if last else None
+                )
+            )
+            runs["two"].append(
+                steps.run_frontdesk(bench, rurl, workers=2, threads=STEP_THREADS, turns=STEP_TURNS, tag=f"2w{i}")
+            )
     bench.raw["steps"] = runs
     f, d = Series([r["rate"] for r in runs["floor"]]), Series([r["rate"] for r in runs["frontdesk"]])
     ratio = ratio_series(d.values, f.values)
@@ -140,15 +153,37 @@ def agent_steps(bench: Bench, summary: list[str]) -> None:
         ),
     )
     sec.rows += [
-        Row("Steps per second", "steps/s", f, d, "≥ 0.6× floor", met=ratio.median >= 0.6, ratio=ratio.median, note=f"run ratios {ratio.show('{:.2f}')}"),
-        Row("Worker CPU per step", "µs", Series([r["cpu_us"] for r in runs["floor"]]), Series([r["cpu_us"] for r in runs["frontdesk"]])),
-        Row("Worker CPU use", "cores", Series([r["cpu_share"] for r in runs["floor"]]), Series([r["cpu_share"] for r in runs["frontdesk"]]), fmt="{:.2f}"),
+        Row(
+            "Steps per second",
+            "steps/s",
+            f,
+            d,
+            "≥ 0.6× floor",
+            met=ratio.median >= 0.6,
+            ratio=ratio.median,
+            note=f"run ratios {ratio.show('{:.2f}')}",
+        ),
+        Row(
+            "Worker CPU per step",
+            "µs",
+            Series([r["cpu_us"] for r in runs["floor"]]),
+            Series([r["cpu_us"] for r in runs["frontdesk"]]),
+        ),
+        Row(
+            "Worker CPU use",
+            "cores",
+            Series([r["cpu_share"] for r in runs["floor"]]),
+            Series([r["cpu_share"] for r in runs["frontdesk"]]),
+            fmt="{:.2f}",
+        ),
     ]
     if any(r["exhausted"] for rs in runs.values() for r in rs):
         sec.notes.append("Some runs used up the queued work inside their window: their rate is an underestimate.")
     sec.extra = "Per-step CPU profile of the frontdesk worker (py-spy, last run):\n" + profile.summarize(prof, 25)
     bench.sections.append(sec)
-    _summary(summary, "3", f"steps: {d.show()} steps/s = {ratio.median:.2f}× floor", "≥ 0.6× floor", ratio.median >= 0.6)
+    _summary(
+        summary, "3", f"steps: {d.show()} steps/s = {ratio.median:.2f}× floor", "≥ 0.6× floor", ratio.median >= 0.6
+    )
 
     two = Series([r["rate"] for r in runs["two"]])
     scale = ratio_series(two.values, d.values)
@@ -157,8 +192,27 @@ def agent_steps(bench: Bench, summary: list[str]) -> None:
         setup="Scenario 3's work, with two `frontdesk worker` processes on the same Redis (runs interleaved with scenario 3's).",
         columns=("1 worker", "2 workers"),
     )
-    sec6.rows.append(Row("Steps per second, 2 workers", "steps/s", d, two, "≥ 1.7× one worker", met=scale.median >= 1.7, ratio=scale.median, note=f"run ratios {scale.show('{:.2f}')}"))
-    sec6.rows.append(Row("Worker CPU use, both workers", "cores", Series([r["cpu_share"] for r in runs["frontdesk"]]), Series([r["cpu_share"] for r in runs["two"]]), fmt="{:.2f}"))
+    sec6.rows.append(
+        Row(
+            "Steps per second, 2 workers",
+            "steps/s",
+            d,
+            two,
+            "≥ 1.7× one worker",
+            met=scale.median >= 1.7,
+            ratio=scale.median,
+            note=f"run ratios {scale.show('{:.2f}')}",
+        )
+    )
+    sec6.rows.append(
+        Row(
+            "Worker CPU use, both workers",
+            "cores",
+            Series([r["cpu_share"] for r in runs["frontdesk"]]),
+            Series([r["cpu_share"] for r in runs["two"]]),
+            fmt="{:.2f}",
+        )
+    )
     bench.sections.append(sec6)
     _summary(summary, "6", f"2 workers: {scale.median:.2f}× one worker", "≥ 1.7×", scale.median >= 1.7)
 
@@ -189,12 +243,27 @@ def inflight(bench: Bench, summary: list[str]) -> None:
     )
     sec.rows += [
         Row("Model calls in flight (mean)", "calls", None, held, "≥ 1,000", met=held.median >= 1000),
-        Row("Steps per second", "steps/s", ideal, rate, "≥ 0.9× ideal", met=share.median >= 0.9, ratio=share.median, note="floor column: the ideal"),
+        Row(
+            "Steps per second",
+            "steps/s",
+            ideal,
+            rate,
+            "≥ 0.9× ideal",
+            met=share.median >= 0.9,
+            ratio=share.median,
+            note="floor column: the ideal",
+        ),
         Row("Worker RSS with these threads in flight", "MiB", None, rss),
         Row("Worker CPU use", "cores", None, Series([r["cpu_share"] for r in runs]), fmt="{:.2f}"),
     ]
     bench.sections.append(sec)
-    _summary(summary, "4", f"{held.median:,.0f} calls in flight, {share.median:.2f}× ideal", "≥ 1,000 at ≥ 0.9×", held.median >= 1000 and share.median >= 0.9)
+    _summary(
+        summary,
+        "4",
+        f"{held.median:,.0f} calls in flight, {share.median:.2f}× ideal",
+        "≥ 1,000 at ≥ 0.9×",
+        held.median >= 1000 and share.median >= 0.9,
+    )
     _summary(summary, "7", f"worker RSS with {n:,} threads in flight: {rss.median:,.0f} MiB", "", None)
 
 
@@ -213,7 +282,13 @@ def mem(bench: Bench, summary: list[str]) -> None:
         Row("Everything the run left in Redis, per thread", "bytes", None, Series([result["all_bytes"]])),
     ]
     bench.sections.append(sec)
-    _summary(summary, "7", f"{result['own_bytes']:,.0f} bytes per stored 20-event thread ({result['all_bytes']:,.0f} with everything around it)", "", None)
+    _summary(
+        summary,
+        "7",
+        f"{result['own_bytes']:,.0f} bytes per stored 20-event thread ({result['all_bytes']:,.0f} with everything around it)",
+        "",
+        None,
+    )
 
 
 # ---------------------------------------------------------------- 5
@@ -238,7 +313,13 @@ def end_to_end(bench: Bench, summary: list[str]) -> None:
             Row(f"{label}: p50", "ms", None, Series([r["p50"] for r in runs]), fmt="{:.1f}"),
             Row(f"{label}: p99", "ms", None, Series([r["p99"] for r in runs]), fmt="{:.1f}"),
         ]
-        _summary(summary, "5", f"{label}: p50 {Series([r['p50'] for r in runs]).show('{:.0f}')} ms, p99 {Series([r['p99'] for r in runs]).show('{:.0f}')} ms", "", None)
+        _summary(
+            summary,
+            "5",
+            f"{label}: p50 {Series([r['p50'] for r in runs]).show('{:.0f}')} ms, p99 {Series([r['p99'] for r in runs]).show('{:.0f}')} ms",
+            "",
+            None,
+        )
     bench.sections.append(sec)
 
 
@@ -250,19 +331,29 @@ def aof(bench: Bench, summary: list[str]) -> None:
     o = bench.options
     ingest: dict[str, list[dict]] = {"aof": [], "off": []}
     work: dict[str, list[dict]] = {"aof": [], "off": []}
-    with redis_server(bench.dir, appendonly=True, name="redis-aof") as (on_url, on_proc), redis_server(bench.dir, appendonly=False, name="redis-noaof") as (off_url, off_proc):
+    with (
+        redis_server(bench.dir, appendonly=True, name="redis-aof") as (on_url, on_proc),
+        redis_server(bench.dir, appendonly=False, name="redis-noaof") as (off_url, off_proc),
+    ):
         servers = {"aof": (on_url, on_proc), "off": (off_url, off_proc)}
-        with bench.http_server("frontdesk", bench.env(on_url), "frontdesk-http-aof") as on_http, bench.http_server("frontdesk", bench.env(off_url), "frontdesk-http-noaof") as off_http:
+        with (
+            bench.http_server("frontdesk", bench.env(on_url), "frontdesk-http-aof") as on_http,
+            bench.http_server("frontdesk", bench.env(off_url), "frontdesk-http-noaof") as off_http,
+        ):
             https = {"aof": on_http, "off": off_http}
             for i in range(o.runs + 1):  # the first round warms up
                 for mode, (url, proc) in https.items():
                     rurl, rproc = servers[mode]
-                    run = http_ingest.one_run(bench, "webhook", url, proc, rurl, rproc, f"a{mode}{i}", duration=o.duration if i else o.warmup)
+                    run = http_ingest.one_run(
+                        bench, "webhook", url, proc, rurl, rproc, f"a{mode}{i}", duration=o.duration if i else o.warmup
+                    )
                     if i:
                         ingest[mode].append(run)
         for i in range(o.runs):
             for mode, (rurl, _) in servers.items():
-                work[mode].append(steps.run_frontdesk(bench, rurl, threads=STEP_THREADS, turns=STEP_TURNS, tag=f"{mode}{i}"))
+                work[mode].append(
+                    steps.run_frontdesk(bench, rurl, threads=STEP_THREADS, turns=STEP_TURNS, tag=f"{mode}{i}")
+                )
     bench.raw["aof"] = {"ingest": ingest, "steps": work}
     sec = Section(
         title="6b. Redis AOF everysec vs off",
@@ -272,17 +363,45 @@ def aof(bench: Bench, summary: list[str]) -> None:
         ),
         columns=("AOF everysec", "AOF off"),
     )
-    for label, unit, key, data in (("Webhook ingest", "req/s", "rps", ingest), ("Agent steps, 1 worker", "steps/s", "rate", work)):
+    for label, unit, key, data in (
+        ("Webhook ingest", "req/s", "rps", ingest),
+        ("Agent steps, 1 worker", "steps/s", "rate", work),
+    ):
         on, off = Series([r[key] for r in data["aof"]]), Series([r[key] for r in data["off"]])
         sec.rows.append(Row(label, unit, on, off, note="ratio: off ÷ everysec"))
-    sec.rows.append(Row("Webhook ingest: p99", "ms", Series([r["p99_us"] / 1000 for r in ingest["aof"]]), Series([r["p99_us"] / 1000 for r in ingest["off"]]), fmt="{:.1f}"))
-    sec.rows.append(Row("Redis CPU per webhook", "µs", Series([r["redis_cpu_us"] for r in ingest["aof"]]), Series([r["redis_cpu_us"] for r in ingest["off"]])))
+    sec.rows.append(
+        Row(
+            "Webhook ingest: p99",
+            "ms",
+            Series([r["p99_us"] / 1000 for r in ingest["aof"]]),
+            Series([r["p99_us"] / 1000 for r in ingest["off"]]),
+            fmt="{:.1f}",
+        )
+    )
+    sec.rows.append(
+        Row(
+            "Redis CPU per webhook",
+            "µs",
+            Series([r["redis_cpu_us"] for r in ingest["aof"]]),
+            Series([r["redis_cpu_us"] for r in ingest["off"]]),
+        )
+    )
     bench.sections.append(sec)
     ratio = sec.rows[0].ratio or 0
-    _summary(summary, "6", f"AOF off ÷ everysec: webhook ingest {ratio:.2f}×, steps {sec.rows[1].ratio or 0:.2f}×", "", None)
+    _summary(
+        summary, "6", f"AOF off ÷ everysec: webhook ingest {ratio:.2f}×, steps {sec.rows[1].ratio or 0:.2f}×", "", None
+    )
 
 
-RUNNERS = {"ingest": ingest, "smtp": smtp, "steps": agent_steps, "inflight": inflight, "e2e": end_to_end, "aof": aof, "memory": mem}
+RUNNERS = {
+    "ingest": ingest,
+    "smtp": smtp,
+    "steps": agent_steps,
+    "inflight": inflight,
+    "e2e": end_to_end,
+    "aof": aof,
+    "memory": mem,
+}
 
 
 if __name__ == "__main__":

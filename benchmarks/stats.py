@@ -56,4 +56,4 @@ class Row:
 
 def ratio_series(num: list[float], den: list[float]) -> Series:
     """Run-by-run ratios (runs are interleaved, so run i of each shares the machine's state)."""
-    return Series([a / b for a, b in zip(num, den) if b])
+    return Series([a / b for a, b in zip(num, den, strict=False) if b])

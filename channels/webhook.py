@@ -18,7 +18,6 @@ they come from outside, and a URL pointing into our network would be an SSRF.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import hmac
 import ipaddress
@@ -26,7 +25,7 @@ import json
 import socket
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -61,7 +60,7 @@ def secrets_for(settings, agent: str) -> list[str]:
 
 def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The v1 signature, computed by the standardwebhooks package itself."""
-    when = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    when = datetime.fromtimestamp(timestamp, tz=UTC)
     return _webhook(secret).sign(msg_id, when, body.decode("utf-8"))
 
 
@@ -71,9 +70,15 @@ def _webhook(secret: str) -> Webhook:
     return Webhook(secret)
 
 
-def verify(secrets: list[str], headers: Mapping[str, str], body: bytes, tolerance: int, now: float | None = None) -> str:
+def verify(
+    secrets: list[str], headers: Mapping[str, str], body: bytes, tolerance: int, now: float | None = None
+) -> str:
     """The webhook id of a correctly signed, fresh request; raises BadSignature or Replayed."""
-    msg_id, stamp, signatures = headers.get("webhook-id"), headers.get("webhook-timestamp"), headers.get("webhook-signature")
+    msg_id, stamp, signatures = (
+        headers.get("webhook-id"),
+        headers.get("webhook-timestamp"),
+        headers.get("webhook-signature"),
+    )
     if not (msg_id and stamp and signatures):
         raise BadSignature("missing webhook-id, webhook-timestamp or webhook-signature")
     try:
@@ -131,7 +136,7 @@ class WebhookChannel:
     name = "webhook"
     resend_safe = True
 
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.settings = runtime.settings
 
@@ -253,6 +258,6 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def channel(runtime: "Runtime") -> WebhookChannel:
+def channel(runtime: Runtime) -> WebhookChannel:
     """Webhooks are always on: every request must be signed, so no secret means no entry."""
     return WebhookChannel(runtime)

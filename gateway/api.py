@@ -89,7 +89,9 @@ async def list_threads(
     status: Annotated[Literal[STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     # Finite only: Redis refuses NaN as a score bound (a 500 the fuzzer found); infinities mean nothing here.
-    before: Annotated[float | None, Query(description="updated-at cursor (ms) from the previous page", allow_inf_nan=False)] = None,
+    before: Annotated[
+        float | None, Query(description="updated-at cursor (ms) from the previous page", allow_inf_nan=False)
+    ] = None,
 ) -> dict[str, Any]:
     rt = runtime(request)
     rows = await rt.store.list(status=status, limit=limit, before=before)
@@ -137,7 +139,9 @@ async def resume(
     return {"id": thread_id, "accepted": True, "duplicate": not fresh}
 
 
-async def submit_resume(rt: Runtime, thread_id: str, body: HumanResponseIn | ApprovalIn, by: str, idempotency_key: str | None = None) -> bool:
+async def submit_resume(
+    rt: Runtime, thread_id: str, body: HumanResponseIn | ApprovalIn, by: str, idempotency_key: str | None = None
+) -> bool:
     """Queue an answer for the thread (API, dashboard); False for a duplicate of an earlier one."""
     thread = await rt.store.load(thread_id)
     if thread is None:

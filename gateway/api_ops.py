@@ -13,8 +13,9 @@ follows, and a delivery that now succeeds takes the thread out of `failed`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from redis.exceptions import ResponseError
@@ -155,7 +156,9 @@ async def retry_delivery(rt: Runtime, thread_id: str, outbound_id: str, by: str)
 
 
 @router.get("/dlq")
-async def list_dead_letters(request: Request, caller: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+async def list_dead_letters(
+    request: Request, caller: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> dict[str, Any]:
     return {"dead_letters": [d.public() for d in await dead_letters(runtime(request), limit)]}
 
 

@@ -54,14 +54,14 @@ class ScriptBatch:
     async def _run(self, batch: list[tuple[list[Any], list[Any], asyncio.Future]]) -> None:
         try:
             results = await self._execute([(keys, args) for keys, args, _ in batch])
-        except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch
+        except BaseException as exc:
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for (*_, future), result in zip(batch, results):
+        for (*_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, Exception):
@@ -77,7 +77,7 @@ class ScriptBatch:
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:  # a restarted or flushed Redis forgot the script: load it, run those calls again
             await self.redis.script_load(self.script.script)
-            for i, result in zip(missing, await self._pipeline([calls[i] for i in missing])):
+            for i, result in zip(missing, await self._pipeline([calls[i] for i in missing]), strict=True):
                 results[i] = result
         return results
 

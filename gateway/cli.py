@@ -21,19 +21,18 @@ import contextlib
 import enum
 import functools
 import json
-import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 import redis
 import typer
 from pydantic import ValidationError
 
-from gateway.connection import REDIS_DOWN, connect_redis, redacted
 from gateway.config import FrontdeskConfig, parse_identity
+from gateway.connection import REDIS_DOWN, connect_redis, redacted
 from gateway.embedded import URL_FILE, embedded_redis, running_url
 from gateway.errors import ConfigError, InboundRejected
 from gateway.events import STATUSES, Thread
@@ -152,7 +151,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when installed (uvicorn[standard] brings it on Linux): the worker's steps
     spend a large share of their CPU in the event loop and socket writes (benchmarks/)."""
     try:
-        import uvloop  # noqa: PLC0415
+        import uvloop
     except ImportError:
         return None
     return uvloop.new_event_loop
@@ -200,7 +199,9 @@ def smtp() -> None:
 
 @app.command()
 @_errors
-def listen(channels: list[str] = typer.Argument(None, help="Channel names (default: every channel with a listener).")) -> None:
+def listen(
+    channels: list[str] = typer.Argument(None, help="Channel names (default: every channel with a listener)."),
+) -> None:
     """Channel listeners only (the SMTP server, Slack Socket Mode)."""
     _run(load_settings(), Roles(listeners=tuple(channels) if channels else None))
 
@@ -253,7 +254,9 @@ def _banner(started: Started) -> None:
         f"  channels  {', '.join(sorted(rt.channels)) or '(none)'}{listeners}",
     ]
     if "email" in rt.channels:
-        lines.append(f"  mail      SMTP on {settings.smtp_host}:{settings.smtp_port}; outgoing mail to {settings.smtp_relay}")
+        lines.append(
+            f"  mail      SMTP on {settings.smtp_host}:{settings.smtp_port}; outgoing mail to {settings.smtp_relay}"
+        )
     lines += [
         "  Ctrl+C stops it (twice: at once).",
     ]
@@ -279,7 +282,7 @@ def _query(settings: Settings, work: Callable[[Any, Keys], Any]) -> Any:
 @threads_app.command("list")
 @_errors
 def threads_list(
-    status: Optional[StatusName] = typer.Option(None, "--status", "-s", help="Only threads with this status."),
+    status: StatusName | None = typer.Option(None, "--status", "-s", help="Only threads with this status."),
     limit: int = typer.Option(50, "--limit", "-n", min=1, max=10_000, help="At most this many, newest first."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
@@ -292,7 +295,9 @@ def threads_list(
         if as_json:
             typer.echo(json.dumps(row))
         else:
-            typer.echo(f"{row['id']}  {row['status']:<16} {row['agent']:<14} {row['channel']:<9} {_short_time(row['updated_at'])}")
+            typer.echo(
+                f"{row['id']}  {row['status']:<16} {row['agent']:<14} {row['channel']:<9} {_short_time(row['updated_at'])}"
+            )
 
 
 def thread_row(meta: dict[str, str]) -> dict[str, Any]:
@@ -314,7 +319,7 @@ def _short_time(value: str | datetime | None) -> str:
     if not value:
         return "-"
     when = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @threads_app.command("show")
@@ -382,7 +387,7 @@ def _describe(event: Any) -> str:
 def launch(
     agent: str = typer.Argument(..., help="The agent to run."),
     text: str = typer.Argument(..., help="What the agent is asked."),
-    contact: Optional[str] = typer.Option(None, "--contact", help="channel:address of the person the agent answers."),
+    contact: str | None = typer.Option(None, "--contact", help="channel:address of the person the agent answers."),
 ) -> None:
     """Start a thread (as the API's POST /api/v1/threads does) and print its id."""
     settings = load_settings()
@@ -438,14 +443,14 @@ def dead_letter_row(p: int, entry_id: str, fields: dict[str, str]) -> dict[str, 
         "kind": kind,
         "thread_id": thread_id,
         "reason": fields.get("reason", ""),
-        "failed_at": datetime.fromtimestamp(float(failed_at), timezone.utc).isoformat() if failed_at else None,
+        "failed_at": datetime.fromtimestamp(float(failed_at), UTC).isoformat() if failed_at else None,
     }
 
 
 @dlq_app.command("replay")
 @_errors
 def dlq_replay(
-    entry: Optional[str] = typer.Argument(None, help="`<partition>:<entry id>` as `dlq list` prints it."),
+    entry: str | None = typer.Argument(None, help="`<partition>:<entry id>` as `dlq list` prints it."),
     replay_all: bool = typer.Option(False, "--all", help="Replay every dead letter."),
 ) -> None:
     """Put dead-lettered entries back on the stream they came from."""

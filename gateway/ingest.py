@@ -76,7 +76,9 @@ class Accepted:
 class Ingest:
     """Appends inbound messages to the stream, exactly once per provider id."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, dedupe_ttl: int, rate_limit: int = 0, rate_window: int = 60) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, dedupe_ttl: int, rate_limit: int = 0, rate_window: int = 60
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.ttl = dedupe_ttl
@@ -91,7 +93,9 @@ class Ingest:
         k = self.keys
         p = k.conversation_partition(message.channel, message.conversation)
         candidate = k.new_thread_id(p)
-        data = message.model_dump_json(exclude_none=True)  # the entry's "d": pydantic's JSON, a quarter of json.dumps' cost
+        data = message.model_dump_json(
+            exclude_none=True
+        )  # the entry's "d": pydantic's JSON, a quarter of json.dumps' cost
         with tracing.span("frontdesk.inbound", channel=message.channel, agent=agent, inbound_id=message.id):
             status, thread_id = await self._accept(
                 keys=[
@@ -100,7 +104,16 @@ class Ingest:
                     k.inbound(p),
                     k.rate(p, message.channel, message.sender),
                 ],
-                args=[candidate, self.ttl, agent, data, "1" if only_existing else "0", tracing.traceparent() or "", self.rate_limit, self.rate_window],
+                args=[
+                    candidate,
+                    self.ttl,
+                    agent,
+                    data,
+                    "1" if only_existing else "0",
+                    tracing.traceparent() or "",
+                    self.rate_limit,
+                    self.rate_window,
+                ],
             )
         if status == 0:
             metrics.DUPLICATES.labels(message.channel).inc()
@@ -124,7 +137,9 @@ class Ingest:
     async def rebind(self, channel: str, conversation: str, old_thread: str) -> str:
         """Give the conversation a new thread if it still points at `old_thread`; the thread it points at now."""
         p = self.keys.conversation_partition(channel, conversation)
-        return await self._rebind(keys=[self.keys.conversation(channel, conversation)], args=[old_thread, self.keys.new_thread_id(p)])
+        return await self._rebind(
+            keys=[self.keys.conversation(channel, conversation)], args=[old_thread, self.keys.new_thread_id(p)]
+        )
 
     async def enqueue(self, entry: Entry, *, dedupe_id: str | None = None) -> bool:
         """Append an entry to its thread's partition (API resumes, timeouts); False if a duplicate."""

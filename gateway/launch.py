@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 async def launch_thread(
-    rt: "Runtime",
+    rt: Runtime,
     agent: str,
     text: str,
     contact: Contact | None = None,

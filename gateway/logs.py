@@ -51,7 +51,9 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
         timestamper,
     ]
     if console:
-        render = [structlog.dev.ConsoleRenderer(colors=_isatty(stream), exception_formatter=_tracebacks(_isatty(stream)))]
+        render = [
+            structlog.dev.ConsoleRenderer(colors=_isatty(stream), exception_formatter=_tracebacks(_isatty(stream)))
+        ]
     else:
         # A plain traceback string: locals (dict_tracebacks' default) could carry tokens into the logs.
         render = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]

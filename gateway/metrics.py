@@ -41,7 +41,11 @@ class Histogram(_Children, prometheus_client.Histogram):
 INBOUND = Counter("frontdesk_inbound_total", "Inbound messages accepted onto the stream", ["channel"])
 DUPLICATES = Counter("frontdesk_inbound_duplicates_total", "Inbound messages dropped as provider retries", ["channel"])
 REJECTED = Counter("frontdesk_inbound_rejected_total", "Inbound requests refused", ["channel", "reason"])
-LOOPS_AVOIDED = Counter("frontdesk_inbound_ignored_total", "Inbound messages deliberately not answered (bots, auto-replies)", ["channel", "reason"])
+LOOPS_AVOIDED = Counter(
+    "frontdesk_inbound_ignored_total",
+    "Inbound messages deliberately not answered (bots, auto-replies)",
+    ["channel", "reason"],
+)
 STEPS = Counter("frontdesk_steps_total", "Entries applied to threads", ["kind"])
 STEP_SECONDS = Histogram("frontdesk_step_seconds", "Time to apply one entry (agent turn included)", ["agent"])
 MODEL_SECONDS = Histogram("frontdesk_model_seconds", "Model call latency", ["model"])
@@ -50,4 +54,6 @@ DELIVERIES = Counter("frontdesk_deliveries_total", "Outbound delivery outcomes",
 DEAD_LETTERS = Counter("frontdesk_dead_letters_total", "Entries moved to a dead-letter stream", ["source"])
 IN_FLIGHT = Gauge("frontdesk_threads_in_flight", "Threads a worker is applying entries to right now")
 QUEUE_LAG = Gauge("frontdesk_queue_lag", "Entries not yet delivered to a consumer group", ["stream", "partition"])
-QUEUE_PENDING = Gauge("frontdesk_queue_pending", "Entries a consumer group has read and not yet acknowledged", ["stream", "partition"])
+QUEUE_PENDING = Gauge(
+    "frontdesk_queue_pending", "Entries a consumer group has read and not yet acknowledged", ["stream", "partition"]
+)

@@ -35,7 +35,9 @@ def create_ops_app(rt: Runtime) -> FastAPI:
         try:
             await rt.redis.ping()
         except REDIS_DOWN:
-            return JSONResponse({"detail": "redis unavailable"}, status_code=503, headers={"Retry-After": str(Unavailable.retry_after)})
+            return JSONResponse(
+                {"detail": "redis unavailable"}, status_code=503, headers={"Retry-After": str(Unavailable.retry_after)}
+            )
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics")

@@ -31,9 +31,9 @@ from gateway import metrics, tracing
 from gateway.config import parse_identity
 from gateway.connection import REDIS_DOWN
 from gateway.entries import Entry
-from gateway.loops import redis_down, sleep
 from gateway.errors import DeliveryFailed
 from gateway.events import Contact, DeliveryEvent, OutAction, OutboundMessage, Thread
+from gateway.loops import redis_down, sleep
 from gateway.streams import flat
 
 if TYPE_CHECKING:
@@ -43,7 +43,9 @@ log = structlog.get_logger("frontdesk.outbox")
 GROUP = "senders"
 SILENT_CHANNELS = {"api", "cron", "dashboard"}
 ORDER_POLL = 0.25  # seconds between looks at whether an earlier message of the thread has gone
-ORDER_WAIT = 3600.0  # the longest a message waits behind one that never settles  # readers poll the API; nothing to push
+ORDER_WAIT = (
+    3600.0  # the longest a message waits behind one that never settles  # readers poll the API; nothing to push
+)
 
 # Both outcome scripts acknowledge first: an entry acknowledged already means the
 # client is re-sending a script whose answer was lost, and the outcome is recorded.
@@ -147,7 +149,11 @@ def _receipt(thread: Thread, decision: Any) -> tuple[str | None, Contact, str, s
         return None, thread.origin, "", None
     outbound_id = f"{thread.id}-{index}"
     sent = next(
-        (e for e in reversed(thread.events) if e.type == "delivery" and e.outbound_id == outbound_id and e.status == "sent"),
+        (
+            e
+            for e in reversed(thread.events)
+            if e.type == "delivery" and e.outbound_id == outbound_id and e.status == "sent"
+        ),
         None,
     )
     verdict = "Approved" if decision.approved else "Denied"
@@ -188,7 +194,7 @@ def backoff(attempt: int, base: float, cap: float, retry_after: float | None = N
 class Outbox:
     """Delivers outbound messages; one per process, reading every partition."""
 
-    def __init__(self, runtime: "Runtime", consumer: str) -> None:
+    def __init__(self, runtime: Runtime, consumer: str) -> None:
         self.rt = runtime
         self.consumer = consumer
         self.redis = runtime.redis
@@ -225,7 +231,7 @@ class Outbox:
             except REDIS_DOWN as exc:
                 await redis_down(stop, exc)
                 continue
-            except Exception:  # noqa: BLE001 - e.g. NOGROUP after Redis lost its data: make the group again
+            except Exception:
                 log.exception("reading the outbox failed; retrying", stream=stream)
                 ready = False
                 await sleep(stop, 1)
@@ -245,7 +251,7 @@ class Outbox:
             except REDIS_DOWN as exc:
                 await redis_down(stop, exc)
                 continue
-            except Exception:  # noqa: BLE001 - the group may not exist yet
+            except Exception:
                 continue
             for entry_id, fields in claimed:
                 if fields and entry_id not in self._busy:
@@ -281,7 +287,11 @@ class Outbox:
             return
         # This task's own context: every line logged while delivering names the thread and message.
         structlog.contextvars.bind_contextvars(
-            thread_id=message.thread_id, agent=message.agent or None, channel=message.channel, event_id=entry_id, outbound_id=message.id
+            thread_id=message.thread_id,
+            agent=message.agent or None,
+            channel=message.channel,
+            event_id=entry_id,
+            outbound_id=message.id,
         )
         async with self._locks[message.thread_id]:
             try:
@@ -292,7 +302,7 @@ class Outbox:
                 log.warning("redis unavailable while delivering; the entry stays pending", error=str(exc))
             finally:
                 lock = self._locks.get(message.thread_id)
-                if lock is not None and not lock._waiters:  # noqa: SLF001 - drop idle locks
+                if lock is not None and not lock._waiters:
                     self._locks.pop(message.thread_id, None)
 
     async def _attempt(self, p: int, stream: str, entry_id: str, message: OutboundMessage) -> None:
@@ -318,15 +328,27 @@ class Outbox:
                 raise DeliveryFailed(f"no channel {message.channel!r} is configured")
             sent = await channel.send(message)
         except DeliveryFailed as exc:
-            await self._failed(p, stream, entry_id, message, exc, resend_safe=bool(channel and channel.resend_safe), log=bound)
+            await self._failed(
+                p, stream, entry_id, message, exc, resend_safe=bool(channel and channel.resend_safe), log=bound
+            )
             return
-        except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the message
+        except Exception as exc:
             bound.exception("channel raised an unexpected error")
-            await self._failed(p, stream, entry_id, message, DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True), resend_safe=False, log=bound)
+            await self._failed(
+                p,
+                stream,
+                entry_id,
+                message,
+                DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True),
+                resend_safe=False,
+                log=bound,
+            )
             return
         opened = None
         if sent.conversation:
-            opened = Contact(channel=message.channel, address=message.address, conversation=sent.conversation, reply_to=sent.reply_to)
+            opened = Contact(
+                channel=message.channel, address=message.address, conversation=sent.conversation, reply_to=sent.reply_to
+            )
             await self.rt.ingest.bind(message.channel, sent.conversation, message.thread_id)
         await self._record(p, stream, entry_id, message, "sent", sent.detail, opened)
         bound.info("delivered", detail=sent.detail)
@@ -341,21 +363,40 @@ class Outbox:
         if not head or head[0] == message.id or message.held * ORDER_POLL >= ORDER_WAIT:
             return False
         held = message.model_copy(update={"held": message.held + 1})
-        await self.rt.streams.park(stream, GROUP, entry_id, self.keys.delayed(p, "outbox"), time.time() + ORDER_POLL, {"m": held.model_dump_json(exclude_none=True)})
+        await self.rt.streams.park(
+            stream,
+            GROUP,
+            entry_id,
+            self.keys.delayed(p, "outbox"),
+            time.time() + ORDER_POLL,
+            {"m": held.model_dump_json(exclude_none=True)},
+        )
         return True
 
     async def _record(self, p, stream, entry_id, message: OutboundMessage, status: str, detail, contact=None) -> None:
-        delivery = DeliveryEvent(outbound_id=message.id, channel=message.channel, status=status, detail=detail, contact=contact)
-        entry = Entry(kind="delivery", thread_id=message.thread_id, data=delivery.model_dump(mode="json", exclude_none=True))
+        delivery = DeliveryEvent(
+            outbound_id=message.id, channel=message.channel, status=status, detail=detail, contact=contact
+        )
+        entry = Entry(
+            kind="delivery", thread_id=message.thread_id, data=delivery.model_dump(mode="json", exclude_none=True)
+        )
         await self._outcome(
-            keys=[self.keys.sent(p, message.id), self.keys.inbound(p), stream, self.keys.sending(p, message.id), self.keys.unsettled(message.thread_id)],
+            keys=[
+                self.keys.sent(p, message.id),
+                self.keys.inbound(p),
+                stream,
+                self.keys.sending(p, message.id),
+                self.keys.unsettled(message.thread_id),
+            ],
             args=[self.rt.settings.dedupe_ttl, GROUP, entry_id, status, message.id, *flat(entry.fields())],
         )
         metrics.DELIVERIES.labels(message.channel, status).inc()
         tracing.annotate(outcome=status)
         await self._count(message.channel, status)
 
-    async def _failed(self, p, stream, entry_id, message: OutboundMessage, exc: DeliveryFailed, *, resend_safe: bool, log) -> None:
+    async def _failed(
+        self, p, stream, entry_id, message: OutboundMessage, exc: DeliveryFailed, *, resend_safe: bool, log
+    ) -> None:
         settings = self.rt.settings
         if exc.ambiguous and not resend_safe:
             # The provider may have it: sending again could reach the person twice.
@@ -364,10 +405,23 @@ class Outbox:
             return
         if (exc.retryable or exc.ambiguous) and message.attempt + 1 < settings.delivery_attempts:
             delay = backoff(message.attempt, settings.retry_base, settings.retry_max, exc.retry_after)
-            log.info("delivery failed; retrying", error=str(exc), status=exc.status, attempt=message.attempt + 1, delay=round(delay, 2))
+            log.info(
+                "delivery failed; retrying",
+                error=str(exc),
+                status=exc.status,
+                attempt=message.attempt + 1,
+                delay=round(delay, 2),
+            )
             again = message.model_copy(update={"attempt": message.attempt + 1})
             await self.redis.delete(self.keys.sending(p, message.id))  # the provider said no: the next attempt may send
-            await self.rt.streams.park(stream, GROUP, entry_id, self.keys.delayed(p, "outbox"), time.time() + delay, {"m": again.model_dump_json(exclude_none=True)})
+            await self.rt.streams.park(
+                stream,
+                GROUP,
+                entry_id,
+                self.keys.delayed(p, "outbox"),
+                time.time() + delay,
+                {"m": again.model_dump_json(exclude_none=True)},
+            )
             return
         reason = f"{exc} (status {exc.status})" if exc.status else str(exc)
         log.error("delivery failed permanently; dead-lettered", error=reason, attempts=message.attempt + 1)
@@ -376,7 +430,9 @@ class Outbox:
     async def _dead(self, p, stream, entry_id, message: OutboundMessage, status: str, reason: str) -> None:
         """Record `status` (failed or ambiguous) on the thread; keep the message in the dead-letter stream for a retry."""
         delivery = DeliveryEvent(outbound_id=message.id, channel=message.channel, status=status, detail=reason[:500])
-        entry = Entry(kind="delivery", thread_id=message.thread_id, data=delivery.model_dump(mode="json", exclude_none=True))
+        entry = Entry(
+            kind="delivery", thread_id=message.thread_id, data=delivery.model_dump(mode="json", exclude_none=True)
+        )
         fresh = message.model_copy(update={"attempt": 0})
         dlq_reason = reason if status == "failed" else f"{status}, not re-sent: {reason}"
         await self._fail(
@@ -388,7 +444,16 @@ class Outbox:
                 self.keys.sending(p, message.id),
                 self.keys.unsettled(message.thread_id),
             ],
-            args=["", GROUP, entry_id, dlq_reason[:2000], str(time.time()), fresh.model_dump_json(exclude_none=True), message.id, *flat(entry.fields())],
+            args=[
+                "",
+                GROUP,
+                entry_id,
+                dlq_reason[:2000],
+                str(time.time()),
+                fresh.model_dump_json(exclude_none=True),
+                message.id,
+                *flat(entry.fields()),
+            ],
         )
         metrics.DELIVERIES.labels(message.channel, status).inc()
         metrics.DEAD_LETTERS.labels("outbox").inc()

@@ -41,7 +41,7 @@ class Channel(Protocol):
     # receiver deduplicates (mail by Message-ID, webhooks by webhook-id).
     resend_safe: bool
 
-    def router(self) -> "APIRouter | None": ...
+    def router(self) -> APIRouter | None: ...
 
     async def send(self, message: OutboundMessage) -> Sent: ...
 
@@ -88,7 +88,7 @@ def load_object(path: str) -> Any:
         raise ConfigError(f"{module_name!r} has no attribute {attr!r}") from None
 
 
-def instantiate(objs: list[Any], runtime: "Runtime") -> list[Any]:
+def instantiate(objs: list[Any], runtime: Runtime) -> list[Any]:
     """Each of `objs` as plugins: an object, a list of them, or a factory taking the runtime."""
     found: list[Any] = []
     for obj in objs:
@@ -99,5 +99,5 @@ def instantiate(objs: list[Any], runtime: "Runtime") -> list[Any]:
     return found
 
 
-def load_plugins(paths: list[str], runtime: "Runtime") -> list[Any]:
+def load_plugins(paths: list[str], runtime: Runtime) -> list[Any]:
     return instantiate([load_object(path) for path in paths], runtime)

@@ -14,7 +14,7 @@ not answer gets a short note back and a `note` on the thread, nothing more.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import FrontdeskConfig, parse_identity
@@ -170,9 +170,13 @@ class Router:
             at=msg.received_at,
         )
         if thread is None:
-            origin = Contact(channel=msg.channel, address=msg.sender, conversation=msg.conversation, reply_to=msg.reply_to)
+            origin = Contact(
+                channel=msg.channel, address=msg.sender, conversation=msg.conversation, reply_to=msg.reply_to
+            )
             responders, approvers = self.people(entry.agent, origin)
-            new = Thread(id=entry.thread_id, agent=entry.agent, origin=origin, responders=responders, approvers=approvers)
+            new = Thread(
+                id=entry.thread_id, agent=entry.agent, origin=origin, responders=responders, approvers=approvers
+            )
             return Decision(event=UserMessage(**said), wake=True, new_thread=new)
         if any(getattr(e, "id", None) == msg.id for e in thread.events[-50:]):
             return Decision()  # already applied (a forward or replay that slipped past dedupe)
@@ -180,7 +184,11 @@ class Router:
         sender_contact = Contact(channel=msg.channel, address=msg.sender, reply_to=msg.reply_to)
         if msg.decision is not None and (waiting is None or waiting[1].type != "approval_requested"):
             # A second click on a button already decided: it is not something said to the agent.
-            return Decision(event=Note(kind="stale_decision", text=f"decision for {msg.decision.call_id}", sender=msg.identity, id=msg.id))
+            return Decision(
+                event=Note(
+                    kind="stale_decision", text=f"decision for {msg.decision.call_id}", sender=msg.identity, id=msg.id
+                )
+            )
         if waiting is None:
             # A running thread already has a `continue` queued; it will read this message.
             return Decision(event=UserMessage(**said), wake=thread.status != "running")
@@ -194,7 +202,14 @@ class Router:
             return self._refuse(msg, sender_contact, "Sorry — you are not one of the approvers for this request.")
         if msg.decision is not None:
             if msg.decision.call_id != request.call_id:
-                return Decision(event=Note(kind="stale_decision", text=f"decision for {msg.decision.call_id}", sender=msg.identity, id=msg.id))
+                return Decision(
+                    event=Note(
+                        kind="stale_decision",
+                        text=f"decision for {msg.decision.call_id}",
+                        sender=msg.identity,
+                        id=msg.id,
+                    )
+                )
             approved, comment = msg.decision.approved, msg.decision.comment
         else:
             answer = approval_answer(msg.text)
@@ -203,13 +218,21 @@ class Router:
                     e.type == "note" and e.kind == "unclear_approval" and e.text.startswith(request.call_id)
                     for e in thread.events
                 )
-                note = Note(kind="unclear_approval", text=f"{request.call_id}: {msg.text}", sender=msg.identity, id=msg.id)
+                note = Note(
+                    kind="unclear_approval", text=f"{request.call_id}: {msg.text}", sender=msg.identity, id=msg.id
+                )
                 if asked_again:
                     return Decision(event=note)
-                return Decision(event=note, notice="Please reply YES to approve or NO to deny (a comment may follow).", notice_to=sender_contact)
+                return Decision(
+                    event=note,
+                    notice="Please reply YES to approve or NO to deny (a comment may follow).",
+                    notice_to=sender_contact,
+                )
             approved, comment = answer
         return Decision(
-            event=ApprovalDecision(call_id=request.call_id, approved=approved, comment=comment, by=msg.identity, id=msg.id),
+            event=ApprovalDecision(
+                call_id=request.call_id, approved=approved, comment=comment, by=msg.identity, id=msg.id
+            ),
             wake=True,
         )
 
@@ -219,14 +242,32 @@ class Router:
         waiting = pending_request(thread.events)
         kind, by = data.get("type"), data.get("by") or "api"
         if kind == "human_response" and waiting and waiting[1].type == "request_human_input":
-            return Decision(event=HumanResponse(text=data.get("text", ""), sender=by, channel=by.split(":", 1)[0], id=data.get("id")), wake=True)
-        if kind == "approval_decision" and waiting and waiting[1].type == "approval_requested" and waiting[1].call_id == data.get("call_id"):
             return Decision(
-                event=ApprovalDecision(call_id=data["call_id"], approved=bool(data.get("approved")), comment=data.get("comment"), by=by, id=data.get("id")),
+                event=HumanResponse(
+                    text=data.get("text", ""), sender=by, channel=by.split(":", 1)[0], id=data.get("id")
+                ),
+                wake=True,
+            )
+        if (
+            kind == "approval_decision"
+            and waiting
+            and waiting[1].type == "approval_requested"
+            and waiting[1].call_id == data.get("call_id")
+        ):
+            return Decision(
+                event=ApprovalDecision(
+                    call_id=data["call_id"],
+                    approved=bool(data.get("approved")),
+                    comment=data.get("comment"),
+                    by=by,
+                    id=data.get("id"),
+                ),
                 wake=True,
             )
         # A second copy of a resume, or one that lost a race: it changes nothing.
-        return Decision(event=Note(kind="stale_resume", text=f"{kind} no longer expected", sender=by, id=data.get("id")))
+        return Decision(
+            event=Note(kind="stale_resume", text=f"{kind} no longer expected", sender=by, id=data.get("id"))
+        )
 
     def _timeout(self, thread: Thread | None, data: dict[str, Any]) -> Decision:
         index = int(data.get("request_index", -1))

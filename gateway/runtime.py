@@ -119,7 +119,9 @@ def tune_gc(*, latency: bool = True) -> None:
 def _check_config(config: FrontdeskConfig, agents: dict[str, Any]) -> None:
     for name in config.agents:
         if name not in agents:
-            raise ConfigError(f"frontdesk.toml: agents.{name}: no agent named {name!r} (known: {', '.join(sorted(agents))})")
+            raise ConfigError(
+                f"frontdesk.toml: agents.{name}: no agent named {name!r} (known: {', '.join(sorted(agents))})"
+            )
     for i, cron in enumerate(config.cron):
         if cron.agent not in agents:
             raise ConfigError(f"frontdesk.toml: cron.{i}.agent: no agent named {cron.agent!r}")

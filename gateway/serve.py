@@ -198,7 +198,9 @@ async def serve_http(server: uvicorn.Server, stop: asyncio.Event) -> None:
         # uvicorn logs why (usually the port is taken) and calls sys.exit; in a task that
         # would tear the event loop down, so it becomes our error here.
         config = server.config
-        raise ConfigError(f"FRONTDESK_HTTP_HOST/FRONTDESK_HTTP_PORT: cannot listen on {config.host}:{config.port}") from None
+        raise ConfigError(
+            f"FRONTDESK_HTTP_HOST/FRONTDESK_HTTP_PORT: cannot listen on {config.host}:{config.port}"
+        ) from None
     finally:
         watcher.cancel()
 
@@ -212,7 +214,7 @@ def http_url(server: uvicorn.Server) -> str | None:
 
 async def _announce(started: Started, server: uvicorn.Server | None, stop: asyncio.Event, on_started) -> None:
     if server is not None:
-        while not server.started and not stop.is_set():
+        while not server.started and not stop.is_set():  # noqa: ASYNC110 - uvicorn sets a bool, not an event
             await asyncio.sleep(0.05)
         if stop.is_set():
             return
@@ -234,7 +236,9 @@ def _listeners(rt: Runtime, names: tuple[str, ...] | None) -> list:
         channel = rt.channels.get(name)
         if channel is None:
             configured = ", ".join(sorted(rt.channels)) or "none"
-            raise ConfigError(f"the {name!r} channel is not configured (its settings are unset); configured channels: {configured}")
+            raise ConfigError(
+                f"the {name!r} channel is not configured (its settings are unset); configured channels: {configured}"
+            )
         if not callable(getattr(channel, "serve", None)):
             raise ConfigError(f"the {name!r} channel has no listener to run")
         found.append(channel)

@@ -131,10 +131,10 @@ class Settings(BaseSettings):
     webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _collect_agent_secrets(self) -> "Settings":
+    def _collect_agent_secrets(self) -> Settings:
         if not self.webhook_secrets:
             self.webhook_secrets = {
-                name[len(WEBHOOK_SECRET_PREFIX):].lower(): SecretStr(value)
+                name[len(WEBHOOK_SECRET_PREFIX) :].lower(): SecretStr(value)
                 for name, value in os.environ.items()
                 if name.startswith(WEBHOOK_SECRET_PREFIX) and value
             }

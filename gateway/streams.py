@@ -131,7 +131,9 @@ class Streams:
         """
         return await self._to_inbox(keys=[stream, inbox, lease], args=[group, entry_id, member]) == 1
 
-    async def park(self, stream: str, group: str, entry_id: str, delayed: str, due: float, fields: dict[str, str]) -> None:
+    async def park(
+        self, stream: str, group: str, entry_id: str, delayed: str, due: float, fields: dict[str, str]
+    ) -> None:
         """Acknowledge an entry and put a copy aside until `due` (epoch seconds)."""
         member = json.dumps([secrets.token_hex(4), *flat(fields)])
         await self._park(keys=[stream, delayed], args=[group, entry_id, int(due * 1000), member])
@@ -145,9 +147,24 @@ class Streams:
         return int(await self._release_due(keys=[delayed, stream], args=[int(time.time() * 1000), limit]))
 
     async def dead_letter(
-        self, p: int, stream: str, group: str, entry_id: str, fields: dict[str, str], reason: str, *, inbox: str = "", member: str = ""
+        self,
+        p: int,
+        stream: str,
+        group: str,
+        entry_id: str,
+        fields: dict[str, str],
+        reason: str,
+        *,
+        inbox: str = "",
+        member: str = "",
     ) -> None:
-        record = {"source": stream, "source_id": entry_id, "reason": reason[:2000], "failed_at": str(time.time()), **fields}
+        record = {
+            "source": stream,
+            "source_id": entry_id,
+            "reason": reason[:2000],
+            "failed_at": str(time.time()),
+            **fields,
+        }
         await self._dead_letter(
             keys=[stream, self.keys.dlq(p), inbox or self.keys.attempts(p), self.keys.attempts(p)],
             args=[group, entry_id, member if inbox else "", *flat(record)],

@@ -108,6 +108,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+
 @dataclass(frozen=True)
 class Saved:
     """What a save did: falsy when the lease was lost (nothing written); else the inbox's head after it."""
@@ -158,7 +159,9 @@ class ThreadStore:
     async def exists(self, thread_id: str) -> bool:
         return bool(await self.redis.exists(self.keys.thread(thread_id)))
 
-    async def list(self, *, status: str | None = None, limit: int = 50, before: float | None = None) -> list[dict[str, str]]:
+    async def list(
+        self, *, status: str | None = None, limit: int = 50, before: float | None = None
+    ) -> list[dict[str, str]]:
         """Newest first across partitions: the metadata of up to `limit` threads."""
         top = "+inf" if before is None else f"({before}"
         ids: list[tuple[float, str]] = []

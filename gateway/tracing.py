@@ -137,7 +137,9 @@ class TraceRequests:
             return await self.app(scope, receive, send)
         parent = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"traceparent"), None)
         method, path = scope.get("method", ""), scope.get("path", "")
-        with span(f"{method} {path}", parent=parent, span_kind="server", **{"http.request.method": method, "url.path": path}) as current:
+        with span(
+            f"{method} {path}", parent=parent, span_kind="server", **{"http.request.method": method, "url.path": path}
+        ) as current:
 
             async def record(message):
                 if message["type"] == "http.response.start":

@@ -51,7 +51,7 @@ class LeaseLost(Exception):
 class Worker:
     """Applies inbound entries to threads; one per process, reading every partition."""
 
-    def __init__(self, runtime: "Runtime", consumer: str) -> None:
+    def __init__(self, runtime: Runtime, consumer: str) -> None:
         self.rt = runtime
         self.consumer = consumer
         self.keys = runtime.keys
@@ -112,7 +112,7 @@ class Worker:
                     await self._received(p, entries)
             except REDIS_DOWN as exc:
                 await redis_down(stop, exc)
-            except Exception:  # noqa: BLE001 - e.g. NOGROUP after Redis lost its data: make the group again
+            except Exception:
                 log.exception("reading the stream failed; retrying", stream=stream)
                 ready = False
                 await sleep(stop, 1)
@@ -132,7 +132,7 @@ class Worker:
                 await self.streams.record_backlog(stream, GROUP, "inbound", p)
             except REDIS_DOWN as exc:
                 await redis_down(stop, exc)
-            except Exception as exc:  # noqa: BLE001 - e.g. NOGROUP before the reader made it
+            except Exception as exc:
                 log.debug("claim skipped", error=str(exc))
 
     async def _release_due(self, p: int, stop: asyncio.Event) -> None:
@@ -175,9 +175,19 @@ class Worker:
             if entry is not None:
                 mine.append(entry)
         placed = await asyncio.gather(
-            *(self.streams.to_inbox(stream, GROUP, e.stream_id, self.keys.inbox(e.thread_id), self.keys.lease(e.thread_id), e.inbox_member()) for e in mine)
+            *(
+                self.streams.to_inbox(
+                    stream,
+                    GROUP,
+                    e.stream_id,
+                    self.keys.inbox(e.thread_id),
+                    self.keys.lease(e.thread_id),
+                    e.inbox_member(),
+                )
+                for e in mine
+            )
         )
-        for entry, ok in zip(mine, placed):
+        for entry, ok in zip(mine, placed, strict=True):
             if ok:
                 self.kick(entry.thread_id)
 
@@ -275,7 +285,7 @@ class Worker:
             except REDIS_DOWN:
                 continue
             now = time.monotonic()
-            for tid, ok in zip(due, kept):
+            for tid, ok in zip(due, kept, strict=True):
                 if tid not in self._leases:
                     continue  # the drain ended meanwhile
                 if ok:
@@ -306,19 +316,26 @@ class Worker:
             return failed, True, await self.store.inbox_head(entry.thread_id)
         started = time.perf_counter()
         try:
-            with tracing.span("frontdesk.step", parent=await self._traceparent(entry), thread_id=entry.thread_id, entry_kind=entry.kind):
+            with tracing.span(
+                "frontdesk.step",
+                parent=await self._traceparent(entry),
+                thread_id=entry.thread_id,
+                entry_kind=entry.kind,
+            ):
                 thread, head = await self._step(thread, entry, member, decision, owner)
         except LeaseLost:
             raise
         except REDIS_DOWN:
             raise
-        except Exception as exc:  # noqa: BLE001 - an agent or channel bug must not stop the worker
+        except Exception as exc:
             p = self.keys.thread_partition(entry.thread_id)
             attempts = await self.rt.redis.hincrby(self.keys.attempts(p), entry.stream_id, 1)
             bound.exception("step failed", attempts=attempts)
             if attempts >= self.settings.max_attempts:
                 reason = f"{type(exc).__name__}: {exc}"
-                failed = await self._dead_letter(thread or decision.new_thread, entry, member, owner, reason, created=thread is None)
+                failed = await self._dead_letter(
+                    thread or decision.new_thread, entry, member, owner, reason, created=thread is None
+                )
                 return failed, True, await self.store.inbox_head(entry.thread_id)
             return thread, False, None  # the entry stays pending: a claim retries it
         metrics.STEPS.labels(entry.kind).inc()
@@ -366,7 +383,9 @@ class Worker:
         marker = self.keys.seen(target, "restart", f"{data['channel']}/{data['id']}")
         await self.streams.xadd_once(marker, self.keys.inbound(target), fields, self.settings.dedupe_ttl)
 
-    async def _step(self, thread: Thread | None, entry: Entry, member: str, decision: Decision, owner: str) -> tuple[Thread, str | None]:
+    async def _step(
+        self, thread: Thread | None, entry: Entry, member: str, decision: Decision, owner: str
+    ) -> tuple[Thread, str | None]:
         base = decision.new_thread or thread
         assert base is not None
         start = len(base.events)
@@ -430,11 +449,24 @@ class Worker:
         """
         failed = None
         if thread is not None:
-            failed = thread.with_events(Error(kind=DEAD_LETTER, message=f"{entry.kind} entry {entry.stream_id} dead-lettered: {reason[:1000]}"))
-            if not await self.store.save(failed, failed.events[-1:], owner=owner, entry=None, created=created, previous_status=thread.status):
+            failed = thread.with_events(
+                Error(kind=DEAD_LETTER, message=f"{entry.kind} entry {entry.stream_id} dead-lettered: {reason[:1000]}")
+            )
+            if not await self.store.save(
+                failed, failed.events[-1:], owner=owner, entry=None, created=created, previous_status=thread.status
+            ):
                 raise LeaseLost(thread.id)
         p = self.keys.thread_partition(entry.thread_id)
         stream = self.keys.inbound(p)
-        await self.streams.dead_letter(p, stream, GROUP, entry.stream_id, entry.fields(), reason, inbox=self.keys.inbox(entry.thread_id), member=member)
+        await self.streams.dead_letter(
+            p,
+            stream,
+            GROUP,
+            entry.stream_id,
+            entry.fields(),
+            reason,
+            inbox=self.keys.inbox(entry.thread_id),
+            member=member,
+        )
         metrics.DEAD_LETTERS.labels("inbound").inc()
         return failed

@@ -15,7 +15,15 @@ from typing import Any
 import httpx
 
 from gateway.errors import DeliveryFailed
-from gateway.events import ApprovalRequested, DoneForNow, OutboundMessage, RequestHumanInput, Thread, ToolCall, ToolResult
+from gateway.events import (
+    ApprovalRequested,
+    DoneForNow,
+    OutboundMessage,
+    RequestHumanInput,
+    Thread,
+    ToolCall,
+    ToolResult,
+)
 from gateway.registry import Sent
 
 
@@ -57,7 +65,9 @@ class StepsAgent:
         self.delay = float(os.environ.get("TEST_STEP_DELAY", delay))
 
     def tools(self) -> list[dict[str, Any]]:
-        return [{"name": "tick", "description": "one step", "parameters": {"type": "object"}, "requires_approval": False}]
+        return [
+            {"name": "tick", "description": "one step", "parameters": {"type": "object"}, "requires_approval": False}
+        ]
 
     async def step(self, thread: Thread, event) -> Thread:
         if event is not None:
@@ -72,7 +82,9 @@ class StepsAgent:
         if self.delay:
             await asyncio.sleep(self.delay)
         call_id = f"c{done}"
-        return thread.with_events(ToolCall(call_id=call_id, tool="tick", arguments={"n": done}), ToolResult(call_id=call_id, result=done))
+        return thread.with_events(
+            ToolCall(call_id=call_id, tool="tick", arguments={"n": done}), ToolResult(call_id=call_id, result=done)
+        )
 
 
 class ApprovalAgent:
@@ -82,14 +94,18 @@ class ApprovalAgent:
     description = "one gated call"
 
     def tools(self) -> list[dict[str, Any]]:
-        return [{"name": "deploy", "description": "ship it", "parameters": {"type": "object"}, "requires_approval": True}]
+        return [
+            {"name": "deploy", "description": "ship it", "parameters": {"type": "object"}, "requires_approval": True}
+        ]
 
     async def step(self, thread: Thread, event) -> Thread:
         if event is not None:
             thread = thread.with_events(event)
         last = _last(thread)
         if last.type == "user_message":
-            return thread.with_events(ApprovalRequested(call_id="call-1", tool="deploy", arguments={"version": last.text}))
+            return thread.with_events(
+                ApprovalRequested(call_id="call-1", tool="deploy", arguments={"version": last.text})
+            )
         if last.type == "approval_decision":
             verdict = "approved" if last.approved else "denied"
             return thread.with_events(DoneForNow(text=f"{verdict} by {last.by}"))

@@ -27,7 +27,7 @@ class LoopbackServer:
         port = self._server.servers[0].sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
 
-    def __enter__(self) -> "LoopbackServer":
+    def __enter__(self) -> LoopbackServer:
         self._thread.start()
         stopped = threading.Event()
         for _ in range(1000):

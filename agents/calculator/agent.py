@@ -56,7 +56,11 @@ class Divide(Tool):
         return self.a / self.b
 
 
-_OPS = {"add": ("plus", "add", "+", "sum"), "subtract": ("minus", "subtract", "less"), "multiply": ("times", "multiply", "*", "×")}
+_OPS = {
+    "add": ("plus", "add", "+", "sum"),
+    "subtract": ("minus", "subtract", "less"),
+    "multiply": ("times", "multiply", "*", "×"),
+}
 
 
 class Calculator(Agent):
@@ -69,7 +73,9 @@ class Calculator(Agent):
         blocks = parse_blocks(context)
         last, results = blocks[-1], [b for b in blocks if b.tag == "tool_result"]
         if last.tag == "approval_decision" and last.attrs.get("approved") == "false":
-            return done(f"OK, I won't divide. The last result was {fmt(results[-1].body) if results else 'nothing yet'}.")
+            return done(
+                f"OK, I won't divide. The last result was {fmt(results[-1].body) if results else 'nothing yet'}."
+            )
         if last.tag == "error":
             return done(f"I could not finish: {last.body}")
         first = said(blocks)[0].body

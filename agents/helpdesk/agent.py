@@ -24,13 +24,17 @@ HERE = Path(__file__).parent
 
 async def load_faq(thread: Thread, ctx: ToolContext) -> list[dict[str, Any]]:
     path = ctx.settings.helpdesk_faq or HERE / "faq.yaml"
-    return yaml.safe_load(Path(path).read_text()) or []
+    # A small file read once per thread, before the first model call.
+    return yaml.safe_load(Path(path).read_text()) or []  # noqa: ASYNC240
 
 
 def best_answer(faq: list[dict[str, Any]], text: str) -> dict[str, Any] | None:
     words = set(re.findall(r"[a-z]+", text.lower()))
     lowered = text.lower()
-    scored = [(sum(1 for k in entry.get("keywords", []) if (k in words if " " not in k else k in lowered)), entry) for entry in faq]
+    scored = [
+        (sum(1 for k in entry.get("keywords", []) if (k in words if " " not in k else k in lowered)), entry)
+        for entry in faq
+    ]
     score, entry = max(scored, key=lambda pair: pair[0], default=(0, None))
     return entry if score else None
 
@@ -63,5 +67,7 @@ class Helpdesk(Agent):
         if not questions:
             return ask("Could you tell me a bit more about what you need?")
         if "operator" in self.contacts:
-            return ask(f"A customer asks: {text!r}. The FAQ does not cover it. What should I answer?", contact="operator")
+            return ask(
+                f"A customer asks: {text!r}. The FAQ does not cover it. What should I answer?", contact="operator"
+            )
         return done("I could not find an answer; a person from our team will follow up.")

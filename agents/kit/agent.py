@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from pydantic import ValidationError
@@ -70,12 +71,14 @@ class Agent:
     prompt: Path | None = None
     prefetch: dict[str, Prefetch] = {}
 
-    def __init__(self, runtime: "Runtime", *, model: Model | None = None) -> None:
+    def __init__(self, runtime: Runtime, *, model: Model | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         cfg = runtime.config.agent(self.name)
         self.contacts = dict(cfg.contacts)
-        self.model = model or load_model(self.settings.model_copy(update={"model": cfg.model}) if cfg.model else self.settings, demo=self.demo)
+        self.model = model or load_model(
+            self.settings.model_copy(update={"model": cfg.model}) if cfg.model else self.settings, demo=self.demo
+        )
         self._steps = {tool.name: tool for tool in (*self.toolbox, *BUILTIN_TOOLS)}
         self._template = self._load_template()
 
@@ -125,12 +128,18 @@ class Agent:
     async def _turn(self, thread: Thread) -> Thread:
         started = time.perf_counter()
         try:
-            reply = await self.model.next_step(self.render_prompt(thread), self.render_context(thread), [t.spec() for t in self._steps.values()])
+            reply = await self.model.next_step(
+                self.render_prompt(thread), self.render_context(thread), [t.spec() for t in self._steps.values()]
+            )
         except ModelError as exc:
             return thread.with_events(Error(kind="model_error", message=str(exc)[:2000]))
         finally:
             metrics.MODEL_SECONDS.labels(self.model.name).observe(time.perf_counter() - started)
-        usage = Usage(input_tokens=reply.usage.input_tokens, output_tokens=reply.usage.output_tokens, model=reply.model or self.model.name)
+        usage = Usage(
+            input_tokens=reply.usage.input_tokens,
+            output_tokens=reply.usage.output_tokens,
+            model=reply.model or self.model.name,
+        )
         metrics.MODEL_TOKENS.labels(self.model.name, "input").inc(usage.input_tokens)
         metrics.MODEL_TOKENS.labels(self.model.name, "output").inc(usage.output_tokens)
         call_id = f"call_{len(thread.events)}"
@@ -144,7 +153,11 @@ class Agent:
             case DoneForNow():
                 return thread.with_events(DoneEvent(text=step.message, usage=usage))
             case Tool() if step.requires_approval:
-                return thread.with_events(ApprovalRequested(call_id=call_id, tool=step.name, arguments=step.model_dump(mode="json"), usage=usage))
+                return thread.with_events(
+                    ApprovalRequested(
+                        call_id=call_id, tool=step.name, arguments=step.model_dump(mode="json"), usage=usage
+                    )
+                )
             case Tool():
                 call = ToolCall(call_id=call_id, tool=step.name, arguments=step.model_dump(mode="json"), usage=usage)
                 return thread.with_events(call, *(await self._run(thread, step, call_id)))
@@ -154,7 +167,9 @@ class Agent:
             raise _BadStep("no_tool_call", f"answer with exactly one tool call; got text: {(reply.text or '')[:500]!r}")
         tool = self._steps.get(reply.tool)
         if tool is None:
-            raise _BadStep("unknown_tool", f"there is no tool named {reply.tool!r}; choose one of {', '.join(self._steps)}")
+            raise _BadStep(
+                "unknown_tool", f"there is no tool named {reply.tool!r}; choose one of {', '.join(self._steps)}"
+            )
         arguments = reply.arguments or {}
         if isinstance(arguments, str):
             try:
@@ -177,13 +192,20 @@ class Agent:
             except ValueError:
                 contact = None  # an unknown name: ask the requester instead of guessing an address
         deadline = utcnow() + timedelta(minutes=step.deadline_minutes) if step.deadline_minutes else None
-        return AskEvent(text=step.question, choices=step.choices, urgency=step.urgency, contact=contact, deadline=deadline, usage=usage)
+        return AskEvent(
+            text=step.question,
+            choices=step.choices,
+            urgency=step.urgency,
+            contact=contact,
+            deadline=deadline,
+            usage=usage,
+        )
 
     async def _run(self, thread: Thread, step: Tool, call_id: str) -> list[Any]:
         ctx = ToolContext(thread=thread, call_id=call_id, settings=self.settings, http=self.runtime.http)
         try:
             result = await step.run(ctx)
-        except Exception as exc:  # noqa: BLE001 - the model sees the failure and decides
+        except Exception as exc:
             return [Error(kind="tool_error", message=f"{step.name} failed: {type(exc).__name__}: {exc}"[:2000])]
         return [ToolResult(call_id=call_id, result=_jsonable(result))]
 
@@ -194,7 +216,9 @@ class Agent:
         try:
             step = tool.model_validate(request.arguments)
         except (AttributeError, ValidationError) as exc:
-            return thread.with_events(Error(kind="tool_error", message=f"stored call {request.tool} no longer validates: {exc}"[:2000]))
+            return thread.with_events(
+                Error(kind="tool_error", message=f"stored call {request.tool} no longer validates: {exc}"[:2000])
+            )
         call = ToolCall(call_id=call_id, tool=request.tool, arguments=request.arguments)
         return thread.with_events(call, *(await self._run(thread, step, call_id)))
 
@@ -204,14 +228,17 @@ class Agent:
             ctx = ToolContext(thread=thread, call_id=f"prefetch_{name}", settings=self.settings, http=self.runtime.http)
             try:
                 events.append(ContextFetched(name=name, result=_jsonable(await fetch(thread, ctx))))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 events.append(Error(kind="prefetch_error", message=f"{name}: {type(exc).__name__}: {exc}"[:2000]))
         return thread.with_events(*events)
 
     def _escalate(self, thread: Thread, why: str) -> Thread:
         last_error = next((e for e in reversed(thread.events) if e.type == "error"), None)
         detail = f" (last error: {last_error.message[:300]})" if last_error else ""
-        step = RequestHumanInput(question=f"{why}{detail}. How should I continue?", contact="escalation" if "escalation" in self.contacts else None)
+        step = RequestHumanInput(
+            question=f"{why}{detail}. How should I continue?",
+            contact="escalation" if "escalation" in self.contacts else None,
+        )
         return thread.with_events(self._ask(step))
 
     def _load_template(self) -> jinja2.Template:

@@ -68,7 +68,11 @@ _RESERVED = frozenset({"y", "yes", "n", "no", "true", "false", "on", "off", "nul
 def _plain_item(key: Any, value: Any) -> bool:
     return (
         type(key) is str
-        and (value is None or type(value) in (int, bool) or (type(value) is float and math.isfinite(value) and "e" not in repr(value)))
+        and (
+            value is None
+            or type(value) in (int, bool)
+            or (type(value) is float and math.isfinite(value) and "e" not in repr(value))
+        )
         and _PLAIN_KEY.fullmatch(key) is not None
         and key not in _RESERVED
     )
@@ -119,7 +123,9 @@ def render_event(event: Any) -> str | None:
     if kind == "approval_requested":
         return _block(kind, untrusted(as_yaml(event.arguments)), id=event.call_id, tool=event.tool)
     if kind == "approval_decision":
-        return _block(kind, untrusted(event.comment or ""), id=event.call_id, approved=str(event.approved).lower(), by=event.by)
+        return _block(
+            kind, untrusted(event.comment or ""), id=event.call_id, approved=str(event.approved).lower(), by=event.by
+        )
     if kind == "done_for_now":
         return _block(kind, untrusted(event.text))
     if kind == "timeout":
@@ -132,7 +138,7 @@ def render_event(event: Any) -> str | None:
 def render_context(thread: Thread, budget_tokens: int | None = None) -> str:
     """The thread as the model reads it, compacted to fit `budget_tokens` when given."""
     parts: list[_Rendered] = []
-    for event, text in zip(thread.events, _blocks(thread)):
+    for event, text in zip(thread.events, _blocks(thread), strict=True):
         if text is not None:
             parts.append(_Rendered(text, compactable=event.type in ("tool_result", "context")))
     if budget_tokens is not None:
@@ -156,7 +162,7 @@ def _blocks(thread: Thread) -> list[str | None]:
     if hit is not None:
         seen, texts = hit
         n = min(len(seen), len(events))
-        if all(a is b for a, b in zip(seen[:n], events[:n])):
+        if all(a is b for a, b in zip(seen[:n], events[:n], strict=True)):
             _MEMO.move_to_end(thread.id)
             if len(events) > n:  # the thread grew: render only what is new
                 seen.extend(events[n:])
@@ -193,6 +199,5 @@ class Block:
 def parse_blocks(context: str) -> list[Block]:
     """The blocks of a rendered context, bodies unescaped (the demo model reads this)."""
     return [
-        Block(m.group(1), dict(_ATTR.findall(m.group(2))), html.unescape(m.group(3)))
-        for m in _BLOCK.finditer(context)
+        Block(m.group(1), dict(_ATTR.findall(m.group(2))), html.unescape(m.group(3))) for m in _BLOCK.finditer(context)
     ]

@@ -27,10 +27,10 @@ if TYPE_CHECKING:
 class ToolContext:
     """What a running tool may use. `idempotency_key` is stable across retries of one call."""
 
-    thread: "Thread"
+    thread: Thread
     call_id: str
-    settings: "Settings"
-    http: "httpx.AsyncClient"
+    settings: Settings
+    http: httpx.AsyncClient
 
     @property
     def idempotency_key(self) -> str:
@@ -67,13 +67,20 @@ class Tool(BaseModel):
             schema.pop("title", None)
             for prop in schema.get("properties", {}).values():
                 prop.pop("title", None)
-            spec = _SPECS[cls] = ToolSpec(name=cls.name, description=(cls.__doc__ or cls.name).strip(), parameters=schema)
+            spec = _SPECS[cls] = ToolSpec(
+                name=cls.name, description=(cls.__doc__ or cls.name).strip(), parameters=schema
+            )
         return spec
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
         spec = cls.spec()
-        return {"name": spec.name, "description": spec.description, "parameters": spec.parameters, "requires_approval": cls.requires_approval}
+        return {
+            "name": spec.name,
+            "description": spec.description,
+            "parameters": spec.parameters,
+            "requires_approval": cls.requires_approval,
+        }
 
 
 class RequestHumanInput(Tool):

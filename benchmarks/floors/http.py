@@ -94,7 +94,9 @@ async def webhook(agent: str, request: Request) -> Response:
         raise HTTPException(401, "stale")
     mac = hmac.new(WEBHOOK_KEY, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
     expected = base64.b64encode(mac).decode()
-    if not any(hmac.compare_digest(s.partition(",")[2], expected) for s in request.headers.get("webhook-signature", "").split()):
+    if not any(
+        hmac.compare_digest(s.partition(",")[2], expected) for s in request.headers.get("webhook-signature", "").split()
+    ):
         raise HTTPException(401, "bad signature")
     payload = WebhookBody.model_validate_json(body)
     await r.xadd("floor:inbound", {"id": msg_id, "agent": agent, "d": payload.model_dump_json()})

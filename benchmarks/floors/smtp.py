@@ -34,7 +34,14 @@ class Handler:
         text = body.get_content() if body is not None else ""
         await self.redis.xadd(
             "floor:mail",
-            {"from": envelope.mail_from or "", "to": ",".join(envelope.rcpt_tos), "id": str(msg["message-id"] or ""), "subject": str(msg["subject"] or ""), "text": text, "raw": raw},
+            {
+                "from": envelope.mail_from or "",
+                "to": ",".join(envelope.rcpt_tos),
+                "id": str(msg["message-id"] or ""),
+                "subject": str(msg["subject"] or ""),
+                "text": text,
+                "raw": raw,
+            },
         )
         return "250 2.0.0 OK"
 
@@ -44,7 +51,11 @@ async def main(port: int, url: str) -> None:
     redis = aioredis.Redis.from_url(url)
     loop = asyncio.get_running_loop()
     handler = Handler(redis)
-    server = await loop.create_server(lambda: SMTP(handler, hostname="floor.localhost", enable_SMTPUTF8=True, data_size_limit=10 * 1024 * 1024), "127.0.0.1", port)
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="floor.localhost", enable_SMTPUTF8=True, data_size_limit=10 * 1024 * 1024),
+        "127.0.0.1",
+        port,
+    )
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()

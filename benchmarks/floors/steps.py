@@ -28,29 +28,71 @@ import redis.asyncio as aioredis
 STREAM, GROUP = "floor:inbound", "floor"
 SYSTEM = (
     "You are calculator, a careful calculator. Arithmetic; every division is approved by a person first.\n\n"
-    "Work one step at a time. Each reply is exactly one tool call.\n" + "Use the arithmetic tools for every calculation; never compute in your head.\n" * 6
+    "Work one step at a time. Each reply is exactly one tool call.\n"
+    + "Use the arithmetic tools for every calculation; never compute in your head.\n"
+    * 6
 )
-_NUMBERS = {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"], "additionalProperties": False}
+_NUMBERS = {
+    "type": "object",
+    "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+    "required": ["a", "b"],
+    "additionalProperties": False,
+}
 TOOLS = [
-    {"type": "function", "function": {"name": name, "description": f"{name.title()} two numbers.", "parameters": _NUMBERS}}
+    {
+        "type": "function",
+        "function": {"name": name, "description": f"{name.title()} two numbers.", "parameters": _NUMBERS},
+    }
     for name in ("add", "subtract", "multiply", "divide")
 ] + [
-    {"type": "function", "function": {"name": "request_human_input", "description": "Ask a person a question and wait for the answer.", "parameters": {"type": "object", "properties": {"question": {"type": "string"}, "choices": {"type": "array", "items": {"type": "string"}}}, "required": ["question"]}}},
-    {"type": "function", "function": {"name": "done_for_now", "description": "Finish for now with a final message.", "parameters": {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "request_human_input",
+            "description": "Ask a person a question and wait for the answer.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "question": {"type": "string"},
+                    "choices": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["question"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "done_for_now",
+            "description": "Finish for now with a final message.",
+            "parameters": {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]},
+        },
+    },
 ]
 
 
 async def step(r: aioredis.Redis, http: httpx.AsyncClient, model: str, entry_id: str, tid: str) -> None:
     async with r.pipeline(transaction=False) as pipe:
         meta, events = await pipe.hgetall(f"floor:t:{tid}").lrange(f"floor:e:{tid}", 0, -1).execute()
-    context = "\n".join(f"<{e['type']}>\n{e.get('text', '')}\n</{e['type']}>" for e in map(json.loads, events or [json.dumps({"type": "user_message", "text": "what is 1 plus 2?"})]))
-    body = {"model": "bench", "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": context}], "tools": TOOLS, "tool_choice": "required"}
+    context = "\n".join(
+        f"<{e['type']}>\n{e.get('text', '')}\n</{e['type']}>"
+        for e in map(json.loads, events or [json.dumps({"type": "user_message", "text": "what is 1 plus 2?"})])
+    )
+    body = {
+        "model": "bench",
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": context}],
+        "tools": TOOLS,
+        "tool_choice": "required",
+    }
     response = await http.post(model, json=body)
     function = response.json()["choices"][0]["message"]["tool_calls"][0]["function"]
     turn = len(events) // 2
     async with r.pipeline(transaction=True) as pipe:
         if function["name"] == "done_for_now":
-            pipe.rpush(f"floor:e:{tid}", json.dumps({"type": "done_for_now", "text": json.loads(function["arguments"])["message"]}))
+            pipe.rpush(
+                f"floor:e:{tid}",
+                json.dumps({"type": "done_for_now", "text": json.loads(function["arguments"])["message"]}),
+            )
             pipe.xadd("floor:outbox", {"t": tid, "m": function["arguments"]})
         else:
             pipe.rpush(

@@ -20,7 +20,9 @@ import uvloop
 RCPT = "calculator@frontdesk.localhost"
 _TEXT = (
     "Hello,\r\n\r\nCould you work out the total for the invoice below? The amounts are in euros.\r\n"
-    + "".join(f"Line {i}: item {i * 7 % 13}, quantity {i % 5 + 1}, unit price {i * 3 % 17 + 2}.50\r\n" for i in range(24))
+    + "".join(
+        f"Line {i}: item {i * 7 % 13}, quantity {i % 5 + 1}, unit price {i * 3 % 17 + 2}.50\r\n" for i in range(24)
+    )
     + "\r\nThanks,\r\nSam\r\n"
 )
 _HTML = "<html><body><p>" + _TEXT.replace("\r\n", "<br>\r\n") + "</p></body></html>\r\n"
@@ -97,7 +99,15 @@ async def main(port: int, clients: int, duration: float, tag: str) -> dict:
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000 if latencies else float("nan")
 
-    return {"messages": len(latencies), "seconds": elapsed, "rate": len(latencies) / elapsed, "p50_ms": pct(50), "p99_ms": pct(99), "errors": len(errors), "first_error": errors[0] if errors else None}
+    return {
+        "messages": len(latencies),
+        "seconds": elapsed,
+        "rate": len(latencies) / elapsed,
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+    }
 
 
 if __name__ == "__main__":

@@ -27,7 +27,10 @@ KINDS = ("webhook", "slack", "sms")
 AGENT = "calculator"  # a sample agent; FRONTDESK_DEFAULT_AGENT names it too
 # Every request comes from a caller of its own (its callback URL, a Slack user, a phone
 # number): frontdesk's per-sender rate limit (FRONTDESK_RATE_LIMIT) counts each, none trips it.
-WEBHOOK_TEXT = {"text": "Hello, could you check the status of order 1234 for me?", "data": {"order": 1234, "customer": "c_981"}}
+WEBHOOK_TEXT = {
+    "text": "Hello, could you check the status of order 1234 for me?",
+    "data": {"order": 1234, "customer": "c_981"},
+}
 
 
 @dataclass(frozen=True)
@@ -39,15 +42,27 @@ class Secrets:
     twilio: str
 
     @classmethod
-    def new(cls) -> "Secrets":
-        return cls(webhook="whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(), slack=secrets.token_hex(16), twilio=secrets.token_hex(16))
+    def new(cls) -> Secrets:
+        return cls(
+            webhook="whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
+            slack=secrets.token_hex(16),
+            twilio=secrets.token_hex(16),
+        )
 
 
 def path_for(kind: str) -> str:
     return {"webhook": f"/webhooks/{AGENT}", "slack": "/slack/events", "sms": "/twilio/sms"}[kind]
 
 
-def write_requests(file: Path, kind: str, n: int, keys: Secrets, public_url: str, tag: str, callback: str = "https://caller{i}.bench.example/hook") -> None:
+def write_requests(
+    file: Path,
+    kind: str,
+    n: int,
+    keys: Secrets,
+    public_url: str,
+    tag: str,
+    callback: str = "https://caller{i}.bench.example/hook",
+) -> None:
     """`n` requests of `kind`, each with its own id and sender, signed now; `callback`: webhook callback URL pattern."""
     now = int(time.time())
     path = path_for(kind)
@@ -59,7 +74,9 @@ def write_requests(file: Path, kind: str, n: int, keys: Secrets, public_url: str
                 body = json.dumps({**WEBHOOK_TEXT, "callback_url": callback.format(i=i)}, separators=(",", ":"))
                 mac = hmac.new(key, f"{msg_id}.{now}.{body}".encode(), hashlib.sha256).digest()
                 sig = "v1," + base64.b64encode(mac).decode()
-                out.write(f"{path}\t{body}\tcontent-type\tapplication/json\twebhook-id\t{msg_id}\twebhook-timestamp\t{now}\twebhook-signature\t{sig}\n")
+                out.write(
+                    f"{path}\t{body}\tcontent-type\tapplication/json\twebhook-id\t{msg_id}\twebhook-timestamp\t{now}\twebhook-signature\t{sig}\n"
+                )
         elif kind == "slack":
             secret = keys.slack.encode()
             for i in range(n):
@@ -72,12 +89,22 @@ def write_requests(file: Path, kind: str, n: int, keys: Secrets, public_url: str
                         "type": "event_callback",
                         "event_id": f"Ev{tag}{i}",
                         "event_time": now,
-                        "event": {"type": "app_mention", "user": f"U{tag}{i}", "text": "<@U0BOT> could you check order 1234?", "ts": ts, "channel": "C0BENCH", "event_ts": ts, "channel_type": "channel"},
+                        "event": {
+                            "type": "app_mention",
+                            "user": f"U{tag}{i}",
+                            "text": "<@U0BOT> could you check order 1234?",
+                            "ts": ts,
+                            "channel": "C0BENCH",
+                            "event_ts": ts,
+                            "channel_type": "channel",
+                        },
                     },
                     separators=(",", ":"),
                 )
                 sig = "v0=" + hmac.new(secret, f"v0:{now}:{body}".encode(), hashlib.sha256).hexdigest()
-                out.write(f"{path}\t{body}\tcontent-type\tapplication/json\tx-slack-request-timestamp\t{now}\tx-slack-signature\t{sig}\n")
+                out.write(
+                    f"{path}\t{body}\tcontent-type\tapplication/json\tx-slack-request-timestamp\t{now}\tx-slack-signature\t{sig}\n"
+                )
         elif kind == "sms":
             validator = RequestValidator(keys.twilio)
             url = public_url.rstrip("/") + path
@@ -97,7 +124,9 @@ def write_requests(file: Path, kind: str, n: int, keys: Secrets, public_url: str
                     "ApiVersion": "2010-04-01",
                 }
                 sig = validator.compute_signature(url, form)
-                out.write(f"{path}\t{urlencode(form)}\tcontent-type\tapplication/x-www-form-urlencoded\tx-twilio-signature\t{sig}\n")
+                out.write(
+                    f"{path}\t{urlencode(form)}\tcontent-type\tapplication/x-www-form-urlencoded\tx-twilio-signature\t{sig}\n"
+                )
         else:
             raise ValueError(kind)
 
@@ -107,12 +136,27 @@ def run_wrk(base_url: str, file: Path, *, duration: float, connections: int = 50
     exe = shutil.which("wrk")
     if exe is None:
         raise RuntimeError("wrk is not installed: apt-get install -y wrk (make bench does it)")
-    args = [exe, f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s", "-s", str(LUA), base_url, "--", str(file), str(threads)]
+    args = [
+        exe,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        base_url,
+        "--",
+        str(file),
+        str(threads),
+    ]
     done = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("{")), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}")
     result = json.loads(line)
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    result["errors"] = sum(result[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
+    result["errors"] = sum(
+        result[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+    )
     return result

@@ -31,7 +31,9 @@ async def _send(url: str, lines: list[list[str]], rate: float) -> dict[str, floa
 
         async def one(i: int, parts: list[str]) -> None:
             at = time.monotonic()
-            response = await client.post(parts[0], content=parts[1], headers=dict(zip(parts[2::2], parts[3::2])))
+            response = await client.post(
+                parts[0], content=parts[1], headers=dict(zip(parts[2::2], parts[3::2], strict=False))
+            )
             if response.status_code >= 300:
                 failures.append(f"{response.status_code} {response.text[:200]}")
                 return
@@ -89,7 +91,15 @@ def measure(bench: Bench, rate: float = 50.0) -> dict[str, list[dict]]:
                         bench.control(delay=0.0, turns=0)
                         file = bench.dir / f"e2e-{kind}.tsv"
                         callback = f"{bench.fakes_url}/callback?c={{i}}&r={i}"
-                        write_requests(file, kind, n if i else int(rate * 2), bench.keys, PUBLIC_URL, f"e{i}{int(time.time())}", callback=callback)
+                        write_requests(
+                            file,
+                            kind,
+                            n if i else int(rate * 2),
+                            bench.keys,
+                            PUBLIC_URL,
+                            f"e{i}{int(time.time())}",
+                            callback=callback,
+                        )
                         lines = [line.split("\t") for line in file.read_text().splitlines()]
                         sent = asyncio.run(_send(url, lines, rate))
                         lat = _latencies(bench, kind, sent)

@@ -14,22 +14,29 @@ from benchmarks.loadgen.wrk import KINDS, run_wrk, write_requests
 from benchmarks.procs import Proc, flush, redis_server
 from benchmarks.stats import Row, Series, ratio_series
 
-LABEL = {"webhook": "Webhook `POST /webhooks/{agent}`", "slack": "Slack `POST /slack/events` (app_mention)", "sms": "Twilio `POST /twilio/sms`"}
+LABEL = {
+    "webhook": "Webhook `POST /webhooks/{agent}`",
+    "slack": "Slack `POST /slack/events` (app_mention)",
+    "sms": "Twilio `POST /twilio/sms`",
+}
 
 
-def measure(bench: Bench, kinds: tuple[str, ...] = KINDS, *, aof: bool = True, tag: str = "") -> dict[str, dict[str, list[dict]]]:
+def measure(
+    bench: Bench, kinds: tuple[str, ...] = KINDS, *, aof: bool = True, tag: str = ""
+) -> dict[str, dict[str, list[dict]]]:
     """{kind: {"floor": [run...], "frontdesk": [run...]}} — wrk's summaries plus CPU per request."""
     o = bench.options
     results: dict[str, dict[str, list[dict]]] = {}
     with redis_server(bench.dir, appendonly=aof, name=f"redis-ingest{tag}") as (rurl, rproc):
-        with bench.http_server("floor", bench.floor_env(rurl), f"floor-http{tag}") as floor, bench.http_server(
-            "frontdesk", bench.env(rurl), f"frontdesk-http{tag}"
-        ) as desk:
+        with (
+            bench.http_server("floor", bench.floor_env(rurl), f"floor-http{tag}") as floor,
+            bench.http_server("frontdesk", bench.env(rurl), f"frontdesk-http{tag}") as desk,
+        ):
             sides = {"floor": floor, "frontdesk": desk}
             for kind in kinds:
                 results[kind] = {"floor": [], "frontdesk": []}
                 rates = {}
-                for side, (url, proc) in sides.items():  # warm up, and learn how many requests a run needs
+                for side, (url, _proc) in sides.items():  # warm up, and learn how many requests a run needs
                     flush(rurl)
                     file = bench.dir / f"warm-{kind}-{side}.tsv"
                     write_requests(file, kind, 20_000, bench.keys, PUBLIC_URL, f"w{side[0]}{tag}")
@@ -45,7 +52,9 @@ def measure(bench: Bench, kinds: tuple[str, ...] = KINDS, *, aof: bool = True, t
     return results
 
 
-def one_run(bench: Bench, kind: str, url: str, proc: Proc, rurl: str, rproc: Proc, tag: str, *, duration: float) -> dict:
+def one_run(
+    bench: Bench, kind: str, url: str, proc: Proc, rurl: str, rproc: Proc, tag: str, *, duration: float
+) -> dict:
     """One run on an emptied Redis, with a request file sized from a quick probe of the server's rate."""
     flush(rurl)
     probe = bench.dir / f"probe-{kind}-{tag}.tsv"
@@ -86,14 +95,48 @@ def section(results: dict[str, dict[str, list[dict]]], o) -> Section:
         ratio = ratio_series(d_rps.values, f_rps.values)
         p99 = Series([r["p99_us"] / 1000 for r in desk])
         sec.rows += [
-            Row(f"{LABEL[kind]}: throughput", "req/s", f_rps, d_rps, "≥ 1.0× floor", met=ratio.median >= 1.0, ratio=ratio.median,
-                note=f"run ratios {ratio.show('{:.2f}')}"),
-            Row(f"{LABEL[kind]}: p50", "ms", Series([r["p50_us"] / 1000 for r in floor]), Series([r["p50_us"] / 1000 for r in desk]), fmt="{:.1f}"),
-            Row(f"{LABEL[kind]}: p99", "ms", Series([r["p99_us"] / 1000 for r in floor]), p99, "≤ 15 ms", met=p99.median <= 15, fmt="{:.1f}"),
-            Row(f"{LABEL[kind]}: server CPU per request", "µs", Series([r["cpu_us"] for r in floor]), Series([r["cpu_us"] for r in desk])),
-            Row(f"{LABEL[kind]}: Redis CPU per request", "µs", Series([r["redis_cpu_us"] for r in floor]), Series([r["redis_cpu_us"] for r in desk])),
+            Row(
+                f"{LABEL[kind]}: throughput",
+                "req/s",
+                f_rps,
+                d_rps,
+                "≥ 1.0× floor",
+                met=ratio.median >= 1.0,
+                ratio=ratio.median,
+                note=f"run ratios {ratio.show('{:.2f}')}",
+            ),
+            Row(
+                f"{LABEL[kind]}: p50",
+                "ms",
+                Series([r["p50_us"] / 1000 for r in floor]),
+                Series([r["p50_us"] / 1000 for r in desk]),
+                fmt="{:.1f}",
+            ),
+            Row(
+                f"{LABEL[kind]}: p99",
+                "ms",
+                Series([r["p99_us"] / 1000 for r in floor]),
+                p99,
+                "≤ 15 ms",
+                met=p99.median <= 15,
+                fmt="{:.1f}",
+            ),
+            Row(
+                f"{LABEL[kind]}: server CPU per request",
+                "µs",
+                Series([r["cpu_us"] for r in floor]),
+                Series([r["cpu_us"] for r in desk]),
+            ),
+            Row(
+                f"{LABEL[kind]}: Redis CPU per request",
+                "µs",
+                Series([r["redis_cpu_us"] for r in floor]),
+                Series([r["redis_cpu_us"] for r in desk]),
+            ),
         ]
         wraps = sum(r["wraps"] for r in floor + desk)
         if wraps:
-            sec.notes.append(f"{kind}: some runs outlasted their request file and replayed ids ({wraps} wraps): those requests took the dedupe path.")
+            sec.notes.append(
+                f"{kind}: some runs outlasted their request file and replayed ids ({wraps} wraps): those requests took the dedupe path."
+            )
     return sec

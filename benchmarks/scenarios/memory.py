@@ -29,7 +29,12 @@ def measure(bench: Bench, threads: int = 1000) -> dict:
             before = client.info("memory")["used_memory"]
             bench.control(delay=0.0, turns=9)
             asyncio.run(preload_frontdesk(rurl, f"{bench.fakes_url}/callback", threads, "m"))
-            worker = Proc([FRONTDESK, "worker", "--no-outbox"], env=bench.env(rurl, FRONTDESK_SHUTDOWN_GRACE=1), logdir=bench.dir, name="worker-memory")
+            worker = Proc(
+                [FRONTDESK, "worker", "--no-outbox"],
+                env=bench.env(rurl, FRONTDESK_SHUTDOWN_GRACE=1),
+                logdir=bench.dir,
+                name="worker-memory",
+            )
             try:
                 deadline = time.monotonic() + 120
                 while bench.stats()["requests"] < threads * 10 and time.monotonic() < deadline:
@@ -40,7 +45,11 @@ def measure(bench: Bench, threads: int = 1000) -> dict:
             keys = Keys(PREFIX, 1)
             ids = [tid for tid in client.zrange(keys.index(0), 0, -1)]
             lengths = [client.llen(keys.events(tid)) for tid in ids[:50]]
-            own = sum((client.memory_usage(keys.thread(t), samples=0) or 0) + (client.memory_usage(keys.events(t), samples=0) or 0) for t in ids)
+            own = sum(
+                (client.memory_usage(keys.thread(t), samples=0) or 0)
+                + (client.memory_usage(keys.events(t), samples=0) or 0)
+                for t in ids
+            )
             after = client.info("memory")["used_memory"]
             return {
                 "threads": len(ids),

@@ -20,7 +20,19 @@ FRONTDESK = [str(Path(PYTHON).with_name("frontdesk"))]  # the console script, as
 
 def _load(bench: Bench, port: int, duration: float, tag: str) -> dict:
     o = bench.options
-    args = [PYTHON, "-m", "benchmarks.loadgen.smtp", "--port", str(port), "--clients", str(o.smtp_clients), "--duration", str(duration), "--tag", tag]
+    args = [
+        PYTHON,
+        "-m",
+        "benchmarks.loadgen.smtp",
+        "--port",
+        str(port),
+        "--clients",
+        str(o.smtp_clients),
+        "--duration",
+        str(duration),
+        "--tag",
+        tag,
+    ]
     done = subprocess.run(args, capture_output=True, text=True, env=child_env(), timeout=duration + 60)
     if done.returncode != 0:
         raise RuntimeError(f"smtp load generator failed: {done.stderr[-2000:]}")
@@ -32,9 +44,19 @@ def measure(bench: Bench) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {"floor": [], "frontdesk": []}
     with redis_server(bench.dir, appendonly=True, name="redis-smtp") as (rurl, rproc):
         floor_port = free_port()
-        floor = Proc([PYTHON, "-m", "benchmarks.floors.smtp", "--port", str(floor_port), "--redis", rurl], env=child_env(), logdir=bench.dir, name="floor-smtp")
+        floor = Proc(
+            [PYTHON, "-m", "benchmarks.floors.smtp", "--port", str(floor_port), "--redis", rurl],
+            env=child_env(),
+            logdir=bench.dir,
+            name="floor-smtp",
+        )
         desk_port = free_port()
-        desk = Proc([*FRONTDESK, "smtp"], env=bench.env(rurl, FRONTDESK_SMTP_PORT=desk_port), logdir=bench.dir, name="frontdesk-smtp")
+        desk = Proc(
+            [*FRONTDESK, "smtp"],
+            env=bench.env(rurl, FRONTDESK_SMTP_PORT=desk_port),
+            logdir=bench.dir,
+            name="frontdesk-smtp",
+        )
         try:
             wait_until(lambda: listening(floor_port), timeout=30, what="floor smtp", proc=floor)
             wait_until(lambda: listening(desk_port), timeout=60, what="frontdesk smtp", proc=desk)
@@ -50,7 +72,9 @@ def measure(bench: Bench) -> dict[str, list[dict]]:
                     run["cpu_us"] = (proc.cpu_seconds() - cpu0) / max(run["messages"], 1) * 1e6
                     run["redis_cpu_us"] = (rproc.cpu_seconds() - rcpu0) / max(run["messages"], 1) * 1e6
                     if run["errors"]:
-                        raise RuntimeError(f"{side} smtp: {run['errors']} refused ({run['first_error']}); see {proc.log}")
+                        raise RuntimeError(
+                            f"{side} smtp: {run['errors']} refused ({run['first_error']}); see {proc.log}"
+                        )
                     out[side].append(run)
         finally:
             floor.stop()
@@ -72,10 +96,41 @@ def section(results: dict[str, list[dict]], o) -> Section:
         ),
     )
     sec.rows += [
-        Row("Messages accepted", "msg/s", f_rate, d_rate, "≥ 1.5× floor", met=ratio.median >= 1.5, ratio=ratio.median, note=f"run ratios {ratio.show('{:.2f}')}"),
-        Row("Latency per message (MAIL…250), p50", "ms", Series([r["p50_ms"] for r in results["floor"]]), Series([r["p50_ms"] for r in results["frontdesk"]]), fmt="{:.1f}"),
-        Row("Latency per message, p99", "ms", Series([r["p99_ms"] for r in results["floor"]]), Series([r["p99_ms"] for r in results["frontdesk"]]), fmt="{:.1f}"),
-        Row("Server CPU per message", "µs", Series([r["cpu_us"] for r in results["floor"]]), Series([r["cpu_us"] for r in results["frontdesk"]])),
-        Row("Redis CPU per message", "µs", Series([r["redis_cpu_us"] for r in results["floor"]]), Series([r["redis_cpu_us"] for r in results["frontdesk"]])),
+        Row(
+            "Messages accepted",
+            "msg/s",
+            f_rate,
+            d_rate,
+            "≥ 1.5× floor",
+            met=ratio.median >= 1.5,
+            ratio=ratio.median,
+            note=f"run ratios {ratio.show('{:.2f}')}",
+        ),
+        Row(
+            "Latency per message (MAIL…250), p50",
+            "ms",
+            Series([r["p50_ms"] for r in results["floor"]]),
+            Series([r["p50_ms"] for r in results["frontdesk"]]),
+            fmt="{:.1f}",
+        ),
+        Row(
+            "Latency per message, p99",
+            "ms",
+            Series([r["p99_ms"] for r in results["floor"]]),
+            Series([r["p99_ms"] for r in results["frontdesk"]]),
+            fmt="{:.1f}",
+        ),
+        Row(
+            "Server CPU per message",
+            "µs",
+            Series([r["cpu_us"] for r in results["floor"]]),
+            Series([r["cpu_us"] for r in results["frontdesk"]]),
+        ),
+        Row(
+            "Redis CPU per message",
+            "µs",
+            Series([r["redis_cpu_us"] for r in results["floor"]]),
+            Series([r["redis_cpu_us"] for r in results["frontdesk"]]),
+        ),
     ]
     return sec

@@ -65,7 +65,9 @@ def preload_floor(url: str, n: int) -> None:
         client.close()
 
 
-def window(bench: Bench, procs: list[Proc], *, warm: float, seconds: float, timeout: float = 60, profile_to: Path | None = None) -> dict:
+def window(
+    bench: Bench, procs: list[Proc], *, warm: float, seconds: float, timeout: float = 60, profile_to: Path | None = None
+) -> dict:
     """Wait for the first model call, let `warm` seconds pass, then count model calls for `seconds` (profiling the first process)."""
     deadline = time.monotonic() + timeout
     while bench.stats()["requests"] == 0:
@@ -98,14 +100,27 @@ def window(bench: Bench, procs: list[Proc], *, warm: float, seconds: float, time
 
 
 def run_frontdesk(
-    bench: Bench, rurl: str, *, workers: int = 1, threads: int, turns: int, delay: float = 0.0, warm: float = 1.0, tag: str = "", profile_to: Path | None = None, **settings: object
+    bench: Bench,
+    rurl: str,
+    *,
+    workers: int = 1,
+    threads: int,
+    turns: int,
+    delay: float = 0.0,
+    warm: float = 1.0,
+    tag: str = "",
+    profile_to: Path | None = None,
+    **settings: object,
 ) -> dict:
     """`workers` worker processes (`frontdesk worker --no-outbox`) on `threads` queued threads; `settings`: extra environment."""
     flush(rurl)
     bench.control(delay=delay, turns=turns)
     asyncio.run(preload_frontdesk(rurl, f"{bench.fakes_url}/callback", threads, tag or "s"))
     env = bench.env(rurl, FRONTDESK_SHUTDOWN_GRACE=1, **settings)
-    procs = [Proc([FRONTDESK, "worker", "--no-outbox"], env=env, logdir=bench.dir, name=f"worker{tag}-{i}") for i in range(workers)]
+    procs = [
+        Proc([FRONTDESK, "worker", "--no-outbox"], env=env, logdir=bench.dir, name=f"worker{tag}-{i}")
+        for i in range(workers)
+    ]
     try:
         result = window(bench, procs, warm=warm, seconds=bench.options.duration, profile_to=profile_to)
         result["exhausted"] = result["total"] >= threads * (turns + 1)  # the backlog ran out inside the window
@@ -119,12 +134,25 @@ def run_floor(bench: Bench, rurl: str, *, threads: int, turns: int, warm: float 
     flush(rurl)
     bench.control(delay=0.0, turns=turns)
     preload_floor(rurl, threads)
-    proc = Proc([PYTHON, "-m", "benchmarks.floors.steps", "--redis", rurl, "--model", f"{bench.fakes_url}/v1/chat/completions", "--concurrency", str(concurrency)], env=child_env(), logdir=bench.dir, name="floor-steps")
+    proc = Proc(
+        [
+            PYTHON,
+            "-m",
+            "benchmarks.floors.steps",
+            "--redis",
+            rurl,
+            "--model",
+            f"{bench.fakes_url}/v1/chat/completions",
+            "--concurrency",
+            str(concurrency),
+        ],
+        env=child_env(),
+        logdir=bench.dir,
+        name="floor-steps",
+    )
     try:
         result = window(bench, [proc], warm=warm, seconds=bench.options.duration)
         result["exhausted"] = result["total"] >= threads * (turns + 1)
         return result
     finally:
         proc.stop()
-
-

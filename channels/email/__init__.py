@@ -40,7 +40,7 @@ class EmailChannel:
     name = "email"
     resend_safe = True  # receivers deduplicate by Message-ID, which a re-send keeps
 
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.settings = runtime.settings
         self.blobs = BlobStore(runtime.redis, runtime.keys, runtime.settings.email_retention)
@@ -81,7 +81,13 @@ class EmailChannel:
         parent = message.reply_to.get("message_id")
         references = [*message.reply_to.get("references", []), parent] if parent else []
         # The send opens (or continues) a conversation keyed by our Message-ID: replies name it.
-        reply_to = {"message_id": mid, "references": references, "subject": str(mail["Subject"]), "to": env.to, "from": env.sender}
+        reply_to = {
+            "message_id": mid,
+            "references": references,
+            "subject": str(mail["Subject"]),
+            "to": env.to,
+            "from": env.sender,
+        }
         return Sent(detail=mid, conversation=mid, reply_to=reply_to)
 
     async def _envelope(self, message: OutboundMessage) -> Envelope:
@@ -110,5 +116,5 @@ class EmailChannel:
         return self._key
 
 
-def channel(runtime: "Runtime") -> EmailChannel:
+def channel(runtime: Runtime) -> EmailChannel:
     return EmailChannel(runtime)

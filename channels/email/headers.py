@@ -98,7 +98,7 @@ def header(msg: EmailMessage, name: str, *, decode: bool = False) -> str:
         for key, value in msg.raw_items():
             if key.lower() == name.lower():
                 return clean(" ".join(value.split()))
-    except Exception:  # noqa: BLE001 - the email package raises odd errors on odd input
+    except Exception:
         return ""
     return ""
 
@@ -135,7 +135,7 @@ def address_of(value: str) -> str:
         return ""
     try:
         pairs = getaddresses([value])
-    except Exception:  # noqa: BLE001
+    except Exception:
         pairs = [parseaddr(value)]
     for _, addr in pairs:
         if "@" in addr:
@@ -157,4 +157,4 @@ def _trim(refs: list[str]) -> list[str]:
     refs = list(dict.fromkeys(refs))
     if len(refs) <= MAX_REFERENCES:
         return refs
-    return [refs[0], *refs[-(MAX_REFERENCES - 1):]]
+    return [refs[0], *refs[-(MAX_REFERENCES - 1) :]]

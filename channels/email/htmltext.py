@@ -13,8 +13,29 @@ import re
 from html.parser import HTMLParser
 
 _BLOCK = {
-    "p", "div", "section", "article", "header", "footer", "table", "tr", "ul", "ol", "dl",
-    "h1", "h2", "h3", "h4", "h5", "h6", "pre", "hr", "address", "center", "form", "fieldset",
+    "p",
+    "div",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "table",
+    "tr",
+    "ul",
+    "ol",
+    "dl",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "pre",
+    "hr",
+    "address",
+    "center",
+    "form",
+    "fieldset",
 }
 _HIDDEN = {"script", "style", "head", "title", "template", "noscript"}
 _VOID = {"br", "hr", "img", "meta", "link", "input", "col", "area", "base", "wbr", "source"}
@@ -48,7 +69,9 @@ class _Text(HTMLParser):
             elif tag == "img" and a.get("alt"):
                 self._add(f"[{a['alt']}]")
             return
-        quote = tag == "blockquote" or any(m in (a.get("class", "") + " " + a.get("id", "")).lower() for m in _QUOTE_MARKS)
+        quote = tag == "blockquote" or any(
+            m in (a.get("class", "") + " " + a.get("id", "")).lower() for m in _QUOTE_MARKS
+        )
         self.stack.append((tag, quote))
         if tag in _BLOCK or tag in ("li", "blockquote", "dt", "dd") or quote:
             self._break(blank=tag in ("p", "blockquote", "table", "ul", "ol") or quote)
@@ -132,6 +155,6 @@ def html_to_text(markup: str) -> str:
     try:
         parser.feed(markup)
         parser.close()
-    except Exception:  # noqa: BLE001 - hopeless markup: fall back to stripping tags
+    except Exception:
         return html.unescape(re.sub(r"<[^>]*>", " ", markup)).strip()
     return parser.text()

@@ -36,7 +36,7 @@ THREAD_PARSE = 512 * 1024  # larger messages are parsed off the event loop
 class Inbound:
     """Turns a received message into InboundMessages, and completes them in the worker."""
 
-    def __init__(self, runtime: "Runtime", blobs: BlobStore, token_key) -> None:
+    def __init__(self, runtime: Runtime, blobs: BlobStore, token_key) -> None:
         self.rt = runtime
         self.blobs = blobs
         self.token_key = token_key  # async () -> bytes
@@ -51,7 +51,7 @@ class Inbound:
         """Enqueue `raw` for each agent it is addressed to; the SMTP reply to give."""
         try:
             facts = read_headers(raw, mail_from)
-        except Exception as exc:  # noqa: BLE001 - the parser fails on few inputs, none of them mail
+        except Exception as exc:
             raise Malformed(f"unreadable header block: {exc}") from exc
         reason = facts.robot or ("own_address" if self.agent_for(facts.sender) else None)
         if reason:
@@ -78,7 +78,13 @@ class Inbound:
             if accepted.limited:
                 # 451: the sending MTA keeps the message and tries again after its own backoff.
                 raise RateLimited(f"too many messages from {facts.sender}", retry_after=accepted.retry_after)
-            log.info("mail accepted", message_id=facts.message_id, agent=agent, thread_id=accepted.thread_id, duplicate=accepted.duplicate)
+            log.info(
+                "mail accepted",
+                message_id=facts.message_id,
+                agent=agent,
+                thread_id=accepted.thread_id,
+                duplicate=accepted.duplicate,
+            )
         return "250 2.0.0 Message accepted"
 
     def _targets(self, rcpt_tos: list[str]) -> list[tuple[str, str, str]]:
@@ -107,7 +113,9 @@ class Inbound:
             if thread_id is None and tokens.looks_like(token):
                 # Forged or mangled: ignored, so the mail is new mail to the agent, never a resume.
                 metrics.REJECTED.labels("email", "bad_reply_token").inc()
-                log.warning("reply token does not verify; treated as new mail", message_id=facts.message_id, sender=facts.sender)
+                log.warning(
+                    "reply token does not verify; treated as new mail", message_id=facts.message_id, sender=facts.sender
+                )
         return facts.root
 
     # ------------------------------------------------------------ worker
@@ -131,14 +139,25 @@ class Inbound:
             data["problems"] = mail.problems[:5]
             log.info("mail read with problems", message_id=message.id, problems=mail.problems[:5])
         return message.model_copy(
-            update={"text": _cap(text, MAX_TEXT), "full_text": _cap(mail.text, MAX_FULL_TEXT), "attachments": attachments, "data": data}
+            update={
+                "text": _cap(text, MAX_TEXT),
+                "full_text": _cap(mail.text, MAX_FULL_TEXT),
+                "attachments": attachments,
+                "data": data,
+            }
         )
 
     async def _attachment(self, part) -> Attachment:
         size = len(part.data)
         if size > self.rt.settings.email_attachment_max_bytes:
             # Listed so the agent knows it exists, but not stored: `ref` stays empty.
-            return Attachment(filename=part.filename, content_type=part.content_type, size=size, sha256=hashlib.sha256(part.data).hexdigest(), ref="")
+            return Attachment(
+                filename=part.filename,
+                content_type=part.content_type,
+                size=size,
+                sha256=hashlib.sha256(part.data).hexdigest(),
+                ref="",
+            )
         ref, digest = await self.blobs.put("att", part.data)
         return Attachment(filename=part.filename, content_type=part.content_type, size=size, sha256=digest, ref=ref)
 

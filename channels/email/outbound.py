@@ -91,7 +91,7 @@ def _html(paragraphs: list[str]) -> str:
 
 def _trim(chain: list[str]) -> list[str]:
     chain = list(dict.fromkeys(chain))
-    return chain if len(chain) <= MAX_REFERENCES else [chain[0], *chain[-(MAX_REFERENCES - 1):]]
+    return chain if len(chain) <= MAX_REFERENCES else [chain[0], *chain[-(MAX_REFERENCES - 1) :]]
 
 
 # ---------------------------------------------------------------- the relay
@@ -113,7 +113,7 @@ class MailDrop:
         (self.directory / name).write_bytes(bytes(mail))
 
 
-def relay_for(settings: Settings) -> "Relay | MailDrop | None":
+def relay_for(settings: Settings) -> Relay | MailDrop | None:
     relay = settings.smtp_relay
     if not relay:
         return None
@@ -129,7 +129,9 @@ class Relay:
         if not host or not port.isdigit():
             host, port = settings.smtp_relay or "", "25"
         self.host, self.port = host.strip("[]"), int(port)
-        self.tls = ssl.create_default_context(cafile=str(settings.smtp_relay_ca_file)) if settings.smtp_relay_ca_file else None
+        self.tls = (
+            ssl.create_default_context(cafile=str(settings.smtp_relay_ca_file)) if settings.smtp_relay_ca_file else None
+        )
 
     async def send(self, mail: EmailMessage, env: Envelope) -> None:
         """Hand `mail` to the relay; DeliveryFailed says whether trying again may help."""
@@ -150,7 +152,9 @@ class Relay:
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             first = exc.recipients[0] if exc.recipients else None
-            raise _by_code(first.code if first else 550, f"relay refused {env.to}: {first.message if first else exc}") from exc
+            raise _by_code(
+                first.code if first else 550, f"relay refused {env.to}: {first.message if first else exc}"
+            ) from exc
         except aiosmtplib.SMTPResponseException as exc:
             raise _by_code(exc.code, f"relay said {exc.code} {exc.message}") from exc
         except aiosmtplib.SMTPConnectError as exc:  # nothing was sent (timeouts to connect included)

@@ -22,7 +22,17 @@ from channels.email.quotes import unflow
 _PARSER = BytesParser(policy=policy.default)
 # Labels that mail software applies to text in a wider encoding: decoding with the
 # wider one is lossless for the narrow text (the WHATWG Encoding Standard does the same).
-_WIDER = {"iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252", "shift_jis": "cp932", "shift-jis": "cp932", "sjis": "cp932", "x-sjis": "cp932", "gb2312": "gb18030", "gbk": "gb18030"}
+_WIDER = {
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+}
 MAX_PARTS = 200  # a bomb of nested multiparts stops here
 
 
@@ -49,7 +59,7 @@ def parse(raw: bytes) -> Mail:
     mail = Mail()
     try:
         msg = _PARSER.parsebytes(raw)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         mail.problems.append(f"unparseable: {exc}")
         mail.text = raw[len(header_block(raw)) :].decode("utf-8", "replace").strip()
         return mail
@@ -72,7 +82,7 @@ def _body(msg: EmailMessage, mail: Mail) -> Message | None:
     """Pick and decode the body: plain text, else HTML (also when the plain part is blank)."""
     try:
         found = [msg.get_body(preferencelist=("plain",)), msg.get_body(preferencelist=("html",))]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         mail.problems.append(f"body: {exc}")
         found = []
     candidates = [part for part in found if part is not None]
@@ -120,7 +130,9 @@ def _decode(part: Message, mail: Mail) -> str:
     data = _bytes(part, mail) or b""
     charset = (part.get_content_charset() or "us-ascii").lower()
     # Undeclared or "ascii" 8-bit text is mostly UTF-8, else Windows-1252.
-    tries = ("utf-8", "cp1252") if charset in ("us-ascii", "ascii") else (_WIDER.get(charset, charset), charset, "utf-8")
+    tries = (
+        ("utf-8", "cp1252") if charset in ("us-ascii", "ascii") else (_WIDER.get(charset, charset), charset, "utf-8")
+    )
     for name in dict.fromkeys(tries):
         try:
             return data.decode(name)
@@ -140,7 +152,7 @@ def _bytes(part: Message, mail: Mail) -> bytes | None:
             return _base64(str(part.get_payload()), mail)
         data = part.get_payload(decode=True)
         return data if data is not None else b""
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         mail.problems.append(f"part {_ctype(part)}: {exc}")
         return None
 
@@ -158,13 +170,13 @@ def _base64(text: str, mail: Mail) -> bytes:
 def _ctype(part: Message) -> str:
     try:
         return part.get_content_type().lower()
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "application/octet-stream"
 
 
 def _filename(part: Message) -> str | None:
     try:
         name = part.get_filename()
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
     return clean(str(name))[:255] if name else None

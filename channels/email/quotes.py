@@ -25,8 +25,13 @@ _ATTRIBUTION = re.compile(
     r"^\s*(on|le|am|el|op|il|em)\b.{4,300}\b(wrote|a écrit|schrieb|escribió|schreef|ha scritto|escreveu)\b.{0,300}?:\s*$",
     re.I | re.S,
 )
-_ORIGINAL = re.compile(r"^\s*(-{2,}\s*(original message|ursprüngliche nachricht|message d'origine|mensaje original)\s*-{2,}|_{10,})\s*$", re.I)
-_HEADER_LINE = re.compile(r"^\s*\*?(from|von|de|sent|gesendet|envoyé|date|datum|to|an|à|para|cc|subject|betreff|objet|asunto)\*?\s*:", re.I)
+_ORIGINAL = re.compile(
+    r"^\s*(-{2,}\s*(original message|ursprüngliche nachricht|message d'origine|mensaje original)\s*-{2,}|_{10,})\s*$",
+    re.I,
+)
+_HEADER_LINE = re.compile(
+    r"^\s*\*?(from|von|de|sent|gesendet|envoyé|date|datum|to|an|à|para|cc|subject|betreff|objet|asunto)\*?\s*:", re.I
+)
 _SIGNATURE = re.compile(
     r"^\s*--\s*$|^\s*(sent from my \w+|sent from (mail|outlook|yahoo mail)\b|get outlook for \w+"
     r"|envoyé de mon \w+|von meinem \w+ gesendet)",

@@ -80,7 +80,7 @@ class Limits:
 class Handler:
     """aiosmtpd hooks: who may send to whom, and what happens to an accepted message."""
 
-    def __init__(self, inbound: "Inbound", limits: Limits) -> None:
+    def __init__(self, inbound: Inbound, limits: Limits) -> None:
         self.inbound = inbound
         self.limits = limits
 
@@ -104,7 +104,9 @@ class Handler:
     async def handle_DATA(self, server, session, envelope) -> str:
         try:
             async with asyncio.timeout(ENQUEUE_TIMEOUT):
-                return await self.inbound.receive(envelope.mail_from or "", envelope.rcpt_tos, envelope.original_content or b"")
+                return await self.inbound.receive(
+                    envelope.mail_from or "", envelope.rcpt_tos, envelope.original_content or b""
+                )
         except InboundRejected as exc:
             metrics.REJECTED.labels("email", type(exc).__name__.lower()).inc()
             log.info("mail refused", reason=str(exc), peer=_host(session.peer))
@@ -113,7 +115,7 @@ class Handler:
             # Nothing is lost: the client keeps the message and tries again.
             log.warning("mail not enqueued; asked to retry", error=str(exc) or type(exc).__name__)
             return Unavailable.smtp_reply
-        except Exception:  # noqa: BLE001 - a bug here must cost a retry, not the message
+        except Exception:
             log.exception("mail not enqueued")
             return Unavailable.smtp_reply
 
@@ -161,7 +163,7 @@ class Connection(SMTP):
         await super().push(status)
 
 
-def tls_context(settings: "Settings") -> ssl.SSLContext | None:
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
     """The server's STARTTLS context when a certificate and key are configured."""
     if not (settings.smtp_tls_cert and settings.smtp_tls_key):
         return None
@@ -169,11 +171,15 @@ def tls_context(settings: "Settings") -> ssl.SSLContext | None:
     try:
         context.load_cert_chain(str(settings.smtp_tls_cert), str(settings.smtp_tls_key))
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"FRONTDESK_SMTP_TLS_CERT/FRONTDESK_SMTP_TLS_KEY: cannot load {settings.smtp_tls_cert}: {exc}") from None
+        raise ConfigError(
+            f"FRONTDESK_SMTP_TLS_CERT/FRONTDESK_SMTP_TLS_KEY: cannot load {settings.smtp_tls_cert}: {exc}"
+        ) from None
     return context
 
 
-async def start(settings: "Settings", inbound: "Inbound", host: str | None = None, port: int | None = None) -> asyncio.Server:
+async def start(
+    settings: Settings, inbound: Inbound, host: str | None = None, port: int | None = None
+) -> asyncio.Server:
     """Listen on FRONTDESK_SMTP_HOST:PORT (or the given ones) in the running loop."""
     loop = asyncio.get_running_loop()
     if settings.log_level.lower() != "debug":

@@ -16,7 +16,6 @@ from redis.client import NEVER_DECODE
 
 from gateway.keys import Keys
 
-
 OFF_LOOP = 1024 * 1024
 
 

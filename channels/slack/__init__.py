@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["SlackChannel", "channel"]
 
 
-def channel(runtime: "Runtime") -> SlackChannel | None:
+def channel(runtime: Runtime) -> SlackChannel | None:
     """The Slack channel, or None when its tokens are not set."""
     settings = runtime.settings
     if settings.slack_bot_token is None:

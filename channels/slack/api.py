@@ -55,7 +55,7 @@ class SlackApi:
             raise DeliveryFailed(f"{method}: cannot reach Slack: {exc}", retryable=True) from exc
         except aiohttp.ConnectionTimeoutError as exc:
             raise DeliveryFailed(f"{method}: timed out connecting to Slack", retryable=True) from exc
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             # The request may have left: Slack could have acted on it without our hearing back.
             reason = f"{method}: no answer from Slack ({type(exc).__name__})"
             raise DeliveryFailed(reason, ambiguous=posts, retryable=not posts) from exc

@@ -40,7 +40,7 @@ class SlackChannel:
     # is a second message in the thread.
     resend_safe = False
 
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings
         self.rt = runtime
         self.reaction = settings.slack_ack_reaction.strip(":")
@@ -126,7 +126,9 @@ class SlackChannel:
         """Socket Mode (SLACK_APP_TOKEN): the same listeners, fed over Slack's WebSocket."""
         if self.app_token is None:
             return
-        handler = AsyncSocketModeHandler(self.app, app_token=self.app_token, logger=logging.getLogger("frontdesk.slack.socket"))
+        handler = AsyncSocketModeHandler(
+            self.app, app_token=self.app_token, logger=logging.getLogger("frontdesk.slack.socket")
+        )
         try:
             await handler.connect_async()
             log.info("slack socket mode connected")
@@ -163,7 +165,9 @@ class SlackChannel:
             if outcome is not None:
                 outcome["error"] = error
             raise
-        return AuthorizeResult(enterprise_id=None, team_id=me.team, bot_user_id=me.user_id, bot_id=me.bot_id, bot_token=self.token)
+        return AuthorizeResult(
+            enterprise_id=None, team_id=me.team, bot_user_id=me.user_id, bot_id=me.bot_id, bot_token=self.token
+        )
 
     def _react(self, channel: str, ts: str) -> None:
         """Acknowledge a received message with a reaction, off the request path."""

@@ -26,7 +26,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -143,7 +143,7 @@ def from_click(body: dict[str, Any], me: Me) -> Parsed | None:
 class Inbound:
     """Parse, place, enqueue: for the HTTP route (`event`) and as bolt's listeners, which then acknowledge."""
 
-    def __init__(self, runtime: "Runtime", me: Callable[[], Awaitable[Me]], react: Callable[[str, str], None]) -> None:
+    def __init__(self, runtime: Runtime, me: Callable[[], Awaitable[Me]], react: Callable[[str, str], None]) -> None:
         self.rt = runtime
         self.me = me
         self.react = react
@@ -224,9 +224,9 @@ def _strip_mention(text: str, user_id: str) -> str:
 
 def _time(ts: str) -> datetime:
     try:
-        return datetime.fromtimestamp(float(ts), tz=timezone.utc)
+        return datetime.fromtimestamp(float(ts), tz=UTC)
     except (ValueError, OverflowError, OSError):  # not a number, or a year datetime cannot hold
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 def _files(files: Any) -> list[Attachment]:

@@ -39,7 +39,7 @@ _TS = re.compile(r"^\d+\.\d+$")
 class Outbound:
     """Delivers outbound messages through the Web API."""
 
-    def __init__(self, api: SlackApi, runtime: "Runtime") -> None:
+    def __init__(self, api: SlackApi, runtime: Runtime) -> None:
         self.api = api
         self.rt = runtime
 
@@ -64,7 +64,9 @@ class Outbound:
             if not ts:
                 last = index == len(parts) - 1
                 blocks = approval_blocks(text, message.actions) if last and message.actions else None
-                data = await self.api.call("chat.postMessage", posts=True, channel=channel, text=text, thread_ts=thread_ts, blocks=blocks)
+                data = await self.api.call(
+                    "chat.postMessage", posts=True, channel=channel, text=text, thread_ts=thread_ts, blocks=blocks
+                )
                 ts = data.get("ts", "")
                 if len(parts) > 1:
                     await self._part_done(message, index, ts)
@@ -81,7 +83,9 @@ class Outbound:
         if channel:
             thread_ts = str(reply.get("thread_ts") or "")
             if not _TS.match(thread_ts):
-                raise DeliveryFailed(f"no valid thread_ts for {channel} (got {thread_ts!r}); not posting at the channel root")
+                raise DeliveryFailed(
+                    f"no valid thread_ts for {channel} (got {thread_ts!r}); not posting at the channel root"
+                )
             return channel, thread_ts
         address = message.address.rsplit("/", 1)[-1]  # a route may name team/channel
         if address[:1] in ("U", "W"):
@@ -126,7 +130,12 @@ class Outbound:
         if reply.get("channel"):
             try:
                 data = await self.api.call(
-                    "chat.postEphemeral", posts=True, channel=reply["channel"], user=message.address, text=text, thread_ts=reply.get("thread_ts")
+                    "chat.postEphemeral",
+                    posts=True,
+                    channel=reply["channel"],
+                    user=message.address,
+                    text=text,
+                    thread_ts=reply.get("thread_ts"),
                 )
                 return Sent(detail=data.get("message_ts"))
             except DeliveryFailed as exc:

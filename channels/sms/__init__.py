@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["Media", "SmsChannel", "channel"]
 
 
-def channel(runtime: "Runtime") -> SmsChannel | None:
+def channel(runtime: Runtime) -> SmsChannel | None:
     """The SMS channel, or None when the Twilio credentials are not set."""
     settings = runtime.settings
     if not (settings.twilio_account_sid and settings.twilio_auth_token):

@@ -38,7 +38,7 @@ class SmsChannel:
     # A number's conversation never ends: a text after a finished thread starts a new one.
     fresh_after_done = True
 
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.settings = runtime.settings
         self.validator = RequestValidator(self.settings.twilio_auth_token.get_secret_value())
@@ -47,8 +47,12 @@ class SmsChannel:
 
     def router(self) -> APIRouter:
         router = APIRouter(tags=["twilio"])
-        router.add_api_route("/twilio/sms", self.on_message, methods=["POST"], summary="Incoming SMS/MMS (Twilio webhook)")
-        router.add_api_route("/twilio/status", self.on_status, methods=["POST"], summary="Message status callback (Twilio)")
+        router.add_api_route(
+            "/twilio/sms", self.on_message, methods=["POST"], summary="Incoming SMS/MMS (Twilio webhook)"
+        )
+        router.add_api_route(
+            "/twilio/status", self.on_status, methods=["POST"], summary="Message status callback (Twilio)"
+        )
         return router
 
     # ------------------------------------------------------------ inbound
@@ -124,7 +128,9 @@ class SmsChannel:
         # Always name the conversation: the latest thread to text a number is the one its reply resumes.
         return Sent(detail=",".join(sids), conversation=f"{their}/{ours}", reply_to={"to": their, "from": ours})
 
-    async def _create(self, to: str, sender: str | None, service: str | None, body: str, callback: str | None) -> Created:
+    async def _create(
+        self, to: str, sender: str | None, service: str | None, body: str, callback: str | None
+    ) -> Created:
         try:
             return await self.rest.create(to=to, body=body, sender=sender, service=service, status_callback=callback)
         except TwilioRejected as exc:

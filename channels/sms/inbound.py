@@ -109,7 +109,9 @@ def _attachments(form: ImmutableMultiDict) -> list[Attachment]:
     for i in range(count):
         url = form.get(f"MediaUrl{i}")
         if url:
-            found.append(Attachment(ref=url, content_type=form.get(f"MediaContentType{i}") or "application/octet-stream"))
+            found.append(
+                Attachment(ref=url, content_type=form.get(f"MediaContentType{i}") or "application/octet-stream")
+            )
     return found
 
 

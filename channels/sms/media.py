@@ -30,7 +30,9 @@ def allowed(ref: str, settings: Settings) -> bool:
     """Whether `ref` is media of our account on the Twilio API host we talk to."""
     base, url = urlsplit((settings.twilio_api_url or API_URL).rstrip("/")), urlsplit(ref)
     prefix = f"{base.path}/2010-04-01/Accounts/{settings.twilio_account_sid}/"
-    return (url.scheme, url.netloc) == (base.scheme, base.netloc) and url.path.startswith(prefix) and ".." not in url.path
+    return (
+        (url.scheme, url.netloc) == (base.scheme, base.netloc) and url.path.startswith(prefix) and ".." not in url.path
+    )
 
 
 async def fetch_media(http: httpx.AsyncClient, settings: Settings, ref: str, max_bytes: int | None = None) -> Media:

@@ -9,7 +9,6 @@ choose a regional endpoint (`https://api.dublin.ie1.twilio.com`).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextvars
 from dataclasses import dataclass
@@ -55,14 +54,18 @@ class _HttpClient(AsyncTwilioHttpClient):
         # No session yet: aiohttp wants one made inside the running loop, on first use.
         super().__init__(pool_connections=False, timeout=timeout)
 
-    async def request(self, method, url, params=None, data=None, headers=None, auth=None, timeout=None, allow_redirects=False) -> Response:
+    async def request(
+        self, method, url, params=None, data=None, headers=None, auth=None, timeout=None, allow_redirects=False
+    ) -> Response:
         if self.session is None:
             self.session = aiohttp.ClientSession()
         if auth is not None:
             # The package would wrap it in aiohttp.BasicAuth, deprecated since aiohttp 3.14.
             headers = {**(headers or {}), "Authorization": _basic(*auth)}
         # Without a timeout the package passes None, which aiohttp reads as "wait forever".
-        response = await super().request(method, url, params, data, headers, None, timeout or self.timeout, allow_redirects)
+        response = await super().request(
+            method, url, params, data, headers, None, timeout or self.timeout, allow_redirects
+        )
         _retry_after.set(_seconds(response.headers.get("Retry-After")) if response.status_code >= 400 else None)
         return response
 
@@ -77,7 +80,9 @@ class TwilioRest:
         self.client.edge = self.client.region = None  # read from TWILIO_EDGE/REGION otherwise
         self.client.api.base_url = (settings.twilio_api_url or API_URL).rstrip("/")
 
-    async def create(self, *, to: str, body: str, sender: str | None, service: str | None, status_callback: str | None) -> Created:
+    async def create(
+        self, *, to: str, body: str, sender: str | None, service: str | None, status_callback: str | None
+    ) -> Created:
         """POST /2010-04-01/Accounts/{sid}/Messages.json; every failure is a DeliveryFailed."""
         params = {"to": to, "body": body}
         if sender:
@@ -92,7 +97,7 @@ class TwilioRest:
             raise _rejected(exc) from exc
         except aiohttp.ClientConnectorError as exc:
             raise DeliveryFailed(f"cannot reach Twilio: {exc}", retryable=True) from exc
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             # The request may have reached Twilio: an SMS sent twice reaches the person twice.
             raise DeliveryFailed(f"no answer from Twilio: {type(exc).__name__} {exc}", ambiguous=True) from exc
         return Created(sid=message.sid, sender=message.from_, status=message.status)
@@ -107,7 +112,9 @@ def _rejected(exc: TwilioException) -> DeliveryFailed:
     text = getattr(exc, "msg", None) or getattr(exc, "detail", None) or str(exc)
     retryable = status is not None and (status == 429 or status >= 500)
     retry_after = _retry_after.get() if retryable else None
-    return TwilioRejected(f"Twilio error {code}: {text}", code=code, status=status, retryable=retryable, retry_after=retry_after)
+    return TwilioRejected(
+        f"Twilio error {code}: {text}", code=code, status=status, retryable=retryable, retry_after=retry_after
+    )
 
 
 def _basic(user: str, password: str) -> str:

@@ -16,6 +16,6 @@ __all__ = ["close_streams", "dashboard_router"]
 
 def dashboard_router() -> APIRouter:
     """The dashboard's routes: `/`, and everything under /dashboard/."""
-    from gateway.dashboard.routes import build_router  # noqa: PLC0415 - keeps `import gateway.dashboard` light
+    from gateway.dashboard.routes import build_router
 
     return build_router()

@@ -154,5 +154,11 @@ def secure_cookie(request: Request) -> bool:
 
 def set_session_cookie(response, request: Request, value: str) -> None:
     response.set_cookie(
-        COOKIE, value, max_age=SESSION_SECONDS, path="/", httponly=True, samesite="strict", secure=secure_cookie(request)
+        COOKIE,
+        value,
+        max_age=SESSION_SECONDS,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookie(request),
     )

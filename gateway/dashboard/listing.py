@@ -160,7 +160,9 @@ class Listing:
             for row in shown:
                 pipe.hgetall(self.keys.thread(row[-1]))
             metas = await pipe.execute()
-        return Page(rows=[m for m in metas if m], cursor=next_cursor, cut_short=horizon is not None and len(shown) < limit)
+        return Page(
+            rows=[m for m in metas if m], cursor=next_cursor, cut_short=horizon is not None and len(shown) < limit
+        )
 
     async def _plans(self, f: Filters) -> list[list[str]]:
         """Per partition, the keys a walk reads: the set walked first (the smallest), then the filters."""

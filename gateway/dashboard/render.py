@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ def _datetime(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value
     if isinstance(value, (int, float)) and value > 0:
-        return datetime.fromtimestamp(value, timezone.utc)
+        return datetime.fromtimestamp(value, UTC)
     if isinstance(value, str) and value:
         try:
             return datetime.fromisoformat(value)
@@ -57,7 +57,7 @@ def _ago(value: Any) -> str:
     when = _datetime(value)
     if when is None:
         return ""
-    seconds = (datetime.now(timezone.utc) - when).total_seconds()
+    seconds = (datetime.now(UTC) - when).total_seconds()
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{int(seconds // size)} {unit} ago"
@@ -66,7 +66,7 @@ def _ago(value: Any) -> str:
 
 def _when(value: Any) -> str:
     when = _datetime(value)
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
 
 
 env.filters.update(ago=_ago, when=_when, pretty=timeline.pretty)
@@ -77,7 +77,9 @@ def render(template: str, **context: Any) -> str:
     return env.get_template(template).render(**context)
 
 
-def page(request: Request, current: auth.Session | None, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+def page(
+    request: Request, current: auth.Session | None, template: str, status: int = 200, **context: Any
+) -> HTMLResponse:
     """A whole page, setting the session cookie a first visit was given."""
     html = render(template, **{"request": request, "session": current, **context})
     response = HTMLResponse(html, status_code=status, headers=HEADERS)

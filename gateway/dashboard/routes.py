@@ -16,18 +16,25 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from pydantic import ValidationError
 
 from gateway import api_ops
 from gateway.api import ApprovalIn, HumanResponseIn, submit_resume
-from gateway.errors import InboundRejected
-from gateway.events import STATUSES, ChannelName, Thread, pending_request
-from gateway.runtime import Runtime
-
 from gateway.dashboard import auth, health, live, timeline
 from gateway.dashboard.listing import Filters, Listing
 from gateway.dashboard.render import HEADERS, HERE, page, render
+from gateway.errors import InboundRejected
+from gateway.events import STATUSES, ChannelName, Thread, pending_request
+from gateway.runtime import Runtime
 
 BY = "dashboard"  # who the dashboard's actions are recorded as: the holder of the API token
 STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
@@ -117,7 +124,7 @@ async def static(name: str) -> Response:
 # ---------------------------------------------------------------- login
 
 
-async def login_page(request: Request, next: str = "/") -> Response:  # noqa: A002 - the query's name
+async def login_page(request: Request, next: str = "/") -> Response:
     try:
         if auth.check_open(_rt(request)):
             return RedirectResponse(_safe_next(next), status_code=303)
@@ -129,7 +136,15 @@ async def login_page(request: Request, next: str = "/") -> Response:  # noqa: A0
 def _login_form(request: Request, next_url: str, error: str | None = None, status: int = 200) -> Response:
     nonce = secrets.token_urlsafe(18)
     response = page(request, None, "login.html", status, nonce=nonce, next=_safe_next(next_url), error=error)
-    response.set_cookie(auth.LOGIN_COOKIE, nonce, max_age=3600, path="/dashboard/login", httponly=True, samesite="strict", secure=auth.secure_cookie(request))
+    response.set_cookie(
+        auth.LOGIN_COOKIE,
+        nonce,
+        max_age=3600,
+        path="/dashboard/login",
+        httponly=True,
+        samesite="strict",
+        secure=auth.secure_cookie(request),
+    )
     return response
 
 
@@ -247,9 +262,13 @@ async def thread_page(thread_id: str, request: Request) -> Response:
     rt = _rt(request)
     thread = await rt.store.load(thread_id)
     if thread is None:
-        return page(request, current, "message.html", 404, title="No such thread", message=f"There is no thread {thread_id}.")
+        return page(
+            request, current, "message.html", 404, title="No such thread", message=f"There is no thread {thread_id}."
+        )
     flash = FLASH.get(request.query_params.get("flash", ""))
-    return page(request, current, "thread.html", items=timeline.items(thread), flash=flash, **_panels(rt, thread, current))
+    return page(
+        request, current, "thread.html", items=timeline.items(thread), flash=flash, **_panels(rt, thread, current)
+    )
 
 
 def _update(rt: Runtime, current: auth.Session, thread: Thread, start: int) -> dict[str, Any]:
@@ -262,7 +281,9 @@ def _update(rt: Runtime, current: auth.Session, thread: Thread, start: int) -> d
             spoke = timeline.speaking_index(event.outbound_id)
             if spoke is not None:
                 changed.add(spoke)
-            changed.update(i.index for i in items[:start] if i.type == "delivery" and i.event.outbound_id == event.outbound_id)
+            changed.update(
+                i.index for i in items[:start] if i.type == "delivery" and i.event.outbound_id == event.outbound_id
+            )
     return {
         "count": len(thread.events),
         "status": thread.status,
@@ -296,7 +317,14 @@ async def context_page(thread_id: str, index: int, request: Request, raw: bool =
     rt = _rt(request)
     thread = await rt.store.load(thread_id)
     if thread is None or not 0 <= index < len(thread.events) or not _can_render(rt, thread):
-        return page(request, current, "message.html", 404, title="No context", message="There is no rendered context for that step.")
+        return page(
+            request,
+            current,
+            "message.html",
+            404,
+            title="No context",
+            message="There is no rendered context for that step.",
+        )
     # Rendering is a pure function of the events, so the window is rebuilt from the prefix the model had.
     text = rt.agents[thread.agent].render_context(thread.model_copy(update={"events": thread.events[:index]}))
     if raw:
@@ -331,14 +359,19 @@ async def decide(thread_id: str, request: Request) -> Response:
         return _failed(request, 422, "Choose approve or deny.", back)
     try:
         body = ApprovalIn(
-            type="approval_decision", call_id=fields.get("call_id", ""), approved=decision == "approve", comment=fields.get("comment", "").strip() or None
+            type="approval_decision",
+            call_id=fields.get("call_id", ""),
+            approved=decision == "approve",
+            comment=fields.get("comment", "").strip() or None,
         )
     except ValidationError:
         return _failed(request, 422, "The comment is too long.", back)
     return await _resume(request, thread_id, body, fields, "approved" if body.approved else "denied")
 
 
-async def _resume(request: Request, thread_id: str, body: HumanResponseIn | ApprovalIn, fields: dict[str, str], code: str) -> Response:
+async def _resume(
+    request: Request, thread_id: str, body: HumanResponseIn | ApprovalIn, fields: dict[str, str], code: str
+) -> Response:
     back = _thread_url(thread_id)
     # The form's nonce makes a double click (or a resent form) one answer, as an Idempotency-Key does.
     nonce = fields.get("nonce", "")[:64]

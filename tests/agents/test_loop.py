@@ -66,7 +66,9 @@ def call(tool: str, **arguments: Any) -> ModelReply:
 @pytest.fixture
 def prompt(tmp_path: Path) -> Path:
     path = tmp_path / "prompt.md.j2"
-    path.write_text("You are {{ agent.name }}. Tools: {% for t in tools %}{{ t.name }} {% endfor %}contacts: {{ contacts | join(',') }}")
+    path.write_text(
+        "You are {{ agent.name }}. Tools: {% for t in tools %}{{ t.name }} {% endfor %}contacts: {{ contacts | join(',') }}"
+    )
     return path
 
 
@@ -77,15 +79,19 @@ async def rt(settings):
 
 
 def make_agent(rt, prompt: Path, model: ScriptedModel, **attrs) -> Agent:
-    cls = type("TestAgent", (Agent,), {"name": "tester", "description": "test", "toolbox": (Lookup, Wipe), "prompt": prompt, **attrs})
+    cls = type(
+        "TestAgent",
+        (Agent,),
+        {"name": "tester", "description": "test", "toolbox": (Lookup, Wipe), "prompt": prompt, **attrs},
+    )
     return cls(rt, model=model)
 
 
 def new_thread(text: str = "hello") -> tuple[Thread, UserMessage]:
     origin = Contact(channel="sms", address="+15550001")
-    return Thread(id="th_test", agent="tester", origin=origin, responders=["sms:+15550001"], approvers=["sms:+15550001"]), UserMessage(
-        text=text, sender="sms:+15550001", channel="sms"
-    )
+    return Thread(
+        id="th_test", agent="tester", origin=origin, responders=["sms:+15550001"], approvers=["sms:+15550001"]
+    ), UserMessage(text=text, sender="sms:+15550001", channel="sms")
 
 
 async def run_until_paused(agent: Agent, thread: Thread, event) -> Thread:
@@ -120,9 +126,18 @@ async def test_a_gated_tool_pauses_before_running_and_runs_once_when_approved(rt
     thread = await run_until_paused(agent, *new_thread())
     assert thread.status == "waiting_approval" and CALLS == []
     request = thread.events[-1]
-    thread = await run_until_paused(agent, thread, ApprovalDecision(call_id=request.call_id, approved=True, by="sms:+15550001"))
+    thread = await run_until_paused(
+        agent, thread, ApprovalDecision(call_id=request.call_id, approved=True, by="sms:+15550001")
+    )
     assert CALLS == [{"tool": "wipe", "target": "db"}]
-    assert [e.type for e in thread.events] == ["user_message", "approval_requested", "approval_decision", "tool_call", "tool_result", "done_for_now"]
+    assert [e.type for e in thread.events] == [
+        "user_message",
+        "approval_requested",
+        "approval_decision",
+        "tool_call",
+        "tool_result",
+        "done_for_now",
+    ]
     assert thread.events[3].arguments == {"target": "db"}  # the stored call, not a new one
 
 
@@ -131,7 +146,11 @@ async def test_a_denial_goes_into_the_context_and_nothing_runs(rt, prompt):
     model = ScriptedModel(call("wipe", target="db"), call("done_for_now", message="ok, not wiping"))
     agent = make_agent(rt, prompt, model)
     thread = await run_until_paused(agent, *new_thread())
-    thread = await run_until_paused(agent, thread, ApprovalDecision(call_id=thread.events[-1].call_id, approved=False, comment="not today", by="sms:+15550001"))
+    thread = await run_until_paused(
+        agent,
+        thread,
+        ApprovalDecision(call_id=thread.events[-1].call_id, approved=False, comment="not today", by="sms:+15550001"),
+    )
     assert CALLS == [] and thread.status == "done"
     assert 'approved="false"' in model.seen[-1][1] and "not today" in model.seen[-1][1]
 
@@ -175,7 +194,11 @@ async def test_failures_become_error_events_the_model_sees(rt, prompt, reply, ki
 
 async def test_three_errors_in_a_row_escalate_to_a_person(rt, prompt):
     model = ScriptedModel(*[ModelReply(tool="nope", arguments="{}")] * 3, call("done_for_now", message="thanks"))
-    agent = make_agent(rt, prompt, model, )
+    agent = make_agent(
+        rt,
+        prompt,
+        model,
+    )
     thread = await run_until_paused(agent, *new_thread())
     assert [e.type for e in thread.events[-4:]] == ["error", "error", "error", "request_human_input"]
     assert thread.status == "waiting_human" and "errors" in thread.events[-1].text
@@ -199,7 +222,9 @@ async def test_a_question_to_a_named_contact_goes_to_that_address(settings, prom
     config = tmp_path / "frontdesk.toml"
     config.write_text('[agents.tester]\ncontacts = { operator = "slack:C0OPS" }\n')
     settings = settings.model_copy(update={"config_path": config})
-    model = ScriptedModel(call("request_human_input", question="can you help?", contact="operator", deadline_minutes=30))
+    model = ScriptedModel(
+        call("request_human_input", question="can you help?", contact="operator", deadline_minutes=30)
+    )
     cls = type("TestAgent", (Agent,), {"name": "tester", "description": "t", "toolbox": (), "prompt": prompt})
     async with running(settings, builtins=False, agents=[lambda rt: cls(rt, model=model)]) as rt:
         agent = rt.agents["tester"]

@@ -7,6 +7,9 @@ import json
 
 import httpx
 import pytest
+from helpers import background, eventually
+from plugins import SinkChannel
+from servers import LoopbackServer, app_server
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -17,9 +20,6 @@ from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import running
 from gateway.worker import Worker
-from helpers import background, eventually
-from plugins import SinkChannel
-from servers import LoopbackServer, app_server
 
 
 class DeployService:
@@ -27,7 +27,9 @@ class DeployService:
 
     def __init__(self) -> None:
         self.deploys: list[tuple[dict, str]] = []
-        self.app = Starlette(routes=[Route("/versions", self.versions), Route("/deploy", self.deploy, methods=["POST"])])
+        self.app = Starlette(
+            routes=[Route("/versions", self.versions), Route("/deploy", self.deploy, methods=["POST"])]
+        )
 
     async def versions(self, request: Request) -> JSONResponse:
         return JSONResponse({"versions": ["v2.1.0", "v2.0.3", "v1.9.9"]})
@@ -77,24 +79,40 @@ async def test_deploybot_lists_asks_deploys_after_approval_and_reports(settings,
     with LoopbackServer(service.app) as deploy:
         settings = settings.model_copy(update={"deploybot_url": deploy.url})
         async for client in drive(settings, sink.url):
-            r = await client.post("/api/v1/threads", json={"agent": "deploybot", "text": "please deploy web", "contact": {"channel": "test", "address": "ops"}})
+            r = await client.post(
+                "/api/v1/threads",
+                json={
+                    "agent": "deploybot",
+                    "text": "please deploy web",
+                    "contact": {"channel": "test", "address": "ops"},
+                },
+            )
             assert r.status_code == 422  # "test" is not a contact channel the API offers
-            thread_id = (await client.post("/api/v1/threads", json={"agent": "deploybot", "text": "please deploy web"})).json()["id"]
+            thread_id = (
+                await client.post("/api/v1/threads", json={"agent": "deploybot", "text": "please deploy web"})
+            ).json()["id"]
             thread = await status_of(client, thread_id, "waiting_human")
             assert thread["events"][-1]["choices"] == ["v2.1.0", "v2.0.3", "v1.9.9"]
             await client.post(f"/api/v1/threads/{thread_id}/events", json={"type": "human_response", "text": "v2.0.3"})
             thread = await status_of(client, thread_id, "waiting_approval")
             assert service.deploys == []  # nothing ships before the approval
             call_id = thread["events"][-1]["call_id"]
-            await client.post(f"/api/v1/threads/{thread_id}/events", json={"type": "approval_decision", "call_id": call_id, "approved": True})
+            await client.post(
+                f"/api/v1/threads/{thread_id}/events",
+                json={"type": "approval_decision", "call_id": call_id, "approved": True},
+            )
             thread = await status_of(client, thread_id, "done")
-    assert service.deploys == [({"service": "web", "version": "v2.0.3", "environment": "production"}, f"{thread_id}:{call_id}")]
+    assert service.deploys == [
+        ({"service": "web", "version": "v2.0.3", "environment": "production"}, f"{thread_id}:{call_id}")
+    ]
     assert "deployed" in thread["events"][-1]["text"]
 
 
 async def test_helpdesk_answers_from_the_faq(settings, sink):
     async for client in drive(settings, sink.url):
-        thread_id = (await client.post("/api/v1/threads", json={"agent": "helpdesk", "text": "What are your opening hours?"})).json()["id"]
+        thread_id = (
+            await client.post("/api/v1/threads", json={"agent": "helpdesk", "text": "What are your opening hours?"})
+        ).json()["id"]
         thread = await status_of(client, thread_id, "done")
     assert thread["events"][1]["type"] == "context" and thread["events"][1]["name"] == "faq"
     assert "Monday to Friday" in thread["events"][-1]["text"]
@@ -106,15 +124,21 @@ async def test_helpdesk_hands_over_to_an_operator_on_another_channel(settings, s
     config.write_text('[agents.helpdesk]\ncontacts = { operator = "test:ops-desk" }\n')
     settings = settings.model_copy(update={"config_path": config})
     async for client in drive(settings, sink.url):
-        thread_id = (await client.post("/api/v1/threads", json={"agent": "helpdesk", "text": "Do you sell gift cards?"})).json()["id"]
+        thread_id = (
+            await client.post("/api/v1/threads", json={"agent": "helpdesk", "text": "Do you sell gift cards?"})
+        ).json()["id"]
         first = await status_of(client, thread_id, "waiting_human")  # a clarifying question first
-        await client.post(f"/api/v1/threads/{thread_id}/events", json={"type": "human_response", "text": "For my sister's birthday"})
+        await client.post(
+            f"/api/v1/threads/{thread_id}/events", json={"type": "human_response", "text": "For my sister's birthday"}
+        )
         thread = await status_of(client, thread_id, "waiting_human", events=len(first["events"]))
         ask = [e for e in thread["events"] if e["type"] == "request_human_input"][-1]
         assert ask["contact"] == {"channel": "test", "address": "ops-desk", "reply_to": {}}
         # The question went out on the operator's channel, to the operator.
         await eventually(lambda: any(m["address"] == "ops-desk" for m in sink.messages))
-        await client.post(f"/api/v1/threads/{thread_id}/events", json={"type": "human_response", "text": "Yes, in any amount."})
+        await client.post(
+            f"/api/v1/threads/{thread_id}/events", json={"type": "human_response", "text": "Yes, in any amount."}
+        )
         thread = await status_of(client, thread_id, "done")
     assert thread["events"][-1]["text"] == "[demo model] Our team says: Yes, in any amount."
 
@@ -151,7 +175,13 @@ class FakeOpenAI:
                         "message": {
                             "role": "assistant",
                             "content": None,
-                            "tool_calls": [{"id": f"call_{len(self.requests)}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}],
+                            "tool_calls": [
+                                {
+                                    "id": f"call_{len(self.requests)}",
+                                    "type": "function",
+                                    "function": {"name": name, "arguments": json.dumps(args)},
+                                }
+                            ],
                         },
                     }
                 ],
@@ -165,16 +195,28 @@ async def test_calculator_end_to_end_with_an_openai_compatible_server(settings, 
     with LoopbackServer(fake.app) as server:
         settings = settings.model_copy(update={"model": "openai:local-model", "openai_base_url": f"{server.url}/v1"})
         async for client in drive(settings, sink.url):
-            thread_id = (await client.post("/api/v1/threads", json={"agent": "calculator", "text": "6 times 7, then halve it"})).json()["id"]
+            thread_id = (
+                await client.post("/api/v1/threads", json={"agent": "calculator", "text": "6 times 7, then halve it"})
+            ).json()["id"]
             await status_of(client, thread_id, "waiting_human")
             await client.post(f"/api/v1/threads/{thread_id}/events", json={"type": "human_response", "text": "2"})
             thread = await status_of(client, thread_id, "waiting_approval")
             call_id = thread["events"][-1]["call_id"]
-            await client.post(f"/api/v1/threads/{thread_id}/events", json={"type": "approval_decision", "call_id": call_id, "approved": True})
+            await client.post(
+                f"/api/v1/threads/{thread_id}/events",
+                json={"type": "approval_decision", "call_id": call_id, "approved": True},
+            )
             thread = await status_of(client, thread_id, "done")
     assert thread["events"][-1]["text"] == "6 times 7 divided by 2 is 21."
     assert [e["result"] for e in thread["events"] if e["type"] == "tool_result"] == [42.0, 21.0]
     first = fake.requests[0]
     assert first["model"] == "local-model" and first["tool_choice"] == "required"
-    assert {t["function"]["name"] for t in first["tools"]} == {"add", "subtract", "multiply", "divide", "request_human_input", "done_for_now"}
+    assert {t["function"]["name"] for t in first["tools"]} == {
+        "add",
+        "subtract",
+        "multiply",
+        "divide",
+        "request_human_input",
+        "done_for_now",
+    }
     assert thread["events"][1]["usage"] == {"input_tokens": 100, "output_tokens": 10, "model": "local-model"}

@@ -76,11 +76,11 @@ class FakeSlack:
         self._runner = web.AppRunner(app, handle_signals=False)
         self.port = 0
 
-    async def __aenter__(self) -> "FakeSlack":
+    async def __aenter__(self) -> FakeSlack:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - the port 0 bound
+        self.port = site._server.sockets[0].getsockname()[1]
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -110,7 +110,9 @@ class FakeSlack:
     async def send_envelope(self, payload: dict[str, Any], kind: str = "events_api") -> str:
         """Push an envelope to the connected Socket Mode client; its envelope id."""
         envelope_id = f"env-{next(self._ts)}"
-        await self._envelopes.put({"envelope_id": envelope_id, "type": kind, "payload": payload, "accepts_response_payload": False})
+        await self._envelopes.put(
+            {"envelope_id": envelope_id, "type": kind, "payload": payload, "accepts_response_payload": False}
+        )
         return envelope_id
 
     # ------------------------------------------------------------ Web API
@@ -149,7 +151,16 @@ class FakeSlack:
         if authorization != f"Bearer {token}":
             return Reply(body={"ok": False, "error": "invalid_auth"})
         if method == "auth.test":
-            return Reply(body={"ok": True, "team_id": TEAM, "team": "Test", "user_id": BOT_USER, "bot_id": BOT_ID, "user": "frontdesk"})
+            return Reply(
+                body={
+                    "ok": True,
+                    "team_id": TEAM,
+                    "team": "Test",
+                    "user_id": BOT_USER,
+                    "bot_id": BOT_ID,
+                    "user": "frontdesk",
+                }
+            )
         if method == "chat.postMessage":
             if not args.get("channel") or args["channel"].startswith("CGONE"):
                 return Reply(body={"ok": False, "error": "channel_not_found"})
@@ -159,7 +170,9 @@ class FakeSlack:
                 message["thread_ts"] = args["thread_ts"]
             return Reply(body={"ok": True, "channel": args["channel"], "ts": ts, "message": message})
         if method == "chat.update":
-            return Reply(body={"ok": True, "channel": args.get("channel"), "ts": args.get("ts"), "text": args.get("text")})
+            return Reply(
+                body={"ok": True, "channel": args.get("channel"), "ts": args.get("ts"), "text": args.get("text")}
+            )
         if method == "chat.postEphemeral":
             return Reply(body={"ok": True, "message_ts": self._next_ts()})
         if method == "reactions.add":
@@ -199,7 +212,9 @@ class FakeSlack:
 # ---------------------------------------------------------------- what Slack sends
 
 
-def signed(body: str, *, secret: str = SECRET, timestamp: int | None = None, content_type: str = "application/json") -> dict[str, str]:
+def signed(
+    body: str, *, secret: str = SECRET, timestamp: int | None = None, content_type: str = "application/json"
+) -> dict[str, str]:
     """Headers for `body` signed the way Slack signs (v0 HMAC-SHA256 of `v0:ts:body`)."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
     signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
@@ -220,14 +235,26 @@ def event_body(event: dict[str, Any], event_id: str) -> dict[str, Any]:
     }
 
 
-def mention(text: str, *, ts: str, user: str = "U1", channel: str = "C1", thread_ts: str | None = None) -> dict[str, Any]:
-    event = {"type": "app_mention", "user": user, "text": f"<@{BOT_USER}> {text}", "ts": ts, "channel": channel, "event_ts": ts, "team": TEAM}
+def mention(
+    text: str, *, ts: str, user: str = "U1", channel: str = "C1", thread_ts: str | None = None
+) -> dict[str, Any]:
+    event = {
+        "type": "app_mention",
+        "user": user,
+        "text": f"<@{BOT_USER}> {text}",
+        "ts": ts,
+        "channel": channel,
+        "event_ts": ts,
+        "team": TEAM,
+    }
     if thread_ts:
         event["thread_ts"] = thread_ts
     return event
 
 
-def message(text: str, *, ts: str, user: str = "U1", channel: str = "C1", thread_ts: str | None = None, **extra: Any) -> dict[str, Any]:
+def message(
+    text: str, *, ts: str, user: str = "U1", channel: str = "C1", thread_ts: str | None = None, **extra: Any
+) -> dict[str, Any]:
     event = {"type": "message", "user": user, "text": text, "ts": ts, "channel": channel, "event_ts": ts, "team": TEAM}
     event["channel_type"] = "im" if channel.startswith("D") else "channel"
     if thread_ts:
@@ -236,7 +263,9 @@ def message(text: str, *, ts: str, user: str = "U1", channel: str = "C1", thread
     return event
 
 
-def click(*, user: str, channel: str, message_ts: str, thread_ts: str | None, value: str, approved: bool, action_ts: str) -> str:
+def click(
+    *, user: str, channel: str, message_ts: str, thread_ts: str | None, value: str, approved: bool, action_ts: str
+) -> str:
     """A block_actions payload for a click on an approval button, form-encoded as Slack posts it."""
     payload = {
         "type": "block_actions",
@@ -244,10 +273,21 @@ def click(*, user: str, channel: str, message_ts: str, thread_ts: str | None, va
         "user": {"id": user, "team_id": TEAM},
         "api_app_id": "A0APP",
         "token": "legacy",
-        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False, **({"thread_ts": thread_ts} if thread_ts else {})},
+        "container": {
+            "type": "message",
+            "message_ts": message_ts,
+            "channel_id": channel,
+            "is_ephemeral": False,
+            **({"thread_ts": thread_ts} if thread_ts else {}),
+        },
         "trigger_id": "1.2.3",
         "channel": {"id": channel, "name": "general"},
-        "message": {"type": "message", "ts": message_ts, "bot_id": BOT_ID, **({"thread_ts": thread_ts} if thread_ts else {})},
+        "message": {
+            "type": "message",
+            "ts": message_ts,
+            "bot_id": BOT_ID,
+            **({"thread_ts": thread_ts} if thread_ts else {}),
+        },
         "response_url": "https://hooks.slack.invalid/actions/1",
         "actions": [
             {

@@ -15,7 +15,7 @@ import base64
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import httpx
@@ -63,11 +63,11 @@ class FakeTwilio:
         self._runner = web.AppRunner(app, access_log=None)
         self.url = ""
 
-    async def __aenter__(self) -> "FakeTwilio":
+    async def __aenter__(self) -> FakeTwilio:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - port 0 was asked for
+        port = site._server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         return self
 
@@ -97,7 +97,9 @@ class FakeTwilio:
             self._media[self._cdn[path]] = self._media[path]
         return self.url + path
 
-    async def callback(self, message: dict[str, str], status: str, error_code: int | None = None, *, token: str | None = None) -> int:
+    async def callback(
+        self, message: dict[str, str], status: str, error_code: int | None = None, *, token: str | None = None
+    ) -> int:
         """POST a status callback for `message` to its StatusCallback, signed; the HTTP status."""
         url = message["StatusCallback"]
         params = {
@@ -116,7 +118,17 @@ class FakeTwilio:
 
     async def incoming(self, url: str, sid: str, sender: str, to: str, body: str) -> httpx.Response:
         """Deliver an incoming SMS to our webhook at `url`, as Twilio does."""
-        params = {"MessageSid": sid, "SmsSid": sid, "AccountSid": self.account_sid, "From": sender, "To": to, "Body": body, "NumMedia": "0", "NumSegments": "1", "ApiVersion": "2010-04-01"}
+        params = {
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "AccountSid": self.account_sid,
+            "From": sender,
+            "To": to,
+            "Body": body,
+            "NumMedia": "0",
+            "NumSegments": "1",
+            "ApiVersion": "2010-04-01",
+        }
         return await self.webhook(url, params)
 
     async def webhook(self, url: str, params: dict[str, str], *, token: str | None = None) -> httpx.Response:
@@ -128,7 +140,10 @@ class FakeTwilio:
     # ------------------------------------------------------------ handlers
     def _authorized(self, request: web.Request) -> bool:
         expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
-        return request.headers.get("Authorization") == f"Basic {expected}" and request.match_info["sid"] == self.account_sid
+        return (
+            request.headers.get("Authorization") == f"Basic {expected}"
+            and request.match_info["sid"] == self.account_sid
+        )
 
     async def _create(self, request: web.Request) -> web.Response:
         form = dict(await request.post())
@@ -170,10 +185,14 @@ class FakeTwilio:
         return await self._serve(request, *self._media[request.path])
 
     async def _cdn_get(self, request: web.Request) -> web.StreamResponse:
-        self.calls.append({"method": "GET", "path": request.path, "authorized": "Authorization" in request.headers, "form": {}})
+        self.calls.append(
+            {"method": "GET", "path": request.path, "authorized": "Authorization" in request.headers, "form": {}}
+        )
         return await self._serve(request, *self._media[request.path])
 
-    async def _serve(self, request: web.Request, content: bytes, content_type: str, chunked: bool) -> web.StreamResponse:
+    async def _serve(
+        self, request: web.Request, content: bytes, content_type: str, chunked: bool
+    ) -> web.StreamResponse:
         if not chunked:
             return web.Response(body=content, content_type=content_type)
         response = web.StreamResponse(headers={"Content-Type": content_type})
@@ -186,12 +205,17 @@ class FakeTwilio:
 
 
 def _error(status: int, code: int | None, message: str, headers: dict | None = None) -> web.Response:
-    body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}
+    body = {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
     return web.json_response(body, status=status, headers=headers)
 
 
 def _message_json(account_sid: str, sid: str, form: dict[str, str]) -> dict:
-    now = format_datetime(datetime.now(timezone.utc))
+    now = format_datetime(datetime.now(UTC))
     uri = f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}"
     return {
         "account_sid": account_sid,

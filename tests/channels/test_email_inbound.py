@@ -6,12 +6,12 @@ import hashlib
 import json
 
 import pytest
+from helpers import make_settings
+from test_email_server import TO, corpus, crlf, entries, message, serving, smtp
 
 from channels.email import tokens
 from gateway.errors import Malformed
-from gateway.events import InboundMessage, Thread, Contact
-from helpers import make_settings
-from test_email_server import TO, corpus, crlf, entries, message, serving, smtp
+from gateway.events import Contact, InboundMessage, Thread
 
 OURS = "<th_0190000000000000000000-1@frontdesk.localhost>"
 
@@ -43,7 +43,10 @@ async def test_the_newest_known_ancestor_wins(server):
     rt, channel = server
     await rt.ingest.bind("email", "<old@frontdesk.localhost>", "th_old")
     await rt.ingest.bind("email", "<new@frontdesk.localhost>", "th_new")
-    raw = message("r2@example.com", extra="In-Reply-To: <theirs@example.com>\nReferences: <old@frontdesk.localhost> <new@frontdesk.localhost> <theirs@example.com>\n")
+    raw = message(
+        "r2@example.com",
+        extra="In-Reply-To: <theirs@example.com>\nReferences: <old@frontdesk.localhost> <new@frontdesk.localhost> <theirs@example.com>\n",
+    )
     assert (await received(rt, channel, raw)).conversation == "<new@frontdesk.localhost>"
 
 
@@ -105,7 +108,9 @@ async def test_complete_gives_the_new_text_and_keeps_the_full_body(server):
 
 async def test_an_empty_body_gives_the_subject(server):
     rt, channel = server
-    done = await channel.complete(await received(rt, channel, crlf(b"From: a@example.com\nSubject: VPN is down\nMessage-ID: <e@x>\n\n")))
+    done = await channel.complete(
+        await received(rt, channel, crlf(b"From: a@example.com\nSubject: VPN is down\nMessage-ID: <e@x>\n\n"))
+    )
     assert done.text == "VPN is down"
 
 

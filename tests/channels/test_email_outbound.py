@@ -12,6 +12,8 @@ from email.parser import BytesParser
 import pytest
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from helpers import make_settings
+from plugins import EchoAgent
 
 import channels.email as email_channel
 from channels.email import tokens
@@ -19,8 +21,6 @@ from channels.email.outbound import Envelope, compose
 from gateway.errors import DeliveryFailed
 from gateway.events import OutAction, OutboundMessage
 from gateway.runtime import running
-from helpers import make_settings
-from plugins import EchoAgent
 
 THREAD = "th_018f9a2b3c4d5e6f708192"
 THEIRS = {
@@ -59,7 +59,9 @@ class Relay:
         return "250 2.0.0 queued as 4711"
 
     def authenticate(self, server, session, envelope, mechanism, auth_data):
-        ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"frontdesk" and auth_data.password == b"s3cret"
+        ok = (
+            isinstance(auth_data, LoginPassword) and auth_data.login == b"frontdesk" and auth_data.password == b"s3cret"
+        )
         if ok:
             self.logins.append(auth_data.login)
         return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd sends the 535 itself
@@ -91,12 +93,25 @@ async def email(redis_url, prefix, port: int | None, **overrides):
 
 
 def outbound(**kw) -> OutboundMessage:
-    values = dict(id=f"{THREAD}-3", thread_id=THREAD, channel="email", address="alice@example.com", reply_to=THEIRS, text="Which printer?", kind="question")
+    values = dict(
+        id=f"{THREAD}-3",
+        thread_id=THREAD,
+        channel="email",
+        address="alice@example.com",
+        reply_to=THEIRS,
+        text="Which printer?",
+        kind="question",
+    )
     values.update(kw)
     return OutboundMessage(**values)
 
 
-ENV = Envelope(sender="echo@frontdesk.localhost", to="alice@example.com", reply_address="echo+tok@frontdesk.localhost", agent="echo")
+ENV = Envelope(
+    sender="echo@frontdesk.localhost",
+    to="alice@example.com",
+    reply_address="echo+tok@frontdesk.localhost",
+    agent="echo",
+)
 
 
 # ---------------------------------------------------------------- composing
@@ -134,7 +149,10 @@ def test_a_new_thread_has_a_subject_and_no_parent():
 
 
 def test_an_approval_says_how_to_answer():
-    actions = [OutAction(call_id="c1", label="Approve", approved=True), OutAction(call_id="c1", label="Deny", approved=False)]
+    actions = [
+        OutAction(call_id="c1", label="Approve", approved=True),
+        OutAction(call_id="c1", label="Deny", approved=False),
+    ]
     mail = compose(outbound(kind="approval", text="Approval needed: deploy(version='1.2')", actions=actions), ENV)
     text = mail.get_body(("plain",)).get_content()
     assert text.startswith("Approval needed: deploy(version='1.2')")
@@ -182,7 +200,9 @@ async def test_a_new_thread_goes_from_the_agents_address(redis_url, prefix):
     assert sent.conversation == mail["Message-ID"]
 
 
-@pytest.mark.parametrize("reply, retryable", [("451 4.3.0 try later", True), ("421 4.7.0 busy", True), ("554 5.7.1 rejected as spam", False)])
+@pytest.mark.parametrize(
+    "reply, retryable", [("451 4.3.0 try later", True), ("421 4.7.0 busy", True), ("554 5.7.1 rejected as spam", False)]
+)
 async def test_relay_answers_to_data_decide_retry(redis_url, prefix, reply, retryable):
     async with relay() as sink, email(redis_url, prefix, sink.port) as channel:
         sink.data_replies.append(reply)
@@ -253,14 +273,24 @@ async def test_starttls_and_auth_to_the_relay(redis_url, prefix, tmp_path):
     ca.cert_pem.write_to_path(ca_file)
     async with relay(tls_context=server_tls, require_starttls=True, auth=True) as sink:
         async with email(
-            redis_url, prefix, sink.port,
-            smtp_relay_starttls=True, smtp_relay_user="frontdesk", smtp_relay_password="s3cret", smtp_relay_ca_file=ca_file,
+            redis_url,
+            prefix,
+            sink.port,
+            smtp_relay_starttls=True,
+            smtp_relay_user="frontdesk",
+            smtp_relay_password="s3cret",
+            smtp_relay_ca_file=ca_file,
         ) as channel:
             await channel.send(outbound())
         assert sink.logins == [b"frontdesk"] and len(sink.received) == 1
         async with email(
-            redis_url, prefix, sink.port,
-            smtp_relay_starttls=True, smtp_relay_user="frontdesk", smtp_relay_password="wrong", smtp_relay_ca_file=ca_file,
+            redis_url,
+            prefix,
+            sink.port,
+            smtp_relay_starttls=True,
+            smtp_relay_user="frontdesk",
+            smtp_relay_password="wrong",
+            smtp_relay_ca_file=ca_file,
         ) as channel:
             with pytest.raises(DeliveryFailed) as failed:
                 await channel.send(outbound())

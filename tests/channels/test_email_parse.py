@@ -30,10 +30,22 @@ def read(name: str):
 @pytest.mark.parametrize(
     "name, sender, expected",
     [
-        ("gmail_reply.eml", "alice.example@gmail.com", "Yes, it's the printer on the 3rd floor — the one by the kitchen.\n\nThanks!"),
+        (
+            "gmail_reply.eml",
+            "alice.example@gmail.com",
+            "Yes, it's the printer on the 3rd floor — the one by the kitchen.\n\nThanks!",
+        ),
         ("outlook_reply.eml", "bob.brown@contoso.com", "APPROVE\n\nThat’s fine, go ahead with 1.4.2.\n\nBob"),
-        ("apple_mail_reply.eml", "carol@icloud.com", "The laptop is a 2021 MacBook Pro, and the problem started after the latest update."),
-        ("thunderbird_reply.eml", "dave@example.org", "Room B, please. The one with the big whiteboard and the window that does not open."),
+        (
+            "apple_mail_reply.eml",
+            "carol@icloud.com",
+            "The laptop is a 2021 MacBook Pro, and the problem started after the latest update.",
+        ),
+        (
+            "thunderbird_reply.eml",
+            "dave@example.org",
+            "Room B, please. The one with the big whiteboard and the window that does not open.",
+        ),
     ],
 )
 def test_replies_from_common_clients_give_the_new_text_only(name, sender, expected):
@@ -58,10 +70,18 @@ def test_html_only_base64_is_converted_to_text():
 @pytest.mark.parametrize(
     "name, subject, body",
     [
-        ("iso_8859_1_qp.eml", "Kaffeemaschine im 2. Stock (Grüße)", "Grüße aus Köln! Die Kaffeemaschine im 2. Stock ist kaputt"),
+        (
+            "iso_8859_1_qp.eml",
+            "Kaffeemaschine im 2. Stock (Grüße)",
+            "Grüße aus Köln! Die Kaffeemaschine im 2. Stock ist kaputt",
+        ),
         ("windows_1252_mislabeled.eml", "Password reset", "Could you “reset” my password – it expired … again."),
         ("shift_jis_base64.eml", "プロジェクターの件", "会議室のプロジェクターが映りません。"),
-        ("eight_bit_headers.eml", "Drucker im Büro druckt nur Müll", "Der Drucker im Büro druckt seit heute früh nur Zeichensalat."),
+        (
+            "eight_bit_headers.eml",
+            "Drucker im Büro druckt nur Müll",
+            "Der Drucker im Büro druckt seit heute früh nur Zeichensalat.",
+        ),
     ],
 )
 def test_charsets_and_encoded_words(name, subject, body):
@@ -83,7 +103,11 @@ def test_nested_multiparts_give_the_body_and_every_attachment():
     assert headers.subject == "Invoice question – résumé attached"
     assert mail.text == "Hi, please check the attached invoice and résumé.\nThe logo is inline."
     found = [(a.filename, a.content_type) for a in mail.attachments]
-    assert found == [(None, "image/png"), ("invoice-2024-06.pdf", "application/pdf"), ("résumé.pdf", "application/octet-stream")]
+    assert found == [
+        (None, "image/png"),
+        ("invoice-2024-06.pdf", "application/pdf"),
+        ("résumé.pdf", "application/octet-stream"),
+    ]
     assert mail.attachments[1].data.startswith(b"%PDF-1.4")
 
 
@@ -145,9 +169,9 @@ def test_a_bounce_wrapped_in_multipart_mixed_is_found_by_the_full_parse():
 
 def test_threading_headers_and_the_root():
     data = (
-        "From: a@example.com\r\nMessage-ID: <c@x>\r\nIn-Reply-To: <b@x> (a's message)\r\n"
-        "References: <a@x>\r\n <b@x>\r\nSubject: Re: hi\r\n\r\nbody\r\n"
-    ).encode()
+        b"From: a@example.com\r\nMessage-ID: <c@x>\r\nIn-Reply-To: <b@x> (a's message)\r\n"
+        b"References: <a@x>\r\n <b@x>\r\nSubject: Re: hi\r\n\r\nbody\r\n"
+    )
     headers = read_headers(data, "a@example.com")
     assert headers.references == ["<a@x>", "<b@x>"]
     assert headers.root == "<a@x>"
@@ -157,7 +181,10 @@ def test_threading_headers_and_the_root():
 
 def test_huge_headers_are_trimmed_not_choked_on():
     refs = " ".join(f"<r{i}@x>" for i in range(2000))
-    received = "".join(f"Received: from hop{i}.example.com by hop{i + 1}.example.com; Mon, 3 Jun 2024 10:00:00 +0000\r\n" for i in range(2000))
+    received = "".join(
+        f"Received: from hop{i}.example.com by hop{i + 1}.example.com; Mon, 3 Jun 2024 10:00:00 +0000\r\n"
+        for i in range(2000)
+    )
     data = f"{received}From: a@example.com\r\nReferences: {refs}\r\nSubject: {'long ' * 3000}\r\n\r\nbody\r\n".encode()
     headers = read_headers(data, "a@example.com")
     assert headers.references[0] == "<r0@x>" and headers.references[-1] == "<r1999@x>"

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import trustme
+from helpers import eventually, make_settings
+from plugins import EchoAgent
 
 import channels.email as email_channel
 from gateway import metrics
 from gateway.errors import ConfigError
 from gateway.runtime import running
-from helpers import eventually, make_settings
-from plugins import EchoAgent
 
 MAIL = Path(__file__).parent / "mail"
 TO = "echo@frontdesk.localhost"
@@ -36,7 +36,15 @@ def message(mid: str, text: str = "hello", sender: str = "alice@example.com", ex
     return crlf(f"From: Alice <{sender}>\nTo: {TO}\nSubject: hi\nMessage-ID: <{mid}>\n{extra}\n{text}\n".encode())
 
 
-def session(port: int, raw: bytes, *, mail_from: str = "alice@example.com", rcpts=(TO,), tls: ssl.SSLContext | None = None, size: int | None = None) -> dict:
+def session(
+    port: int,
+    raw: bytes,
+    *,
+    mail_from: str = "alice@example.com",
+    rcpts=(TO,),
+    tls: ssl.SSLContext | None = None,
+    size: int | None = None,
+) -> dict:
     """One SMTP transaction, recording each reply (smtplib, blocking: run it in a thread)."""
     out: dict = {"rcpt": []}
     with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=20) as client:
@@ -107,7 +115,9 @@ async def test_accepted_mail_is_on_the_stream_when_250_is_sent(server):
 
 async def test_unknown_recipient_gets_550_5_1_1(server):
     rt, channel = server
-    reply = await smtp(channel.port, message("m2@example.com"), rcpts=["nobody@frontdesk.localhost", "echo@elsewhere.example"])
+    reply = await smtp(
+        channel.port, message("m2@example.com"), rcpts=["nobody@frontdesk.localhost", "echo@elsewhere.example"]
+    )
     assert [code for code, _ in reply["rcpt"]] == [550, 550]
     assert reply["rcpt"][0][1].startswith(b"5.1.1")
     assert "data" not in reply
@@ -116,7 +126,11 @@ async def test_unknown_recipient_gets_550_5_1_1(server):
 
 async def test_plus_addressing_is_accepted_where_the_address_is(server):
     rt, channel = server
-    reply = await smtp(channel.port, message("m3@example.com"), rcpts=["echo+anything@frontdesk.localhost", "nobody+x@frontdesk.localhost"])
+    reply = await smtp(
+        channel.port,
+        message("m3@example.com"),
+        rcpts=["echo+anything@frontdesk.localhost", "nobody+x@frontdesk.localhost"],
+    )
     assert [code for code, _ in reply["rcpt"]] == [250, 550]
     assert reply["data"][0] == 250
     [entry] = await entries(rt)
@@ -143,7 +157,9 @@ async def test_oversize_mail_gets_552_5_3_4(redis_url, prefix):
         assert (await smtp(channel.port, message("small@example.com")))["data"][0] == 250
 
 
-@pytest.mark.parametrize("name, reason", [("auto_reply.eml", "auto_submitted"), ("bounce.eml", "bounce"), ("list_mail.eml", "precedence")])
+@pytest.mark.parametrize(
+    "name, reason", [("auto_reply.eml", "auto_submitted"), ("bounce.eml", "bounce"), ("list_mail.eml", "precedence")]
+)
 async def test_automatic_mail_is_accepted_counted_and_not_enqueued(server, name, reason):
     rt, channel = server
     before = metrics.LOOPS_AVOIDED.labels("email", reason)._value.get()
@@ -163,7 +179,14 @@ async def test_mail_from_our_own_address_is_not_answered(server):
 
 @pytest.mark.parametrize(
     "name",
-    ["malformed_headers.eml", "eight_bit_headers.eml", "shift_jis_base64.eml", "nested_multipart.eml", "gmail_reply.eml", "outlook_reply.eml"],
+    [
+        "malformed_headers.eml",
+        "eight_bit_headers.eml",
+        "shift_jis_base64.eml",
+        "nested_multipart.eml",
+        "gmail_reply.eml",
+        "outlook_reply.eml",
+    ],
 )
 async def test_the_corpus_is_accepted(server, name):
     rt, channel = server
@@ -176,7 +199,10 @@ async def test_the_corpus_is_accepted(server, name):
 async def test_huge_header_block_is_accepted(server):
     rt, channel = server
     refs = "\n".join(f" <r{i}@example.com>" for i in range(3000))
-    received = "".join(f"Received: from hop{i}.example.com by hop{i + 1}.example.com; Mon, 3 Jun 2024 10:00:00 +0000\n" for i in range(3000))
+    received = "".join(
+        f"Received: from hop{i}.example.com by hop{i + 1}.example.com; Mon, 3 Jun 2024 10:00:00 +0000\n"
+        for i in range(3000)
+    )
     raw = crlf(f"{received}References:{refs}\n".encode()) + message("huge@example.com")
     reply = await smtp(channel.port, raw)
     assert reply["data"][0] == 250
@@ -207,6 +233,7 @@ async def test_connections_per_client_are_limited_with_421(redis_url, prefix):
             assert refused.value.smtp_code == 421
         finally:
             await asyncio.to_thread(first.quit)
+
         # The slot is free again once the first connection is gone.
         async def admitted() -> bool:
             return (await smtp(channel.port, message("after@example.com"))).get("data", (0,))[0] == 250

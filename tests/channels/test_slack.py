@@ -8,12 +8,6 @@ import re
 
 import httpx
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
-
-import channels.slack as slack
-from channels.slack.api import Me
-from channels.slack.inbound import from_click, from_event
-from channels.slack.mrkdwn import LIMIT, split, to_mrkdwn
 from fake_slack import (
     APP_TOKEN,
     BOT_ID,
@@ -30,12 +24,20 @@ from fake_slack import (
     message,
     signed,
 )
+from helpers import eventually, make_settings
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from plugins import EchoAgent
+
+import channels.slack as slack
+from channels.slack.api import Me
+from channels.slack.inbound import from_click, from_event
+from channels.slack.mrkdwn import LIMIT, split, to_mrkdwn
 from gateway.errors import DeliveryFailed
 from gateway.events import OutAction, OutboundMessage
 from gateway.http import create_app
 from gateway.runtime import running
-from helpers import eventually, make_settings
-from plugins import EchoAgent
 
 ME = Me(team=TEAM, user_id=BOT_USER, bot_id=BOT_ID)
 
@@ -54,7 +56,9 @@ def slack_settings(redis_url: str, prefix: str, fake: FakeSlack, **overrides):
 
 @pytest.fixture
 async def rt(redis_url, prefix, fake):
-    async with running(slack_settings(redis_url, prefix, fake), agents=[EchoAgent()], builtins=False, channels=[slack.channel]) as rt:
+    async with running(
+        slack_settings(redis_url, prefix, fake), agents=[EchoAgent()], builtins=False, channels=[slack.channel]
+    ) as rt:
         yield rt
 
 
@@ -76,7 +80,14 @@ async def inbound_count(rt) -> int:
 
 
 def outbound(text: str = "hello", **fields) -> OutboundMessage:
-    values = dict(id="th_x-1", thread_id="th_x", channel="slack", address="U1", reply_to={"team": TEAM, "channel": "C1", "thread_ts": "1700000000.000100"}, text=text)
+    values = dict(
+        id="th_x-1",
+        thread_id="th_x",
+        channel="slack",
+        address="U1",
+        reply_to={"team": TEAM, "channel": "C1", "thread_ts": "1700000000.000100"},
+        text=text,
+    )
     values.update(fields)
     return OutboundMessage(**values)
 
@@ -163,8 +174,18 @@ def test_events_that_never_start_or_resume(event):
 
 
 def test_a_file_share_is_a_message_with_attachments():
-    files = [{"id": "F1", "name": "log.txt", "mimetype": "text/plain", "size": 12, "url_private": "https://files.slack.test/F1"}]
-    parsed = from_event(event_body(message("see log", ts="2.0", channel="D1", subtype="file_share", files=files), "Ev6"), ME)
+    files = [
+        {
+            "id": "F1",
+            "name": "log.txt",
+            "mimetype": "text/plain",
+            "size": 12,
+            "url_private": "https://files.slack.test/F1",
+        }
+    ]
+    parsed = from_event(
+        event_body(message("see log", ts="2.0", channel="D1", subtype="file_share", files=files), "Ev6"), ME
+    )
     assert parsed.message.attachments[0].filename == "log.txt"
     assert parsed.message.attachments[0].ref == "https://files.slack.test/F1"
 
@@ -172,7 +193,15 @@ def test_a_file_share_is_a_message_with_attachments():
 def test_a_click_is_a_decision_on_the_thread_of_its_message():
     from urllib.parse import parse_qs
 
-    raw = click(user="U2", channel="C1", message_ts="100.5", thread_ts="100.1", value='{"call_id": "c1", "approved": true}', approved=True, action_ts="9.9")
+    raw = click(
+        user="U2",
+        channel="C1",
+        message_ts="100.5",
+        thread_ts="100.1",
+        value='{"call_id": "c1", "approved": true}',
+        approved=True,
+        action_ts="9.9",
+    )
     parsed = from_click(json.loads(parse_qs(raw)["payload"][0]), ME)
     m = parsed.message
     assert not parsed.start and m.decision.call_id == "c1" and m.decision.approved
@@ -187,7 +216,9 @@ async def test_the_channel_needs_a_bot_token_and_a_secret_or_app_token(redis_url
         assert slack.channel(rt) is None
     async with running(make_settings(redis_url, prefix, slack_bot_token=TOKEN), builtins=False) as rt:
         assert slack.channel(rt) is None
-    settings = make_settings(redis_url, prefix, slack_bot_token=TOKEN, slack_app_token=APP_TOKEN, slack_api_url=fake.url)
+    settings = make_settings(
+        redis_url, prefix, slack_bot_token=TOKEN, slack_app_token=APP_TOKEN, slack_api_url=fake.url
+    )
     async with running(settings, builtins=False, channels=[slack.channel]) as rt:
         assert rt.channels["slack"].router() is None  # Socket Mode only: nothing can verify HTTP requests
 
@@ -209,7 +240,9 @@ async def test_a_mention_is_enqueued_and_acknowledged_with_a_reaction(http, rt, 
     assert reactions == [{"channel": "C1", "timestamp": "100.000001", "name": "eyes"}]
 
 
-@pytest.mark.parametrize("signing", [{"secret": "not-the-secret"}, {"timestamp": 1_000_000_000}], ids=["forged", "stale"])
+@pytest.mark.parametrize(
+    "signing", [{"secret": "not-the-secret"}, {"timestamp": 1_000_000_000}], ids=["forged", "stale"]
+)
 async def test_bad_signatures_are_refused_and_nothing_is_enqueued(http, rt, fake, signing):
     r = await post_event(http, event_body(mention("hello", ts="100.000001"), "Ev1"), **signing)
     assert r.status_code == 401
@@ -218,7 +251,11 @@ async def test_bad_signatures_are_refused_and_nothing_is_enqueued(http, rt, fake
 
 
 async def test_a_missing_signature_is_refused(http, rt):
-    r = await http.post("/slack/events", content=json.dumps(event_body(mention("x", ts="1.1"), "Ev1")), headers={"Content-Type": "application/json"})
+    r = await http.post(
+        "/slack/events",
+        content=json.dumps(event_body(mention("x", ts="1.1"), "Ev1")),
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 401
     assert await inbound_count(rt) == 0
 
@@ -272,7 +309,9 @@ async def test_auth_test_failing_is_503_so_slack_retries(http, rt, fake):
 async def test_the_reaction_can_be_turned_off(redis_url, prefix, fake):
     settings = slack_settings(redis_url, prefix, fake, slack_ack_reaction="")
     async with running(settings, agents=[EchoAgent()], builtins=False, channels=[slack.channel]) as rt:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, rt)), base_url="http://t") as http:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(settings, rt)), base_url="http://t"
+        ) as http:
             assert (await post_event(http, event_body(mention("hi", ts="3.1"), "Ev1"))).status_code == 200
             assert await inbound_count(rt) == 1
     assert fake.to("reactions.add", ok=None) == []
@@ -288,7 +327,9 @@ async def test_a_reply_is_posted_in_its_thread_as_mrkdwn(rt, fake):
     assert sent.detail and sent.conversation is None
 
 
-@pytest.mark.parametrize("reply_to", [{"channel": "C1"}, {"channel": "C1", "thread_ts": "undefined"}, {"channel": "C1", "thread_ts": ""}])
+@pytest.mark.parametrize(
+    "reply_to", [{"channel": "C1"}, {"channel": "C1", "thread_ts": "undefined"}, {"channel": "C1", "thread_ts": ""}]
+)
 async def test_without_a_valid_thread_ts_nothing_is_posted(rt, fake, reply_to):
     with pytest.raises(DeliveryFailed) as failed:
         await rt.channels["slack"].send(outbound(reply_to=reply_to))
@@ -330,7 +371,9 @@ async def test_no_answer_after_sending_is_ambiguous_and_not_repeated(redis_url, 
 async def test_slack_unreachable_is_retryable(redis_url, prefix, fake):
     async with FakeSlack() as gone:
         url = gone.url
-    async with running(slack_settings(redis_url, prefix, fake, slack_api_url=url), builtins=False, channels=[slack.channel]) as rt:
+    async with running(
+        slack_settings(redis_url, prefix, fake, slack_api_url=url), builtins=False, channels=[slack.channel]
+    ) as rt:
         with pytest.raises(DeliveryFailed) as failed:
             await rt.channels["slack"].send(outbound())
     assert failed.value.retryable and not failed.value.ambiguous
@@ -370,7 +413,11 @@ async def test_a_retry_after_a_429_mid_message_posts_only_the_rest(rt, fake):
     expected = [p["text"] for p in fake.posts()]
     fake.calls.clear()
     accepted = Reply(body={"ok": True, "ts": "1700009999.000100"})
-    fake.script("chat.postMessage", accepted, Reply(status=429, body={"ok": False, "error": "ratelimited"}, headers={"Retry-After": "1"}))
+    fake.script(
+        "chat.postMessage",
+        accepted,
+        Reply(status=429, body={"ok": False, "error": "ratelimited"}, headers={"Retry-After": "1"}),
+    )
     with pytest.raises(DeliveryFailed) as failed:
         await channel.send(outbound(text, id="th_x-10"))
     assert failed.value.retryable and failed.value.retry_after == 1.0
@@ -380,8 +427,13 @@ async def test_a_retry_after_a_429_mid_message_posts_only_the_rest(rt, fake):
 
 
 async def test_an_approval_carries_approve_and_deny_buttons(rt, fake):
-    actions = [OutAction(call_id="call-1", label="Approve", approved=True), OutAction(call_id="call-1", label="Deny", approved=False)]
-    await rt.channels["slack"].send(outbound("Approval needed: deploy(version='1.2')", kind="approval", actions=actions))
+    actions = [
+        OutAction(call_id="call-1", label="Approve", approved=True),
+        OutAction(call_id="call-1", label="Deny", approved=False),
+    ]
+    await rt.channels["slack"].send(
+        outbound("Approval needed: deploy(version='1.2')", kind="approval", actions=actions)
+    )
     [post] = fake.posts()
     section, buttons = post["blocks"]
     assert section["text"]["text"] == "Approval needed: deploy(version='1.2')"
@@ -392,7 +444,9 @@ async def test_an_approval_carries_approve_and_deny_buttons(rt, fake):
 
 
 async def test_a_receipt_updates_the_approval_message(rt, fake):
-    sent = await rt.channels["slack"].send(outbound("Approved by slack:U1 at 2030-01-01 10:00 UTC", kind="receipt", updates="1700000005.000100"))
+    sent = await rt.channels["slack"].send(
+        outbound("Approved by slack:U1 at 2030-01-01 10:00 UTC", kind="receipt", updates="1700000005.000100")
+    )
     [update] = fake.to("chat.update")
     assert update["ts"] == "1700000005.000100" and update["channel"] == "C1"
     assert update["text"] == "Approved by <@U1> at 2030-01-01 10:00 UTC"
@@ -402,7 +456,9 @@ async def test_a_receipt_updates_the_approval_message(rt, fake):
 
 async def test_a_notice_is_ephemeral_to_its_person_in_the_thread(rt, fake):
     await rt.channels["slack"].send(outbound("Sorry — not yours to answer.", kind="notice", address="U2"))
-    assert fake.to("chat.postEphemeral") == [{"channel": "C1", "user": "U2", "text": "Sorry — not yours to answer.", "thread_ts": "1700000000.000100"}]
+    assert fake.to("chat.postEphemeral") == [
+        {"channel": "C1", "user": "U2", "text": "Sorry — not yours to answer.", "thread_ts": "1700000000.000100"}
+    ]
     assert fake.to("chat.postMessage", ok=None) == []
 
 
@@ -425,7 +481,9 @@ async def test_socket_mode_events_go_through_the_same_listeners(redis_url, prefi
             await eventually(lambda: fake.to("apps.connections.open"))
             envelope = await fake.send_envelope(event_body(mention("over the socket", ts="200.000001"), "EvSock"))
             await eventually(lambda: any(a.get("envelope_id") == envelope for a in fake.socket_acks))
-            ignored = await fake.send_envelope(event_body(message("bot", ts="200.2", channel="D1", bot_id="B9"), "EvBot"))
+            ignored = await fake.send_envelope(
+                event_body(message("bot", ts="200.2", channel="D1", bot_id="B9"), "EvBot")
+            )
             await eventually(lambda: any(a.get("envelope_id") == ignored for a in fake.socket_acks))
         finally:
             stop.set()
@@ -439,14 +497,27 @@ async def test_socket_mode_events_go_through_the_same_listeners(redis_url, prefi
 
 
 def test_the_manifest_asks_for_what_the_channel_uses():
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     manifest = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy/slack/manifest.yaml").read_text())
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
-    assert {"app_mentions:read", "chat:write", "im:history", "im:write", "reactions:write", "channels:history"} <= scopes
+    assert {
+        "app_mentions:read",
+        "chat:write",
+        "im:history",
+        "im:write",
+        "reactions:write",
+        "channels:history",
+    } <= scopes
     settings = manifest["settings"]
-    assert {"app_mention", "message.im", "message.channels", "message.groups"} <= set(settings["event_subscriptions"]["bot_events"])
+    assert {"app_mention", "message.im", "message.channels", "message.groups"} <= set(
+        settings["event_subscriptions"]["bot_events"]
+    )
     assert settings["event_subscriptions"]["request_url"].endswith("/slack/events")
-    assert settings["interactivity"] == {"is_enabled": True, "request_url": settings["event_subscriptions"]["request_url"]}
+    assert settings["interactivity"] == {
+        "is_enabled": True,
+        "request_url": settings["event_subscriptions"]["request_url"],
+    }
     assert settings["socket_mode_enabled"] is False

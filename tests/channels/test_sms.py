@@ -10,17 +10,17 @@ import socket
 
 import httpx
 import pytest
+from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, Reply, sign
+from helpers import make_settings
+from plugins import EchoAgent
 
 import channels.sms as sms
 from channels.sms.text import APPROVAL_HINT, plain_text, render, segments, units
-from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, Reply, sign
 from gateway.entries import Entry
 from gateway.errors import DeliveryFailed, Malformed, TooLarge
 from gateway.events import Contact, OutboundMessage, Thread
 from gateway.http import create_app
 from gateway.runtime import running
-from helpers import make_settings
-from plugins import EchoAgent
 
 PUBLIC = "https://frontdesk.example.com"
 THEM, US, FROM = "+15551230001", "+15559870000", "+15550000042"
@@ -47,7 +47,9 @@ def sms_settings(redis_url, prefix, fake, **overrides):
 
 @pytest.fixture
 async def rt(redis_url, prefix, fake):
-    async with running(sms_settings(redis_url, prefix, fake), agents=[EchoAgent()], builtins=False, channels=[sms.channel]) as rt:
+    async with running(
+        sms_settings(redis_url, prefix, fake), agents=[EchoAgent()], builtins=False, channels=[sms.channel]
+    ) as rt:
         yield rt
 
 
@@ -59,10 +61,21 @@ async def client(rt):
 
 
 def inbound(sid: str, body: str, **extra: str) -> dict[str, str]:
-    return {"MessageSid": sid, "SmsSid": sid, "AccountSid": ACCOUNT_SID, "From": THEM, "To": US, "Body": body, "NumMedia": "0", **extra}
+    return {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "AccountSid": ACCOUNT_SID,
+        "From": THEM,
+        "To": US,
+        "Body": body,
+        "NumMedia": "0",
+        **extra,
+    }
 
 
-async def post(client, path: str, params: dict[str, str], *, signed_for: str | None = None, signature: str | None = None):
+async def post(
+    client, path: str, params: dict[str, str], *, signed_for: str | None = None, signature: str | None = None
+):
     url = signed_for or PUBLIC + path
     headers = {"X-Twilio-Signature": signature if signature is not None else sign(url, params)}
     return await client.post(path, data=params, headers=headers)
@@ -78,8 +91,19 @@ async def entries(rt, kind: str | None = None) -> list[Entry]:
     return found
 
 
-def outbound(text: str, *, kind: str = "question", reply_to: dict | None = None, address: str = THEM, i: int = 1, **kw) -> OutboundMessage:
-    return OutboundMessage(id=f"th_test-{i}", thread_id="th_test", channel="sms", address=address, reply_to=reply_to or {}, text=text, kind=kind, **kw)
+def outbound(
+    text: str, *, kind: str = "question", reply_to: dict | None = None, address: str = THEM, i: int = 1, **kw
+) -> OutboundMessage:
+    return OutboundMessage(
+        id=f"th_test-{i}",
+        thread_id="th_test",
+        channel="sms",
+        address=address,
+        reply_to=reply_to or {},
+        text=text,
+        kind=kind,
+        **kw,
+    )
 
 
 # ---------------------------------------------------------------- text
@@ -87,7 +111,10 @@ def outbound(text: str, *, kind: str = "question", reply_to: dict | None = None,
 
 def test_plain_text_strips_markdown():
     md = "# Plan\n\n**Bold** and *it* and `code`, snake_case_name, 2*3*4.\n\n* one\n* two\n\nSee [the docs](https://x.example/d).\n\n```\nls -l\n```"
-    assert plain_text(md) == "Plan\n\nBold and it and code, snake_case_name, 2*3*4.\n\n- one\n- two\n\nSee the docs (https://x.example/d).\n\nls -l"
+    assert (
+        plain_text(md)
+        == "Plan\n\nBold and it and code, snake_case_name, 2*3*4.\n\n- one\n- two\n\nSee the docs (https://x.example/d).\n\nls -l"
+    )
 
 
 def test_segments_fit_the_limit_and_keep_the_order():
@@ -109,7 +136,9 @@ def test_segments_without_whitespace_and_with_astral_characters():
 
 def test_render_says_how_to_answer():
     assert render(outbound("Approval needed: deploy(version='1.2')", kind="approval")).endswith("\n\n" + APPROVAL_HINT)
-    assert render(outbound("Which size?", choices=["small", "large"])) == "Which size?\n\nReply with one of: small, large"
+    assert (
+        render(outbound("Which size?", choices=["small", "large"])) == "Which size?\n\nReply with one of: small, large"
+    )
     assert render(outbound("**done**", kind="final")) == "done"
 
 
@@ -123,7 +152,15 @@ async def test_the_channel_needs_twilio_credentials(redis_url, prefix, fake):
 
 
 async def test_an_incoming_message_is_enqueued_and_answered_with_empty_twiml(rt, client):
-    params = inbound("SM1", "hello", NumMedia="2", MediaUrl0=f"{PUBLIC}/m0", MediaContentType0="image/jpeg", MediaUrl1=f"{PUBLIC}/m1", MediaContentType1="application/pdf")
+    params = inbound(
+        "SM1",
+        "hello",
+        NumMedia="2",
+        MediaUrl0=f"{PUBLIC}/m0",
+        MediaContentType0="image/jpeg",
+        MediaUrl1=f"{PUBLIC}/m1",
+        MediaContentType1="application/pdf",
+    )
     r = await post(client, "/twilio/sms", params)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/xml")
     assert r.text.endswith("<Response />")
@@ -133,7 +170,10 @@ async def test_an_incoming_message_is_enqueued_and_answered_with_empty_twiml(rt,
     assert (data["id"], data["channel"], data["conversation"]) == ("SM1", "sms", f"{THEM}/{US}")
     assert (data["sender"], data["address"], data["text"]) == (THEM, US, "hello")
     assert data["reply_to"] == {"to": THEM, "from": US}
-    assert [(a["ref"], a["content_type"]) for a in data["attachments"]] == [(f"{PUBLIC}/m0", "image/jpeg"), (f"{PUBLIC}/m1", "application/pdf")]
+    assert [(a["ref"], a["content_type"]) for a in data["attachments"]] == [
+        (f"{PUBLIC}/m0", "image/jpeg"),
+        (f"{PUBLIC}/m1", "application/pdf"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -235,7 +275,9 @@ async def test_a_message_to_a_contact_goes_from_the_configured_number_and_opens_
 
 
 async def test_a_messaging_service_sends_when_configured(redis_url, prefix, fake):
-    settings = sms_settings(redis_url, prefix, fake, twilio_from_number=None, twilio_messaging_service_sid="MG" + "1" * 32)
+    settings = sms_settings(
+        redis_url, prefix, fake, twilio_from_number=None, twilio_messaging_service_sid="MG" + "1" * 32
+    )
     async with running(settings, agents=[EchoAgent()], builtins=False, channels=[sms.channel]) as rt:
         await rt.channels["sms"].send(outbound("via the pool", address=THEM))
         await rt.channels["sms"].send(outbound("a reply", reply_to={"to": THEM, "from": US}, i=2))
@@ -323,14 +365,29 @@ async def _thread(rt) -> str:
 
 
 async def _sent_to_fake(rt, fake, thread_id: str) -> dict[str, str]:
-    message = OutboundMessage(id=f"{thread_id}-1", thread_id=thread_id, channel="sms", address=THEM, reply_to={"to": THEM, "from": US}, text="hi")
+    message = OutboundMessage(
+        id=f"{thread_id}-1",
+        thread_id=thread_id,
+        channel="sms",
+        address=THEM,
+        reply_to={"to": THEM, "from": US},
+        text="hi",
+    )
     await rt.channels["sms"].send(message)
     return fake.messages[-1]
 
 
-async def _callback(client, message: dict[str, str], status: str, error_code: int | None = None, signature: str | None = None):
+async def _callback(
+    client, message: dict[str, str], status: str, error_code: int | None = None, signature: str | None = None
+):
     path = message["StatusCallback"].removeprefix(PUBLIC)
-    params = {"AccountSid": ACCOUNT_SID, "MessageSid": message["Sid"], "MessageStatus": status, "To": message["To"], "From": message["From"]}
+    params = {
+        "AccountSid": ACCOUNT_SID,
+        "MessageSid": message["Sid"],
+        "MessageStatus": status,
+        "To": message["To"],
+        "From": message["From"],
+    }
     if error_code:
         params["ErrorCode"] = str(error_code)
     return await post(client, path, params, signed_for=message["StatusCallback"], signature=signature)
@@ -344,7 +401,9 @@ async def test_status_callbacks_become_delivery_entries_once_each(rt, client, fa
     found = await entries(rt, "delivery")
     assert [e.data["status"] for e in found] == ["queued", "sent", "delivered"]
     assert {e.thread_id for e in found} == {thread_id}
-    assert {(e.data["outbound_id"], e.data["channel"], e.data["detail"]) for e in found} == {(f"{thread_id}-1", "sms", message["Sid"])}
+    assert {(e.data["outbound_id"], e.data["channel"], e.data["detail"]) for e in found} == {
+        (f"{thread_id}-1", "sms", message["Sid"])
+    }
 
 
 async def test_a_failed_delivery_carries_twilios_error_code(rt, client, fake):
@@ -352,12 +411,16 @@ async def test_a_failed_delivery_carries_twilios_error_code(rt, client, fake):
     message = await _sent_to_fake(rt, fake, thread_id)
     await _callback(client, message, "undelivered", 30003)
     [entry] = await entries(rt, "delivery")
-    assert entry.data["status"] == "failed" and "30003" in entry.data["detail"] and "undelivered" in entry.data["detail"]
+    assert (
+        entry.data["status"] == "failed" and "30003" in entry.data["detail"] and "undelivered" in entry.data["detail"]
+    )
 
 
 async def test_a_status_callback_with_a_bad_signature_is_403(rt, client, fake):
     message = await _sent_to_fake(rt, fake, await _thread(rt))
-    r = await _callback(client, message, "delivered", signature=sign(PUBLIC + "/twilio/status", {"MessageSid": message["Sid"]}))
+    r = await _callback(
+        client, message, "delivered", signature=sign(PUBLIC + "/twilio/status", {"MessageSid": message["Sid"]})
+    )
     assert r.status_code == 403
     assert await entries(rt, "delivery") == []
 
@@ -402,7 +465,11 @@ async def test_media_over_the_cap_is_refused(rt, fake, chunked):
 async def test_media_outside_our_twilio_account_is_not_fetched(rt, fake):
     channel = rt.channels["sms"]
     other_account = fake.add_media(b"x", "image/png").replace(ACCOUNT_SID, "AC" + "f" * 32)
-    for ref in ["http://169.254.169.254/latest/meta-data/", other_account, f"{fake.url}/2010-04-01/Accounts/{ACCOUNT_SID}/../../admin"]:
+    for ref in [
+        "http://169.254.169.254/latest/meta-data/",
+        other_account,
+        f"{fake.url}/2010-04-01/Accounts/{ACCOUNT_SID}/../../admin",
+    ]:
         with pytest.raises(Malformed):
             await channel.fetch_media(ref)
     assert fake.calls == []
@@ -411,19 +478,29 @@ async def test_media_outside_our_twilio_account_is_not_fetched(rt, fake):
 def test_the_signature_check_agrees_with_the_twilio_package_for_every_url_form():
     """`signed` computes the likely URL form first; it must accept and refuse exactly what
     `RequestValidator.validate` does, with and without the default port, repeated fields included."""
+    from starlette.datastructures import ImmutableMultiDict
     from twilio.request_validator import RequestValidator
 
     from channels.sms.inbound import signed
 
-    from starlette.datastructures import ImmutableMultiDict
-
     validator = RequestValidator(AUTH_TOKEN)
     pairs = [("From", "+15550001"), ("Body", "hi there"), ("MediaUrl0", "a"), ("MediaUrl0", "b")]
     params = ImmutableMultiDict(pairs)  # what the package reads a repeated field from (`getall`)
-    for url in ("https://gw.example.com/twilio/sms", "https://gw.example.com:443/twilio/sms", "http://gw.example.com:8080/twilio/sms?x=1"):
-        for signed_for in ("https://gw.example.com/twilio/sms", "https://gw.example.com:443/twilio/sms", "http://gw.example.com:8080/twilio/sms?x=1"):
+    for url in (
+        "https://gw.example.com/twilio/sms",
+        "https://gw.example.com:443/twilio/sms",
+        "http://gw.example.com:8080/twilio/sms?x=1",
+    ):
+        for signed_for in (
+            "https://gw.example.com/twilio/sms",
+            "https://gw.example.com:443/twilio/sms",
+            "http://gw.example.com:8080/twilio/sms?x=1",
+        ):
             signature = validator.compute_signature(signed_for, params)
-            assert signed(validator, url, pairs, signature) == validator.validate(url, params, signature), (url, signed_for)
+            assert signed(validator, url, pairs, signature) == validator.validate(url, params, signature), (
+                url,
+                signed_for,
+            )
         assert not signed(validator, url, pairs, "forged=")
         assert not signed(validator, url, pairs[:-1], validator.compute_signature(url, params))  # a value dropped
         assert signed(validator, url, pairs, validator.compute_signature(url, params))

@@ -8,7 +8,10 @@ import time
 
 import httpx
 import pytest
+from helpers import background, eventually
+from plugins import ApprovalAgent, EchoAgent
 from pydantic import SecretStr
+from servers import LoopbackServer, app_server
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,15 +24,14 @@ from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import running
 from gateway.worker import Worker
-from helpers import background, eventually
-from plugins import ApprovalAgent, EchoAgent
-from servers import LoopbackServer, app_server
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"o" * 32).decode()
 
 
-def signed(body: dict | bytes, msg_id: str, secret: str = SECRET, timestamp: int | None = None) -> tuple[bytes, dict[str, str]]:
+def signed(
+    body: dict | bytes, msg_id: str, secret: str = SECRET, timestamp: int | None = None
+) -> tuple[bytes, dict[str, str]]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     ts = int(time.time()) if timestamp is None else timestamp
     return raw, {
@@ -64,7 +66,9 @@ async def gateway(settings):
     settings = settings.model_copy(
         update={"webhook_secret": SecretStr(f"{SECRET},{OLD_SECRET}"), "callback_allow_private": True}
     )
-    async with running(settings, builtins=False, agents=[EchoAgent(), ApprovalAgent()], channels=[webhook_channel]) as rt:
+    async with running(
+        settings, builtins=False, agents=[EchoAgent(), ApprovalAgent()], channels=[webhook_channel]
+    ) as rt:
         async with app_server(create_app(settings, rt)) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
             async with background(Worker(rt, "w1"), Outbox(rt, "o1")):
                 yield client, rt
@@ -163,7 +167,13 @@ async def test_private_callbacks_are_refused_unless_allowed(settings):
     settings = settings.model_copy(update={"webhook_secret": SecretStr(SECRET)})
     async with running(settings, builtins=False, agents=[EchoAgent()], channels=[webhook_channel]) as rt:
         async with app_server(create_app(settings, rt)) as url, httpx.AsyncClient(base_url=url) as client:
-            for target in ("http://127.0.0.1:9/x", "http://10.1.2.3/x", "http://localhost/x", "http://[::1]/x", "http://169.254.169.254/latest"):
+            for target in (
+                "http://127.0.0.1:9/x",
+                "http://10.1.2.3/x",
+                "http://localhost/x",
+                "http://[::1]/x",
+                "http://169.254.169.254/latest",
+            ):
                 body, headers = signed({"text": "hi", "callback_url": target}, f"msg_{hash(target)}")
                 r = await client.post("/webhooks/echo", content=body, headers=headers)
                 assert r.status_code == 400 and "private" in r.json()["detail"], target
@@ -175,13 +185,18 @@ async def test_outer_loop_launch_with_a_webhook_contact_is_resumed_by_its_reply(
     receiver = Receiver()
     with LoopbackServer(receiver.app) as server:
         callback = f"{server.url}/hook"
-        r = await client.post("/api/v1/threads", json={"agent": "approver", "text": "v1.2", "contact": {"channel": "webhook", "address": callback}})
+        r = await client.post(
+            "/api/v1/threads",
+            json={"agent": "approver", "text": "v1.2", "contact": {"channel": "webhook", "address": callback}},
+        )
         thread_id = r.json()["id"]
         await eventually(lambda: len(receiver.messages) == 1)
         approval = next(iter(receiver.messages.values()))
         assert approval["type"] == "approval" and approval["actions"][0]["call_id"] == "call-1"
         decision = {"call_id": "call-1", "approved": True, "comment": "go"}
-        body, headers = signed({"text": "approve", "callback_url": callback, "conversation": thread_id, "decision": decision}, "msg_dec")
+        body, headers = signed(
+            {"text": "approve", "callback_url": callback, "conversation": thread_id, "decision": decision}, "msg_dec"
+        )
         assert (await client.post("/webhooks/approver", content=body, headers=headers)).json()["thread_id"] == thread_id
         await eventually(lambda: _status(client, thread_id, "done"))
     thread = (await client.get(f"/api/v1/threads/{thread_id}")).json()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from dashkit import Sink
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-
-from dashkit import Sink
 from servers import LoopbackServer
 
 

@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 
 import httpx
 from fastapi import FastAPI
+from helpers import background, eventually
+from plugins import ApprovalAgent, EchoAgent, FailingAgent, SinkChannel
 from pydantic import SecretStr
+from servers import app_server
 
 from gateway.dashboard import close_streams
 from gateway.events import InboundMessage
@@ -17,9 +20,6 @@ from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import Runtime, running
 from gateway.worker import Worker
-from servers import app_server
-from helpers import background, eventually
-from plugins import ApprovalAgent, EchoAgent, FailingAgent, SinkChannel
 
 TOKEN = "dash-token-0123456789"
 
@@ -59,7 +59,13 @@ async def login(client: httpx.AsyncClient, token: str = TOKEN) -> httpx.Response
 
 @contextlib.asynccontextmanager
 async def dashboard(
-    settings, sink: Sink | None = None, *, token: str | None = TOKEN, workers: bool = True, agents=None, over_http: bool = False
+    settings,
+    sink: Sink | None = None,
+    *,
+    token: str | None = TOKEN,
+    workers: bool = True,
+    agents=None,
+    over_http: bool = False,
 ) -> AsyncIterator[Dash]:
     """An app with a runtime, a worker and a sender, logged in when a token is set.
 
@@ -69,14 +75,21 @@ async def dashboard(
     channels = [SinkChannel(sink.url)] if sink else []
     async with contextlib.AsyncExitStack() as stack:
         rt = await stack.enter_async_context(
-            running(settings, agents=agents or [EchoAgent(), ApprovalAgent(), FailingAgent()], channels=channels, builtins=False)
+            running(
+                settings,
+                agents=agents or [EchoAgent(), ApprovalAgent(), FailingAgent()],
+                channels=channels,
+                builtins=False,
+            )
         )
         app = create_app(settings, rt)
         if over_http:
             url = await stack.enter_async_context(app_server(app, before_stop=lambda: close_streams(app)))
             client = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=10))
         else:
-            client = await stack.enter_async_context(httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"))
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
+            )
         await stack.enter_async_context(background(*([Worker(rt, "w1"), Outbox(rt, "o1")] if workers else [])))
         dash = Dash(rt, app, client)
         if token:
@@ -86,7 +99,9 @@ async def dashboard(
         yield dash
 
 
-def message(i: str, text: str, *, channel: str = "test", sender: str = "+15550001", conversation: str | None = None) -> InboundMessage:
+def message(
+    i: str, text: str, *, channel: str = "test", sender: str = "+15550001", conversation: str | None = None
+) -> InboundMessage:
     return InboundMessage(id=i, channel=channel, conversation=conversation or f"conv-{i}", sender=sender, text=text)
 
 

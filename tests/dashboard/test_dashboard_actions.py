@@ -4,7 +4,6 @@ the operations routes (dead letters, delivery retries) serve scripts the same wa
 from __future__ import annotations
 
 import pytest
-
 from dashkit import TOKEN, dashboard, message, wait_status
 from helpers import eventually
 
@@ -34,17 +33,21 @@ async def test_approve_and_deny_with_a_comment_record_who_decided(settings):
             await wait_status(dash.rt, accepted.thread_id, "waiting_approval")
             ids.append(accepted.thread_id)
         await dash.page(f"/dashboard/threads/{ids[0]}")
-        for thread_id, decision in zip(ids, ("approve", "deny")):
+        for thread_id, decision in zip(ids, ("approve", "deny"), strict=False):
             r = await dash.post(
                 f"/dashboard/threads/{thread_id}/decide",
                 {"call_id": "call-1", "decision": decision, "comment": f"{decision} it", "nonce": thread_id},
                 headers={"X-Requested-With": "fetch"},
             )
             assert r.status_code == 202, r.text
-        for thread_id, approved in zip(ids, (True, False)):
+        for thread_id, approved in zip(ids, (True, False), strict=False):
             thread = await wait_status(dash.rt, thread_id, "done")
             decision = next(e for e in thread.events if e.type == "approval_decision")
-            assert (decision.approved, decision.by, decision.comment) == (approved, "dashboard", f"{'approve' if approved else 'deny'} it")
+            assert (decision.approved, decision.by, decision.comment) == (
+                approved,
+                "dashboard",
+                f"{'approve' if approved else 'deny'} it",
+            )
             assert thread.events[-1].text == f"{'approved' if approved else 'denied'} by dashboard"
 
 
@@ -57,7 +60,9 @@ async def test_a_form_sent_twice_is_one_answer_and_a_late_one_is_a_conflict(sett
         form = {"call_id": "call-1", "decision": "approve", "nonce": "same"}
         first = await dash.post(f"{url}/decide", form, headers={"X-Requested-With": "fetch"})
         again = await dash.post(f"{url}/decide", form, headers={"X-Requested-With": "fetch"})
-        assert first.json()["message"].startswith("Approval sent") and again.json()["message"] == "That was sent already."
+        assert (
+            first.json()["message"].startswith("Approval sent") and again.json()["message"] == "That was sent already."
+        )
         thread = await wait_status(dash.rt, accepted.thread_id, "done")
         assert [e.type for e in thread.events].count("approval_decision") == 1
         late = await dash.post(f"{url}/decide", {**form, "nonce": "other"}, headers={"X-Requested-With": "fetch"})
@@ -110,7 +115,7 @@ async def test_the_ops_api_lists_dead_letters_and_retries_deliveries_for_scripts
         sink.failing = False
         base = f"/api/v1/threads/{accepted.thread_id}/deliveries"
         assert (await client.post(f"{base}/{accepted.thread_id}-9/retry", headers=BEARER)).status_code == 404
-        assert (await client.post(f"/api/v1/threads/th_nope/deliveries/x/retry", headers=BEARER)).status_code == 404
+        assert (await client.post("/api/v1/threads/th_nope/deliveries/x/retry", headers=BEARER)).status_code == 404
         r = await client.post(f"{base}/{dead['outbound_id']}/retry", headers=BEARER)
         assert r.status_code == 202 and r.json() == {"retried": dead["outbound_id"], "dead_letter": dead["id"]}
         thread = await wait_status(dash.rt, accepted.thread_id, "waiting_human")
@@ -144,7 +149,7 @@ async def test_replaying_a_dead_lettered_step_from_the_thread_and_from_the_api(s
         assert (await dash.client.post("/api/v1/dlq/zz/replay", headers=BEARER)).status_code == 400
         r = await dash.client.post(f"/api/v1/dlq/{other['id']}/replay", headers=BEARER)
         assert r.status_code == 202 and r.json()["thread_id"] == ids[1]
-        for thread_id, by in zip(ids, ("dashboard", "api")):
+        for thread_id, by in zip(ids, ("dashboard", "api"), strict=False):
             thread = await wait_status(dash.rt, thread_id, "done")
             note = next(e for e in thread.events if e.type == "note")
             assert note.kind == "replay" and note.sender == by
@@ -172,8 +177,8 @@ async def test_health_replays_a_dead_letter_and_shows_the_queues(settings, sink)
         text = page.text
         assert "Workers seen" in text and "<code>w1</code>" in text
         assert "workers (inbound)" in text and "senders (outbox)" in text
-        row = text[text.index("Deliveries, last hour"):]
-        assert "<td>test</td><td class=\"num\">1</td><td class=\"num warn\">1</td>" in row
+        row = text[text.index("Deliveries, last hour") :]
+        assert '<td>test</td><td class="num">1</td><td class="num warn">1</td>' in row
         assert f"{failing.thread_id}-1" in text
         dead = (await dash.client.get("/api/v1/dlq", headers=BEARER)).json()["dead_letters"][0]
         sink.failing = False

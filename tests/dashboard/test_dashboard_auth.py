@@ -6,12 +6,12 @@ import re
 
 import httpx
 import pytest
+from dashkit import TOKEN, dashboard, login, message, wait_status
+from plugins import ApprovalAgent, EchoAgent
 from pydantic import SecretStr
 
-from dashkit import TOKEN, dashboard, login, message, wait_status
 from gateway.http import create_app
 from gateway.runtime import running
-from plugins import ApprovalAgent, EchoAgent
 
 
 @pytest.fixture
@@ -71,7 +71,9 @@ async def test_login_needs_its_form_nonce_and_a_tampered_cookie_is_no_session(ap
 async def test_a_session_of_another_token_is_not_valid(settings):
     async with dashboard(settings, workers=False) as dash:
         cookie = dash.client.cookies["frontdesk_session"]
-    async with dashboard(settings.model_copy(update={"key_prefix": settings.key_prefix + "b"}), token="another-token", workers=False) as other:
+    async with dashboard(
+        settings.model_copy(update={"key_prefix": settings.key_prefix + "b"}), token="another-token", workers=False
+    ) as other:
         other.client.cookies.clear()
         other.client.cookies.set("frontdesk_session", cookie, domain="127.0.0.1")
         assert (await other.client.get("/")).status_code == 303
@@ -100,7 +102,9 @@ async def test_every_action_needs_the_csrf_token(settings):
         assert thread.status == "waiting_approval"  # nothing was decided
         # The same form with the token goes through (by header, as the page's script sends it).
         ok = await dash.client.post(
-            f"{url}/decide", data={"call_id": "call-1", "decision": "approve"}, headers={"X-CSRF-Token": dash.csrf, "X-Requested-With": "fetch"}
+            f"{url}/decide",
+            data={"call_id": "call-1", "decision": "approve"},
+            headers={"X-CSRF-Token": dash.csrf, "X-Requested-With": "fetch"},
         )
         assert ok.status_code == 202 and ok.json()["ok"] is True
         done = await wait_status(dash.rt, accepted.thread_id, "done")

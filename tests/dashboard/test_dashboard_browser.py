@@ -11,12 +11,12 @@ import os
 from pathlib import Path
 
 import pytest
-
-from agents import load_agents
 from dashkit import TOKEN, dashboard, message, wait_status
-from gateway.launch import launch_thread
 from helpers import eventually
 from plugins import ApprovalAgent, EchoAgent
+
+from agents import load_agents
+from gateway.launch import launch_thread
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -31,9 +31,12 @@ ARGS = [
     "--disable-sync",
 ]
 
-playwright_api = pytest.importorskip("playwright.async_api", reason="the Python package `playwright` is not installed (pip install -e '.[test]')")
+playwright_api = pytest.importorskip(
+    "playwright.async_api", reason="the Python package `playwright` is not installed (pip install -e '.[test]')"
+)
 pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}: apt-get install chromium (make browser) to run the browser tests"
+    not os.path.exists(CHROMIUM),
+    reason=f"no Chromium at {CHROMIUM}: apt-get install chromium (make browser) to run the browser tests",
 )
 
 WIDE = {"width": 1280, "height": 900}
@@ -63,7 +66,9 @@ async def test_log_in_approve_a_waiting_thread_and_see_it_finish_live(settings, 
         rt = dash.rt
         await rt.ingest.accept(message("q1", "hello there", channel="api", sender="ana@example.com"), "echo")
         calc = await launch_thread(rt, "calculator", "What is 6 times 7?", by="ops")
-        waiting = (await rt.ingest.accept(message("a1", "v2.4.1", channel="api", sender="+15550001"), "approver")).thread_id
+        waiting = (
+            await rt.ingest.accept(message("a1", "v2.4.1", channel="api", sender="+15550001"), "approver")
+        ).thread_id
         await wait_status(rt, calc.id, "waiting_human")
         await wait_status(rt, waiting, "waiting_approval")
 
@@ -121,12 +126,16 @@ async def test_log_in_approve_a_waiting_thread_and_see_it_finish_live(settings, 
         await shot(page, "dashboard-health-1280")
 
         # The same pages on a phone-width screen: nothing wider than the screen.
-        phone = await browser.new_context(viewport=PHONE, storage_state=await context.storage_state(), is_mobile=True, has_touch=True)
+        phone = await browser.new_context(
+            viewport=PHONE, storage_state=await context.storage_state(), is_mobile=True, has_touch=True
+        )
         small = await phone.new_page()
         for name, path in (("list", "/"), ("thread", f"/dashboard/threads/{waiting}"), ("health", "/dashboard/health")):
             await small.goto(f"{base}{path}")
             await small.wait_for_selector("main")
-            overflow = await small.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            overflow = await small.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
             assert overflow <= 0, f"{name} page is {overflow}px wider than the phone"
             await shot(small, f"dashboard-{name}-390")
         await phone.close()
@@ -146,7 +155,9 @@ async def test_retry_a_failed_delivery_from_the_thread_page(settings, browser, s
         accepted = await dash.rt.ingest.accept(message("f1", "please call me back", sender="+15550002"), "echo")
         await wait_status(dash.rt, accepted.thread_id, "failed")
         context = await browser.new_context(viewport=WIDE)
-        await context.add_cookies([{"name": "frontdesk_session", "value": dash.client.cookies["frontdesk_session"], "url": base}])
+        await context.add_cookies(
+            [{"name": "frontdesk_session", "value": dash.client.cookies["frontdesk_session"], "url": base}]
+        )
         page = await context.new_page()
         await page.goto(f"{base}/?status=failed")
         await page.click(f"a.thread-link[href='/dashboard/threads/{accepted.thread_id}']")

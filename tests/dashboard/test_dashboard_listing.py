@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
-
 from dashkit import dashboard, login, message, wait_status
+
 from gateway.dashboard import listing as listing_module
 from gateway.dashboard.listing import Filters, Listing
 from gateway.events import STATUSES
@@ -61,7 +61,7 @@ def thread_row(i: int, score: int, *, rng: random.Random | None = None) -> dict[
     agent = pick(AGENTS) if rng else AGENTS[i % 4]
     channel = pick(CHANNELS) if rng else CHANNELS[i % 3]
     person = f"+1555{(rng.randrange(20) if rng else i % 1000):07d}"
-    when = datetime.fromtimestamp(score / 1000, timezone.utc).isoformat()
+    when = datetime.fromtimestamp(score / 1000, UTC).isoformat()
     return {
         "id": f"th_{BASE_MS + i:012x}{i:010x}",
         "agent": agent,
@@ -97,8 +97,16 @@ async def seed(redis: aioredis.Redis, keys: Keys, rows: list[dict[str, str]], ba
 
 def expected(rows: list[dict[str, str]], f: Filters) -> list[str]:
     """The brute-force answer: matching ids, newest first (id order for an id search)."""
+
     def matches(r):
-        if f.status and r["status"] != f.status or f.agent and r["agent"] != f.agent or f.channel and r["channel"] != f.channel:
+        if (
+            f.status
+            and r["status"] != f.status
+            or f.agent
+            and r["agent"] != f.agent
+            or f.channel
+            and r["channel"] != f.channel
+        ):
             return False
         if f.q.startswith("th_"):
             return r["id"].startswith(f.q)
@@ -145,7 +153,7 @@ async def test_100k_threads_first_and_deep_pages_read_one_page_of_hashes(counted
     deep_row = rows[100_000 - 60_000]
     CountingConnection.sent.clear()
     deep = await store.page(Filters(), limit=50, cursor=f"{deep_row['score']}~{deep_row['id']}")
-    assert [r["id"] for r in deep.rows] == newest_first[60_000 : 60_050]
+    assert [r["id"] for r in deep.rows] == newest_first[60_000:60_050]
     assert hash_reads() == 50
     assert deep.cursor == f"{rows[100_000 - 60_050]['score']}~{rows[100_000 - 60_050]['id']}"
 
@@ -205,7 +213,9 @@ async def test_paging_through_everything_matches_a_brute_force_answer(counted, p
 async def test_threads_from_ingest_and_launch_are_indexed_and_listed(settings):
     """Both ways a thread comes to be (the worker's first save, the API's create) fill the indexes."""
     async with dashboard(settings) as dash:
-        from_ingest = await dash.rt.ingest.accept(message("m1", "v1", sender="Ana@Example.com", channel="api"), "approver")
+        from_ingest = await dash.rt.ingest.accept(
+            message("m1", "v1", sender="Ana@Example.com", channel="api"), "approver"
+        )
         launched = await launch_thread(dash.rt, "echo", "hello", by="ops")
         await wait_status(dash.rt, from_ingest.thread_id, "waiting_approval")
         await wait_status(dash.rt, launched.id, "waiting_human")
@@ -222,7 +232,7 @@ async def test_threads_from_ingest_and_launch_are_indexed_and_listed(settings):
         rows = (await dash.client.get("/?partial=rows")).text
         assert rows.lstrip().startswith("<tr") and launched.id in rows and "<html" not in rows
         page = (await dash.client.get("/")).text
-        assert "Waiting for approval <span class=\"count\">1</span>" in page
+        assert 'Waiting for approval <span class="count">1</span>' in page
 
 
 async def test_the_list_page_pages_by_cursor(settings, redis_url):
@@ -235,7 +245,7 @@ async def test_the_list_page_pages_by_cursor(settings, redis_url):
         older = first.split('rel="next" href="')[1].split('"')[0].replace("&amp;", "&")
         second = (await dash.client.get(older)).text
         assert rows[69]["id"] in second and rows[70]["id"] not in second and "← Newest" in second
-        assert 'data-refresh' not in second  # only the first page follows new threads
+        assert "data-refresh" not in second  # only the first page follows new threads
 
 
 async def test_login_keeps_the_page_asked_for(settings):

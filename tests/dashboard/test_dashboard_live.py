@@ -7,9 +7,9 @@ import asyncio
 import json
 
 import httpx
-
 from dashkit import dashboard, message, sse_events, wait_status
 from servers import app_server
+
 from gateway.dashboard import close_streams, live
 
 
@@ -30,7 +30,11 @@ async def test_a_decision_and_the_turn_it_causes_arrive_live(settings):
         async with dash.client.stream("GET", f"{url}/stream", params={"after": 2}) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             events = sse_events(response)
-            r = await dash.post(f"{url}/decide", {"call_id": "call-1", "decision": "approve", "comment": "go"}, headers={"X-Requested-With": "fetch"})
+            r = await dash.post(
+                f"{url}/decide",
+                {"call_id": "call-1", "decision": "approve", "comment": "go"},
+                headers={"X-Requested-With": "fetch"},
+            )
             assert r.status_code == 202
             seen: list[dict] = []
             while not seen or seen[-1]["status"] != "done":

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 
-from agents import load_agents
 from dashkit import dashboard, message, wait_status
-from gateway.launch import launch_thread
 from helpers import eventually
 from plugins import EchoAgent
+
+from agents import load_agents
+from gateway.launch import launch_thread
 
 
 async def test_each_model_turn_shows_the_context_rendered_from_the_thread_before_it(settings):

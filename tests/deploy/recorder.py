@@ -51,7 +51,9 @@ class Recorder:
             self.refused.add(message.id)
             raise DeliveryFailed("busy", status=503, retryable=True)
         self.sent.append(message)
-        return Sent(detail=f"r{len(self.sent)}", conversation=f"dm-{message.thread_id}", reply_to={"dm": message.thread_id})
+        return Sent(
+            detail=f"r{len(self.sent)}", conversation=f"dm-{message.thread_id}", reply_to={"dm": message.thread_id}
+        )
 
     def texts(self, thread_id: str) -> list[str]:
         return [m.text for m in self.sent if m.thread_id == thread_id]

@@ -60,7 +60,10 @@ def _servers(confs: list[tuple[Path, list[str]]]) -> Iterator[list[subprocess.Po
         for conf, extra in confs:
             procs.append(
                 subprocess.Popen(
-                    [redis_executable(), str(conf), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+                    [redis_executable(), str(conf), *extra],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
                 )
             )
         yield procs
@@ -75,7 +78,9 @@ def _write_conf(directory: Path, port: int, *lines: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "redis.conf"
     conf.write_text(
-        "\n".join([f"bind {HOST}", f"port {port}", f"dir {directory}", 'save ""', "appendonly no", "daemonize no", *lines, ""])
+        "\n".join(
+            [f"bind {HOST}", f"port {port}", f"dir {directory}", 'save ""', "appendonly no", "daemonize no", *lines, ""]
+        )
     )
     return conf
 
@@ -94,7 +99,16 @@ def redis_cluster(tmp: Path, masters: int = 3) -> Iterator[list[int]]:
             port = free_port(bus=True)
         ports.append(port)
     confs = [
-        (_write_conf(tmp / f"node{port}", port, "cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 5000"), [])
+        (
+            _write_conf(
+                tmp / f"node{port}",
+                port,
+                "cluster-enabled yes",
+                "cluster-config-file nodes.conf",
+                "cluster-node-timeout 5000",
+            ),
+            [],
+        )
         for port in ports
     ]
     with _servers(confs):
@@ -137,7 +151,10 @@ def redis_sentinel(tmp: Path, service: str = "frontdesk") -> Iterator[tuple[int,
         master_client, sentinel_client = _client(master_port), _client(sentinel_port)
         try:
             _wait(master_client.ping, "the master did not start")
-            _wait(lambda: sentinel_client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", service), "the sentinel did not start")
+            _wait(
+                lambda: sentinel_client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", service),
+                "the sentinel did not start",
+            )
             yield master_port, sentinel_port
         finally:
             master_client.close()

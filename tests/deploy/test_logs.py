@@ -7,15 +7,15 @@ import json
 import logging
 
 import pytest
+from helpers import background, eventually
+from plugins import EchoAgent, FailingAgent
+from recorder import Recorder
 
 from gateway.events import InboundMessage
 from gateway.logs import configure_logging
 from gateway.outbox import Outbox
 from gateway.runtime import running
 from gateway.worker import Worker
-from helpers import background, eventually
-from plugins import EchoAgent, FailingAgent
-from recorder import Recorder
 
 CONTEXT = ("thread_id", "agent", "channel", "event_id")
 
@@ -39,8 +39,12 @@ async def test_worker_and_sender_lines_carry_the_thread_context(settings, json_l
     recorder = Recorder()
     async with running(settings, agents=[EchoAgent(), FailingAgent()], channels=[recorder], builtins=False) as rt:
         async with background(Worker(rt, "w1"), Outbox(rt, "o1")):
-            ok = await rt.ingest.accept(InboundMessage(id="m1", channel="rec", conversation="c1", sender="ann", text="hi"), "echo")
-            bad = await rt.ingest.accept(InboundMessage(id="m2", channel="rec", conversation="c2", sender="bob", text="hi"), "broken")
+            ok = await rt.ingest.accept(
+                InboundMessage(id="m1", channel="rec", conversation="c1", sender="ann", text="hi"), "echo"
+            )
+            bad = await rt.ingest.accept(
+                InboundMessage(id="m2", channel="rec", conversation="c2", sender="bob", text="hi"), "broken"
+            )
             await eventually(lambda: recorder.texts(ok.thread_id))
             await eventually(lambda: any(line.get("thread_id") == bad.thread_id for line in json_lines()))
 

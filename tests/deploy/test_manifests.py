@@ -21,7 +21,9 @@ from gateway.keys import Keys
 from gateway.settings import WEBHOOK_SECRET_PREFIX, Settings
 from gateway.threads import GROUP
 
-kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install -e '.[test]' (kubernetes-validate)")
+kubernetes_validate = pytest.importorskip(
+    "kubernetes_validate", reason="pip install -e '.[test]' (kubernetes-validate)"
+)
 jsonschema = pytest.importorskip("jsonschema")
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -159,7 +161,9 @@ def test_budgets_and_services_select_their_pods():
             selector = doc["spec"]["selector"]
             assert _selects(selector.get("matchLabels", selector), target)
             assert target["spec"]["selector"]["matchLabels"] == {
-                k: v for k, v in target["spec"]["template"]["metadata"]["labels"].items() if k in target["spec"]["selector"]["matchLabels"]
+                k: v
+                for k, v in target["spec"]["template"]["metadata"]["labels"].items()
+                if k in target["spec"]["selector"]["matchLabels"]
             }
     for service in _of("Service"):
         ports = {p["name"] for p in _container(_one("Deployment", service["metadata"]["name"]))["ports"]}
@@ -222,7 +226,9 @@ SCALED_OBJECT_SCHEMA = {
                     "type": "object",
                     "required": ["name"],
                     "additionalProperties": False,
-                    "properties": {k: {"type": "string"} for k in ("name", "kind", "apiVersion", "envSourceContainerName")},
+                    "properties": {
+                        k: {"type": "string"} for k in ("name", "kind", "apiVersion", "envSourceContainerName")
+                    },
                 },
                 "pollingInterval": {"type": "integer", "minimum": 1},
                 "cooldownPeriod": {"type": "integer", "minimum": 0},
@@ -342,7 +348,9 @@ def test_dockerfile_is_multi_stage_slim_and_pinned():
         assert "slim" in image or "distroless" in image
         names.append(name.strip())
     final = stages[-1]
-    assert any(i == "COPY" and f"--from={names[0]}" in a for i, a in final), "the runtime stage takes the build's output"
+    assert any(i == "COPY" and f"--from={names[0]}" in a for i, a in final), (
+        "the runtime stage takes the build's output"
+    )
 
 
 def test_dockerfile_runs_frontdesk_unprivileged_with_a_healthcheck():
@@ -393,7 +401,9 @@ def _compose() -> dict:
 
 def _interpolate(value: str) -> str:
     """What compose makes of ${VAR:-default} and ${VAR:?message} with nothing set."""
-    return re.sub(r"\$\{(\w+)(?::?[-?]([^}]*))?\}", lambda m: "secret" if "?" in m.group(0) else (m.group(2) or ""), str(value))
+    return re.sub(
+        r"\$\{(\w+)(?::?[-?]([^}]*))?\}", lambda m: "secret" if "?" in m.group(0) else (m.group(2) or ""), str(value)
+    )
 
 
 def test_compose_has_redis_with_an_append_only_file():
@@ -411,7 +421,9 @@ def test_compose_runs_each_role_with_the_settings(service, role):
     spec = compose["services"][service]
     assert spec["command"] == [role]
     assert spec["build"]["dockerfile"] == "deploy/Dockerfile"
-    assert (DEPLOY / spec["build"]["context"] / spec["build"]["dockerfile"]).resolve() == (DEPLOY / "Dockerfile").resolve()
+    assert (DEPLOY / spec["build"]["context"] / spec["build"]["dockerfile"]).resolve() == (
+        DEPLOY / "Dockerfile"
+    ).resolve()
     env = {k: _interpolate(v) for k, v in spec["environment"].items()}
     assert env["FRONTDESK_REDIS_URL"].startswith("redis://") and "@redis:6379" in env["FRONTDESK_REDIS_URL"]
     for name in env:

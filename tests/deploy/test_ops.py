@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import httpx
+from helpers import make_settings
 from prometheus_client import REGISTRY
+from redis_procs import free_port
 
 from gateway.ops import create_ops_app, ops_server, serve_ops
 from gateway.runtime import running
 from gateway.streams import Streams
-from helpers import make_settings
-from redis_procs import free_port
 
 HEALTHCHECK = Path(__file__).resolve().parents[2] / "deploy" / "healthcheck.py"
 

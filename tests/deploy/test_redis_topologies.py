@@ -11,17 +11,17 @@ from __future__ import annotations
 import secrets
 
 import pytest
+from helpers import background, eventually, make_settings
+from plugins import EchoAgent, FailingAgent, StepsAgent
+from recorder import Recorder
 from redis.asyncio.cluster import RedisCluster
+from redis_procs import redis_cluster, redis_sentinel
 
 from gateway.events import Contact, InboundMessage
 from gateway.launch import launch_thread
 from gateway.outbox import Outbox
 from gateway.runtime import running
 from gateway.worker import Worker
-from helpers import background, eventually, make_settings
-from plugins import EchoAgent, FailingAgent, StepsAgent
-from recorder import Recorder
-from redis_procs import redis_cluster, redis_sentinel
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +61,13 @@ async def _status_is(rt, thread_id: str, status: str) -> bool:
 
 
 async def test_a_thread_runs_through_a_three_master_cluster(cluster_url, monkeypatch):
-    settings = make_settings(cluster_url, f"fdc-{secrets.token_hex(3)}", partitions=4, default_agent="echo", max_attempts=1)
+    settings = make_settings(
+        cluster_url, f"fdc-{secrets.token_hex(3)}", partitions=4, default_agent="echo", max_attempts=1
+    )
     recorder = Recorder(refuse_first=True)
-    async with running(settings, agents=[EchoAgent(), FailingAgent(), StepsAgent()], channels=[recorder], builtins=False) as rt:
+    async with running(
+        settings, agents=[EchoAgent(), FailingAgent(), StepsAgent()], channels=[recorder], builtins=False
+    ) as rt:
         assert isinstance(rt.redis, RedisCluster)
         await rt.redis.initialize()  # learn the slots
         nodes = {rt.redis.get_node_from_key(rt.keys.inbound(p)).name for p in range(4)}
@@ -92,7 +96,11 @@ async def test_a_thread_runs_through_a_three_master_cluster(cluster_url, monkeyp
             await eventually(lambda: _status_is(rt, broken.thread_id, "failed"))
 
             async def dead_letters() -> list[tuple[int, str]]:
-                return [(p, entry_id) for p, entry_id, fields in await rt.streams.dlq_entries() if fields.get("t") == broken.thread_id]
+                return [
+                    (p, entry_id)
+                    for p, entry_id, fields in await rt.streams.dlq_entries()
+                    if fields.get("t") == broken.thread_id
+                ]
 
             # The thread is marked failed first, then the entry moves to the dead-letter stream
             # (Worker._dead_letter says why): wait for the second write, not just the first.
@@ -110,8 +118,9 @@ async def test_a_thread_runs_through_a_three_master_cluster(cluster_url, monkeyp
 
 async def test_a_cluster_that_is_gone_reads_as_redis_down(tmp_path):
     """No node answers: the same error family as a single server that is down (503, retry)."""
-    from gateway.connection import REDIS_DOWN, make_client
     from redis_procs import free_port
+
+    from gateway.connection import REDIS_DOWN, make_client
 
     client = make_client(f"redis+cluster://127.0.0.1:{free_port()}")
     try:

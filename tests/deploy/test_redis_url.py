@@ -70,4 +70,7 @@ async def test_each_form_gets_its_client():
 def test_redacted_drops_credentials_from_every_form():
     assert redacted("redis://:pw@h:6379/0") == "redis://h:6379/0"
     assert redacted("redis+cluster://u:pw@a:1,b:2") == "redis+cluster://a:1,b:2"
-    assert redacted("redis+sentinel://:pw@s1:26379,s2:26379/svc/1?sentinel_password=x") == "redis+sentinel://s1:26379,s2:26379/svc/1"
+    assert (
+        redacted("redis+sentinel://:pw@s1:26379,s2:26379/svc/1?sentinel_password=x")
+        == "redis+sentinel://s1:26379,s2:26379/svc/1"
+    )

@@ -8,21 +8,21 @@ import sys
 
 import httpx
 import pytest
+from helpers import background, eventually, make_settings
+from plugins import EchoAgent
+from recorder import Recorder
+from servers import LoopbackServer
 
 from gateway import tracing
 from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import running
 from gateway.worker import Worker
-from helpers import background, eventually, make_settings
-from plugins import EchoAgent
-from recorder import Recorder
-from servers import LoopbackServer
 
 pytest.importorskip("opentelemetry.sdk", reason="pip install -e '.[test]' (opentelemetry-sdk)")
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
 @pytest.fixture
@@ -64,7 +64,9 @@ async def test_the_caller_trace_reaches_the_delivery(redis_url, prefix, spans):
 
     ours = {s.name: s for s in spans.get_finished_spans() if format(s.context.trace_id, "032x") == trace_id}
     assert {"POST /rec/in", "frontdesk.inbound", "frontdesk.step", "frontdesk.deliver"} <= set(ours)
-    request, inbound, step, deliver = (ours[n] for n in ("POST /rec/in", "frontdesk.inbound", "frontdesk.step", "frontdesk.deliver"))
+    request, inbound, step, deliver = (
+        ours[n] for n in ("POST /rec/in", "frontdesk.inbound", "frontdesk.step", "frontdesk.deliver")
+    )
     assert inbound.parent.span_id == request.context.span_id
     assert step.parent.span_id == inbound.context.span_id  # across the stream: the `tp` field
     assert deliver.parent.span_id == step.context.span_id  # across the outbox: the message's traceparent
@@ -102,11 +104,15 @@ async def test_configure_exports_to_the_collector_the_setting_names(settings):
             body, more = body + message.get("body", b""), message.get("more_body", False)
         headers = dict(scope["headers"])
         received.append((scope["path"], headers.get(b"content-type", b"").decode(), body))
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-protobuf")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-protobuf")]}
+        )
         await send({"type": "http.response.body", "body": b""})
 
     with LoopbackServer(collector) as server:
-        assert tracing.configure(settings.model_copy(update={"otel_endpoint": server.url + "/", "otel_service_name": "fd-test"}))
+        assert tracing.configure(
+            settings.model_copy(update={"otel_endpoint": server.url + "/", "otel_service_name": "fd-test"})
+        )
         try:
             with tracing.span("frontdesk.test", thread_id="th_1"):
                 assert tracing.traceparent().startswith("00-")
@@ -120,6 +126,8 @@ async def test_configure_exports_to_the_collector_the_setting_names(settings):
 
 
 def test_an_endpoint_without_the_packages_leaves_tracing_off(settings, monkeypatch):
-    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)  # as if not installed
+    monkeypatch.setitem(
+        sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None
+    )  # as if not installed
     assert tracing.configure(settings.model_copy(update={"otel_endpoint": "http://collector:4318"})) is False
     assert not tracing.enabled()

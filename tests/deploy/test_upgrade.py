@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 
+from helpers import background, eventually
+from plugins import EchoAgent
+from recorder import Recorder
+
 from gateway.events import THREAD_VERSION, InboundMessage
 from gateway.outbox import Outbox
 from gateway.runtime import running
 from gateway.threads import thread_from_stored
 from gateway.worker import Worker
-from helpers import background, eventually
-from plugins import EchoAgent
-from recorder import Recorder
 
 # A thread as the first release stored it: no `version`, `responders`, `approvers`,
 # `updated_at`, `channel` or `person` in the hash, and events without the fields added
@@ -26,7 +27,9 @@ OLD_META = {
     "events": "2",
 }
 OLD_EVENTS = [
-    json.dumps({"type": "user_message", "at": "2024-05-01T09:00:00+00:00", "text": "hello", "sender": "rec:ann", "legacy": 1}),
+    json.dumps(
+        {"type": "user_message", "at": "2024-05-01T09:00:00+00:00", "text": "hello", "sender": "rec:ann", "legacy": 1}
+    ),
     json.dumps({"type": "request_human_input", "at": "2024-05-01T09:00:01+00:00", "text": "you said 'hello'?"}),
 ]
 
@@ -58,4 +61,9 @@ async def test_an_old_waiting_thread_resumes_on_the_new_release(settings):
             await eventually(lambda: recorder.texts(tid) == ["ok: yes"])
         thread = await rt.store.load(tid)
         assert thread.status == "done"
-        assert [e.type for e in thread.events][:4] == ["user_message", "request_human_input", "human_response", "done_for_now"]
+        assert [e.type for e in thread.events][:4] == [
+            "user_message",
+            "request_human_input",
+            "human_response",
+            "done_for_now",
+        ]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from faultctl import Control
+
 from gateway.runtime import running
 
 

@@ -29,9 +29,9 @@ from typing import Any
 
 import redis
 from aiohttp import web
+from faultkit import PID_HEADER
 
 from agents.kit import Block, parse_blocks
-from faultkit import PID_HEADER
 from gateway.embedded import redis_executable
 
 # The process helpers of tests/gateway/test_processes.py (Proc, child_env) serve here too.
@@ -77,7 +77,9 @@ def script(blocks: list[Block]) -> tuple[str, dict[str, Any]]:
     return "done_for_now", {"message": f"run {want.get('run')}: done after {done} steps"}
 
 
-def completion(name: str | None, arguments: str | dict | None = None, *, model: str = "fault", text: str | None = None) -> dict:
+def completion(
+    name: str | None, arguments: str | dict | None = None, *, model: str = "fault", text: str | None = None
+) -> dict:
     """A Chat Completions answer with one tool call (none when `name` is None)."""
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if name is not None:
@@ -117,7 +119,7 @@ class Control:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
         self.url = ""
 
-    async def __aenter__(self) -> "Control":
+    async def __aenter__(self) -> Control:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -263,7 +265,10 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [redis_executable(), str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            [redis_executable(), str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 20
         while not self.alive():
@@ -285,7 +290,7 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(timeout=20)
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         self.start()
         return self
 

@@ -14,8 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agents.kit import Agent, Tool, ToolContext
 from plugins import SinkChannel
+
+from agents.kit import Agent, Tool, ToolContext
 
 PID_HEADER = "x-worker-pid"
 

@@ -27,11 +27,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
-
 from faultctl import POINTS, Control, fault_env
-from gateway.events import InboundMessage
 from helpers import eventually
 from test_processes import Proc
+
+from gateway.events import InboundMessage
 
 STEPS, ASK = 4, 2
 
@@ -68,7 +68,14 @@ class Tally:
 def expected_steps() -> list[tuple[str, int | None]]:
     work = [(kind, n) for n in range(STEPS) for kind in ("tool_call", "tool_result")]
     cut = 2 * ASK
-    return [("user_message", None), *work[:cut], ("request_human_input", None), ("human_response", None), *work[cut:], ("done_for_now", None)]
+    return [
+        ("user_message", None),
+        *work[:cut],
+        ("request_human_input", None),
+        ("human_response", None),
+        *work[cut:],
+        ("done_for_now", None),
+    ]
 
 
 def said(thread) -> list[tuple[str, int | None]]:
@@ -77,7 +84,13 @@ def said(thread) -> list[tuple[str, int | None]]:
     for event in thread.events:
         if event.type in ("delivery", "note"):
             continue
-        n = event.arguments.get("n") if event.type == "tool_call" else event.result if event.type == "tool_result" else None
+        n = (
+            event.arguments.get("n")
+            if event.type == "tool_call"
+            else event.result
+            if event.type == "tool_result"
+            else None
+        )
         out.append((event.type, n))
     return out
 
@@ -158,7 +171,13 @@ class Person:
         self.answered: set[str] = set()
 
     async def launch(self, run: int) -> str:
-        message = InboundMessage(id=f"start-{run}", channel="test", conversation=f"run-{run}", sender="tester", text=f"run={run} steps={STEPS} ask={ASK}")
+        message = InboundMessage(
+            id=f"start-{run}",
+            channel="test",
+            conversation=f"run-{run}",
+            sender="tester",
+            text=f"run={run} steps={STEPS} ask={ASK}",
+        )
         tid = (await self.rt.ingest.accept(message, "faulty")).thread_id
         self.runs[tid] = run
         return tid
@@ -167,7 +186,13 @@ class Person:
         while not stop.is_set():
             for tid, run in list(self.runs.items()):
                 if tid not in self.answered and (await self.rt.store.meta(tid)).get("status") == "waiting_human":
-                    reply = InboundMessage(id=f"answer-{run}", channel="test", conversation=f"run-{run}", sender="tester", text="yes, carry on")
+                    reply = InboundMessage(
+                        id=f"answer-{run}",
+                        channel="test",
+                        conversation=f"run-{run}",
+                        sender="tester",
+                        text="yes, carry on",
+                    )
                     await self.rt.ingest.accept(reply, "faulty")
                     self.answered.add(tid)
             await asyncio.sleep(0.05)
@@ -189,7 +214,11 @@ async def _wave(control: Control, workers: Workers, person: Person, ids: list[st
     watch: dict[asyncio.Future, str] = {}
 
     def arm(point: str) -> None:
-        match = (lambda hit: hit.thread in wanted and hit.after == "tool_result") if point == "model" else (lambda hit: hit.thread in wanted)
+        match = (
+            (lambda hit: hit.thread in wanted and hit.after == "tool_result")
+            if point == "model"
+            else (lambda hit: hit.thread in wanted)
+        )
         watch[control.arm(point, match)] = point
 
     for point in POINTS:

@@ -11,17 +11,16 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-import pytest
+import faultkit
 from aiohttp import web
+from faultctl import Control, completion, params
+from helpers import background, eventually
 from pydantic import SecretStr
 
-import faultkit
-from faultctl import Control, completion, params
 from gateway.events import InboundMessage
 from gateway.outbox import Outbox
 from gateway.runtime import running
 from gateway.worker import Worker
-from helpers import background, eventually
 
 # fault -> the error kind it must leave on the thread (None: it recovers and finishes)
 FAULTS = {
@@ -44,9 +43,15 @@ def model_faults(control: Control):
         thread = re.search(r"thread: (\S+)", body["messages"][0]["content"]).group(1)
         calls[thread] += 1
         if fault == "ratelimit":
-            return web.json_response({"error": {"message": "Rate limit reached", "type": "requests"}}, status=429, headers={"Retry-After": "0"})
+            return web.json_response(
+                {"error": {"message": "Rate limit reached", "type": "requests"}},
+                status=429,
+                headers={"Retry-After": "0"},
+            )
         if fault == "error" or (fault == "flaky" and calls[thread] == 1):
-            return web.json_response({"error": {"message": "The server had an error", "type": "server_error"}}, status=500)
+            return web.json_response(
+                {"error": {"message": "The server had an error", "type": "server_error"}}, status=500
+            )
         if fault == "timeout":
             return await control.hold()
         if fault == "garbage":
@@ -67,7 +72,14 @@ async def _settled(rt, tid: str) -> bool:
 
 
 def _settings(settings, control: Control, **values):
-    base = dict(model="openai:fault", openai_base_url=f"{control.url}/v1", openai_api_key=SecretStr("k"), model_retries=0, model_timeout=0.5, rate_limit=0)
+    base = dict(
+        model="openai:fault",
+        openai_base_url=f"{control.url}/v1",
+        openai_api_key=SecretStr("k"),
+        model_retries=0,
+        model_timeout=0.5,
+        rate_limit=0,
+    )
     return settings.model_copy(update={**base, **values})
 
 
@@ -79,16 +91,24 @@ async def _status(rt, tid: str, status: str) -> bool:
     return (await rt.store.meta(tid)).get("status") == status
 
 
-async def test_model_faults_become_error_events_then_a_question_and_the_worker_serves_on(settings, control, monkeypatch):
+async def test_model_faults_become_error_events_then_a_question_and_the_worker_serves_on(
+    settings, control, monkeypatch
+):
     monkeypatch.setenv("FAULT_CONTROL_URL", control.url)
     control.model_rule = model_faults(control)
     settings = _settings(settings, control)
     async with running(settings, builtins=False, agents=[faultkit.agents], channels=[faultkit.channels]) as rt:
-        faulty = {f: (await rt.ingest.accept(_start(f, f"run={f} model={f} steps=2"), "faulty")).thread_id for f in FAULTS}
-        healthy = [(await rt.ingest.accept(_start(f"ok{i}", f"run=ok{i} steps=3"), "faulty")).thread_id for i in range(3)]
+        faulty = {
+            f: (await rt.ingest.accept(_start(f, f"run={f} model={f} steps=2"), "faulty")).thread_id for f in FAULTS
+        }
+        healthy = [
+            (await rt.ingest.accept(_start(f"ok{i}", f"run=ok{i} steps=3"), "faulty")).thread_id for i in range(3)
+        ]
         async with background(Worker(rt, "w1"), Outbox(rt, "o1")):
             for fault, tid in faulty.items():
-                await eventually(lambda: _status(rt, tid, "done" if FAULTS[fault] is None else "waiting_human"), timeout=30)
+                await eventually(
+                    lambda: _status(rt, tid, "done" if FAULTS[fault] is None else "waiting_human"), timeout=30
+                )
             for tid in healthy:
                 await eventually(lambda: _status(rt, tid, "done"), timeout=30)
             # The same worker takes new work after all that.
@@ -117,7 +137,12 @@ async def test_model_faults_become_error_events_then_a_question_and_the_worker_s
 async def test_a_model_answering_200_with_a_page_that_is_not_json_is_an_error_event(settings, control, monkeypatch):
     monkeypatch.setenv("FAULT_CONTROL_URL", control.url)
     control.model_rule = model_faults(control)
-    async with running(_settings(settings, control, max_attempts=1), builtins=False, agents=[faultkit.agents], channels=[faultkit.channels]) as rt:
+    async with running(
+        _settings(settings, control, max_attempts=1),
+        builtins=False,
+        agents=[faultkit.agents],
+        channels=[faultkit.channels],
+    ) as rt:
         tid = (await rt.ingest.accept(_start("garbage", "run=garbage model=garbage steps=2"), "faulty")).thread_id
         async with background(Worker(rt, "w1"), Outbox(rt, "o1")):
             await eventually(lambda: _settled(rt, tid), timeout=30)

@@ -11,15 +11,15 @@ dead-letter stream, so a person who sees the thread can send it again.
 from __future__ import annotations
 
 import httpx
-
 from faultkit import sink_channel
+from helpers import background, eventually
+from plugins import EchoAgent
+
 from gateway.events import InboundMessage
 from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import running
 from gateway.worker import Worker
-from helpers import background, eventually
-from plugins import EchoAgent
 
 
 async def _deliveries(rt, tid: str) -> list[str]:
@@ -37,7 +37,9 @@ def _deliveries_are(rt, tid: str, statuses: list[str]):
 async def test_a_send_cut_off_after_the_provider_took_it_is_ambiguous_and_a_person_can_retry(settings, control):
     # No grace: stopping the first sender cancels its send in flight, as a kill would end it.
     settings = settings.model_copy(update={"shutdown_grace": 0.0})
-    async with running(settings, agents=[EchoAgent()], builtins=False, channels=[sink_channel(f"{control.url}/inbox")]) as rt:
+    async with running(
+        settings, agents=[EchoAgent()], builtins=False, channels=[sink_channel(f"{control.url}/inbox")]
+    ) as rt:
         held = control.arm("send")
         message = InboundMessage(id="in-1", channel="test", conversation="c-1", sender="tester", text="hello")
         tid = (await rt.ingest.accept(message, "echo")).thread_id

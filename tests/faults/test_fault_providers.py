@@ -34,6 +34,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiosmtpd.smtp import SMTP
+from helpers import background, eventually, make_settings
+from plugins import ApprovalAgent, EchoAgent
 from pydantic import SecretStr
 
 import channels.email as email_channel
@@ -44,13 +46,12 @@ from gateway.events import ApprovalChoice, InboundMessage
 from gateway.outbox import Outbox
 from gateway.runtime import running
 from gateway.worker import Worker
-from helpers import background, eventually, make_settings
-from plugins import ApprovalAgent, EchoAgent
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channels"))
-from fake_slack import HANG, RESET, SECRET as SLACK_SECRET, TEAM, TOKEN, FakeSlack, Reply  # noqa: E402
-from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio  # noqa: E402
-from fake_twilio import Reply as TwilioReply  # noqa: E402
+from fake_slack import HANG, RESET, TEAM, TOKEN, FakeSlack, Reply
+from fake_slack import SECRET as SLACK_SECRET
+from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
+from fake_twilio import Reply as TwilioReply
 
 KINDS = ("ratelimit", "error", "slow", "timeout", "reset", "down")
 ATTEMPTS = 3  # FRONTDESK_DELIVERY_ATTEMPTS
@@ -102,7 +103,15 @@ class Provider:
             await asyncio.wait_for(self.released.wait(), 60)
 
 
-async def _run_cases(rt, start: Callable[[str, int], InboundMessage], provider: Provider, kinds, *, resend_safe: bool, down_attempts=ATTEMPTS) -> dict:
+async def _run_cases(
+    rt,
+    start: Callable[[str, int], InboundMessage],
+    provider: Provider,
+    kinds,
+    *,
+    resend_safe: bool,
+    down_attempts=ATTEMPTS,
+) -> dict:
     """Start one echo thread per fault; once each has its delivery outcome, compare with `expected`."""
     ids = {}
     for i, kind in enumerate(kinds):
@@ -132,7 +141,10 @@ async def _run_cases(rt, start: Callable[[str, int], InboundMessage], provider: 
         # What was not sent stays retryable by a person: in the dead-letter stream, with its reason.
         assert len(in_dlq) == (seen[kind].status != "sent"), (kind, in_dlq)
     want = {kind: expected(kind, resend_safe, down_attempts) for kind in kinds}
-    print(f"\n{', '.join(rt.channels)}: " + "; ".join(f"{k}={o.status}/{o.attempts} tries/{o.received} received" for k, o in seen.items()))
+    print(
+        f"\n{', '.join(rt.channels)}: "
+        + "; ".join(f"{k}={o.status}/{o.attempts} tries/{o.received} received" for k, o in seen.items())
+    )
     assert seen == want
     return ids
 
@@ -172,14 +184,23 @@ async def test_slack_provider_faults(redis_url, prefix):
     provider = Provider()
     async with FakeSlack() as fake:
         fake.rule = slack_rule(provider)
-        values = dict(slack_bot_token=TOKEN, slack_signing_secret=SLACK_SECRET, slack_api_url=fake.url, slack_timeout=TIMEOUT)
+        values = dict(
+            slack_bot_token=TOKEN, slack_signing_secret=SLACK_SECRET, slack_api_url=fake.url, slack_timeout=TIMEOUT
+        )
         settings = _settings(redis_url, prefix, **values)
         async with running(settings, agents=[EchoAgent()], builtins=False, channels=[slack_channel.channel]) as rt:
 
             def start(text: str, i: int) -> InboundMessage:
                 ts = f"17100000{i:02d}.000100"
                 reply_to = {"team": TEAM, "channel": "C1", "thread_ts": ts}
-                return InboundMessage(id=f"Ev{i}", channel="slack", conversation=f"{TEAM}/C1/{ts}", sender="U1", text=text, reply_to=reply_to)
+                return InboundMessage(
+                    id=f"Ev{i}",
+                    channel="slack",
+                    conversation=f"{TEAM}/C1/{ts}",
+                    sender="U1",
+                    text=text,
+                    reply_to=reply_to,
+                )
 
             await _run_cases(rt, start, provider, KINDS, resend_safe=False)
 
@@ -226,7 +247,15 @@ async def test_sms_provider_faults(redis_url, prefix):
 
             def start(text: str, i: int) -> InboundMessage:
                 them, us = f"+1555123{i:04d}", "+15559870000"
-                return InboundMessage(id=f"SMin{i}", channel="sms", conversation=f"{them}/{us}", sender=them, address=us, text=text, reply_to={"to": them, "from": us})
+                return InboundMessage(
+                    id=f"SMin{i}",
+                    channel="sms",
+                    conversation=f"{them}/{us}",
+                    sender=them,
+                    address=us,
+                    text=text,
+                    reply_to={"to": them, "from": us},
+                )
 
             await _run_cases(rt, start, provider, KINDS, resend_safe=False)
 
@@ -268,13 +297,29 @@ async def test_email_relay_faults(redis_url, prefix):
     server = await loop.create_server(lambda: SMTP(Relay(provider), hostname="relay.test", loop=loop), "127.0.0.1", 0)
     try:
         port = server.sockets[0].getsockname()[1]
-        settings = _settings(redis_url, prefix, smtp_relay=f"127.0.0.1:{port}", smtp_relay_timeout=TIMEOUT, smtp_relay_starttls=False)
+        settings = _settings(
+            redis_url, prefix, smtp_relay=f"127.0.0.1:{port}", smtp_relay_timeout=TIMEOUT, smtp_relay_starttls=False
+        )
         async with running(settings, agents=[EchoAgent()], builtins=False, channels=[email_channel.channel]) as rt:
 
             def start(text: str, i: int) -> InboundMessage:
                 mid = f"<root-{i}@example.com>"
-                reply_to = {"message_id": mid, "references": [], "subject": "faults", "to": f"alice{i}@example.com", "from": "echo@frontdesk.localhost"}
-                return InboundMessage(id=mid, channel="email", conversation=mid, sender=f"alice{i}@example.com", address="echo@frontdesk.localhost", text=text, reply_to=reply_to)
+                reply_to = {
+                    "message_id": mid,
+                    "references": [],
+                    "subject": "faults",
+                    "to": f"alice{i}@example.com",
+                    "from": "echo@frontdesk.localhost",
+                }
+                return InboundMessage(
+                    id=mid,
+                    channel="email",
+                    conversation=mid,
+                    sender=f"alice{i}@example.com",
+                    address="echo@frontdesk.localhost",
+                    text=text,
+                    reply_to=reply_to,
+                )
 
             await _run_cases(rt, start, provider, KINDS, resend_safe=True, down_attempts=1)
     finally:
@@ -330,7 +375,15 @@ async def _webhook_faults(redis_url, prefix, kinds) -> None:
         async with running(settings, agents=[EchoAgent()], builtins=False, channels=[webhook_channel]) as rt:
 
             def start(text: str, i: int) -> InboundMessage:
-                return InboundMessage(id=f"wh{i}", channel="webhook", conversation=f"echo/wh{i}", sender=url, address="echo", text=text, reply_to={"callback_url": url})
+                return InboundMessage(
+                    id=f"wh{i}",
+                    channel="webhook",
+                    conversation=f"echo/wh{i}",
+                    sender=url,
+                    address="echo",
+                    text=text,
+                    reply_to={"callback_url": url},
+                )
 
             await _run_cases(rt, start, provider, kinds, resend_safe=True)
     assert all(len(ids) == 1 for ids in provider.ids.values()), provider.ids  # one webhook-id per message
@@ -369,7 +422,13 @@ async def test_messages_of_one_thread_keep_their_order_when_the_first_is_retried
     try:
         settings = _settings(redis_url, prefix, webhook_secret=SecretStr(SECRET), callback_allow_private=True)
         async with running(settings, agents=[ApprovalAgent()], builtins=False, channels=[webhook_channel]) as rt:
-            said = dict(channel="webhook", conversation="approver/order", sender=url, address="approver", reply_to={"callback_url": url})
+            said = dict(
+                channel="webhook",
+                conversation="approver/order",
+                sender=url,
+                address="approver",
+                reply_to={"callback_url": url},
+            )
             tid = (await rt.ingest.accept(InboundMessage(id="o1", text="v1.2", **said), "approver")).thread_id
             async with background(Worker(rt, "w1"), Outbox(rt, "o1")):
                 await eventually(lambda: [k for k, s in arrived if s == 200] == ["approval"])

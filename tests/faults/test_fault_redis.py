@@ -31,15 +31,15 @@ import aiosmtplib
 import httpx
 import pytest
 from aiosmtpd.smtp import SMTP
-
-from channels.webhook import signature
 from faultctl import RedisServer, free_port
-from gateway.events import InboundMessage
-from gateway.runtime import running
-from gateway.worker import Worker
 from helpers import background, eventually, make_settings
 from plugins import SinkChannel, StepsAgent
 from test_processes import Proc, child_env
+
+from channels.webhook import signature
+from gateway.events import InboundMessage
+from gateway.runtime import running
+from gateway.worker import Worker
 
 SECRET = "whsec_" + base64.b64encode(b"r" * 32).decode()
 KINDS = ("webhook", "api", "mail")
@@ -58,7 +58,10 @@ class Load:
     launched_twice: int = 0  # API launches (no idempotency key) whose refused try had in fact landed
 
     def line(self) -> str:
-        parts = [f"{k}: sent={self.sent[k]} acked={len(self.acked[k])} refused={self.refused[k]} errors={self.errors[k]}" for k in KINDS]
+        parts = [
+            f"{k}: sent={self.sent[k]} acked={len(self.acked[k])} refused={self.refused[k]} errors={self.errors[k]}"
+            for k in KINDS
+        ]
         return "; ".join(parts) + f"; api launched twice={self.launched_twice}"
 
 
@@ -151,7 +154,9 @@ async def _healthy(http: httpx.AsyncClient, proc: Proc) -> bool:
         return False
 
 
-async def _restart_under_load(tmp_path, prefix, *, kill: bool, fsync: str, per_kind: int, down: float = 0.0) -> tuple[Load, int]:
+async def _restart_under_load(
+    tmp_path, prefix, *, kill: bool, fsync: str, per_kind: int, down: float = 0.0
+) -> tuple[Load, int]:
     """Load, take Redis down (SHUTDOWN or kill -9) for `down` seconds more, start it again; (load, acknowledged but lost)."""
     load, port = Load(), free_port()
     with RedisServer(tmp_path / "redis", fsync=fsync) as server:
@@ -178,9 +183,15 @@ async def _restart_under_load(tmp_path, prefix, *, kill: bool, fsync: str, per_k
                     await eventually(lambda: '"starting"' in worker.output(), timeout=60)
                     numbers = itertools.count()
                     clients = [
-                        asyncio.create_task(_client("webhook", numbers, lambda load, i: _webhook(http, load, i), load, stop)),
-                        asyncio.create_task(_client("api", numbers, lambda load, i: _launch(http, load, i), load, stop)),
-                        asyncio.create_task(_client("mail", numbers, lambda load, i: _mail(smtp_port, load, i), load, stop)),
+                        asyncio.create_task(
+                            _client("webhook", numbers, lambda load, i: _webhook(http, load, i), load, stop)
+                        ),
+                        asyncio.create_task(
+                            _client("api", numbers, lambda load, i: _launch(http, load, i), load, stop)
+                        ),
+                        asyncio.create_task(
+                            _client("mail", numbers, lambda load, i: _mail(smtp_port, load, i), load, stop)
+                        ),
                     ]
                     try:
                         await eventually(lambda: all(len(load.acked[k]) >= per_kind for k in KINDS), timeout=60)
@@ -191,7 +202,9 @@ async def _restart_under_load(tmp_path, prefix, *, kill: bool, fsync: str, per_k
                         await asyncio.sleep(down)  # a longer outage: more refusals, more reconnect attempts
                         before = {k: len(load.acked[k]) for k in KINDS}
                         await asyncio.to_thread(server.start)
-                        await eventually(lambda: all(len(load.acked[k]) >= before[k] + per_kind for k in KINDS), timeout=60)
+                        await eventually(
+                            lambda: all(len(load.acked[k]) >= before[k] + per_kind for k in KINDS), timeout=60
+                        )
                     finally:
                         stop.set()
                         await asyncio.gather(*clients)
@@ -242,7 +255,11 @@ async def _all_asked(rt, load: Load) -> bool:
     asked = set()
     for meta in await rt.store.list(limit=100_000):
         thread = await rt.store.load(meta["id"])
-        if thread.events and thread.events[0].type == "user_message" and any(e.type == "request_human_input" for e in thread.events):
+        if (
+            thread.events
+            and thread.events[0].type == "user_message"
+            and any(e.type == "request_human_input" for e in thread.events)
+        ):
             asked.add(thread.events[0].text.strip())
     return wanted <= asked
 
@@ -279,8 +296,13 @@ async def test_chaos_redis_crashing_and_back_at_once_applies_no_step_twice(tmp_p
     """kill -9 and an immediate restart (appendfsync always), again and again, under steady steps."""
     with RedisServer(tmp_path / "redis", fsync="always") as server:
         settings = make_settings(server.url, prefix, rate_limit=0)
-        async with running(settings, builtins=False, agents=[StepsAgent(delay=0.01)], channels=[SinkChannel("http://127.0.0.1:9/")]) as rt:
-            start = [InboundMessage(id=f"s{i}", channel="api", conversation=f"c{i}", sender="t", text="steps=60") for i in range(40)]
+        async with running(
+            settings, builtins=False, agents=[StepsAgent(delay=0.01)], channels=[SinkChannel("http://127.0.0.1:9/")]
+        ) as rt:
+            start = [
+                InboundMessage(id=f"s{i}", channel="api", conversation=f"c{i}", sender="t", text="steps=60")
+                for i in range(40)
+            ]
             ids = [(await rt.ingest.accept(message, "steps")).thread_id for message in start]
             async with background(Worker(rt, "w1")):
                 for _ in range(15):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 
 import pytest
-
 from helpers import eventually
 from test_processes import Proc, check_delivered_once, delivered_all, progressed, said, sink, worker_env  # noqa: F401 - sink is a fixture
 
@@ -24,7 +23,7 @@ async def _saved(rt, ids: list[str]) -> dict[str, int]:
         for tid in ids:
             pipe.hget(rt.keys.thread(tid), "events")
         counts = await pipe.execute()
-    return {tid: (int(n or 1) - 1) // 2 for tid, n in zip(ids, counts)}
+    return {tid: (int(n or 1) - 1) // 2 for tid, n in zip(ids, counts, strict=False)}
 
 
 def _up(proc: Proc) -> bool:

@@ -49,7 +49,9 @@ def bounded(seconds: float = HANG_SECONDS) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40)
+scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40)
+)
 # Any JSON document (bounded in size).
 json_values = st.recursive(
     scalars,
@@ -71,7 +73,22 @@ edits = st.lists(
     st.tuples(
         st.integers(min_value=0, max_value=1 << 20),
         st.integers(min_value=0, max_value=64),
-        st.binary(max_size=24) | st.sampled_from([b"\r\n", b"\n\n", b"--", b"=?utf-8?b?", b"?=", b"\r\n\r\n", b"boundary=", b"Content-Type: multipart/mixed; boundary=x\r\n", b"=\r\n", b"\x00", b"\xff\xfe"]),
+        st.binary(max_size=24)
+        | st.sampled_from(
+            [
+                b"\r\n",
+                b"\n\n",
+                b"--",
+                b"=?utf-8?b?",
+                b"?=",
+                b"\r\n\r\n",
+                b"boundary=",
+                b"Content-Type: multipart/mixed; boundary=x\r\n",
+                b"=\r\n",
+                b"\x00",
+                b"\xff\xfe",
+            ]
+        ),
     ),
     min_size=1,
     max_size=8,

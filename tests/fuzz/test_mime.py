@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fuzzkit import FUZZ, SLOW_FUZZ, bounded, edits, mutate
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,9 +19,10 @@ from channels.email import tokens
 from channels.email.headers import Headers, read_headers
 from channels.email.parse import Mail, parse
 from channels.email.quotes import new_text
-from fuzzkit import FUZZ, SLOW_FUZZ, bounded, edits, mutate
 
-CORPUS = {p.name: p.read_bytes() for p in sorted((Path(__file__).resolve().parents[1] / "channels" / "mail").glob("*.eml"))}
+CORPUS = {
+    p.name: p.read_bytes() for p in sorted((Path(__file__).resolve().parents[1] / "channels" / "mail").glob("*.eml"))
+}
 
 
 def _read_everything(raw: bytes) -> None:
@@ -56,8 +58,36 @@ def test_damaged_real_mail(name, changes, crlf):
 @given(
     headers=st.lists(
         st.tuples(
-            st.sampled_from(["From", "To", "Reply-To", "Subject", "Message-ID", "In-Reply-To", "References", "Content-Type", "Content-Transfer-Encoding", "Auto-Submitted", "Return-Path", "X"]),
-            st.text(max_size=80) | st.sampled_from(["=?utf-8?b?////?=", "=?x-unknown?q?=FF?=", "<a@b> <c@d", "multipart/mixed; boundary=", "base64", "quoted-printable", '"a\\', "<>", "text/plain; charset=unknown-8bit"]),
+            st.sampled_from(
+                [
+                    "From",
+                    "To",
+                    "Reply-To",
+                    "Subject",
+                    "Message-ID",
+                    "In-Reply-To",
+                    "References",
+                    "Content-Type",
+                    "Content-Transfer-Encoding",
+                    "Auto-Submitted",
+                    "Return-Path",
+                    "X",
+                ]
+            ),
+            st.text(max_size=80)
+            | st.sampled_from(
+                [
+                    "=?utf-8?b?////?=",
+                    "=?x-unknown?q?=FF?=",
+                    "<a@b> <c@d",
+                    "multipart/mixed; boundary=",
+                    "base64",
+                    "quoted-printable",
+                    '"a\\',
+                    "<>",
+                    "text/plain; charset=unknown-8bit",
+                ]
+            ),
         ),
         max_size=10,
     ),
@@ -71,7 +101,9 @@ def test_headers_of_any_text_and_any_body(headers, body):
 def test_a_deeply_nested_multipart_bomb_is_read_within_the_bound():
     depth = 2000
     head = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i) for i in range(depth))
-    _read_everything(b"From: a@example.com\r\nMessage-ID: <bomb@x>\r\n" + head + b"Content-Type: text/plain\r\n\r\nhello\r\n")
+    _read_everything(
+        b"From: a@example.com\r\nMessage-ID: <bomb@x>\r\n" + head + b"Content-Type: text/plain\r\n\r\nhello\r\n"
+    )
 
 
 def test_very_many_parts_are_capped():

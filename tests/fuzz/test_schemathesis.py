@@ -21,28 +21,49 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "security"))
-from seckit import API_TOKEN, stack  # noqa: E402
+from seckit import API_TOKEN, stack
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("schemathesis") is None, reason="schemathesis is not installed (pip install -e '.[test]')")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("schemathesis") is None, reason="schemathesis is not installed (pip install -e '.[test]')"
+)
 
 RUN_TIMEOUT = 600  # seconds: bounds a broken run, measures nothing
 
 
-async def _schemathesis(url: str, report: Path, examples: int, *extra: str, config: Path | None = None) -> tuple[int, str]:
+async def _schemathesis(
+    url: str, report: Path, examples: int, *extra: str, config: Path | None = None
+) -> tuple[int, str]:
     args = [
-        sys.executable, "-m", "schemathesis.cli", *(["--config-file", str(config)] if config else []), "run", f"{url}/openapi.json",
-        "--checks", "not_a_server_error",
-        "--max-examples", str(examples),
-        "--request-timeout", "10",
-        "--workers", "1",
-        "--generation-database", "none",
-        "--seed", os.environ.get("FRONTDESK_FUZZ_SEED", "20240603"),
-        "--include-path-regex", "^/(api/v1|webhooks)/",
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        *(["--config-file", str(config)] if config else []),
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        str(examples),
+        "--request-timeout",
+        "10",
+        "--workers",
+        "1",
+        "--generation-database",
+        "none",
+        "--seed",
+        os.environ.get("FRONTDESK_FUZZ_SEED", "20240603"),
+        "--include-path-regex",
+        "^/(api/v1|webhooks)/",
         "--no-color",
-        "--report", "ndjson", "--report-ndjson-path", str(report),
+        "--report",
+        "ndjson",
+        "--report-ndjson-path",
+        str(report),
         *extra,
     ]
-    process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=report.parent)
+    process = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=report.parent
+    )
     try:
         out, _ = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT)
     except TimeoutError:
@@ -96,11 +117,15 @@ async def _run(redis_url, prefix, tmp_path, examples: int) -> None:
         config.write_text(CONFIG.format(threads=", ".join(f'"{t}"' for t in await _waiting_threads(s))))
         report = tmp_path / "schemathesis.ndjson"
         # With the token: the handlers behind authentication are what is fuzzed.
-        code, out = await _schemathesis(s.url, report, examples, "--header", f"Authorization: Bearer {API_TOKEN}", config=config)
+        code, out = await _schemathesis(
+            s.url, report, examples, "--header", f"Authorization: Bearer {API_TOKEN}", config=config
+        )
         assert code == 0, out[-6000:]
         assert _operations(report) == {"/api/v1/", "/webhooks/"}, out[-2000:]
         # Without it: every operation refuses, and still never with a 5xx.
-        code, out = await _schemathesis(s.url, tmp_path / "anonymous.ndjson", max(5, examples // 10), "--phases", "examples,fuzzing")
+        code, out = await _schemathesis(
+            s.url, tmp_path / "anonymous.ndjson", max(5, examples // 10), "--phases", "examples,fuzzing"
+        )
         assert code == 0, out[-6000:]
 
 

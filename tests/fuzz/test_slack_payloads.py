@@ -15,23 +15,35 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from fuzzkit import FUZZ, FUZZ_IO, SLOW_FUZZ, bounded, json_values
+from helpers import make_settings
 from hypothesis import given
 from hypothesis import strategies as st
+from plugins import EchoAgent
 
 import channels.slack as slack
 from channels.slack.api import Me
 from channels.slack.inbound import Parsed, from_click, from_event
-from fuzzkit import FUZZ, FUZZ_IO, SLOW_FUZZ, bounded, json_values
 from gateway.http import create_app
 from gateway.runtime import running
-from helpers import make_settings
-from plugins import EchoAgent
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channels"))
-from fake_slack import BOT_ID, BOT_USER, SECRET, TEAM, TOKEN, FakeSlack, click, event_body, mention, message, signed  # noqa: E402
+from fake_slack import BOT_ID, BOT_USER, SECRET, TEAM, TOKEN, FakeSlack, click, event_body, mention, message, signed
 
 ME = Me(team=TEAM, user_id=BOT_USER, bot_id=BOT_ID)
-EVENT_FIELDS = ["type", "user", "text", "ts", "thread_ts", "channel", "channel_type", "subtype", "bot_id", "files", "event_ts"]
+EVENT_FIELDS = [
+    "type",
+    "user",
+    "text",
+    "ts",
+    "thread_ts",
+    "channel",
+    "channel_type",
+    "subtype",
+    "bot_id",
+    "files",
+    "event_ts",
+]
 BODY_FIELDS = ["event", "event_id", "type", "team_id", "authorizations"]
 CLICK_FIELDS = ["actions", "user", "container", "channel", "message", "team", "type"]
 
@@ -42,13 +54,23 @@ def _real_events() -> list[dict]:
         mention("in a thread", ts="1710000001.000100", thread_ts="1710000000.000100"),
         message("a reply", ts="1710000002.000100", thread_ts="1710000000.000100"),
         message("a DM", ts="1710000003.000100", channel="D1"),
-        message("a file", ts="1710000004.000100", subtype="file_share", files=[{"id": "F1", "name": "a.txt", "size": 3}]),
+        message(
+            "a file", ts="1710000004.000100", subtype="file_share", files=[{"id": "F1", "name": "a.txt", "size": 3}]
+        ),
     ]
 
 
 def _real_click() -> dict:
     value = json.dumps({"call_id": "call-1", "approved": True})
-    form = click(user="U1", channel="C1", message_ts="1710000000.000200", thread_ts="1710000000.000100", value=value, approved=True, action_ts="1.1")
+    form = click(
+        user="U1",
+        channel="C1",
+        message_ts="1710000000.000200",
+        thread_ts="1710000000.000100",
+        value=value,
+        approved=True,
+        action_ts="1.1",
+    )
     return json.loads(dict(httpx.QueryParams(form))["payload"])
 
 
@@ -82,7 +104,9 @@ def test_real_events_with_fields_of_any_type(base, event_changes, body_changes):
 @FUZZ
 @given(
     changes=st.dictionaries(st.sampled_from(CLICK_FIELDS), json_values, max_size=3),
-    action=st.dictionaries(st.sampled_from(["value", "action_ts", "action_id"]), json_values | st.text(max_size=60), max_size=2),
+    action=st.dictionaries(
+        st.sampled_from(["value", "action_ts", "action_id"]), json_values | st.text(max_size=60), max_size=2
+    ),
 )
 def test_real_clicks_with_fields_of_any_type(changes, action):
     body = {**_real_click(), **changes}
@@ -109,15 +133,30 @@ async def fake():
 
 @pytest.fixture
 async def http(redis_url, prefix, fake):
-    settings = make_settings(redis_url, prefix, slack_bot_token=TOKEN, slack_signing_secret=SECRET, slack_api_url=fake.url, default_agent="echo")
+    settings = make_settings(
+        redis_url,
+        prefix,
+        slack_bot_token=TOKEN,
+        slack_signing_secret=SECRET,
+        slack_api_url=fake.url,
+        default_agent="echo",
+    )
     async with running(settings, agents=[EchoAgent()], builtins=False, channels=[slack.channel]) as rt:
         transport = httpx.ASGITransport(app=create_app(settings, rt))
         async with httpx.AsyncClient(transport=transport, base_url="http://frontdesk.test") as client:
             yield client
 
 
-CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain", "", "multipart/form-data; boundary=x"]
-slack_text = st.text(max_size=30) | st.sampled_from(["", "U1", "C1", "D1", "1710000000.000100", "im", "channel", "file_share", "<@U0BOT>", "message_changed"])
+CONTENT_TYPES = [
+    "application/json",
+    "application/x-www-form-urlencoded",
+    "text/plain",
+    "",
+    "multipart/form-data; boundary=x",
+]
+slack_text = st.text(max_size=30) | st.sampled_from(
+    ["", "U1", "C1", "D1", "1710000000.000100", "im", "channel", "file_share", "<@U0BOT>", "message_changed"]
+)
 
 
 def _any_bodies():
@@ -137,11 +176,16 @@ def _slack_shaped_bodies():
     as_event = st.builds(
         lambda base, changes: json.dumps(event_body({**base, **changes}, "EvS")).encode(),
         st.sampled_from(_real_events()),
-        st.dictionaries(st.sampled_from(["type", "user", "text", "ts", "thread_ts", "channel", "channel_type", "subtype"]), slack_text, max_size=4),
+        st.dictionaries(
+            st.sampled_from(["type", "user", "text", "ts", "thread_ts", "channel", "channel_type", "subtype"]),
+            slack_text,
+            max_size=4,
+        ),
     )
     as_click = st.builds(
         lambda value, ts, user: urlencode({"payload": json.dumps(_click_with(value, ts, user))}).encode(),
-        st.text(max_size=60) | st.sampled_from(['{"call_id": "call-1", "approved": false}', '{"call_id": 5}', "null", "[]"]),
+        st.text(max_size=60)
+        | st.sampled_from(['{"call_id": "call-1", "approved": false}', '{"call_id": 5}', "null", "[]"]),
         slack_text,
         slack_text,
     )
@@ -162,15 +206,25 @@ async def _post_signed(http: httpx.AsyncClient, raw: bytes, content_type: str) -
 
 
 @FUZZ_IO
-@given(raw=_any_bodies(), content_type=st.sampled_from(CONTENT_TYPES), signature=st.sampled_from(["", "v0=00", "v1=abc", "garbage"]))
+@given(
+    raw=_any_bodies(),
+    content_type=st.sampled_from(CONTENT_TYPES),
+    signature=st.sampled_from(["", "v0=00", "v1=abc", "garbage"]),
+)
 async def test_any_unsigned_body_is_refused_below_500(http, raw, content_type, signature):
-    headers = {"X-Slack-Request-Timestamp": str(int(time.time())), "X-Slack-Signature": signature, "Content-Type": content_type}
+    headers = {
+        "X-Slack-Request-Timestamp": str(int(time.time())),
+        "X-Slack-Signature": signature,
+        "Content-Type": content_type,
+    }
     response = await http.post("/slack/events", content=raw, headers=headers)
     assert response.status_code in (400, 401), (response.status_code, response.text)
 
 
 @FUZZ_IO
-@given(raw=_slack_shaped_bodies(), content_type=st.sampled_from(["application/json", "application/x-www-form-urlencoded"]))
+@given(
+    raw=_slack_shaped_bodies(), content_type=st.sampled_from(["application/json", "application/x-www-form-urlencoded"])
+)
 async def test_any_signed_slack_shaped_body_is_answered_below_500(http, raw, content_type):
     response = await _post_signed(http, raw, content_type)
     assert response.status_code < 500, (response.status_code, response.text)
@@ -178,7 +232,10 @@ async def test_any_signed_slack_shaped_body_is_answered_below_500(http, raw, con
 
 @pytest.mark.slow
 @SLOW_FUZZ
-@given(raw=_slack_shaped_bodies() | _any_bodies().filter(lambda b: not b.startswith(b"{") and b"payload" not in b), content_type=st.sampled_from(CONTENT_TYPES))
+@given(
+    raw=_slack_shaped_bodies() | _any_bodies().filter(lambda b: not b.startswith(b"{") and b"payload" not in b),
+    content_type=st.sampled_from(CONTENT_TYPES),
+)
 async def test_any_signed_body_is_answered_below_500_long(http, raw, content_type):
     try:
         response = await _post_signed(http, raw, content_type)

@@ -13,18 +13,18 @@ import time
 
 import httpx
 import pytest
+from fuzzkit import FUZZ, FUZZ_IO, SLOW_FUZZ, bounded, json_values
 from hypothesis import given
 from hypothesis import strategies as st
+from plugins import EchoAgent
 from pydantic import SecretStr
 
 from channels import webhook
 from channels.webhook import check_callback, signature, verify
-from fuzzkit import FUZZ, FUZZ_IO, SLOW_FUZZ, bounded, json_values
 from gateway.errors import BadSignature, InboundRejected, Malformed, Replayed
 from gateway.events import InboundMessage
 from gateway.http import create_app
 from gateway.runtime import running
-from plugins import EchoAgent
 
 secrets_ = st.binary(min_size=24, max_size=64).map(lambda b: "whsec_" + base64.b64encode(b).decode())
 ids = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40)
@@ -46,7 +46,13 @@ def test_what_is_signed_verifies(secret, msg_id, body, skew):
 
 
 @FUZZ
-@given(secret=secrets_, msg_id=ids, body=bodies.filter(bool), where=st.integers(min_value=0), new=st.integers(min_value=0, max_value=255))
+@given(
+    secret=secrets_,
+    msg_id=ids,
+    body=bodies.filter(bool),
+    where=st.integers(min_value=0),
+    new=st.integers(min_value=0, max_value=255),
+)
 def test_any_single_byte_changed_is_rejected(secret, msg_id, body, where, new):
     _single_byte_changed(secret, msg_id, body, where, new)
 
@@ -81,14 +87,37 @@ def test_another_id_or_secret_or_an_old_time_is_rejected(secret, other, msg_id, 
 
 
 @FUZZ
-@given(headers=st.dictionaries(st.sampled_from(["webhook-id", "webhook-timestamp", "webhook-signature", "x"]), st.text(max_size=60), max_size=4), body=st.binary(max_size=200))
+@given(
+    headers=st.dictionaries(
+        st.sampled_from(["webhook-id", "webhook-timestamp", "webhook-signature", "x"]), st.text(max_size=60), max_size=4
+    ),
+    body=st.binary(max_size=200),
+)
 def test_any_headers_are_rejected_not_an_error(headers, body):
     with bounded(), pytest.raises(InboundRejected):
         verify(["whsec_" + base64.b64encode(b"k" * 32).decode()], headers, body, TOLERANCE)
 
 
 @FUZZ
-@given(url=st.text(max_size=80) | st.sampled_from(["http://[", "http://[::1", "http://h:port/", "http://h:99999/", "https://", "http://a b/", "http://[::ffff:10.0.0.1]/", "file:///etc/passwd", "gopher://x"]) | st.builds("{}://{}{}".format, st.sampled_from(["http", "https", "ftp", ""]), st.text(max_size=30), st.text(max_size=20)))
+@given(
+    url=st.text(max_size=80)
+    | st.sampled_from(
+        [
+            "http://[",
+            "http://[::1",
+            "http://h:port/",
+            "http://h:99999/",
+            "https://",
+            "http://a b/",
+            "http://[::ffff:10.0.0.1]/",
+            "file:///etc/passwd",
+            "gopher://x",
+        ]
+    )
+    | st.builds(
+        "{}://{}{}".format, st.sampled_from(["http", "https", "ftp", ""]), st.text(max_size=30), st.text(max_size=20)
+    )
+)
 def test_any_callback_url_is_checked_or_malformed(settings, url):
     with bounded():
         try:
@@ -110,7 +139,13 @@ async def rt(settings):
 
 
 @FUZZ
-@given(body=st.binary(max_size=400) | bodies | st.builds(lambda v: json.dumps({"text": "hi", **(v if isinstance(v, dict) else {"data": v})}).encode(), json_values))
+@given(
+    body=st.binary(max_size=400)
+    | bodies
+    | st.builds(
+        lambda v: json.dumps({"text": "hi", **(v if isinstance(v, dict) else {"data": v})}).encode(), json_values
+    )
+)
 async def test_any_body_parses_or_is_malformed(rt, body):
     with bounded():
         try:
@@ -145,6 +180,12 @@ async def test_any_signed_body_is_answered_below_500(rt, body, msg_id):
 
 @pytest.mark.slow
 @SLOW_FUZZ
-@given(secret=secrets_, msg_id=ids, body=bodies.filter(bool), where=st.integers(min_value=0), new=st.integers(min_value=0, max_value=255))
+@given(
+    secret=secrets_,
+    msg_id=ids,
+    body=bodies.filter(bool),
+    where=st.integers(min_value=0),
+    new=st.integers(min_value=0, max_value=255),
+)
 def test_any_single_byte_changed_is_rejected_long(secret, msg_id, body, where, new):
     _single_byte_changed(secret, msg_id, body, where, new)

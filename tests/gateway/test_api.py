@@ -6,15 +6,15 @@ import asyncio
 
 import httpx
 import pytest
+from helpers import background, eventually
 from pydantic import SecretStr
+from servers import app_server
 
 from agents import load_agents
 from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import running
 from gateway.worker import Worker
-from helpers import background, eventually
-from servers import app_server
 
 
 @pytest.fixture
@@ -63,7 +63,9 @@ async def test_resume_that_does_not_match_gets_409(api):
     client, _ = api
     thread_id = (await client.post("/api/v1/threads", json={"agent": "calculator", "text": "6 times 7"})).json()["id"]
     await wait_status(client, thread_id, "waiting_human")
-    r = await client.post(f"/api/v1/threads/{thread_id}/events", json={"type": "approval_decision", "call_id": "x", "approved": True})
+    r = await client.post(
+        f"/api/v1/threads/{thread_id}/events", json={"type": "approval_decision", "call_id": "x", "approved": True}
+    )
     assert r.status_code == 409 and "human_response" in r.json()["detail"]
     r = await client.post("/api/v1/threads/th_nope/events", json={"type": "human_response", "text": "hi"})
     assert r.status_code == 404
@@ -88,7 +90,10 @@ async def test_two_racing_resumes_are_serialised_one_applies(api):
     thread_id = (await client.post("/api/v1/threads", json={"agent": "calculator", "text": "6 times 7"})).json()["id"]
     await wait_status(client, thread_id, "waiting_human")
     answers = await asyncio.gather(
-        *[client.post(f"/api/v1/threads/{thread_id}/events", json={"type": "human_response", "text": t}) for t in ("2", "3")]
+        *[
+            client.post(f"/api/v1/threads/{thread_id}/events", json={"type": "human_response", "text": t})
+            for t in ("2", "3")
+        ]
     )
     assert [a.status_code for a in answers] == [202, 202]
     thread = await wait_status(client, thread_id, "waiting_approval")
@@ -106,7 +111,10 @@ async def _has_note(client, thread_id):
 
 async def test_list_threads_and_agents(api):
     client, _ = api
-    ids = [(await client.post("/api/v1/threads", json={"agent": "calculator", "text": f"{i} times 2"})).json()["id"] for i in range(3)]
+    ids = [
+        (await client.post("/api/v1/threads", json={"agent": "calculator", "text": f"{i} times 2"})).json()["id"]
+        for i in range(3)
+    ]
     for thread_id in ids:
         await wait_status(client, thread_id, "waiting_human")
     listed = (await client.get("/api/v1/threads", params={"status": "waiting_human"})).json()["threads"]
@@ -140,7 +148,9 @@ async def test_bearer_token_is_required_when_set(settings):
 async def test_oversize_body_gets_413_before_anything_else(api):
     client, rt = api
     before = await rt.redis.xlen(rt.keys.inbound(0))
-    r = await client.post("/api/v1/threads", content=b"x" * (rt.settings.max_body_bytes + 1), headers={"content-type": "application/json"})
+    r = await client.post(
+        "/api/v1/threads", content=b"x" * (rt.settings.max_body_bytes + 1), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413
     assert await rt.redis.xlen(rt.keys.inbound(0)) == before
 

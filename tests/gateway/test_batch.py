@@ -41,7 +41,9 @@ async def test_concurrent_calls_each_get_their_own_result(client, prefix):
 async def test_an_error_reaches_only_its_own_caller(client, prefix):
     batch = _batch(client)
     key = f"{prefix}:count"
-    results = await asyncio.gather(*(batch(keys=[key], args=[arg]) for arg in ["a", "bad", "b"]), return_exceptions=True)
+    results = await asyncio.gather(
+        *(batch(keys=[key], args=[arg]) for arg in ["a", "bad", "b"]), return_exceptions=True
+    )
     assert results[0][0] == "a" and results[2][0] == "b"
     assert isinstance(results[1], ResponseError) and "refused bad" in str(results[1])
     assert await client.get(key) == "2"

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 import structlog
+from plugins import EchoAgent, SinkChannel, StepsAgent
 from typer.testing import CliRunner
 
-from gateway.launch import launch_thread
 from gateway.cli import app
 from gateway.events import Contact, RequestHumanInput
+from gateway.launch import launch_thread
 from gateway.runtime import running
-from plugins import EchoAgent, SinkChannel, StepsAgent
 
 FRONTDESK = str(Path(sys.executable).with_name("frontdesk"))
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +71,7 @@ def invoke(env: dict[str, str], *args: str):
     [
         ("[agents.echo]\nroutez = {}\n", "agents.echo.routez"),  # unknown key
         ('[agents.echo]\nresponders = "slack:U1"\n', "agents.echo.responders"),  # wrong type
-        ("[agents.echo]\nresponders = [\"nobody\"]\n", "agents.echo.responders"),  # not channel:address
+        ('[agents.echo]\nresponders = ["nobody"]\n', "agents.echo.responders"),  # not channel:address
         ("[agents.nosuch]\n", "agents.nosuch"),  # an agent that does not exist
         ('[[cron]]\nschedule = "0 9 * * *"\nagent = "ghost"\ntext = "hi"\n', "cron.0.agent"),
     ],
@@ -86,7 +86,12 @@ def test_a_bad_frontdesk_toml_names_the_key_and_exits_2(env, tmp_path, toml, key
 
 @pytest.mark.parametrize(
     "name, value",
-    [("FRONTDESK_PARTITIONS", "0"), ("FRONTDESK_HTTP_PORT", "eighty"), ("FRONTDESK_LOG_FORMAT", "xml"), ("FRONTDESK_LOG_LEVEL", "loud")],
+    [
+        ("FRONTDESK_PARTITIONS", "0"),
+        ("FRONTDESK_HTTP_PORT", "eighty"),
+        ("FRONTDESK_LOG_FORMAT", "xml"),
+        ("FRONTDESK_LOG_LEVEL", "loud"),
+    ],
 )
 def test_a_bad_setting_names_the_variable_and_exits_2(env, name, value):
     result = invoke({**env, name: value}, "threads", "list")
@@ -134,7 +139,9 @@ def test_a_listener_for_a_channel_that_is_not_configured_exits_2(env):
 
 
 async def _make_threads(settings) -> list[str]:
-    async with running(settings, agents=[EchoAgent(), StepsAgent()], channels=[SinkChannel("http://127.0.0.1:9/")], builtins=False) as rt:
+    async with running(
+        settings, agents=[EchoAgent(), StepsAgent()], channels=[SinkChannel("http://127.0.0.1:9/")], builtins=False
+    ) as rt:
         ids = []
         for agent, text in (("echo", "first"), ("steps", "second"), ("echo", "third")):
             ids.append((await launch_thread(rt, agent, text, None)).id)
@@ -237,7 +244,12 @@ def test_dlq_list_names_the_partition_entry_thread_and_reason(env, settings):
     result = invoke(env, "dlq", "list", "--json")
     (row,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert row["id"] == f"0:{row['entry_id']}" and row["partition"] == 0
-    assert (row["source"], row["kind"], row["thread_id"], row["reason"]) == ("inbound", "continue", tid, "RuntimeError: agent bug")
+    assert (row["source"], row["kind"], row["thread_id"], row["reason"]) == (
+        "inbound",
+        "continue",
+        tid,
+        "RuntimeError: agent bug",
+    )
     assert invoke(env, "dlq", "list").stdout.split()[:3] == [row["id"], "inbound", tid]
     assert invoke(env, "dlq", "replay", row["id"]).exit_code == 0
     assert invoke(env, "dlq", "list").stdout == ""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.cron import Cron, due_tick
-from gateway.runtime import running
 from helpers import background, eventually
 from plugins import EchoAgent
+
+from gateway.cron import Cron, due_tick
+from gateway.runtime import running
 
 
 def test_due_tick_fires_the_latest_and_counts_what_it_skipped():

@@ -24,12 +24,12 @@ import httpx
 import pytest
 import redis
 from aiohttp import web
+from helpers import eventually
 
 from gateway.embedded import running_url
 from gateway.events import InboundMessage
-from gateway.runtime import running
 from gateway.keys import Keys
-from helpers import eventually
+from gateway.runtime import running
 
 FRONTDESK = str(Path(sys.executable).with_name("frontdesk"))
 REPO = Path(__file__).resolve().parents[2]
@@ -300,7 +300,9 @@ async def test_dev_runs_everything_on_an_embedded_redis_and_keeps_it(tmp_path):
 async def test_a_second_signal_exits_dev_at_once_and_still_stops_its_redis(tmp_path):
     data_dir, port = tmp_path / "data", free_port()
     # A long grace and a step in flight that takes far longer: the first SIGTERM waits on it.
-    env = child_env(FRONTDESK_DATA_DIR=data_dir, FRONTDESK_HTTP_PORT=port, FRONTDESK_SHUTDOWN_GRACE=120, TEST_STEP_DELAY=60)
+    env = child_env(
+        FRONTDESK_DATA_DIR=data_dir, FRONTDESK_HTTP_PORT=port, FRONTDESK_SHUTDOWN_GRACE=120, TEST_STEP_DELAY=60
+    )
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
         async with frontdesk(tmp_path, "dev", env=env, name="dev") as dev:
             await _healthy(http, dev)
@@ -401,7 +403,9 @@ async def test_sigterm_lets_a_worker_stop_cleanly_and_loses_nothing(tmp_path, rt
 
 async def test_a_worker_fires_cron_and_answers_probes_on_the_ops_port(tmp_path, rt, settings, sink):
     _, url = sink
-    (tmp_path / "frontdesk.toml").write_text('[[cron]]\nname = "minutely"\nschedule = "* * * * *"\nagent = "echo"\ntext = "cron says hi"\n')
+    (tmp_path / "frontdesk.toml").write_text(
+        '[[cron]]\nname = "minutely"\nschedule = "* * * * *"\nagent = "echo"\ntext = "cron says hi"\n'
+    )
     ops = free_port()
     env = worker_env(settings, url, FRONTDESK_OPS_PORT=ops, FRONTDESK_CONFIG=tmp_path / "frontdesk.toml")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops}", timeout=5) as http:
@@ -410,7 +414,11 @@ async def test_a_worker_fires_cron_and_answers_probes_on_the_ops_port(tmp_path, 
             assert (await http.get("/readyz")).status_code == 200
 
             async def fired() -> list:
-                return [m for m in await rt.store.list() if m.get("channel") == "cron" and m.get("status") == "waiting_human"]
+                return [
+                    m
+                    for m in await rt.store.list()
+                    if m.get("channel") == "cron" and m.get("status") == "waiting_human"
+                ]
 
             # A scheduler that starts fires the latest tick of the last FRONTDESK_CRON_GRACE seconds.
             (meta,) = await eventually(fired, timeout=30)
@@ -499,7 +507,10 @@ async def test_failing_deliveries_are_dead_lettered_and_rate_limits_honoured(tmp
         assert await worker.exited() == 0, worker.output()
     assert recorder.delivered()[f"{failing}-1"] == 1
     thread = await rt.store.load(failing)
-    assert [(e.type, getattr(e, "status", None)) for e in thread.events[2:]] == [("delivery", "failed"), ("delivery", "sent")]
+    assert [(e.type, getattr(e, "status", None)) for e in thread.events[2:]] == [
+        ("delivery", "failed"),
+        ("delivery", "sent"),
+    ]
 
 
 async def _delivery(rt, tid: str, status: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import typing
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
@@ -47,7 +47,9 @@ class CountingConnection(aioredis.Connection):
 
 @pytest.fixture
 async def counted(redis_url, prefix):
-    pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection, decode_responses=True, max_connections=1)
+    pool = aioredis.ConnectionPool.from_url(
+        redis_url, connection_class=CountingConnection, decode_responses=True, max_connections=1
+    )
     client = aioredis.Redis.from_pool(pool)
     try:
         yield ThreadStore(client, Keys(prefix, 1))
@@ -59,8 +61,16 @@ def _thread(keys: Keys, n_events: int) -> Thread:
     events: list = [UserMessage(text="steps=many", sender="sms:+15550001", channel="sms")]
     while len(events) < n_events:
         i = len(events)
-        events += [ToolCall(call_id=f"c{i:05d}", tool="tick", arguments={"n": i}), ToolResult(call_id=f"c{i:05d}", result=i)]
-    return Thread(id=keys.new_thread_id(), agent="steps", origin=Contact(channel="sms", address="+15550001"), events=events[:n_events])
+        events += [
+            ToolCall(call_id=f"c{i:05d}", tool="tick", arguments={"n": i}),
+            ToolResult(call_id=f"c{i:05d}", result=i),
+        ]
+    return Thread(
+        id=keys.new_thread_id(),
+        agent="steps",
+        origin=Contact(channel="sms", address="+15550001"),
+        events=events[:n_events],
+    )
 
 
 async def _step(store: ThreadStore, thread: Thread) -> tuple[Thread, list, int]:
@@ -98,8 +108,10 @@ async def test_a_step_appends_rather_than_rewrites(counted):
 
 
 def _every_event() -> list:
-    at = datetime(2025, 3, 4, 5, 6, 7, 891000, tzinfo=timezone.utc)
-    ops = Contact(channel="slack", address="U0OPS", conversation="T1/C1/1.2", reply_to={"channel": "C1", "thread_ts": "1.2"})
+    at = datetime(2025, 3, 4, 5, 6, 7, 891000, tzinfo=UTC)
+    ops = Contact(
+        channel="slack", address="U0OPS", conversation="T1/C1/1.2", reply_to={"channel": "C1", "thread_ts": "1.2"}
+    )
     usage = Usage(input_tokens=120, output_tokens=7, model="demo")
     return [
         UserMessage(
@@ -109,7 +121,15 @@ def _every_event() -> list:
             sender="sms:+15550001",
             channel="sms",
             reply_to={"from": "+15559999", "to": "+15550001"},
-            attachments=[Attachment(filename="log.txt", content_type="text/plain", size=12, sha256="ab" * 32, ref="https://example.test/m/1")],
+            attachments=[
+                Attachment(
+                    filename="log.txt",
+                    content_type="text/plain",
+                    size=12,
+                    sha256="ab" * 32,
+                    ref="https://example.test/m/1",
+                )
+            ],
             data={"nested": {"list": [1, 2.5, None, "x"]}},
             full_text="deploy v2 please\n> quoted",
         ),
@@ -117,10 +137,20 @@ def _every_event() -> list:
         ToolCall(at=at, call_id="c1", tool="lookup", arguments={"q": "v2", "limit": 3}, usage=usage),
         ToolResult(at=at, call_id="c1", result={"found": ["v2"], "count": 1}),
         Error(at=at, kind="tool_error", message="lookup timed out", usage=usage),
-        RequestHumanInput(at=at, text="Which region?", choices=["eu", "us"], urgency="high", contact=ops, deadline=at + timedelta(hours=1), usage=usage),
+        RequestHumanInput(
+            at=at,
+            text="Which region?",
+            choices=["eu", "us"],
+            urgency="high",
+            contact=ops,
+            deadline=at + timedelta(hours=1),
+            usage=usage,
+        ),
         Timeout(at=at, request_index=5),
         HumanResponse(at=at, id="SM2", text="eu", sender="slack:U0OPS", channel="slack", reply_to={"thread_ts": "1.2"}),
-        ApprovalRequested(at=at, call_id="c2", tool="deploy", arguments={"version": "v2", "region": "eu"}, contact=ops, usage=usage),
+        ApprovalRequested(
+            at=at, call_id="c2", tool="deploy", arguments={"version": "v2", "region": "eu"}, contact=ops, usage=usage
+        ),
         Note(at=at, kind="unclear_approval", text="c2: maybe", sender="slack:U0OPS", id="ev3"),
         ApprovalDecision(at=at, call_id="c2", approved=True, comment="go", by="slack:U0OPS", id="ev4"),
         DoneForNow(at=at, text="Deployed v2 to eu.", usage=usage),
@@ -137,7 +167,9 @@ async def test_every_event_type_round_trips(rt_store):
     store = rt_store
     events = _every_event()
     assert {e.type for e in events} == _event_types(), "a new event type needs a case here"
-    origin = Contact(channel="sms", address="+15550001", conversation="+15550001/+15559999", reply_to={"from": "+15559999"})
+    origin = Contact(
+        channel="sms", address="+15550001", conversation="+15550001/+15559999", reply_to={"from": "+15559999"}
+    )
     created = Thread(
         id=store.keys.new_thread_id(),
         agent="deploybot",
@@ -165,13 +197,24 @@ async def test_a_thread_stored_by_an_older_version_still_loads(rt_store):
     tid = store.keys.new_thread_id()
     await store.redis.hset(
         store.keys.thread(tid),
-        mapping={"id": tid, "agent": "helpdesk", "origin": json.dumps({"channel": "sms", "address": "+15550001"}), "created_at": "2024-01-02T03:04:05+00:00"},
+        mapping={
+            "id": tid,
+            "agent": "helpdesk",
+            "origin": json.dumps({"channel": "sms", "address": "+15550001"}),
+            "created_at": "2024-01-02T03:04:05+00:00",
+        },
     )
     old_events = [
         {"type": "user_message", "text": "hi", "at": "2024-01-02T03:04:05+00:00"},
         {"type": "tool_call", "call_id": "c1", "tool": "lookup", "at": "2024-01-02T03:04:06+00:00", "retired_field": 1},
         {"type": "request_human_input", "text": "which one?", "at": "2024-01-02T03:04:07+00:00"},
-        {"type": "delivery", "outbound_id": f"{tid}-2", "channel": "sms", "status": "sent", "at": "2024-01-02T03:04:08+00:00"},
+        {
+            "type": "delivery",
+            "outbound_id": f"{tid}-2",
+            "channel": "sms",
+            "status": "sent",
+            "at": "2024-01-02T03:04:08+00:00",
+        },
     ]
     await store.redis.rpush(store.keys.events(tid), *[json.dumps(e) for e in old_events])
     thread = await store.load(tid)
@@ -198,12 +241,21 @@ async def test_the_thread_is_in_exactly_its_status_index_after_every_save(rt_sto
 
     store = rt_store
     p = store.keys.thread_partition
-    thread = Thread(id=store.keys.new_thread_id(), agent="steps", origin=Contact(channel="sms", address="+15550001"), events=[UserMessage(text="hi", sender="sms:+1", channel="sms")])
+    thread = Thread(
+        id=store.keys.new_thread_id(),
+        agent="steps",
+        origin=Contact(channel="sms", address="+15550001"),
+        events=[UserMessage(text="hi", sender="sms:+1", channel="sms")],
+    )
     assert await store.create(thread)
     assert await store.acquire(thread.id, "w1", 10_000)
 
     async def indexed() -> list[str]:
-        return [s for s in STATUSES if await store.redis.zscore(store.keys.status_index(p(thread.id), s), thread.id) is not None]
+        return [
+            s
+            for s in STATUSES
+            if await store.redis.zscore(store.keys.status_index(p(thread.id), s), thread.id) is not None
+        ]
 
     assert await indexed() == ["running"]
     steps = [

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from helpers import background, eventually
+
 from gateway.events import DoneForNow, InboundMessage, RequestHumanInput, Thread, utcnow
 from gateway.runtime import running
 from gateway.worker import Worker
-from helpers import background, eventually
 
 
 class ImpatientAgent:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from gateway.entries import Entry
-from gateway.events import InboundMessage
-from gateway.outbox import Outbox
-from gateway.runtime import running
-from gateway.worker import Worker
 from helpers import background, eventually, make_settings
 from plugins import EchoAgent, FailingAgent, StepsAgent
+
+from gateway.events import InboundMessage
+from gateway.runtime import running
+from gateway.worker import Worker
 
 
 def sms(i: str, text: str, conversation: str = "+15550001/+15559999", sender: str = "+15550001") -> InboundMessage:
@@ -75,7 +73,10 @@ async def test_events_of_one_thread_apply_in_arrival_order(rt):
 async def test_200_threads_progress_concurrently_in_one_worker(settings):
     """Each step sleeps 0.2 s; 200 threads x 3 steps finish only if they overlap."""
     async with running(settings, agents=[StepsAgent(delay=0.2)], builtins=False) as rt:
-        ids = [(await rt.ingest.accept(sms(f"c{i}", "steps=3", conversation=f"conv{i}"), "steps")).thread_id for i in range(200)]
+        ids = [
+            (await rt.ingest.accept(sms(f"c{i}", "steps=3", conversation=f"conv{i}"), "steps")).thread_id
+            for i in range(200)
+        ]
         worker = Worker(rt, "w1")
         peak = 0
 
@@ -85,6 +86,7 @@ async def test_200_threads_progress_concurrently_in_one_worker(settings):
             return False
 
         async with background(worker):
+
             async def all_done():
                 done()
                 statuses = [await _status(rt, t, "done") for t in ids]
@@ -114,7 +116,9 @@ async def test_a_failing_entry_goes_to_the_dead_letter_stream_and_replays(rt):
 
 async def test_an_entry_that_does_not_validate_is_dead_lettered_without_blocking(rt):
     p = 0
-    await rt.redis.xadd(rt.keys.inbound(p), {"k": "inbound", "t": rt.keys.new_thread_id(p), "a": "echo", "d": '{"id": 5}'})
+    await rt.redis.xadd(
+        rt.keys.inbound(p), {"k": "inbound", "t": rt.keys.new_thread_id(p), "a": "echo", "d": '{"id": 5}'}
+    )
     good = await rt.ingest.accept(sms("ok1", "hello", conversation="fine"), "echo")
     async with background(Worker(rt, "w1")):
         await eventually(lambda: _status(rt, good.thread_id, "waiting_human"))
@@ -128,7 +132,9 @@ async def test_four_partitions_keep_order_when_a_reply_hashes_elsewhere(redis_ur
         # Find two conversations in different partitions; bind the second to the first's thread.
         convs = [f"conv-{i}" for i in range(50)]
         a = convs[0]
-        b = next(c for c in convs if rt.keys.conversation_partition("sms", c) != rt.keys.conversation_partition("sms", a))
+        b = next(
+            c for c in convs if rt.keys.conversation_partition("sms", c) != rt.keys.conversation_partition("sms", a)
+        )
         first = await rt.ingest.accept(sms("p1", "hello", conversation=a), "echo")
         async with background(Worker(rt, "w1")):
             await eventually(lambda: _status(rt, first.thread_id, "waiting_human"))
@@ -157,7 +163,9 @@ async def _count(rt, thread_id: str, kind: str, n: int) -> bool:
 
 
 async def test_streams_are_trimmed_once_every_consumer_is_done(rt):
-    ids = [(await rt.ingest.accept(sms(f"t{i}", "hello", conversation=f"trim{i}"), "echo")).thread_id for i in range(20)]
+    ids = [
+        (await rt.ingest.accept(sms(f"t{i}", "hello", conversation=f"trim{i}"), "echo")).thread_id for i in range(20)
+    ]
     async with background(Worker(rt, "w1")):
         for tid in ids:
             await eventually(lambda: _status(rt, tid, "waiting_human"))
@@ -201,5 +209,12 @@ async def test_a_step_longer_than_the_lease_keeps_its_thread(settings):
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
         thread = await rt.store.load(first.thread_id)
-    assert [e.type for e in thread.events] == ["user_message", "tool_call", "tool_result", "tool_call", "tool_result", "done_for_now"]
+    assert [e.type for e in thread.events] == [
+        "user_message",
+        "tool_call",
+        "tool_result",
+        "tool_call",
+        "tool_result",
+        "done_for_now",
+    ]
     assert len(owners) == 1, f"the thread changed hands mid-step: {owners}"

@@ -12,6 +12,8 @@ from email.parser import BytesParser
 
 import pytest
 from aiosmtpd.smtp import SMTP
+from helpers import background, eventually, make_settings
+from plugins import ApprovalAgent, EchoAgent
 
 import channels.email as email_channel
 from channels.email import tokens
@@ -20,8 +22,6 @@ from gateway.launch import launch_thread
 from gateway.outbox import Outbox
 from gateway.runtime import running
 from gateway.worker import Worker
-from helpers import background, eventually, make_settings
-from plugins import ApprovalAgent, EchoAgent
 
 ALICE = "alice@example.com"
 ECHO = "echo@frontdesk.localhost"
@@ -81,7 +81,9 @@ async def world(redis_url, prefix, **overrides):
         redis_url, prefix, smtp_port=0, smtp_relay=f"127.0.0.1:{relay.port}", email_token_secret="flows", **overrides
     )
     try:
-        async with running(settings, agents=[EchoAgent(), ApprovalAgent()], builtins=False, channels=[email_channel.channel]) as rt:
+        async with running(
+            settings, agents=[EchoAgent(), ApprovalAgent()], builtins=False, channels=[email_channel.channel]
+        ) as rt:
             channel = rt.channels["email"]
             async with background(Worker(rt, "w1"), Outbox(rt, "o1")) as stop:
                 serving = asyncio.create_task(channel.serve(stop))
@@ -121,7 +123,9 @@ async def test_question_reply_answer_thread_in_place(redis_url, prefix):
         assert "you said 'my printer is broken'?" in question.get_body(("plain",)).get_content()
         assert tokens.split(question["Reply-To"])[0] == ECHO
 
-        code, _ = await w.write(gmail_reply(question, "a1@example.com", "The one on the 4th floor."), rcpt=question["Reply-To"])
+        code, _ = await w.write(
+            gmail_reply(question, "a1@example.com", "The one on the 4th floor."), rcpt=question["Reply-To"]
+        )
         assert code == 250
         await eventually(lambda: len(w.relay.to(ALICE)) == 2)
         assert await w.status(tid) == "done"
@@ -142,7 +146,9 @@ async def test_a_reply_with_only_the_token_resumes(redis_url, prefix):
         tid = await w.thread_of("<q2@example.com>")
         await eventually(lambda: w.relay.to(ALICE))
         question = w.relay.to(ALICE)[0]
-        await w.write(gmail_reply(question, "a2@example.com", "since this morning", headers=False), rcpt=question["Reply-To"])
+        await w.write(
+            gmail_reply(question, "a2@example.com", "since this morning", headers=False), rcpt=question["Reply-To"]
+        )
         await eventually(lambda: len(w.relay.to(ALICE)) == 2)
         assert await w.status(tid) == "done"
 
@@ -169,7 +175,11 @@ async def test_a_reply_from_someone_else_is_not_the_answer(redis_url, prefix):
         await eventually(lambda: w.relay.to(ALICE))
         question = w.relay.to(ALICE)[0]
         mallory = "mallory@example.net"
-        await w.write(gmail_reply(question, "m4@example.net", "ignore that", sender=mallory), rcpt=question["Reply-To"], mail_from=mallory)
+        await w.write(
+            gmail_reply(question, "m4@example.net", "ignore that", sender=mallory),
+            rcpt=question["Reply-To"],
+            mail_from=mallory,
+        )
         await eventually(lambda: w.relay.to(mallory))  # told, politely, that the question waits for someone else
         thread = await w.rt.store.load(tid)
         assert thread.status == "waiting_human"
@@ -178,7 +188,10 @@ async def test_a_reply_from_someone_else_is_not_the_answer(redis_url, prefix):
 
 async def test_approval_by_mail(redis_url, prefix):
     async with world(redis_url, prefix) as w:
-        await w.write(new_mail("d1@example.com", "1.4.2", to="approver@frontdesk.localhost", subject="Deploy"), rcpt="approver@frontdesk.localhost")
+        await w.write(
+            new_mail("d1@example.com", "1.4.2", to="approver@frontdesk.localhost", subject="Deploy"),
+            rcpt="approver@frontdesk.localhost",
+        )
         tid = await w.thread_of("<d1@example.com>")
         await eventually(lambda: w.relay.to(ALICE))
         request = w.relay.to(ALICE)[0]
@@ -230,7 +243,9 @@ async def test_a_launched_thread_mails_its_contact_and_the_reply_resumes_it(redi
         assert question["Subject"] == "A question from echo"
         assert question["In-Reply-To"] is None
         assert question["From"].addresses[0].addr_spec == ECHO
-        await w.write(gmail_reply(question, "b1@example.com", "all green", sender=bob), rcpt=question["Reply-To"], mail_from=bob)
+        await w.write(
+            gmail_reply(question, "b1@example.com", "all green", sender=bob), rcpt=question["Reply-To"], mail_from=bob
+        )
         await eventually(lambda: len(w.relay.to(bob)) == 2)
         assert await w.status(thread.id) == "done"
         final = w.relay.to(bob)[1]

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from helpers import background, eventually, make_settings
+from plugins import ApprovalAgent, EchoAgent
 
 import channels.slack as slack
 from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import Runtime, running
 from gateway.worker import Worker
-from helpers import background, eventually, make_settings
-from plugins import ApprovalAgent, EchoAgent
 
 # The fake Slack lives with the channel's unit tests.
 _FAKES = str(Path(__file__).resolve().parents[1] / "channels")
@@ -42,7 +42,9 @@ class Gateway:
 
     async def click(self, **kw) -> None:
         raw = click(**kw)
-        r = await self.http.post("/slack/events", content=raw, headers=signed(raw, content_type="application/x-www-form-urlencoded"))
+        r = await self.http.post(
+            "/slack/events", content=raw, headers=signed(raw, content_type="application/x-www-form-urlencoded")
+        )
         assert r.status_code == 200, r.text
 
     async def thread(self, conversation: str):
@@ -76,7 +78,9 @@ async def _served(app) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def gateway(redis_url: str, prefix: str, agent, **overrides) -> AsyncIterator[Gateway]:
     async with FakeSlack() as fake:
-        values = dict(slack_bot_token=TOKEN, slack_signing_secret=SECRET, slack_api_url=fake.url, default_agent=agent.name)
+        values = dict(
+            slack_bot_token=TOKEN, slack_signing_secret=SECRET, slack_api_url=fake.url, default_agent=agent.name
+        )
         settings = make_settings(redis_url, prefix, **{**values, **overrides})
         async with running(settings, agents=[agent], builtins=False, channels=[slack.channel]) as rt:
             async with _served(create_app(settings, rt)) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
@@ -102,7 +106,12 @@ async def test_mention_question_reply_answer_all_in_the_thread(redis_url, prefix
         await eventually(lambda: gw.status(THREAD, "done"))
         assert all(p["thread_ts"] == MENTION_TS for p in gw.fake.posts())
         thread = await gw.thread(THREAD)
-        assert [e.type for e in thread.events if e.type != "delivery"] == ["user_message", "request_human_input", "human_response", "done_for_now"]
+        assert [e.type for e in thread.events if e.type != "delivery"] == [
+            "user_message",
+            "request_human_input",
+            "human_response",
+            "done_for_now",
+        ]
         assert thread.events[0].sender == "slack:U1"
 
         # Chatter in the finished thread wakes nobody: it is not even enqueued.
@@ -152,7 +161,9 @@ async def test_approval_buttons_only_approvers_decide_once(redis_url, prefix):
         assert request["thread_ts"] == MENTION_TS
         await eventually(lambda: gw.status(THREAD, "waiting_approval"))
         approve = next(b for b in request["blocks"][1]["elements"] if b["action_id"] == "frontdesk_approve")
-        approval_ts = next(c.reply["ts"] for c in gw.fake.calls if c.method == "chat.postMessage" and c.args.get("blocks"))
+        approval_ts = next(
+            c.reply["ts"] for c in gw.fake.calls if c.method == "chat.postMessage" and c.args.get("blocks")
+        )
         where = dict(channel="C1", message_ts=approval_ts, thread_ts=MENTION_TS, value=approve["value"], approved=True)
 
         # Not an approver: refused privately, nothing changes.
@@ -181,7 +192,10 @@ async def test_approval_buttons_only_approvers_decide_once(redis_url, prefix):
 
 async def test_a_429_is_waited_out_and_the_message_delivered_once(redis_url, prefix):
     async with gateway(redis_url, prefix, EchoAgent()) as gw:
-        gw.fake.script("chat.postMessage", Reply(status=429, body={"ok": False, "error": "ratelimited"}, headers={"Retry-After": "1"}))
+        gw.fake.script(
+            "chat.postMessage",
+            Reply(status=429, body={"ok": False, "error": "ratelimited"}, headers={"Retry-After": "1"}),
+        )
         await gw.event(mention("hi", ts=MENTION_TS), "Ev1")
         await eventually(lambda: gw.has(THREAD, lambda e: e.type == "delivery" and e.status == "sent"))
         assert len(gw.fake.posts(text="you said 'hi'?")) == 1
@@ -212,7 +226,10 @@ async def test_a_thread_reply_without_a_valid_thread_is_a_recorded_failure(redis
 
 async def test_an_agent_contacts_someone_by_dm_and_their_reply_resumes(redis_url, prefix):
     async with gateway(redis_url, prefix, EchoAgent()) as gw:
-        r = await gw.http.post("/api/v1/threads", json={"agent": "echo", "text": "is the build green?", "contact": {"channel": "slack", "address": "U7"}})
+        r = await gw.http.post(
+            "/api/v1/threads",
+            json={"agent": "echo", "text": "is the build green?", "contact": {"channel": "slack", "address": "U7"}},
+        )
         assert r.status_code == 201, r.text
         thread_id = r.json()["id"]
         [question] = await eventually(lambda: gw.fake.posts(channel="D7"))
@@ -237,7 +254,10 @@ async def test_an_agent_posts_to_a_channel_and_a_thread_reply_resumes(redis_url,
     # A question asked of a channel may be answered by anyone writing in its thread.
     channel = "C5"
     async with gateway(redis_url, prefix, EchoAgent()) as gw:
-        r = await gw.http.post("/api/v1/threads", json={"agent": "echo", "text": "who is on call?", "contact": {"channel": "slack", "address": channel}})
+        r = await gw.http.post(
+            "/api/v1/threads",
+            json={"agent": "echo", "text": "who is on call?", "contact": {"channel": "slack", "address": channel}},
+        )
         assert r.status_code == 201, r.text
         [root] = await eventually(lambda: gw.fake.posts(channel=channel))
         assert "thread_ts" not in root

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from helpers import background, eventually, make_settings
+from plugins import ApprovalAgent, EchoAgent
 
 import channels.sms as sms
 from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import running
 from gateway.worker import Worker
-from helpers import background, eventually, make_settings
-from plugins import ApprovalAgent, EchoAgent
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channels"))
-from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio  # noqa: E402
+from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
 THEM, US, APPROVALS, FROM = "+15551230001", "+15559870000", "+15559870001", "+15550000042"
 
@@ -80,7 +80,9 @@ async def stack(redis_url, prefix, tmp_path):
                 twilio_from_number=FROM,
                 public_url=base,
             )
-            async with running(settings, agents=[EchoAgent(), ApprovalAgent()], builtins=False, channels=[sms.channel]) as rt:
+            async with running(
+                settings, agents=[EchoAgent(), ApprovalAgent()], builtins=False, channels=[sms.channel]
+            ) as rt:
                 async with _serve(create_app(settings, rt), sock):
                     yield Stack(rt, fake, base)
 

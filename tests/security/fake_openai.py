@@ -31,11 +31,25 @@ class Seen:
 def invalid_key(key: str) -> tuple[int, dict]:
     """OpenAI's 401 for a wrong key: it quotes the key masked, never whole."""
     masked = f"{key[:3]}***{key[-3:]}"
-    return 401, {"error": {"message": f"Incorrect API key provided: {masked}.", "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
+    return 401, {
+        "error": {
+            "message": f"Incorrect API key provided: {masked}.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    }
 
 
 def server_error() -> tuple[int, dict]:
-    return 500, {"error": {"message": "The server had an error while processing your request.", "type": "server_error", "param": None, "code": None}}
+    return 500, {
+        "error": {
+            "message": "The server had an error while processing your request.",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
 
 
 class FakeOpenAI:
@@ -54,14 +68,24 @@ class FakeOpenAI:
         first, second = self.policy(system, context, tools)
         if isinstance(first, int):
             return JSONResponse(second, status_code=first)
-        call = {"id": f"call_{len(self.seen)}", "type": "function", "function": {"name": first, "arguments": json.dumps(second)}}
+        call = {
+            "id": f"call_{len(self.seen)}",
+            "type": "function",
+            "function": {"name": first, "arguments": json.dumps(second)},
+        }
         return JSONResponse(
             {
                 "id": f"chatcmpl-{len(self.seen)}",
                 "object": "chat.completion",
                 "created": 1700000000,
                 "model": body.get("model", "fake"),
-                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": None, "tool_calls": [call]}}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "tool_calls",
+                        "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                    }
+                ],
                 "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
             }
         )

@@ -28,6 +28,9 @@ from typing import Any
 import httpx
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from fastapi import FastAPI
+from helpers import background, eventually, make_settings
+from plugins import ApprovalAgent, EchoAgent
+from servers import app_server
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -42,9 +45,6 @@ from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import Runtime, running
 from gateway.worker import Worker
-from helpers import background, eventually, make_settings
-from plugins import ApprovalAgent, EchoAgent
-from servers import app_server
 
 _CHANNEL_TESTS = str(Path(__file__).resolve().parents[1] / "channels")
 if _CHANNEL_TESTS not in sys.path:  # the provider fakes live with the channel tests
@@ -88,7 +88,9 @@ class Stack:
     async def sms(self, sender: str, body: str, *, to: str = OUR_NUMBER, sid: str | None = None) -> httpx.Response:
         return await self.twilio.incoming(f"{self.url}/twilio/sms", sid or f"SMsec{self._next():05d}", sender, to, body)
 
-    async def webhook(self, agent: str, payload: dict[str, Any], msg_id: str | None = None, *, secret: str | None = None) -> httpx.Response:
+    async def webhook(
+        self, agent: str, payload: dict[str, Any], msg_id: str | None = None, *, secret: str | None = None
+    ) -> httpx.Response:
         body = json.dumps(payload).encode()
         msg_id = msg_id or f"msg_sec{self._next()}"
         stamp = int(time.time())
@@ -138,7 +140,16 @@ def stack_settings(redis_url: str, prefix: str, slack: FakeSlack, twilio: FakeTw
 
 
 @contextlib.asynccontextmanager
-async def stack(redis_url: str, prefix: str, tmp_path: Path, *, agents: list | None = None, config: str | None = None, twilio_token: str | None = None, **overrides) -> AsyncIterator[Stack]:
+async def stack(
+    redis_url: str,
+    prefix: str,
+    tmp_path: Path,
+    *,
+    agents: list | None = None,
+    config: str | None = None,
+    twilio_token: str | None = None,
+    **overrides,
+) -> AsyncIterator[Stack]:
     """The gateway served over HTTP with every channel; workers are the test's to start (`Stack.workers`)."""
     path = None
     text = config if config is not None else f'[agents.approver.routes]\nsms = ["{APPROVALS_NUMBER}"]\nslack = ["C2"]\n'
@@ -213,7 +224,9 @@ class Relay:
 
     def authenticate(self, server, session, envelope, mechanism, auth_data):
         ok = isinstance(auth_data, LoginPassword) and auth_data.password == self.password
-        self.logins.append((auth_data.login, auth_data.password) if isinstance(auth_data, LoginPassword) else (b"", b""))
+        self.logins.append(
+            (auth_data.login, auth_data.password) if isinstance(auth_data, LoginPassword) else (b"", b"")
+        )
         return AuthResult(success=ok, handled=False)  # aiosmtpd answers 535 itself
 
     def to(self, address: str) -> list[EmailMessage]:

@@ -35,7 +35,9 @@ async def test_slack_a_stranger_cannot_answer_nor_approve(redis_url, prefix, tmp
         conversation = f"{TEAM}/C1/1710000000.000100"
         thread = await s.thread_of("slack", conversation)
         await s.wait_status(thread.id, "waiting_human")
-        await s.slack_event(message("I answer for them", ts="1710000001.000100", thread_ts="1710000000.000100", user="U2"))
+        await s.slack_event(
+            message("I answer for them", ts="1710000001.000100", thread_ts="1710000000.000100", user="U2")
+        )
         await eventually(lambda: s.slack.to("chat.postEphemeral"))  # U2 is told, privately
         thread = await s.rt.store.load(thread.id)
         assert thread.status == "waiting_human" and _refused(thread, "slack:U2")
@@ -45,9 +47,15 @@ async def test_slack_a_stranger_cannot_answer_nor_approve(redis_url, prefix, tmp
         await s.slack_event(mention("1.2.3", ts="1710000100.000100", channel="C2"))
         approval = await s.thread_of("slack", f"{TEAM}/C2/1710000100.000100")
         await s.wait_status(approval.id, "waiting_approval")
-        posted = next(c for c in s.slack.calls if c.method == "chat.postMessage" and c.args.get("blocks") and c.args["channel"] == "C2")
+        posted = next(
+            c
+            for c in s.slack.calls
+            if c.method == "chat.postMessage" and c.args.get("blocks") and c.args["channel"] == "C2"
+        )
         value = json.dumps({"call_id": "call-1", "approved": True})
-        where = dict(channel="C2", message_ts=posted.reply["ts"], thread_ts="1710000100.000100", value=value, approved=True)
+        where = dict(
+            channel="C2", message_ts=posted.reply["ts"], thread_ts="1710000100.000100", value=value, approved=True
+        )
         assert (await s.slack_click(click(user="U2", action_ts="1.1", **where))).status_code == 200
         await eventually(lambda: len(s.slack.to("chat.postEphemeral")) == 2)
         approval = await s.rt.store.load(approval.id)
@@ -75,7 +83,9 @@ async def test_sms_a_stranger_cannot_answer_nor_approve(redis_url, prefix, tmp_p
         assert theirs.id != approval.id
         for thread_id, status in ((asked.id, "waiting_human"), (approval.id, "waiting_approval")):
             thread = await s.rt.store.load(thread_id)
-            assert thread.status == status and all(getattr(e, "sender", None) != f"sms:{STRANGER}" for e in thread.events)
+            assert thread.status == status and all(
+                getattr(e, "sender", None) != f"sms:{STRANGER}" for e in thread.events
+            )
         await s.sms(THEM, "yes", to=APPROVALS_NUMBER)
         await s.wait_status(approval.id, "done")
         [decision] = _decisions(await s.rt.store.load(approval.id))
@@ -84,22 +94,64 @@ async def test_sms_a_stranger_cannot_answer_nor_approve(redis_url, prefix, tmp_p
 
 async def test_email_a_stranger_cannot_answer_nor_approve(redis_url, prefix, tmp_path):
     async with relay() as (sink, where):
-        async with stack(redis_url, prefix, tmp_path, smtp_relay=where, email_token_secret="authz") as s, smtp_serving(s.rt) as port, s.workers():
+        async with (
+            stack(redis_url, prefix, tmp_path, smtp_relay=where, email_token_secret="authz") as s,
+            smtp_serving(s.rt) as port,
+            s.workers(),
+        ):
             new = "From: <{a}>\nTo: {to}\nSubject: {subject}\nMessage-ID: <{mid}>\n\n{text}\n"
-            await asyncio.to_thread(mail_to, port, new.format(a=ALICE, to="echo@frontdesk.localhost", subject="VPN", mid="q1@example.com", text="vpn down"), mail_from=ALICE, rcpt="echo@frontdesk.localhost")
-            await asyncio.to_thread(mail_to, port, new.format(a=ALICE, to="approver@frontdesk.localhost", subject="Deploy", mid="d1@example.com", text="1.4.2"), mail_from=ALICE, rcpt="approver@frontdesk.localhost")
+            await asyncio.to_thread(
+                mail_to,
+                port,
+                new.format(
+                    a=ALICE, to="echo@frontdesk.localhost", subject="VPN", mid="q1@example.com", text="vpn down"
+                ),
+                mail_from=ALICE,
+                rcpt="echo@frontdesk.localhost",
+            )
+            await asyncio.to_thread(
+                mail_to,
+                port,
+                new.format(
+                    a=ALICE, to="approver@frontdesk.localhost", subject="Deploy", mid="d1@example.com", text="1.4.2"
+                ),
+                mail_from=ALICE,
+                rcpt="approver@frontdesk.localhost",
+            )
             await eventually(lambda: len(sink.to(ALICE)) == 2)
             question = next(m for m in sink.to(ALICE) if "echo" in m["From"])
             request = next(m for m in sink.to(ALICE) if "approver" in m["From"])
             # Mallory saw both mails (a forward, a shared mailbox) and answers them, threading headers and all.
-            await asyncio.to_thread(mail_to, port, reply_mail(question, "m1@example.net", "ignore that", sender=MALLORY), mail_from=MALLORY, rcpt=question["Reply-To"])
-            await asyncio.to_thread(mail_to, port, reply_mail(request, "m2@example.net", "APPROVE", sender=MALLORY), mail_from=MALLORY, rcpt=request["Reply-To"])
+            await asyncio.to_thread(
+                mail_to,
+                port,
+                reply_mail(question, "m1@example.net", "ignore that", sender=MALLORY),
+                mail_from=MALLORY,
+                rcpt=question["Reply-To"],
+            )
+            await asyncio.to_thread(
+                mail_to,
+                port,
+                reply_mail(request, "m2@example.net", "APPROVE", sender=MALLORY),
+                mail_from=MALLORY,
+                rcpt=request["Reply-To"],
+            )
             await eventually(lambda: len(sink.to(MALLORY)) == 2)  # each refusal told politely
             asked = await s.rt.store.load(await s.rt.ingest.thread_for("email", "<q1@example.com>"))
             approval = await s.rt.store.load(await s.rt.ingest.thread_for("email", "<d1@example.com>"))
             assert asked.status == "waiting_human" and _refused(asked, f"email:{MALLORY}")
-            assert approval.status == "waiting_approval" and _refused(approval, f"email:{MALLORY}") and _decisions(approval) == []
-            await asyncio.to_thread(mail_to, port, reply_mail(request, "a2@example.com", "APPROVE", sender=ALICE), mail_from=ALICE, rcpt=request["Reply-To"])
+            assert (
+                approval.status == "waiting_approval"
+                and _refused(approval, f"email:{MALLORY}")
+                and _decisions(approval) == []
+            )
+            await asyncio.to_thread(
+                mail_to,
+                port,
+                reply_mail(request, "a2@example.com", "APPROVE", sender=ALICE),
+                mail_from=ALICE,
+                rcpt=request["Reply-To"],
+            )
             await s.wait_status(approval.id, "done")
             [decision] = _decisions(await s.rt.store.load(approval.id))
             assert decision.approved and decision.by == f"email:{ALICE}"
@@ -117,12 +169,16 @@ async def test_webhook_another_caller_cannot_answer_nor_approve(redis_url, prefi
             # Another caller of the same agents names the threads and answers from its own callback.
             await s.webhook("echo", {"text": "my answer", "conversation": asked, "callback_url": theirs})
             decision = {"call_id": "call-1", "approved": True}
-            await s.webhook("approver", {"text": "approve", "conversation": approval, "callback_url": theirs, "decision": decision})
+            await s.webhook(
+                "approver", {"text": "approve", "conversation": approval, "callback_url": theirs, "decision": decision}
+            )
             await eventually(lambda: len(callbacks.to("/theirs")) == 2)  # each refusal told to its caller
             for thread_id, status in ((asked, "waiting_human"), (approval, "waiting_approval")):
                 thread = await s.rt.store.load(thread_id)
                 assert thread.status == status and _refused(thread, f"webhook:{theirs}") and _decisions(thread) == []
-            await s.webhook("approver", {"text": "approve", "conversation": approval, "callback_url": ours, "decision": decision})
+            await s.webhook(
+                "approver", {"text": "approve", "conversation": approval, "callback_url": ours, "decision": decision}
+            )
             await s.wait_status(approval, "done")
             [recorded] = _decisions(await s.rt.store.load(approval))
             assert recorded.approved and recorded.by == f"webhook:{ours}"
@@ -131,11 +187,15 @@ async def test_webhook_another_caller_cannot_answer_nor_approve(redis_url, prefi
 async def test_api_resume_needs_the_token_and_records_the_api(redis_url, prefix, tmp_path):
     async with stack(redis_url, prefix, tmp_path) as s, s.workers():
         auth = {"Authorization": f"Bearer {API_TOKEN}"}
-        thread_id = (await s.http.post("/api/v1/threads", json={"agent": "approver", "text": "1.2.3"}, headers=auth)).json()["id"]
+        thread_id = (
+            await s.http.post("/api/v1/threads", json={"agent": "approver", "text": "1.2.3"}, headers=auth)
+        ).json()["id"]
         await s.wait_status(thread_id, "waiting_approval")
         body = {"type": "approval_decision", "call_id": "call-1", "approved": True}
         for headers in ({}, {"Authorization": "Bearer nope"}):
-            assert (await s.http.post(f"/api/v1/threads/{thread_id}/events", json=body, headers=headers)).status_code == 401
+            assert (
+                await s.http.post(f"/api/v1/threads/{thread_id}/events", json=body, headers=headers)
+            ).status_code == 401
         assert (await s.rt.store.load(thread_id)).status == "waiting_approval"
         assert (await s.http.post(f"/api/v1/threads/{thread_id}/events", json=body, headers=auth)).status_code == 202
         await s.wait_status(thread_id, "done")
@@ -155,7 +215,9 @@ async def test_configured_approvers_replace_the_requester(redis_url, prefix, tmp
         await s.sms(THEM, "YES", to=APPROVALS_NUMBER)
         await eventually(lambda: [m for m in s.twilio.messages if m["To"] == THEM])  # told they are not an approver
         approval = await s.rt.store.load(approval.id)
-        assert approval.status == "waiting_approval" and _refused(approval, f"sms:{THEM}") and _decisions(approval) == []
+        assert (
+            approval.status == "waiting_approval" and _refused(approval, f"sms:{THEM}") and _decisions(approval) == []
+        )
         await s.sms(lead, "YES", to=request["From"])  # the lead answers the text they got
         await s.wait_status(approval.id, "done")
         [decision] = _decisions(await s.rt.store.load(approval.id))

@@ -23,7 +23,6 @@ def _reads_body(url: str) -> bool:
     return url in ROUTES or url == "/dashboard/login" or url.endswith("/events")
 
 
-
 async def _chunks(size: int) -> AsyncIterator[bytes]:
     sent = 0
     while sent < size:
@@ -34,7 +33,9 @@ async def _chunks(size: int) -> AsyncIterator[bytes]:
 
 async def test_every_post_route_answers_413_declared_and_chunked(redis_url, prefix, tmp_path):
     async with stack(redis_url, prefix, tmp_path, max_body_bytes=LIMIT) as s:
-        r = await s.http.post("/api/v1/threads", json={"agent": "echo", "text": "hi"}, headers={"Authorization": f"Bearer {API_TOKEN}"})
+        r = await s.http.post(
+            "/api/v1/threads", json={"agent": "echo", "text": "hi"}, headers={"Authorization": f"Bearer {API_TOKEN}"}
+        )
         thread_id = r.json()["id"]
         posts = [path for method, path in app_routes(s.app) if method == "POST"]
         urls = [p.format(agent="echo", thread_id=thread_id, outbound_id="th_x-1", ref="0:0-0") for p in posts]
@@ -49,7 +50,10 @@ async def test_every_post_route_answers_413_declared_and_chunked(redis_url, pref
                 continue  # a route that never reads its body never reads past the limit either
             chunked = await s.http.post(url, content=_chunks(LIMIT + 500), headers=headers)
             assert chunked.status_code == 413, (url, chunked.status_code, chunked.text[:200])
-            assert "content-length" not in chunked.request.headers and chunked.request.headers["transfer-encoding"] == "chunked"
+            assert (
+                "content-length" not in chunked.request.headers
+                and chunked.request.headers["transfer-encoding"] == "chunked"
+            )
             counted += 1
         assert counted >= len(ROUTES) + 2
         assert await s.rt.redis.xlen(s.rt.keys.inbound(0)) == before
@@ -61,5 +65,7 @@ async def test_a_body_at_the_limit_is_read(redis_url, prefix, tmp_path):
         headers = {"Authorization": f"Bearer {API_TOKEN}"}
         r = await s.http.post("/api/v1/threads", json={"agent": "echo", "text": text}, headers=headers)
         assert r.status_code == 201
-        r = await s.http.post("/api/v1/threads", content=_chunks(LIMIT), headers={**headers, "Content-Type": "application/json"})
+        r = await s.http.post(
+            "/api/v1/threads", content=_chunks(LIMIT), headers={**headers, "Content-Type": "application/json"}
+        )
         assert r.status_code == 422  # read whole (not JSON), not refused for its size

@@ -14,12 +14,11 @@ import time
 from urllib.parse import urlencode
 
 import fastapi.routing
-import httpx
 import pytest
-
-from channels.webhook import signature
 from fake_slack import event_body, mention, signed
 from seckit import API_TOKEN, OUR_NUMBER, stack
+
+from channels.webhook import signature
 
 # Routes anyone may call, and why. Nothing here changes state.
 PUBLIC = {
@@ -53,28 +52,45 @@ def _good_body(path: str) -> tuple[bytes, str]:
     if path == "/slack/events":
         return json.dumps(event_body(mention("hi", ts="1710000000.000100"), "EvWalk")).encode(), "application/json"
     if path.startswith("/twilio/"):
-        form = {"MessageSid": "SMwalk", "From": "+15551230001", "To": OUR_NUMBER, "Body": "hi", "MessageStatus": "delivered"}
+        form = {
+            "MessageSid": "SMwalk",
+            "From": "+15551230001",
+            "To": OUR_NUMBER,
+            "Body": "hi",
+            "MessageStatus": "delivered",
+        }
         return urlencode(form).encode(), "application/x-www-form-urlencoded"
     if path == "/api/v1/threads":
         return json.dumps({"agent": "echo", "text": "hi"}).encode(), "application/json"
     if path.endswith("/events"):
         return json.dumps({"type": "human_response", "text": "hi"}).encode(), "application/json"
     if path.startswith("/dashboard/"):
-        return urlencode({"text": "hi", "approved": "true", "token": "not-the-token", "csrf": "x", "nonce": "x"}).encode(), "application/x-www-form-urlencoded"
+        return urlencode(
+            {"text": "hi", "approved": "true", "token": "not-the-token", "csrf": "x", "nonce": "x"}
+        ).encode(), "application/x-www-form-urlencoded"
     return json.dumps({"text": "hi"}).encode(), "application/json"
 
 
 async def _stream_lengths(rt) -> tuple[int, ...]:
     keys = rt.keys
-    return tuple([await rt.redis.xlen(keys.inbound(p)) for p in range(keys.partitions)] + [await rt.redis.xlen(keys.outbox(p)) for p in range(keys.partitions)])
+    return tuple(
+        [await rt.redis.xlen(keys.inbound(p)) for p in range(keys.partitions)]
+        + [await rt.redis.xlen(keys.outbox(p)) for p in range(keys.partitions)]
+    )
 
 
 async def test_every_route_refuses_an_unauthenticated_request(redis_url, prefix, tmp_path):
     async with stack(redis_url, prefix, tmp_path) as s:
-        r = await s.http.post("/api/v1/threads", json={"agent": "echo", "text": "hi"}, headers={"Authorization": f"Bearer {API_TOKEN}"})
+        r = await s.http.post(
+            "/api/v1/threads", json={"agent": "echo", "text": "hi"}, headers={"Authorization": f"Bearer {API_TOKEN}"}
+        )
         values = {**PATH_VALUES, "thread_id": r.json()["id"]}
         routes = app_routes(s.app)
-        assert ("POST", "/slack/events") in routes and ("POST", "/twilio/sms") in routes and ("POST", "/webhooks/{agent}") in routes
+        assert (
+            ("POST", "/slack/events") in routes
+            and ("POST", "/twilio/sms") in routes
+            and ("POST", "/webhooks/{agent}") in routes
+        )
         assert PUBLIC <= set(routes), f"stale entries in PUBLIC: {PUBLIC - set(routes)}"
         before = await _stream_lengths(s.rt)
         checked = []
@@ -85,7 +101,12 @@ async def test_every_route_refuses_an_unauthenticated_request(redis_url, prefix,
             if method == "GET":
                 response = await s.http.get(url, follow_redirects=False)
                 to_login = response.status_code == 303 and response.headers["location"].startswith("/dashboard/login")
-                assert response.status_code in (401, 403) or to_login, (method, path, response.status_code, response.text[:200])
+                assert response.status_code in (401, 403) or to_login, (
+                    method,
+                    path,
+                    response.status_code,
+                    response.text[:200],
+                )
             else:
                 body, kind = _good_body(path)
                 response = await s.http.request(method, url, content=body, headers={"Content-Type": kind})
@@ -97,10 +118,16 @@ async def test_every_route_refuses_an_unauthenticated_request(redis_url, prefix,
 
 async def test_a_wrong_token_is_refused_like_none(redis_url, prefix, tmp_path):
     async with stack(redis_url, prefix, tmp_path) as s:
-        for headers in ({"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {API_TOKEN[:-1]}"}, {"Authorization": API_TOKEN + "x"}):
+        for headers in (
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": f"Bearer {API_TOKEN[:-1]}"},
+            {"Authorization": API_TOKEN + "x"},
+        ):
             r = await s.http.get("/api/v1/threads", headers=headers)
             assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
-        assert (await s.http.get("/api/v1/threads", headers={"Authorization": f"Bearer {API_TOKEN}"})).status_code == 200
+        assert (
+            await s.http.get("/api/v1/threads", headers={"Authorization": f"Bearer {API_TOKEN}"})
+        ).status_code == 200
 
 
 async def test_signed_requests_outside_the_replay_window_are_refused(redis_url, prefix, tmp_path):
@@ -114,7 +141,11 @@ async def test_signed_requests_outside_the_replay_window_are_refused(redis_url, 
         # Standard Webhooks: the timestamp must sit within FRONTDESK_WEBHOOK_TOLERANCE (300 s).
         body = json.dumps({"text": "hi"}).encode()
         for stamp in (int(time.time()) - 305, int(time.time()) + 305):
-            headers = {"webhook-id": f"msg_{stamp}", "webhook-timestamp": str(stamp), "webhook-signature": signature(s.webhook_secret, f"msg_{stamp}", stamp, body)}
+            headers = {
+                "webhook-id": f"msg_{stamp}",
+                "webhook-timestamp": str(stamp),
+                "webhook-signature": signature(s.webhook_secret, f"msg_{stamp}", stamp, body),
+            }
             r = await s.http.post("/webhooks/echo", content=body, headers=headers)
             assert r.status_code == 401 and "window" in r.json()["detail"]
         assert await _stream_lengths(s.rt) == before

@@ -12,23 +12,26 @@ import asyncio
 import smtplib
 
 import redis.asyncio as aioredis
+from fake_slack import mention, message
+from helpers import eventually
+from plugins import EchoAgent
 from prometheus_client import REGISTRY
 from redis.asyncio.connection import Connection
+from seckit import OUR_NUMBER, smtp_serving, stack
 
-from fake_slack import mention, message
 from gateway.events import InboundMessage
 from gateway.ingest import Ingest
 from gateway.keys import Keys
 from gateway.runtime import running
-from helpers import eventually
-from plugins import EchoAgent
-from seckit import OUR_NUMBER, smtp_serving, stack
 
 THEM, OTHER = "+15551230001", "+15551230002"
 
 
 def _dropped(channel: str) -> float:
-    return REGISTRY.get_sample_value("frontdesk_inbound_rejected_total", {"channel": channel, "reason": "rate_limited"}) or 0.0
+    return (
+        REGISTRY.get_sample_value("frontdesk_inbound_rejected_total", {"channel": channel, "reason": "rate_limited"})
+        or 0.0
+    )
 
 
 def said(i: int, sender: str = "ann", conversation: str = "c1") -> InboundMessage:
@@ -36,7 +39,9 @@ def said(i: int, sender: str = "ann", conversation: str = "c1") -> InboundMessag
 
 
 async def test_the_accept_script_counts_per_sender_and_window(settings):
-    async with running(settings.model_copy(update={"rate_limit": 3, "rate_window": 2}), agents=[EchoAgent()], builtins=False) as rt:
+    async with running(
+        settings.model_copy(update={"rate_limit": 3, "rate_window": 2}), agents=[EchoAgent()], builtins=False
+    ) as rt:
         stream = rt.keys.inbound(0)
         first = [await rt.ingest.accept(said(i, conversation=f"c{i}"), "echo") for i in range(3)]
         assert not any(a.limited for a in first)
@@ -132,7 +137,11 @@ async def test_slack_over_the_limit_gets_200_no_reaction_and_is_counted(redis_ur
         r = await s.slack_event(mention("from someone else", ts="1710000010.000100", user="U2"))
         assert r.status_code == 200 and await s.rt.redis.xlen(stream) == before + 1
         await eventually(lambda: len(s.slack.to("reactions.add")) == 3)
-        assert [a["timestamp"] for a in s.slack.to("reactions.add")] == ["1710000000.000100", "1710000001.000100", "1710000010.000100"]
+        assert [a["timestamp"] for a in s.slack.to("reactions.add")] == [
+            "1710000000.000100",
+            "1710000001.000100",
+            "1710000010.000100",
+        ]
 
 
 def _mail(port: int, mid: str, sender: str = "alice@example.com") -> tuple[int, bytes]:

@@ -20,18 +20,18 @@ import logging
 import re
 from pathlib import Path
 
+import fake_slack
 import httpx
 import pytest
-
-import fake_slack
-from agents.kit import Agent
 from fake_openai import FakeOpenAI, invalid_key, server_error
 from fake_slack import Reply, mention, message, signed
-from gateway.logs import configure_logging
 from helpers import eventually
 from plugins import EchoAgent
 from seckit import Callbacks, mail_to, relay, reply_mail, signed_twilio, smtp_serving, stack
 from servers import LoopbackServer
+
+from agents.kit import Agent
+from gateway.logs import configure_logging
 
 SECRETS = {
     "SLACK_BOT_TOKEN": "xoxb-SEKRET0001-slackbot",
@@ -55,7 +55,9 @@ def needles(account_sid: str) -> dict[str, str]:
     found["webhook key (base64)"] = webhook_key
     found["webhook key (raw)"] = base64.b64decode(webhook_key).decode()
     found["twilio basic auth"] = base64.b64encode(f"{account_sid}:{SECRETS['TWILIO_AUTH_TOKEN']}".encode()).decode()
-    found["smtp auth plain"] = base64.b64encode(f"\0{RELAY_USER}\0{SECRETS['FRONTDESK_SMTP_RELAY_PASSWORD']}".encode()).decode()
+    found["smtp auth plain"] = base64.b64encode(
+        f"\0{RELAY_USER}\0{SECRETS['FRONTDESK_SMTP_RELAY_PASSWORD']}".encode()
+    ).decode()
     return found
 
 
@@ -123,7 +125,9 @@ async def _dashboard_pages(s, thread_ids: list[str]) -> list[str]:
     async with httpx.AsyncClient(base_url=s.url, timeout=20) as browser:  # keeps the cookies, as a browser does
         login = await browser.get("/dashboard/login")
         nonce = re.search(r'name="nonce" value="([^"]+)"', login.text).group(1)
-        r = await browser.post("/dashboard/login", data={"nonce": nonce, "next": "/", "token": SECRETS["FRONTDESK_API_TOKEN"]})
+        r = await browser.post(
+            "/dashboard/login", data={"nonce": nonce, "next": "/", "token": SECRETS["FRONTDESK_API_TOKEN"]}
+        )
         assert r.status_code == 303, r.text[:300]
         pages = [login.text, r.text]
         for path in ["/", "/?status=failed", "/dashboard/health"] + [f"/dashboard/threads/{t}" for t in thread_ids]:
@@ -164,11 +168,26 @@ async def test_no_secret_shows_anywhere(redis_url, prefix, tmp_path, captured_lo
                 claim_timeout=30.0,  # a slow first model call must not lose its lease and be made twice
             )
             agents = [EchoAgent(), lambda rt: _llm_agent(tmp_path)(rt)]
-            async with stack(redis_url, prefix, tmp_path, agents=agents, config="", twilio_token=SECRETS["TWILIO_AUTH_TOKEN"], **overrides) as s:
+            async with stack(
+                redis_url,
+                prefix,
+                tmp_path,
+                agents=agents,
+                config="",
+                twilio_token=SECRETS["TWILIO_AUTH_TOKEN"],
+                **overrides,
+            ) as s:
                 async with smtp_serving(s.rt) as port, s.workers():
                     threads = await _run_flows(s, port, hooks.url, callbacks, sink, auth, answers)
                     pages = await _dashboard_pages(s, threads)
-                    for path in ["/api/v1/threads?limit=500", "/api/v1/dlq", "/api/v1/agents", "/metrics", "/openapi.json", "/readyz"]:
+                    for path in [
+                        "/api/v1/threads?limit=500",
+                        "/api/v1/dlq",
+                        "/api/v1/agents",
+                        "/metrics",
+                        "/openapi.json",
+                        "/readyz",
+                    ]:
                         r = await s.http.get(path, headers=auth)
                         assert r.status_code == 200, path
                         answers.append(r.text)
@@ -184,15 +203,26 @@ async def test_no_secret_shows_anywhere(redis_url, prefix, tmp_path, captured_lo
     assert len(logs.splitlines()) > 50 and "invalid_auth" in logs and "Twilio error 20003" in logs
     assert "Incorrect API key provided" in stored and "535" in stored and "callback answered 400" in stored
     leaks = {
-        name: [where for where, text in (("logs", logs), ("redis", stored), ("http answers", "\n".join(answers)), ("dashboard", "\n".join(pages)), ("sent out", sent)) if value in text]
+        name: [
+            where
+            for where, text in (
+                ("logs", logs),
+                ("redis", stored),
+                ("http answers", "\n".join(answers)),
+                ("dashboard", "\n".join(pages)),
+                ("sent out", sent),
+            )
+            if value in text
+        ]
         for name, value in needles(s.twilio.account_sid).items()
     }
     assert {name: where for name, where in leaks.items() if where} == {}
 
 
-async def _run_flows(s, port: int, hooks: str, callbacks: Callbacks, sink, auth: dict[str, str], answers: list[str]) -> list[str]:
+async def _run_flows(
+    s, port: int, hooks: str, callbacks: Callbacks, sink, auth: dict[str, str], answers: list[str]
+) -> list[str]:
     """Every channel, happy and failing; the ids of the threads made."""
-    rt = s.rt
     # Slack: a question and its answer; a channel that is gone; our token refused once.
     await s.slack_event(mention("hello", ts="1710000000.000100"))
     await s.slack_event(mention("hello", ts="1710000001.000100", channel="CGONE1"))
@@ -218,11 +248,19 @@ async def _run_flows(s, port: int, hooks: str, callbacks: Callbacks, sink, auth:
     refused = await s.webhook("echo", {"text": "hello", "callback_url": f"{hooks}/refuses"})
     # Email: a question through the relay (AUTH with the password); then the relay refuses the password.
     new = "From: <{a}>\nTo: echo@frontdesk.localhost\nSubject: hi\nMessage-ID: <{mid}>\n\nhello\n"
-    await asyncio.to_thread(mail_to, port, new.format(a=ALICE, mid="e1@example.com"), mail_from=ALICE, rcpt="echo@frontdesk.localhost")
+    await asyncio.to_thread(
+        mail_to, port, new.format(a=ALICE, mid="e1@example.com"), mail_from=ALICE, rcpt="echo@frontdesk.localhost"
+    )
     await eventually(lambda: sink.to(ALICE))
     mail_ok = await s.thread_of("email", "<e1@example.com>")
     sink.password = b"rotated-at-the-relay"
-    await asyncio.to_thread(mail_to, port, reply_mail(sink.to(ALICE)[0], "e2@example.com", "an answer", sender=ALICE), mail_from=ALICE, rcpt=sink.to(ALICE)[0]["Reply-To"])
+    await asyncio.to_thread(
+        mail_to,
+        port,
+        reply_mail(sink.to(ALICE)[0], "e2@example.com", "an answer", sender=ALICE),
+        mail_from=ALICE,
+        rcpt=sink.to(ALICE)[0]["Reply-To"],
+    )
     # The model: the key refused, then a server error, then an answer.
     launched = await s.http.post("/api/v1/threads", json={"agent": "llm", "text": "hi"}, headers=auth)
     llm = launched.json()["id"]
@@ -230,7 +268,13 @@ async def _run_flows(s, port: int, hooks: str, callbacks: Callbacks, sink, auth:
     raw = json.dumps({"type": "event_callback", "event": {}})
     for response in (
         await s.http.post("/slack/events", content=raw, headers=signed(raw, secret="guessed-secret")),
-        await s.http.post(f"{s.url}/twilio/sms", data={"MessageSid": "SMx", "From": THEM, "To": US, "Body": "x"}, headers=signed_twilio(f"{s.url}/twilio/sms", {"MessageSid": "SMx", "From": THEM, "To": US, "Body": "x"}, "guessed-token")),
+        await s.http.post(
+            f"{s.url}/twilio/sms",
+            data={"MessageSid": "SMx", "From": THEM, "To": US, "Body": "x"},
+            headers=signed_twilio(
+                f"{s.url}/twilio/sms", {"MessageSid": "SMx", "From": THEM, "To": US, "Body": "x"}, "guessed-token"
+            ),
+        ),
         await s.webhook("echo", {"text": "x"}, secret="whsec_" + base64.b64encode(b"g" * 32).decode()),
         await s.http.get("/api/v1/threads", headers={"Authorization": f"Bearer {SECRETS['FRONTDESK_API_TOKEN'][:-1]}"}),
         await s.http.post("/dashboard/login", data={"token": "guess", "nonce": "x"}),
@@ -240,7 +284,17 @@ async def _run_flows(s, port: int, hooks: str, callbacks: Callbacks, sink, auth:
     answers += [launched.text, ok.text, refused.text]
     assert ok.status_code == refused.status_code == 202, (ok.text, refused.text)
 
-    ids = [slack_ok.id, slack_gone.id, sms_ok.id, sms_refused.id, sms_retried.id, ok.json()["thread_id"], refused.json()["thread_id"], mail_ok.id, llm]
+    ids = [
+        slack_ok.id,
+        slack_gone.id,
+        sms_ok.id,
+        sms_refused.id,
+        sms_retried.id,
+        ok.json()["thread_id"],
+        refused.json()["thread_id"],
+        mail_ok.id,
+        llm,
+    ]
     await s.wait_status(slack_ok.id, "failed")  # the answer was refused with invalid_auth
     await s.wait_status(sms_refused.id, "failed")
     await s.wait_status(sms_retried.id, "waiting_human")

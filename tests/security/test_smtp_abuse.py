@@ -12,14 +12,14 @@ import contextlib
 import smtplib
 
 import pytest
+from helpers import make_settings
+from plugins import EchoAgent
 from prometheus_client import REGISTRY
+from seckit import smtp_serving
 
 import channels.email as email_channel
 from gateway.runtime import running
 from gateway.settings import Settings
-from helpers import make_settings
-from plugins import EchoAgent
-from seckit import smtp_serving
 
 TO = "echo@frontdesk.localhost"
 CAP = 4096
@@ -34,7 +34,7 @@ class Raw:
         self.greeting = b""
 
     @classmethod
-    async def open(cls, port: int) -> "Raw":
+    async def open(cls, port: int) -> Raw:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
         raw = cls(reader, writer)
         raw.greeting = await reader.readline()
@@ -46,7 +46,12 @@ class Raw:
         return await self.reader.readline()
 
     async def start_data(self) -> None:
-        for line, code in ((b"EHLO client.test", b"250"), (b"MAIL FROM:<mallory@example.net>", b"250"), (f"RCPT TO:<{TO}>".encode(), b"250"), (b"DATA", b"354")):
+        for line, code in (
+            (b"EHLO client.test", b"250"),
+            (b"MAIL FROM:<mallory@example.net>", b"250"),
+            (f"RCPT TO:<{TO}>".encode(), b"250"),
+            (b"DATA", b"354"),
+        ):
             self.writer.write(line + b"\r\n")
             await self.writer.drain()
             reply = await self.reader.readline()
@@ -82,7 +87,9 @@ class Raw:
 
 @pytest.fixture
 async def mail(redis_url, prefix):
-    settings = make_settings(redis_url, prefix, smtp_port=0, smtp_timeout=1.0, smtp_max_bytes=CAP, smtp_client_connections=20)
+    settings = make_settings(
+        redis_url, prefix, smtp_port=0, smtp_timeout=1.0, smtp_max_bytes=CAP, smtp_client_connections=20
+    )
     async with running(settings, agents=[EchoAgent()], builtins=False, channels=[email_channel.channel]) as rt:
         async with smtp_serving(rt) as port:
             yield rt, port
@@ -98,7 +105,10 @@ def _deliver(port: int, mid: str) -> tuple[int, bytes]:
 
 
 def _cut_lines() -> float:
-    return REGISTRY.get_sample_value("frontdesk_inbound_rejected_total", {"channel": "email", "reason": "line_too_long"}) or 0.0
+    return (
+        REGISTRY.get_sample_value("frontdesk_inbound_rejected_total", {"channel": "email", "reason": "line_too_long"})
+        or 0.0
+    )
 
 
 async def _enqueued(rt) -> list[str]:

@@ -9,18 +9,18 @@ fetched only under our own account on the configured Twilio API origin.
 from __future__ import annotations
 
 import pytest
+from helpers import eventually
+from plugins import EchoAgent
 from pydantic import SecretStr
+from seckit import WEBHOOK_SECRET, Callbacks, stack
+from servers import LoopbackServer
 
 from channels.sms.media import allowed
-from channels.webhook import check_callback
 from channels.webhook import channel as webhook_channel
+from channels.webhook import check_callback
 from gateway.errors import DeliveryFailed, Malformed
 from gateway.events import OutboundMessage
 from gateway.runtime import running
-from helpers import eventually
-from plugins import EchoAgent
-from seckit import WEBHOOK_SECRET, Callbacks, stack
-from servers import LoopbackServer
 
 REFUSED_AT_THE_DOOR = [
     "file:///etc/passwd",
@@ -68,7 +68,15 @@ async def rt(settings):
 
 
 def _out(url: str) -> OutboundMessage:
-    return OutboundMessage(id="th_x-1", thread_id="th_x", agent="echo", channel="webhook", address=url, reply_to={"callback_url": url}, text="hi")
+    return OutboundMessage(
+        id="th_x-1",
+        thread_id="th_x",
+        agent="echo",
+        channel="webhook",
+        address=url,
+        reply_to={"callback_url": url},
+        text="hi",
+    )
 
 
 async def test_a_name_that_resolves_to_loopback_is_refused_when_sending(rt):
@@ -128,17 +136,31 @@ async def test_end_to_end_a_loopback_callback_fails_the_thread_and_calls_nothing
     ],
 )
 def test_media_outside_our_account_on_the_api_origin_is_refused(settings, ref):
-    settings = settings.model_copy(update={"twilio_account_sid": "AC" + "0" * 32, "twilio_api_url": "https://api.twilio.com"})
-    ref = ref.format(base="https://api.twilio.com", sid=settings.twilio_account_sid, scheme="https", host="api.twilio.com", other_scheme="http")
+    settings = settings.model_copy(
+        update={"twilio_account_sid": "AC" + "0" * 32, "twilio_api_url": "https://api.twilio.com"}
+    )
+    ref = ref.format(
+        base="https://api.twilio.com",
+        sid=settings.twilio_account_sid,
+        scheme="https",
+        host="api.twilio.com",
+        other_scheme="http",
+    )
     assert not allowed(ref, settings)
-    assert allowed(f"https://api.twilio.com/2010-04-01/Accounts/{settings.twilio_account_sid}/Messages/MM1/Media/ME1", settings)
+    assert allowed(
+        f"https://api.twilio.com/2010-04-01/Accounts/{settings.twilio_account_sid}/Messages/MM1/Media/ME1", settings
+    )
 
 
 async def test_media_refused_is_never_requested(redis_url, prefix, tmp_path):
     async with stack(redis_url, prefix, tmp_path) as s:
         sms = s.rt.channels["sms"]
         good = s.twilio.add_media(b"png", "image/png")
-        for ref in (good.replace(s.twilio.url, "http://127.0.0.1:9"), good.replace("/Accounts/AC", "/Accounts/ACx"), "http://169.254.169.254/"):
+        for ref in (
+            good.replace(s.twilio.url, "http://127.0.0.1:9"),
+            good.replace("/Accounts/AC", "/Accounts/ACx"),
+            "http://169.254.169.254/",
+        ):
             with pytest.raises(Malformed):
                 await sms.fetch_media(ref)
         assert s.twilio.calls == []

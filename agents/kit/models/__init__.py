@@ -42,8 +42,7 @@ def load_model(settings: Settings, *, demo: DemoScript | None = None) -> Model:
 
         return AnthropicModel(settings, name)
     raise ValueError(
-        f"FRONTDESK_MODEL={spec!r} is not a model this gateway knows; "
-        "use openai:<model>, anthropic:<model> or demo"
+        f"FRONTDESK_MODEL={spec!r} is not a model this gateway knows; use openai:<model>, anthropic:<model> or demo"
     )
 
 

@@ -47,9 +47,7 @@ class AnthropicModel:
                 max_tokens=MAX_TOKENS,
                 system=system,
                 messages=[{"role": "user", "content": context}],
-                tools=[
-                    {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools
-                ],
+                tools=[{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools],
                 tool_choice={"type": "any", "disable_parallel_tool_use": True},
             )
         except anthropic.AnthropicError as exc:

@@ -23,21 +23,26 @@ _SPOKEN = {"request_human_input": "question", "done_for_now": "message"}
 class DemoModel:
     name = "demo"
 
-    def __init__(self, settings: "Settings", script: "DemoScript | None" = None) -> None:
+    def __init__(self, settings: Settings, script: DemoScript | None = None) -> None:
         self._script = script
 
     async def next_step(self, system: str, context: str, tools: list[ToolSpec]) -> ModelReply:
         if self._script is None:
-            tool, args = "done_for_now", {"message": "This agent has no demo script; set FRONTDESK_MODEL to a real model."}
+            tool, args = (
+                "done_for_now",
+                {"message": "This agent has no demo script; set FRONTDESK_MODEL to a real model."},
+            )
         else:
             try:
                 tool, args = self._script(context, [t.name for t in tools])
-            except Exception as exc:  # noqa: BLE001 - a script bug is a model failure the loop records
+            except Exception as exc:
                 raise ModelError(f"demo script failed: {type(exc).__name__}: {exc}") from exc
         field = _SPOKEN.get(tool)
         if field and not str(args.get(field, "")).startswith(BANNER):
             args = {**args, field: f"{BANNER} {args.get(field, '')}"}
-        return ModelReply(tool=tool, arguments=json.dumps(args), usage=Usage(len(system + context) // 4, 20), model="demo")
+        return ModelReply(
+            tool=tool, arguments=json.dumps(args), usage=Usage(len(system + context) // 4, 20), model="demo"
+        )
 
     async def aclose(self) -> None:
         return None

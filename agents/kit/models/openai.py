@@ -115,7 +115,7 @@ class OpenAIModel:
                     retry_after=retry_after_seconds(response.headers),
                 )
                 again = response.status in _RETRIED or response.status >= 500
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 error, again = ModelError(f"openai: no answer within {self._timeout:g} s"), True
             except aiohttp.ClientError as exc:
                 error, again = ModelError(f"openai: cannot reach the server: {exc}"), True
@@ -171,7 +171,9 @@ def _to_reply(raw: bytes, model_name: str) -> ModelReply:
             raise TypeError("choices is not a list")
     except (ValueError, TypeError, KeyError):
         # A proxy's HTML error page with a 200, or JSON of another shape.
-        raise ModelError(f"the model server answered with something other than a chat completion: {raw[:200]!r}") from None
+        raise ModelError(
+            f"the model server answered with something other than a chat completion: {raw[:200]!r}"
+        ) from None
     usage = completion.get("usage") or {}
     used = Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
     model = completion.get("model") or model_name
@@ -180,9 +182,19 @@ def _to_reply(raw: bytes, model_name: str) -> ModelReply:
     first = choices[0] if isinstance(choices[0], dict) else {}
     message = first.get("message") if isinstance(first.get("message"), dict) else {}
     # Custom (free-text) tool calls have no `function`; we never offer such tools.
-    calls = [call for call in message.get("tool_calls") or () if isinstance(call, dict) and isinstance(call.get("function"), dict)]
+    calls = [
+        call
+        for call in message.get("tool_calls") or ()
+        if isinstance(call, dict) and isinstance(call.get("function"), dict)
+    ]
     if not calls:
         return ModelReply(tool=None, arguments=None, usage=used, text=message.get("content"), model=model)
     # A server that ignored parallel_tool_calls may send several; the loop takes one step a turn.
     function = calls[0]["function"]
-    return ModelReply(tool=function.get("name"), arguments=function.get("arguments"), usage=used, text=message.get("content"), model=model)
+    return ModelReply(
+        tool=function.get("name"),
+        arguments=function.get("arguments"),
+        usage=used,
+        text=message.get("content"),
+        model=model,
+    )

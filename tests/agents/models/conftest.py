@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from servers import LoopbackServer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.settings import Settings
-from servers import LoopbackServer
-
 
 # A scripted answer is (status, json body) or (status, json body, headers), or HANG to
 # never answer (until the server stops). Plain values, so tests need not import conftest.
@@ -59,7 +58,7 @@ class FakeApi:
         # The last reply repeats, so "500 every time" is a one-line script.
         reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if reply == HANG:
-            while not self._stopping.is_set():
+            while not self._stopping.is_set():  # noqa: ASYNC110 - a threading.Event, set from the test's thread
                 await asyncio.sleep(0.02)
             return Response(status_code=503)
         status, body, headers = reply if len(reply) == 3 else (*reply, None)

@@ -9,7 +9,9 @@ from agents.kit.models.anthropic import AnthropicModel
 
 TOOLS = [
     ToolSpec("lookup_order", "Find an order by id.", {"type": "object", "properties": {"id": {"type": "string"}}}),
-    ToolSpec("done_for_now", "Answer the person and stop.", {"type": "object", "properties": {"text": {"type": "string"}}}),
+    ToolSpec(
+        "done_for_now", "Answer the person and stop.", {"type": "object", "properties": {"text": {"type": "string"}}}
+    ),
 ]
 
 
@@ -64,7 +66,9 @@ async def test_tool_use_carries_tools_and_tool_choice_any(fake_api, anthropic_mo
     assert (sent["model"], sent["system"], sent["max_tokens"]) == ("claude-test", "You are the help desk.", 4096)
     assert sent["messages"] == [{"role": "user", "content": "<user_message>hi</user_message>"}]
     assert sent["tools"][0] == {
-        "name": "lookup_order", "description": TOOLS[0].description, "input_schema": TOOLS[0].parameters,
+        "name": "lookup_order",
+        "description": TOOLS[0].description,
+        "input_schema": TOOLS[0].parameters,
     }
     assert [t["name"] for t in sent["tools"]] == ["lookup_order", "done_for_now"]
     assert sent["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
@@ -78,7 +82,9 @@ async def test_first_tool_use_wins_and_unknown_names_pass_through(fake_api, anth
 
 
 async def test_text_only_answer_is_a_reply_without_tool(fake_api, anthropic_model):
-    body = message({"type": "text", "text": "Shipped."}, {"type": "text", "text": "Anything else?"}, stop_reason="end_turn")
+    body = message(
+        {"type": "text", "text": "Shipped."}, {"type": "text", "text": "Anything else?"}, stop_reason="end_turn"
+    )
     api = fake_api((200, body))
     reply = await anthropic_model(api.url).next_step("s", "c", TOOLS)
     assert (reply.tool, reply.arguments, reply.text) == (None, None, "Shipped.\nAnything else?")

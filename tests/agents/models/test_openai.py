@@ -12,7 +12,9 @@ from agents.kit.models.openai import OpenAIModel
 
 TOOLS = [
     ToolSpec("lookup_order", "Find an order by id.", {"type": "object", "properties": {"id": {"type": "string"}}}),
-    ToolSpec("done_for_now", "Answer the person and stop.", {"type": "object", "properties": {"text": {"type": "string"}}}),
+    ToolSpec(
+        "done_for_now", "Answer the person and stop.", {"type": "object", "properties": {"text": {"type": "string"}}}
+    ),
 ]
 
 
@@ -164,4 +166,3 @@ async def test_a_request_every_shape_refuses_reports_the_first_refusal(fake_api,
         await model.next_step("s", "c", TOOLS)
     assert len(api.requests) == 8
     assert api.requests[4].json["parallel_tool_calls"] is False
-
