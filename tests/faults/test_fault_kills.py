@@ -149,7 +149,8 @@ class Workers:
         return [pid for pid, proc in self.procs.items() if proc.alive()]
 
     async def stop(self) -> list[int]:
-        """SIGTERM each, wait; their exit codes."""
+        """SIGTERM each once it is up (a replacement may still be starting), wait; their exit codes."""
+        await eventually(lambda: all(proc.up() for proc in self.procs.values()), timeout=60)
         for proc in self.procs.values():
             proc.signal(signal.SIGTERM)
         codes = []

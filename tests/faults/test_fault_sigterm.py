@@ -26,11 +26,6 @@ async def _saved(rt, ids: list[str]) -> dict[str, int]:
     return {tid: (int(n or 1) - 1) // 2 for tid, n in zip(ids, counts, strict=False)}
 
 
-def _up(proc: Proc) -> bool:
-    """Whether the process has its signal handlers (it logs "starting" after installing them)."""
-    return '"starting"' in proc.output()
-
-
 async def _more(rt, ids: list[str], total: int) -> bool:
     return sum((await _saved(rt, ids)).values()) >= total
 
@@ -53,7 +48,7 @@ async def _sigterm_under_load(tmp_path, rt, settings, sink, *, threads: int, ste
         first = Proc(["worker"], env, tmp_path, "w0")
         procs.append(first)
         await eventually(lambda: progressed(rt, ids, 2), timeout=60)
-        assert _up(first)
+        assert first.up()
         before = await _saved(rt, ids)
         await _stop(first)
         after = await _saved(rt, ids)
@@ -64,7 +59,7 @@ async def _sigterm_under_load(tmp_path, rt, settings, sink, *, threads: int, ste
         # Two workers; one after the other is stopped while both are busy, and replaced.
         procs += [Proc(["worker"], env, tmp_path, f"w{i}") for i in (1, 2)]
         for round_ in range(rounds):
-            await eventually(lambda: all(_up(p) for p in procs[1:]), timeout=60)
+            await eventually(lambda: all(p.up() for p in procs[1:]), timeout=60)
             # Stop one while there is work left for both: at 2/5, then 3/5 (...) of all the steps.
             target = threads * steps * (round_ + 2) // (rounds + 3)
             await eventually(lambda: _more(rt, ids, target), timeout=60)
@@ -74,7 +69,7 @@ async def _sigterm_under_load(tmp_path, rt, settings, sink, *, threads: int, ste
         await eventually(lambda: delivered_all(rt, ids), timeout=180, interval=0.2)
         # The last replacement may still be starting (on a loaded machine, seconds): a SIGTERM
         # before its handlers are in place ends it with the default action (-15), not a drain.
-        await eventually(lambda: all(_up(p) for p in procs[1:]), timeout=60)
+        await eventually(lambda: all(p.up() for p in procs[1:]), timeout=60)
         for proc in procs[1:]:
             await _stop(proc)
     finally:

@@ -80,6 +80,13 @@ class Proc:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def up(self) -> bool:
+        """Whether it has its signal handlers: a worker logs "starting" after installing them.
+
+        A SIGTERM before that ends a starting process with the default action (-15), not a drain.
+        """
+        return '"starting"' in self.output()
+
     def alive(self) -> bool:
         return self.popen.poll() is None
 
