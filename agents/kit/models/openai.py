@@ -19,26 +19,39 @@ import random
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import structlog
 
 from agents.kit.models import retry_after_seconds
 from agents.kit.models.base import ModelError, ModelReply, ToolSpec, Usage
+from agents.kit.models.textcalls import parse_text_call, step_schema
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
+log = structlog.get_logger("frontdesk.model")
+
 # Request shapes, strictest first. Compatible servers (vLLM, Ollama, llama.cpp's server,
 # LM Studio, LiteLLM in front of another vendor) each accept a different subset of these
-# parameters and refuse the rest with a 400 or 422, so we drop one at a time. The last
-# shape sends no tool_choice at all, for proxies that refuse the parameter outright.
+# parameters. Most refuse the rest with a 400 or 422; some crash on it instead:
+# llama-cpp-python's chatml function-calling handler asserts tool_choice == "auto" and answers
+# 500 to "required" (issue 15: 27 of 27 calls). So a shape is dropped on a refusal, and on a
+# 5xx that a simpler shape does not meet. The fourth shape sends no tool_choice (for proxies
+# that refuse the parameter outright); the last sends no tools at all and asks for the step as
+# JSON matching the step union's schema, for servers that support neither.
+_JSON_STEP = "json_step"
 _SHAPES: tuple[dict[str, Any], ...] = (
     {"tool_choice": "required", "parallel_tool_calls": False},
     {"tool_choice": "required"},
     {"tool_choice": "auto"},
     {},
+    {_JSON_STEP: True},
 )
 _REFUSED_SHAPE = (400, 422)
+# What each server (base URL and model) was found to accept, shared by every client in the
+# process: a thousand threads on one server learn it once, and it is logged once.
+_LEARNED: dict[str, int] = {}
 _RETRIED = (408, 409, 429)  # and every 5xx, as OpenAI's own clients do
 _BACKOFF, _BACKOFF_MAX, _RETRY_AFTER_MAX = 0.5, 8.0, 60.0
 
@@ -64,31 +77,71 @@ class OpenAIModel:
         self._retries = settings.model_retries
         self._connections = settings.worker_concurrency  # one per call in flight
         self._session: aiohttp.ClientSession | None = None
-        self._shape = 0  # index into _SHAPES of the first shape this server may accept
-        self._tools: dict[tuple[int, ...], tuple[list[ToolSpec], str]] = {}
+        self._server = f"{self._url} {model_name}"
+        self._tools: dict[tuple[int, ...], tuple[list[ToolSpec], str, str]] = {}
+
+    @property
+    def shape(self) -> dict[str, Any]:
+        """The request shape this server settled on (the strictest until one was refused)."""
+        return _SHAPES[_LEARNED.get(self._server, 0)]
 
     async def next_step(self, system: str, context: str, tools: list[ToolSpec]) -> ModelReply:
         """Ask for the next step; the reply carries the first tool call, if any."""
         messages = json.dumps([{"role": "system", "content": system}, {"role": "user", "content": context}])
-        shape, refused = self._shape, None
+        start = shape = _LEARNED.get(self._server, 0)
+        refused: ModelError | None = None  # the first refusal: a 400 may mean the request itself is bad
+        failed: ModelError | None = None  # the first 5xx: refusal or outage, told apart below
         while True:
-            head = json.dumps({"model": self._model, **_SHAPES[shape]})
-            body = f'{head[:-1]}, "messages": {messages}, "tools": {self._tools_json(tools)}}}'.encode()
+            body = self._body(shape, messages, tools)
+            last = shape + 1 == len(_SHAPES)
             try:
-                raw = await self._post(body)
+                # While a simpler shape is left to try, a 5xx gets no retries: the next shape
+                # tells a refusal (it passes) from an outage (it fails too), without a retry storm.
+                raw = await self._post(body, retry_5xx=last and failed is None)
                 break
             except ModelError as exc:
-                # A 400 may also mean the request itself is bad (say, too long); then every
-                # shape fails alike and the first refusal is the one worth reporting.
-                if exc.status not in _REFUSED_SHAPE:
-                    raise
-                refused = refused or exc
-                if shape + 1 == len(_SHAPES):
-                    raise refused from exc
-                shape += 1
-        # Remember only a shape that worked; max() because concurrent turns share this client.
-        self._shape = max(self._shape, shape)
-        return _to_reply(raw, self._model)
+                if exc.status in _REFUSED_SHAPE:
+                    refused = refused or exc
+                elif exc.status is not None and exc.status >= 500:
+                    failed = failed or exc
+                else:
+                    raise  # a timeout, a lost connection, 401, 429 after its retries: not the shape's doing
+                if not last:
+                    shape += 1
+                    continue
+                if failed is not None and refused is None:
+                    # Every shape met a 5xx: the server is down, not picky. Retry the shape this
+                    # server settled on, with backoff, as any outage is retried.
+                    raw = await self._post(self._body(start, messages, tools), retry_5xx=True)
+                    shape = start
+                    break
+                raise (refused or failed or exc) from exc
+        if shape > start:
+            self._learn(shape, refused or failed)
+        return _to_reply(raw, self._model, {tool.name for tool in tools})
+
+    def _body(self, shape: int, messages: str, tools: list[ToolSpec]) -> bytes:
+        options = dict(_SHAPES[shape])
+        _, functions, schema = self._tools_json(tools)
+        if options.pop(_JSON_STEP, False):
+            # No tools: the step comes back as content, constrained to the step union's schema.
+            head = json.dumps({"model": self._model, **options})
+            fmt = f'{{"type": "json_schema", "json_schema": {{"name": "next_step", "schema": {schema}}}}}'
+            return f'{head[:-1]}, "messages": {messages}, "response_format": {fmt}}}'.encode()
+        head = json.dumps({"model": self._model, **options})
+        return f'{head[:-1]}, "messages": {messages}, "tools": {functions}}}'.encode()
+
+    def _learn(self, shape: int, why: ModelError | None) -> None:
+        # max(): concurrent turns learn at once; a shape never gets stricter again in this process.
+        if shape > _LEARNED.get(self._server, 0):
+            _LEARNED[self._server] = shape
+            log.warning(
+                "model server refused a request shape; falling back",
+                model=self.name,
+                url=self._url,
+                shape=_describe(_SHAPES[shape]),
+                server_said=str(why)[:500] if why else None,
+            )
 
     def _tools_json(self, tools: list[ToolSpec]) -> str:
         # An agent offers the same tools every turn (their specs are built once per class): their
@@ -97,10 +150,12 @@ class OpenAIModel:
         key = tuple(map(id, tools))
         hit = self._tools.get(key)
         if hit is None:
-            hit = self._tools[key] = (list(tools), json.dumps([_function(tool) for tool in tools]))
-        return hit[1]
+            functions = json.dumps([_function(tool) for tool in tools])
+            schema = json.dumps(step_schema([(tool.name, tool.parameters) for tool in tools]))
+            hit = self._tools[key] = (list(tools), functions, schema)
+        return hit
 
-    async def _post(self, body: bytes) -> bytes:
+    async def _post(self, body: bytes, *, retry_5xx: bool) -> bytes:
         """The answer's body; retried with backoff where the failure may pass, else a ModelError."""
         attempt = 0
         while True:
@@ -114,7 +169,7 @@ class OpenAIModel:
                     status=response.status,
                     retry_after=retry_after_seconds(response.headers),
                 )
-                again = response.status in _RETRIED or response.status >= 500
+                again = response.status in _RETRIED or (retry_5xx and response.status >= 500)
             except TimeoutError:
                 error, again = ModelError(f"openai: no answer within {self._timeout:g} s"), True
             except aiohttp.ClientError as exc:
@@ -163,7 +218,13 @@ def _function(tool: ToolSpec) -> dict[str, Any]:
     }
 
 
-def _to_reply(raw: bytes, model_name: str) -> ModelReply:
+def _describe(shape: dict[str, Any]) -> str:
+    if shape.get(_JSON_STEP):
+        return "no tools; response_format json_schema of the steps"
+    return ", ".join(f"{k}={v}" for k, v in shape.items()) or "tools without tool_choice"
+
+
+def _to_reply(raw: bytes, model_name: str, tool_names: set[str]) -> ModelReply:
     try:
         completion = json.loads(raw)
         choices = completion["choices"]
@@ -188,7 +249,12 @@ def _to_reply(raw: bytes, model_name: str) -> ModelReply:
         if isinstance(call, dict) and isinstance(call.get("function"), dict)
     ]
     if not calls:
-        return ModelReply(tool=None, arguments=None, usage=used, text=message.get("content"), model=model)
+        text = message.get("content") if isinstance(message.get("content"), str) else None
+        # Small and local models often write the call as text; read it where it is unambiguous.
+        found = parse_text_call(text, tool_names)
+        if found is not None:
+            return ModelReply(tool=found[0], arguments=found[1], usage=used, text=text, model=model)
+        return ModelReply(tool=None, arguments=None, usage=used, text=text, model=model)
     # A server that ignored parallel_tool_calls may send several; the loop takes one step a turn.
     function = calls[0]["function"]
     return ModelReply(

@@ -6,8 +6,10 @@ import json
 import socket
 
 import pytest
+from structlog.testing import capture_logs
 
 from agents.kit.models import ModelError, ToolSpec, Usage
+from agents.kit.models import openai as openai_module
 from agents.kit.models.openai import OpenAIModel
 
 TOOLS = [
@@ -37,6 +39,12 @@ def completion(*calls: tuple[str, str], content: str | None = None) -> dict:
 
 def refusal(param: str) -> tuple[int, dict]:
     return 400, {"error": {"message": f"{param} is not supported", "type": "invalid_request_error"}}
+
+
+@pytest.fixture(autouse=True)
+def _unlearned(monkeypatch):
+    """Each test meets its server fresh: what a server accepts is learned per process."""
+    monkeypatch.setattr(openai_module, "_LEARNED", {})
 
 
 @pytest.fixture
@@ -112,13 +120,85 @@ async def test_429_with_retry_after_is_retried(fake_api, openai_model):
     assert len(api.requests) == 2
 
 
-async def test_500_every_time_is_a_model_error(fake_api, openai_model):
+async def test_500_every_time_is_an_outage_retried_then_a_model_error(fake_api, openai_model):
     api = fake_api((500, {"error": {"message": "boom"}}, {"Retry-After": "0.05"}))
+    model = openai_model(api.url, model_retries=1)
     with pytest.raises(ModelError) as caught:
-        await openai_model(api.url, model_retries=1).next_step("s", "c", TOOLS)
+        await model.next_step("s", "c", TOOLS)
     assert caught.value.status == 500
     assert caught.value.retry_after == pytest.approx(0.05)
-    assert len(api.requests) == 2
+    # Each shape once (a 5xx every shape meets is no refusal), then the settled shape with its retry.
+    shapes = len(openai_module._SHAPES)
+    assert len(api.requests) == shapes + 2
+    assert api.requests[-1].json["tool_choice"] == api.requests[0].json["tool_choice"] == "required"
+    assert model.shape == openai_module._SHAPES[0]  # nothing learned from an outage
+
+
+# llama-cpp-python 0.3.36's server with --chat_format chatml-function-calling, as seen here:
+# its handler asserts tool_choice == "auto", and the AssertionError leaves as this 500.
+LLAMA_CPP_500 = (500, {"error": {"message": "", "type": "internal_server_error", "param": None, "code": None}})
+
+
+async def test_a_500_only_the_stricter_shapes_meet_is_a_refusal_learned_once(fake_api, openai_model):
+    ok = (200, completion(("done_for_now", '{"text": "hi"}')))
+    api = fake_api(LLAMA_CPP_500, LLAMA_CPP_500, ok, ok, ok)
+    first, second = openai_model(api.url), openai_model(api.url)
+    with capture_logs() as logs:
+        assert (await first.next_step("s", "c", TOOLS)).tool == "done_for_now"
+        # Another client of the same server (another agent) goes straight to the shape that works.
+        assert (await second.next_step("s", "c", TOOLS)).tool == "done_for_now"
+        assert (await first.next_step("s", "c", TOOLS)).tool == "done_for_now"
+    choices = [seen.json.get("tool_choice") for seen in api.requests]
+    assert choices == ["required", "required", "auto", "auto", "auto"]  # no retries of a refused shape
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert len(warnings) == 1 and "tool_choice=auto" in warnings[0]["shape"]
+    assert first.shape == {"tool_choice": "auto"}
+
+
+async def test_a_server_without_tools_gets_the_step_schema_and_its_json_answer_is_the_step(fake_api, openai_model):
+    no_tools = (400, {"error": {"message": "tools are not supported by this model"}})
+    answer = json.dumps({"name": "lookup_order", "arguments": {"id": "A-7"}})
+    api = fake_api(no_tools, no_tools, no_tools, no_tools, (200, completion(content=answer)))
+    reply = await openai_model(api.url).next_step("s", "c", TOOLS)
+    assert (reply.tool, reply.arguments) == ("lookup_order", {"id": "A-7"})
+    body = api.requests[-1].json
+    assert "tools" not in body and "tool_choice" not in body
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert [option["properties"]["name"]["const"] for option in schema["anyOf"]] == ["lookup_order", "done_for_now"]
+    assert schema["anyOf"][0]["properties"]["arguments"] == TOOLS[0].parameters
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"name": "lookup_order", "arguments": {"id": "A-1"}}',
+        'Sure.\n```json\n{"name": "lookup_order", "parameters": {"id": "A-1"}}\n```',
+        '<tool_call>\n{"name": "lookup_order", "arguments": {"id": "A-1"}}\n</tool_call>',
+        'functions.lookup_order: {"id": "A-1"}',
+        '{"function": {"name": "lookup_order", "arguments": "{\\"id\\": \\"A-1\\"}"}}',
+    ],
+)
+async def test_a_call_written_as_text_is_read_as_the_call(fake_api, openai_model, content):
+    api = fake_api((200, completion(content=content)))
+    reply = await openai_model(api.url).next_step("s", "c", TOOLS)
+    assert (reply.tool, reply.arguments, reply.text) == ("lookup_order", {"id": "A-1"}, content)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"name": "drop_tables", "arguments": {}}',  # a tool that was not offered
+        '<tool_call>{"name": "lookup_order", "arguments": {"id": "1"}}</tool_call>'
+        '<tool_call>{"name": "done_for_now", "arguments": {}}</tool_call>',  # two calls
+        '{"name": "lookup_order", "arguments": {"id": "1"}, "answer": "it shipped"}',  # more than a call
+        '{"id": "A-1"}',  # arguments without a name
+        "I would call lookup_order with id A-1.",
+    ],
+)
+async def test_text_that_is_not_exactly_one_offered_call_stays_text(fake_api, openai_model, content):
+    api = fake_api((200, completion(content=content)))
+    reply = await openai_model(api.url).next_step("s", "c", TOOLS)
+    assert (reply.tool, reply.arguments, reply.text) == (None, None, content)
 
 
 async def test_no_answer_is_a_model_error_after_the_timeout(fake_api, openai_model):
@@ -162,7 +242,8 @@ async def test_a_request_every_shape_refuses_reports_the_first_refusal(fake_api,
     assert caught.value.status == 422
     assert "tool_choice" not in api.requests[-1].json
     # Nothing worked, so nothing was learned: the next turn starts from the strictest shape.
+    shapes = len(openai_module._SHAPES)
     with pytest.raises(ModelError):
         await model.next_step("s", "c", TOOLS)
-    assert len(api.requests) == 8
-    assert api.requests[4].json["parallel_tool_calls"] is False
+    assert len(api.requests) == 2 * shapes
+    assert api.requests[shapes].json["parallel_tool_calls"] is False
