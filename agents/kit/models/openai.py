@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
 import structlog
@@ -78,7 +78,7 @@ class OpenAIModel:
         self._connections = settings.worker_concurrency  # one per call in flight
         self._session: aiohttp.ClientSession | None = None
         self._server = f"{self._url} {model_name}"
-        self._tools: dict[tuple[int, ...], tuple[list[ToolSpec], str, str]] = {}
+        self._tools: dict[tuple[int, ...], _Encoded] = {}
 
     @property
     def shape(self) -> dict[str, Any]:
@@ -91,13 +91,14 @@ class OpenAIModel:
         start = shape = _LEARNED.get(self._server, 0)
         refused: ModelError | None = None  # the first refusal: a 400 may mean the request itself is bad
         failed: ModelError | None = None  # the first 5xx: refusal or outage, told apart below
+        encoded = self._encoded(tools)
         while True:
-            body = self._body(shape, messages, tools)
             last = shape + 1 == len(_SHAPES)
+            # While a simpler shape is left to try, a 5xx gets no retries: the next shape tells
+            # a refusal (it passes) from an outage (it fails too), without a retry storm.
+            retried = last and failed is None
             try:
-                # While a simpler shape is left to try, a 5xx gets no retries: the next shape
-                # tells a refusal (it passes) from an outage (it fails too), without a retry storm.
-                raw = await self._post(body, retry_5xx=last and failed is None)
+                raw = await self._post(self._body(shape, messages, encoded), retry_5xx=retried)
                 break
             except ModelError as exc:
                 if exc.status in _REFUSED_SHAPE:
@@ -109,27 +110,26 @@ class OpenAIModel:
                 if not last:
                     shape += 1
                     continue
-                if failed is not None and refused is None:
+                if failed is not None and refused is None and not retried:
                     # Every shape met a 5xx: the server is down, not picky. Retry the shape this
                     # server settled on, with backoff, as any outage is retried.
-                    raw = await self._post(self._body(start, messages, tools), retry_5xx=True)
+                    raw = await self._post(self._body(start, messages, encoded), retry_5xx=True)
                     shape = start
                     break
                 raise (refused or failed or exc) from exc
         if shape > start:
             self._learn(shape, refused or failed)
-        return _to_reply(raw, self._model, {tool.name for tool in tools})
+        return _to_reply(raw, self._model, encoded.names)
 
-    def _body(self, shape: int, messages: str, tools: list[ToolSpec]) -> bytes:
-        options = dict(_SHAPES[shape])
-        _, functions, schema = self._tools_json(tools)
-        if options.pop(_JSON_STEP, False):
-            # No tools: the step comes back as content, constrained to the step union's schema.
-            head = json.dumps({"model": self._model, **options})
-            fmt = f'{{"type": "json_schema", "json_schema": {{"name": "next_step", "schema": {schema}}}}}'
-            return f'{head[:-1]}, "messages": {messages}, "response_format": {fmt}}}'.encode()
+    def _body(self, shape: int, messages: str, encoded: _Encoded) -> bytes:
+        options = {k: v for k, v in _SHAPES[shape].items() if k != _JSON_STEP}
         head = json.dumps({"model": self._model, **options})
-        return f'{head[:-1]}, "messages": {messages}, "tools": {functions}}}'.encode()
+        if _SHAPES[shape].get(_JSON_STEP):
+            # No tools: the step comes back as content, constrained to the step union's schema.
+            step = f'"response_format": {{"type": "json_schema", "json_schema": {{"name": "next_step", "schema": {encoded.schema}}}}}'
+        else:
+            step = f'"tools": {encoded.functions}'
+        return f'{head[:-1]}, "messages": {messages}, {step}}}'.encode()
 
     def _learn(self, shape: int, why: ModelError | None) -> None:
         # max(): concurrent turns learn at once; a shape never gets stricter again in this process.
@@ -143,16 +143,19 @@ class OpenAIModel:
                 server_said=str(why)[:500] if why else None,
             )
 
-    def _tools_json(self, tools: list[ToolSpec]) -> str:
+    def _encoded(self, tools: list[ToolSpec]) -> _Encoded:
         # An agent offers the same tools every turn (their specs are built once per class): their
         # JSON, a few KB of schemas, is encoded once too. Keyed by the specs' identities; the
         # entry holds the specs, so no id is reused meanwhile.
         key = tuple(map(id, tools))
         hit = self._tools.get(key)
         if hit is None:
-            functions = json.dumps([_function(tool) for tool in tools])
-            schema = json.dumps(step_schema([(tool.name, tool.parameters) for tool in tools]))
-            hit = self._tools[key] = (list(tools), functions, schema)
+            hit = self._tools[key] = _Encoded(
+                specs=list(tools),
+                functions=json.dumps([_function(tool) for tool in tools]),
+                schema=json.dumps(step_schema([(tool.name, tool.parameters) for tool in tools])),
+                names=frozenset(tool.name for tool in tools),
+            )
         return hit
 
     async def _post(self, body: bytes, *, retry_5xx: bool) -> bytes:
@@ -218,13 +221,22 @@ def _function(tool: ToolSpec) -> dict[str, Any]:
     }
 
 
+class _Encoded(NamedTuple):
+    """An agent's tools as the wire needs them, encoded once (the specs are kept so no id is reused)."""
+
+    specs: list[ToolSpec]
+    functions: str  # the `tools` array
+    schema: str  # the step union, for the no-tools shape
+    names: frozenset[str]  # for reading a call written as text
+
+
 def _describe(shape: dict[str, Any]) -> str:
     if shape.get(_JSON_STEP):
         return "no tools; response_format json_schema of the steps"
     return ", ".join(f"{k}={v}" for k, v in shape.items()) or "tools without tool_choice"
 
 
-def _to_reply(raw: bytes, model_name: str, tool_names: set[str]) -> ModelReply:
+def _to_reply(raw: bytes, model_name: str, tool_names: frozenset[str]) -> ModelReply:
     try:
         completion = json.loads(raw)
         choices = completion["choices"]

@@ -32,9 +32,9 @@ def parse_text_call(text: str | None, tools: Collection[str]) -> tuple[str, dict
         name, rest = prefixed.groups()
         arguments = _object(rest.strip()) if rest.strip() else {}
         return (name, arguments) if name in tools and arguments is not None else None
-    candidates = [c for c in _TAGGED.findall(text)] or [c for c in _FENCED.findall(text)] or [text.strip()]
-    calls = [call for call in (_call(_object(c.strip()), tools) for c in candidates) if call is not None]
-    return calls[0] if len(calls) == 1 and len(candidates) == 1 else None
+    candidates = _TAGGED.findall(text) or _FENCED.findall(text) or [text]
+    # Two calls in one answer are ambiguous: the loop takes one step a turn, and guessing which is worse.
+    return _call(_object(candidates[0].strip()), tools) if len(candidates) == 1 else None
 
 
 def _object(text: str) -> dict[str, Any] | None:

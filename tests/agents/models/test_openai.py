@@ -134,6 +134,15 @@ async def test_500_every_time_is_an_outage_retried_then_a_model_error(fake_api, 
     assert model.shape == openai_module._SHAPES[0]  # nothing learned from an outage
 
 
+async def test_a_5xx_on_the_only_shape_left_is_retried_once_over(fake_api, openai_model, monkeypatch):
+    api = fake_api((503, {"error": {"message": "loading"}}, {"Retry-After": "0.05"}))
+    model = openai_model(api.url, model_retries=1)
+    monkeypatch.setitem(openai_module._LEARNED, model._server, len(openai_module._SHAPES) - 1)
+    with pytest.raises(ModelError, match="loading"):
+        await model.next_step("s", "c", TOOLS)
+    assert len(api.requests) == 2  # its own retry, not a second round of them
+
+
 # llama-cpp-python 0.3.36's server with --chat_format chatml-function-calling, as seen here:
 # its handler asserts tool_choice == "auto", and the AssertionError leaves as this 500.
 LLAMA_CPP_500 = (500, {"error": {"message": "", "type": "internal_server_error", "param": None, "code": None}})
