@@ -54,7 +54,7 @@ def _call(value: dict[str, Any] | None, tools: Collection[str]) -> tuple[str, di
     name = next((value[k] for k in _NAME_KEYS if isinstance(value.get(k), str)), None)
     if name is None or name not in tools:
         return None
-    arguments = next((value[k] for k in _ARGUMENT_KEYS if k in value), {})
+    arguments: Any = next((value[k] for k in _ARGUMENT_KEYS if k in value), {})
     if isinstance(arguments, str):  # arguments as a JSON string, as the wire format sends them
         arguments = _object(arguments)
     if not isinstance(arguments, dict):
