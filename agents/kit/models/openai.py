@@ -52,6 +52,10 @@ _REFUSED_SHAPE = (400, 422)
 # What each server (base URL and model) was found to accept, shared by every client in the
 # process: a thousand threads on one server learn it once, and it is logged once.
 _LEARNED: dict[str, int] = {}
+# A 5xx is a refusal only when it recurs: one flaky 500 must not downgrade a server for good.
+# Turns on which the settled shape met a 5xx and a simpler one then passed, per server.
+_STRIKES: dict[str, int] = {}
+_STRIKES_TO_LEARN = 2
 _RETRIED = (408, 409, 429)  # and every 5xx, as OpenAI's own clients do
 _BACKOFF, _BACKOFF_MAX, _RETRY_AFTER_MAX = 0.5, 8.0, 60.0
 
@@ -118,6 +122,12 @@ class OpenAIModel:
                     break
                 raise (refused or failed or exc) from exc
         if shape > start:
+            if refused is None and failed is not None:
+                _STRIKES[self._server] = _STRIKES.get(self._server, 0) + 1
+                if _STRIKES[self._server] < _STRIKES_TO_LEARN:
+                    # Not yet shown to recur: this turn's 5xx stands (an `error` event, as any
+                    # outage is), and the next turn tries the settled shape again.
+                    raise failed
             self._learn(shape, refused or failed)
         return _to_reply(raw, self._model, encoded.names)
 
@@ -135,6 +145,7 @@ class OpenAIModel:
         # max(): concurrent turns learn at once; a shape never gets stricter again in this process.
         if shape > _LEARNED.get(self._server, 0):
             _LEARNED[self._server] = shape
+            _STRIKES.pop(self._server, None)
             log.warning(
                 "model server refused a request shape; falling back",
                 model=self.name,
