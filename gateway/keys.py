@@ -119,6 +119,14 @@ class Keys:
         """Delivery outcomes in one minute (epoch minutes): a hash of `channel:status` -> count."""
         return f"{self.prefix}:deliveries:{minute}"
 
+    def models(self) -> str:
+        """Each model's server and the request shape it settled on: a hash of model -> JSON."""
+        return f"{self.prefix}:models"
+
+    def model_errors(self, model: str) -> str:
+        """A model's last errors, newest first (a capped list of JSON)."""
+        return f"{self.prefix}:model-errors:{model}"
+
     def key(self, *parts: str) -> str:
         """A free-standing key under the prefix (locks, channel state)."""
         return ":".join((self.prefix, *parts))

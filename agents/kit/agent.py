@@ -28,14 +28,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
+import structlog
 from pydantic import ValidationError
 
 from agents.kit.context import render_context
 from agents.kit.models import load_model
 from agents.kit.models.base import Model, ModelError, ModelReply
 from agents.kit.tools import BUILTIN_TOOLS, DoneForNow, RequestHumanInput, Tool, ToolContext
-from gateway import metrics
+from gateway import metrics, modelhealth
 from gateway.config import parse_identity
+from gateway.connection import REDIS_DOWN
 from gateway.events import (
     ApprovalRequested,
     ContextFetched,
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 
 MAX_ERRORS_IN_A_ROW = 3
 Prefetch = Callable[[Thread, ToolContext], Awaitable[Any]]
+log = structlog.get_logger("frontdesk.agent")
 _QUIET = {"delivery", "note"}  # bookkeeping: never part of "what happened last"
 
 
@@ -81,6 +84,7 @@ class Agent:
         )
         self._steps = {tool.name: tool for tool in (*self.toolbox, *BUILTIN_TOOLS)}
         self._template = self._load_template()
+        self._reported: str | None = None  # the shape last shown on the health page by this process
 
     # ------------------------------------------------------------ overridable
     def demo(self, context: str, tools: list[str]) -> tuple[str, dict[str, Any]]:
@@ -132,9 +136,12 @@ class Agent:
                 self.render_prompt(thread), self.render_context(thread), [t.spec() for t in self._steps.values()]
             )
         except ModelError as exc:
+            await self._report_model(error=str(exc))
             return thread.with_events(Error(kind="model_error", message=str(exc)[:2000]))
         finally:
             metrics.MODEL_SECONDS.labels(self.model.name).observe(time.perf_counter() - started)
+        if self.model.accepts != self._reported:  # the first turn here, or the server refused a shape
+            await self._report_model()
         usage = Usage(
             input_tokens=reply.usage.input_tokens,
             output_tokens=reply.usage.output_tokens,
@@ -162,9 +169,22 @@ class Agent:
                 call = ToolCall(call_id=call_id, tool=step.name, arguments=step.model_dump(mode="json"), usage=usage)
                 return thread.with_events(call, *(await self._run(thread, step, call_id)))
 
+    async def _report_model(self, error: str | None = None) -> None:
+        """Keep the health page's view of this model current (gateway.modelhealth)."""
+        rt, model = self.runtime, self.model
+        try:
+            if error is None:
+                await modelhealth.report_shape(rt.redis, rt.keys, model.name, model.endpoint, model.accepts)
+                self._reported = model.accepts
+            else:
+                await modelhealth.report_error(rt.redis, rt.keys, model.name, model.endpoint, model.accepts, error)
+        except REDIS_DOWN as exc:
+            # The turn's own save will meet the outage and be retried; the page can wait.
+            log.warning("could not report model health", model=model.name, error=str(exc))
+
     def _parse(self, reply: ModelReply) -> Tool:
         if reply.tool is None:
-            raise _BadStep("no_tool_call", f"answer with exactly one tool call; got text: {(reply.text or '')[:500]!r}")
+            raise _BadStep("no_tool_call", self._no_call_said(reply.text))
         tool = self._steps.get(reply.tool)
         if tool is None:
             raise _BadStep(
@@ -182,6 +202,19 @@ class Agent:
             return tool.model_validate(arguments)
         except ValidationError as exc:
             raise _BadStep("invalid_arguments", f"arguments for {reply.tool} do not validate: {_short(exc)}") from None
+
+    def _no_call_said(self, text: str | None) -> str:
+        """What the model hears next turn when it answered without a call: the exact form to use.
+
+        The form shown is also what the client reads as a call when a server has no native tool
+        calling (agents.kit.models.textcalls), so following it works on any server.
+        """
+        example = json.dumps({"name": "done_for_now", "arguments": {"message": "<your answer>"}})
+        return (
+            f"your answer was not a tool call. Answer with exactly one call to one of: {', '.join(self._steps)}. "
+            f"With no tool-calling support, answer with only a JSON object like {example}. "
+            f"You answered: {(text or '')[:500]!r}"
+        )
 
     def _ask(self, step: RequestHumanInput, usage: Usage | None = None) -> AskEvent:
         contact = None

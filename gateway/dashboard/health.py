@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import ResponseError
 
+from gateway import modelhealth
+from gateway.modelhealth import ModelHealth
 from gateway.outbox import GROUP as SENDERS
 from gateway.runtime import Runtime
 from gateway.threads import GROUP as WORKERS
@@ -35,6 +37,7 @@ class Health:
     partitions: list[PartitionHealth]
     workers: list[tuple[str, float]]  # (name, seconds since its last heartbeat), freshest first
     deliveries: dict[str, dict[str, int]]  # channel -> status -> count, last hour
+    models: list[ModelHealth] = field(default_factory=list)
 
     @property
     def dead_letters(self) -> int:
@@ -55,7 +58,8 @@ async def gather(rt: Runtime) -> Health:
     now = time.time()
     beats = await rt.redis.hgetall(k.workers())
     workers = sorted(((name, max(0.0, now - float(at))) for name, at in beats.items()), key=lambda w: w[1])
-    return Health(parts, workers, await deliveries_last_hour(rt, now))
+    models = await modelhealth.gather(rt.redis, rt.keys)
+    return Health(parts, workers, await deliveries_last_hour(rt, now), models)
 
 
 async def _group(rt: Runtime, stream: str, name: str, label: str) -> Group:

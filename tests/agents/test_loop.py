@@ -10,6 +10,7 @@ import pytest
 
 from agents.kit import Agent, Tool, ToolContext
 from agents.kit.models.base import ModelError, ModelReply, Usage
+from gateway import modelhealth
 from gateway.events import ApprovalDecision, Contact, HumanResponse, Thread, UserMessage
 from gateway.runtime import running
 
@@ -43,8 +44,10 @@ class ScriptedModel:
     """Stands in for a vendor API: answers the next reply of its script, records the prompts."""
 
     name = "scripted"
+    endpoint = "http://127.0.0.1:9/v1"
 
     def __init__(self, *replies: ModelReply | Exception) -> None:
+        self.accepts = "tool_choice=required"
         self.replies = list(replies)
         self.seen: list[tuple[str, str]] = []
 
@@ -232,3 +235,40 @@ async def test_a_question_to_a_named_contact_goes_to_that_address(settings, prom
     ask = thread.events[-1]
     assert ask.contact == Contact(channel="slack", address="C0OPS") and ask.deadline is not None
     assert model.seen[0][0].endswith("contacts: operator")
+
+
+async def test_no_tool_call_tells_the_model_the_exact_form_to_answer(rt, prompt):
+    model = ScriptedModel(ModelReply(tool=None, arguments=None, text="The answer is 42."))
+    agent = make_agent(rt, prompt, model)
+    thread = await agent.step(*new_thread())
+    said = thread.events[-1].message
+    assert "lookup, wipe, request_human_input, done_for_now" in said
+    # The example is valid JSON the text-call reader accepts: following it works without native tools.
+    example = said[said.index("{") : said.index("}}") + 2]
+    assert json.loads(example) == {"name": "done_for_now", "arguments": {"message": "<your answer>"}}
+    assert "'The answer is 42.'" in said
+
+
+async def test_the_health_page_learns_the_shape_once_and_each_error(rt, prompt):
+    failure = ModelError("openai: 500 boom", status=500)
+    model = ScriptedModel(call("lookup", word="a"), call("lookup", word="b"), failure)
+    agent = make_agent(rt, prompt, model)
+    thread, first = new_thread()
+    thread = await agent.step(thread, first)
+    [seen] = await modelhealth.gather(rt.redis, rt.keys)
+    assert (seen.model, seen.endpoint, seen.accepts, seen.errors) == (
+        "scripted",
+        "http://127.0.0.1:9/v1",
+        "tool_choice=required",
+        [],
+    )
+    first_report = seen.reported_at
+    thread = await agent.step(thread, None)  # same shape: no write
+    assert (await modelhealth.gather(rt.redis, rt.keys))[0].reported_at == first_report
+    model.accepts = "tool_choice=auto"  # the server refused a shape meanwhile
+    model.replies.insert(0, call("lookup", word="c"))
+    thread = await agent.step(thread, None)
+    thread = await agent.step(thread, None)  # the 500
+    [seen] = await modelhealth.gather(rt.redis, rt.keys)
+    assert seen.accepts == "tool_choice=auto"
+    assert [message for _, message in seen.errors] == ["openai: 500 boom"]

@@ -7,6 +7,8 @@ import pytest
 from dashkit import TOKEN, dashboard, message, wait_status
 from helpers import eventually
 
+from gateway import modelhealth
+
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -192,3 +194,22 @@ async def test_health_replays_a_dead_letter_and_shows_the_queues(settings, sink)
 async def _partial_without_dead_letters(dash):
     r = await dash.client.get("/dashboard/health?partial=body")
     return r.text if "None. Entries that fail" in r.text else None
+
+
+async def test_health_shows_each_models_shape_and_last_error(settings):
+    async with dashboard(settings, workers=False) as dash:
+        page = await dash.page("/dashboard/health")
+        assert "No model has been called yet." in page.text
+        rt = dash.rt
+        await modelhealth.report_shape(
+            rt.redis, rt.keys, "openai:smollm2", "http://127.0.0.1:8080/v1", "tool_choice=auto"
+        )
+        await modelhealth.report_error(
+            rt.redis, rt.keys, "openai:other", "http://127.0.0.1:9/v1", "", "openai: 503 <b>down</b>"
+        )
+        text = (await dash.page("/dashboard/health")).text
+        models = text[text.index("<h2>Models</h2>") : text.index("Deliveries, last hour")]
+        assert "<code>openai:smollm2</code>" in models and "http://127.0.0.1:8080/v1" in models
+        assert "<td>tool_choice=auto</td>" in models
+        # The server's words are escaped: an error body is not markup.
+        assert "openai: 503 &lt;b&gt;down&lt;/b&gt;" in models

@@ -30,6 +30,7 @@ class AnthropicModel:
         self.name = f"anthropic:{model_name}"
         self._model = model_name
         self._timeout = settings.model_timeout
+        self.endpoint = settings.anthropic_base_url or DEFAULT_BASE_URL
         # Explicit base URL and key: without them the SDK reads the environment and
         # on-disk profiles, and Settings is meant to be the only source.
         self._client = anthropic.AsyncAnthropic(
@@ -38,6 +39,10 @@ class AnthropicModel:
             timeout=settings.model_timeout,
             max_retries=settings.model_retries,
         )
+
+    @property
+    def accepts(self) -> str:
+        return "tool_choice=any, disable_parallel_tool_use"  # the Messages API takes one shape
 
     async def next_step(self, system: str, context: str, tools: list[ToolSpec]) -> ModelReply:
         """Ask for the next step; the reply carries the first tool_use block, if any."""

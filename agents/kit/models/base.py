@@ -55,6 +55,12 @@ class Model(Protocol):
     """A chat model with native tool calling, forced to exactly one tool call a turn."""
 
     name: str
+    endpoint: str  # where it is served ("" for one in the process), for the health page
+
+    @property
+    def accepts(self) -> str:
+        """The request shape its server settled on, in words (the health page, `frontdesk check --model`)."""
+        ...
 
     async def next_step(self, system: str, context: str, tools: list[ToolSpec]) -> ModelReply: ...
 

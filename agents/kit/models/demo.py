@@ -22,6 +22,8 @@ _SPOKEN = {"request_human_input": "question", "done_for_now": "message"}
 
 class DemoModel:
     name = "demo"
+    endpoint = ""  # runs in the worker
+    accepts = "the agent's demo script"
 
     def __init__(self, settings: Settings, script: DemoScript | None = None) -> None:
         self._script = script

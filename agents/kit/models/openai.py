@@ -69,7 +69,8 @@ class OpenAIModel:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
         self.name = f"openai:{model_name}"
         self._model = model_name
-        self._url = (settings.openai_base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
+        self.endpoint = (settings.openai_base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._url = self.endpoint + "/chat/completions"
         self._headers = {
             # Local servers ignore the key, but some proxies insist on the header.
             "Authorization": f"Bearer {key or 'not-needed'}",
@@ -88,6 +89,10 @@ class OpenAIModel:
     def shape(self) -> dict[str, Any]:
         """The request shape this server settled on (the strictest until one was refused)."""
         return _SHAPES[_LEARNED.get(self._server, 0)]
+
+    @property
+    def accepts(self) -> str:
+        return _describe(self.shape)
 
     async def next_step(self, system: str, context: str, tools: list[ToolSpec]) -> ModelReply:
         """Ask for the next step; the reply carries the first tool call, if any."""
