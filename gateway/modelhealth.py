@@ -37,14 +37,15 @@ async def report_shape(redis: Redis, keys: Keys, model: str, endpoint: str, acce
 async def report_error(redis: Redis, keys: Keys, model: str, endpoint: str, accepts: str, message: str) -> None:
     key = keys.model_errors(model)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.lpush(key, json.dumps({"at": time.time(), "message": message[:1000]})).ltrim(key, 0, KEPT_ERRORS - 1)
+        pipe.lpush(key, json.dumps({"at": time.time(), "message": message[:1000]}))
+        pipe.ltrim(key, 0, KEPT_ERRORS - 1)
         # The model appears on the page even if it never answered once.
         pipe.hsetnx(keys.models(), model, json.dumps({"endpoint": endpoint, "accepts": accepts, "at": None}))
         await pipe.execute()
 
 
 async def gather(redis: Redis, keys: Keys) -> list[ModelHealth]:
-    reported = await redis.hgetall(keys.models())
+    reported = {str(name): entry for name, entry in (await redis.hgetall(keys.models())).items()}
     names = sorted(reported)
     async with redis.pipeline(transaction=False) as pipe:
         for name in names:

@@ -38,15 +38,18 @@ log = structlog.get_logger("frontdesk.model")
 # llama-cpp-python's chatml function-calling handler asserts tool_choice == "auto" and answers
 # 500 to "required" (issue 15: 27 of 27 calls). So a shape is dropped on a refusal, and on a
 # 5xx that a simpler shape does not meet. The fourth shape sends no tool_choice (for proxies
-# that refuse the parameter outright); the last sends no tools at all and asks for the step as
-# JSON matching the step union's schema, for servers that support neither.
+# that refuse the parameter outright); the last two send no tools at all and ask for the step as
+# JSON matching the step union's schema, for servers that support neither: OpenAI's
+# `json_schema` form, then llama-cpp-python's own `json_object` with a `schema` (its server
+# answers 500 "Input should be 'text' or 'json_object'" to the first; measured, 0.3.36).
 _JSON_STEP = "json_step"
 _SHAPES: tuple[dict[str, Any], ...] = (
     {"tool_choice": "required", "parallel_tool_calls": False},
     {"tool_choice": "required"},
     {"tool_choice": "auto"},
     {},
-    {_JSON_STEP: True},
+    {_JSON_STEP: "json_schema"},
+    {_JSON_STEP: "json_object"},
 )
 _REFUSED_SHAPE = (400, 422)
 # What each server (base URL and model) was found to accept, shared by every client in the
@@ -139,9 +142,12 @@ class OpenAIModel:
     def _body(self, shape: int, messages: str, encoded: _Encoded) -> bytes:
         options = {k: v for k, v in _SHAPES[shape].items() if k != _JSON_STEP}
         head = json.dumps({"model": self._model, **options})
-        if _SHAPES[shape].get(_JSON_STEP):
+        form = _SHAPES[shape].get(_JSON_STEP)
+        if form == "json_schema":
             # No tools: the step comes back as content, constrained to the step union's schema.
             step = f'"response_format": {{"type": "json_schema", "json_schema": {{"name": "next_step", "schema": {encoded.schema}}}}}'
+        elif form == "json_object":
+            step = f'"response_format": {{"type": "json_object", "schema": {encoded.schema}}}'
         else:
             step = f'"tools": {encoded.functions}'
         return f'{head[:-1]}, "messages": {messages}, {step}}}'.encode()
@@ -248,7 +254,7 @@ class _Encoded(NamedTuple):
 
 def _describe(shape: dict[str, Any]) -> str:
     if shape.get(_JSON_STEP):
-        return "no tools; response_format json_schema of the steps"
+        return f"no tools; response_format {shape[_JSON_STEP]} with the steps' schema"
     return ", ".join(f"{k}={v}" for k, v in shape.items()) or "tools without tool_choice"
 
 

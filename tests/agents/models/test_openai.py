@@ -184,6 +184,46 @@ async def test_a_server_without_tools_gets_the_step_schema_and_its_json_answer_i
     assert schema["anyOf"][0]["properties"]["arguments"] == TOOLS[0].parameters
 
 
+# llama-cpp-python 0.3.36's server, asked for OpenAI's json_schema response format (seen here):
+# its request model takes only "text" or "json_object", and the validation error leaves as a 500.
+LLAMA_CPP_JSON_SCHEMA_500 = (
+    500,
+    {
+        "error": {
+            "message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
+            "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}",
+            "type": "internal_server_error",
+            "param": None,
+            "code": None,
+        }
+    },
+)
+
+
+async def test_llama_cpps_own_json_object_schema_is_the_last_shape(fake_api, openai_model):
+    no_tools = (400, {"error": {"message": "tools are not supported by this model"}})
+    answer = json.dumps({"name": "lookup_order", "arguments": {"id": "A-9"}})
+    ok = (200, completion(content=answer))
+    api = fake_api(no_tools, no_tools, no_tools, no_tools, LLAMA_CPP_JSON_SCHEMA_500, ok, ok)
+    model = openai_model(api.url)
+    with capture_logs() as logs:
+        reply = await model.next_step("s", "c", TOOLS)
+        assert (reply.tool, reply.arguments) == ("lookup_order", {"id": "A-9"})
+        # Learned at once (the tools shapes were refused outright): the next turn goes straight there.
+        assert (await model.next_step("s", "c", TOOLS)).tool == "lookup_order"
+    formats = [seen.json.get("response_format", {}).get("type") for seen in api.requests]
+    assert formats == [None, None, None, None, "json_schema", "json_object", "json_object"]
+    body = api.requests[-1].json
+    assert "tools" not in body
+    assert [o["properties"]["name"]["const"] for o in body["response_format"]["schema"]["anyOf"]] == [
+        "lookup_order",
+        "done_for_now",
+    ]
+    [warning] = [e for e in logs if e["log_level"] == "warning"]
+    assert "json_object" in warning["shape"] and "tools are not supported" in warning["server_said"]
+    assert model.accepts == "no tools; response_format json_object with the steps' schema"
+
+
 @pytest.mark.parametrize(
     "content",
     [
