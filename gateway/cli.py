@@ -39,6 +39,7 @@ from gateway.events import STATUSES, Thread
 from gateway.keys import Keys
 from gateway.launch import launch_thread
 from gateway.logs import configure_logging
+from gateway.registry import load_object
 from gateway.runtime import running
 from gateway.serve import Roles, Started, run
 from gateway.settings import Settings
@@ -206,21 +207,43 @@ def listen(
     _run(load_settings(), Roles(listeners=tuple(channels) if channels else None))
 
 
+# The model clients live in the agent kit; the core finds its check by name, as it finds the
+# built-in agents, and imports no agent code.
+MODEL_CHECK = "agents.kit.models.check:check_model"
+
+
 @app.command()
 @_errors
-def check() -> None:
+def check(
+    model: bool = typer.Option(
+        False, "--model", help="Also send each model one tiny request and say what it accepted."
+    ),
+) -> None:
     """Validate the settings and frontdesk.toml, load the agents and channels, then exit."""
     settings = load_settings()
     configure_logging(settings, stream=sys.stderr)
 
-    async def describe() -> None:
+    async def describe() -> bool:
         # No command is sent: a client for an address that is never dialled is enough to load plugins.
         async with running(settings, redis_url=settings.redis_url or "redis://127.0.0.1:6379/0") as rt:
             typer.echo(f"agents    {', '.join(rt.agent_names()) or '(none)'}")
             typer.echo(f"channels  {', '.join(sorted(rt.channels)) or '(none)'}")
             typer.echo(f"model     {_model_line(settings, rt.config)}")
+            config = rt.config
+        if not model:
+            return True
+        probe = load_object(MODEL_CHECK)
+        specs = dict.fromkeys([settings.model, *(a.model for a in config.agents.values() if a.model)])
+        healthy = True
+        for spec in specs:
+            result = await probe(settings, spec)
+            for line in result.lines():
+                typer.echo(line)
+            healthy = healthy and result.error is None
+        return healthy
 
-    asyncio.run(describe())
+    if not asyncio.run(describe()):
+        raise typer.Exit(1)
 
 
 def _model_line(settings: Settings, config: FrontdeskConfig) -> str:

@@ -19,6 +19,10 @@ from pathlib import Path
 import pytest
 import structlog
 from plugins import EchoAgent, SinkChannel, StepsAgent
+from servers import LoopbackServer
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 from typer.testing import CliRunner
 
 from gateway.cli import app
@@ -272,3 +276,30 @@ def test_the_console_format_and_json_format_are_chosen_by_setting(env, settings,
     structlog.get_logger("frontdesk.test").warning("readable", thread_id="th_2")
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "readable" in line and "thread_id=th_2" in line and not line.startswith("{")
+
+
+def _chat_server(status: int, body: dict) -> LoopbackServer:
+    async def answer(request):
+        return JSONResponse(body, status_code=status)
+
+    return LoopbackServer(Starlette(routes=[Route("/v1/chat/completions", answer, methods=["POST"])]))
+
+
+def test_check_model_sends_one_request_and_says_what_the_server_accepted(env):
+    call = {"type": "function", "function": {"name": "done_for_now", "arguments": '{"message": "ok"}'}}
+    body = {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [call]}}], "usage": {}}
+    with _chat_server(200, body) as server:
+        url = f"{server.url}/v1"
+        result = invoke({**env, "FRONTDESK_MODEL": "openai:smollm2", "OPENAI_BASE_URL": url}, "check", "--model")
+    assert result.exit_code == 0, result.output
+    assert f"openai:smollm2 at {url}: answered" in result.stdout
+    assert "accepts  tool_choice=required, parallel_tool_calls=False" in result.stdout
+    assert "answer   a call to done_for_now" in result.stdout
+
+
+def test_check_model_fails_with_the_servers_words_when_it_is_down(env):
+    with _chat_server(401, {"error": {"message": "Incorrect API key provided"}}) as server:
+        model = {"FRONTDESK_MODEL": "openai:gpt-test", "OPENAI_BASE_URL": f"{server.url}/v1"}
+        result = invoke({**env, **model}, "check", "--model")
+    assert result.exit_code == 1
+    assert "FAILED: openai: 401 Incorrect API key provided" in result.stdout
