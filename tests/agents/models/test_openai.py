@@ -184,6 +184,36 @@ async def test_a_server_without_tools_gets_the_step_schema_and_its_json_answer_i
     assert schema["anyOf"][0]["properties"]["arguments"] == TOOLS[0].parameters
 
 
+# LiteLLM's proxy 1.106.0 in front of that server, as seen here: the 500 passes through, wrapped.
+LITELLM_500 = (
+    500,
+    {
+        "error": {
+            "message": "litellm.InternalServerError: InternalServerError: OpenAIException - Error code: 500 - "
+            "{'error': {'message': '', 'type': 'internal_server_error', 'param': None, 'code': None}}\n\n"
+            "LiteLLM: model group 'smollm2' failed with the error above. No fallback was attempted.",
+            "type": "internal_server_error",
+            "param": None,
+            "code": "500",
+        }
+    },
+)
+
+
+async def test_litellms_wrapped_500_is_learned_like_the_server_behind_it(fake_api, openai_model):
+    ok = (200, completion(("done_for_now", '{"text": "hi"}')))
+    api = fake_api(LITELLM_500, LITELLM_500, ok, LITELLM_500, LITELLM_500, ok, ok)
+    model = openai_model(api.url)
+    with capture_logs() as logs:
+        with pytest.raises(ModelError, match="No fallback was attempted"):
+            await model.next_step("s", "c", TOOLS)
+        assert (await model.next_step("s", "c", TOOLS)).tool == "done_for_now"
+        assert (await model.next_step("s", "c", TOOLS)).tool == "done_for_now"
+    assert [seen.json.get("tool_choice") for seen in api.requests][-1] == "auto"
+    [warning] = [e for e in logs if e["log_level"] == "warning"]
+    assert "model group 'smollm2' failed" in warning["server_said"]
+
+
 # llama-cpp-python 0.3.36's server, asked for OpenAI's json_schema response format (seen here):
 # its request model takes only "text" or "json_object", and the validation error leaves as a 500.
 LLAMA_CPP_JSON_SCHEMA_500 = (
