@@ -95,7 +95,8 @@ class OpenAIModel:
 
     @property
     def accepts(self) -> str:
-        return _describe(self.shape)
+        # Read on every turn (the health page is told when it changes): a lookup, not a format.
+        return _DESCRIBED[_LEARNED.get(self._server, 0)]
 
     async def next_step(self, system: str, context: str, tools: list[ToolSpec]) -> ModelReply:
         """Ask for the next step; the reply carries the first tool call, if any."""
@@ -298,3 +299,6 @@ def _to_reply(raw: bytes, model_name: str, tool_names: frozenset[str]) -> ModelR
         text=message.get("content"),
         model=model,
     )
+
+
+_DESCRIBED = tuple(map(_describe, _SHAPES))
