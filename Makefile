@@ -48,7 +48,7 @@ $(MODELS_STAMP): Makefile
 	touch $(MODELS_STAMP)
 
 model-test: $(STAMP) $(MODELS_STAMP)
-	FRONTDESK_MODELS_PYTHON=$(MODELS)/bin/python $(BIN)/python -m pytest -q -s -m realmodel tests/realmodel $(PYTEST_ARGS)
+	FRONTDESK_MODELS_PYTHON=$(abspath $(MODELS))/bin/python $(BIN)/python -m pytest -q -s -m realmodel tests/realmodel $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || \

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-MODELS_PYTHON = Path(os.environ.get("FRONTDESK_MODELS_PYTHON", REPO / ".venv-models" / "bin" / "python"))
+MODELS_PYTHON = Path(os.environ.get("FRONTDESK_MODELS_PYTHON", REPO / ".venv-models" / "bin" / "python")).absolute()
 FRONTDESK = str(Path(sys.executable).with_name("frontdesk"))
 START_WITHIN = 180.0  # seconds: loading the model on a busy two-core machine
 _OWN_PREFIXES = ("FRONTDESK_", "TEST_", "SLACK_", "TWILIO_", "OPENAI_", "ANTHROPIC_", "LITELLM_")
@@ -146,6 +146,9 @@ def frontdesk_dev(server: Server, where: Path) -> Iterator[Server]:
         OPENAI_BASE_URL=server.url,
         **({"OPENAI_API_KEY": server.key} if server.key else {}),
         FRONTDESK_MODEL_TIMEOUT="240",  # one CPU-bound completion at a time, on a shared machine
+        # A 135M model may call `add` over and over (seen here: 18 calls); six turns without a person
+        # escalate, which pauses the thread, and bound each thread to six completions.
+        FRONTDESK_MAX_STEPS="6",
         FRONTDESK_HTTP_PORT=str(port),
         FRONTDESK_SMTP_PORT=str(free_port()),
         FRONTDESK_LOG_FORMAT="json",
