@@ -35,32 +35,41 @@ class FileDropChannel(ChannelBase):
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Take each file dropped into `in/` until `stop` is set (a Listener)."""
-        self.incoming.mkdir(parents=True, exist_ok=True)
         while not stop.is_set():
-            for path in sorted(self.incoming.glob("*.txt")):
+            # File calls run off the event loop: a slow disk must not hold the worker's threads.
+            for path in await asyncio.to_thread(_dropped, self.incoming):
                 await self._take(path)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), POLL)
 
     async def _take(self, path: Path) -> None:
         conversation = path.name.split(".", 1)[0]
+        text = await asyncio.to_thread(path.read_text)
         message = InboundMessage(
-            id=path.name, channel=self.name, conversation=conversation, sender=conversation, text=path.read_text()
+            id=path.name, channel=self.name, conversation=conversation, sender=conversation, text=text
         )
         try:
             answer("pull", await self.inbox.accept(message), message)
         except RateLimited:
             return  # left in place: read again on a later pass
-        path.unlink()  # enqueued (or a repeat of a file already taken)
+        await asyncio.to_thread(path.unlink)  # enqueued (or a repeat of a file already taken)
 
     async def send(self, message: OutboundMessage) -> Sent:
         conversation = message.reply_to.get("conversation") or message.address
-        folder = self.outgoing / conversation
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f".{message.id}.part"
-        partial.write_text(message.text)
-        os.replace(partial, folder / f"{message.id}.txt")  # whole or not at all, for whoever reads the folder
+        await asyncio.to_thread(_write, self.outgoing / conversation, f"{message.id}.txt", message.text)
         return Sent(detail=message.id, conversation=conversation, reply_to={"conversation": conversation})
+
+
+def _dropped(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return sorted(folder.glob("*.txt"))
+
+
+def _write(folder: Path, name: str, text: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{name}.part"
+    partial.write_text(text)
+    os.replace(partial, folder / name)  # whole or not at all, for whoever reads the folder
 
 
 def channel(context: ChannelContext) -> FileDropChannel:
