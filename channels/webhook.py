@@ -26,7 +26,7 @@ import socket
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -36,12 +36,9 @@ from pydantic import BaseModel, Field, ValidationError
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
-from gateway.errors import BadSignature, DeliveryFailed, Malformed, RateLimited, Replayed, UnknownAgent
-from gateway.events import ApprovalChoice, InboundMessage, OutboundMessage
-from gateway.registry import Sent
-
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+from gateway.errors import BadSignature, DeliveryFailed, Malformed, Replayed, UnknownAgent, answer
+from gateway.messages import Accepted, ApprovalChoice, InboundMessage, OutboundMessage, Sent
+from gateway.protocols import ChannelBase, ChannelContext
 
 
 class WebhookBody(BaseModel):
@@ -132,13 +129,14 @@ async def resolves_public(host: str) -> bool:
     return all(ipaddress.ip_address(info[4][0]).is_global for info in infos)
 
 
-class WebhookChannel:
+class WebhookChannel(ChannelBase):
     name = "webhook"
     resend_safe = True
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.settings = runtime.settings
+    def __init__(self, context: ChannelContext) -> None:
+        self.settings = context.settings
+        self.http = context.http
+        self.inbox = context.inbox(self.name)
 
     def router(self) -> APIRouter:
         router = APIRouter(tags=["webhooks"])
@@ -151,8 +149,8 @@ class WebhookChannel:
 
         return router
 
-    async def accept(self, agent: str, headers: Mapping[str, str], body: bytes):
-        routed = self.rt.router.route("webhook", agent)
+    async def accept(self, agent: str, headers: Mapping[str, str], body: bytes) -> Accepted:
+        routed = self.inbox.route(agent)
         if routed is None:
             raise UnknownAgent(f"no agent {agent!r} takes webhooks")
         secrets = secrets_for(self.settings, agent)
@@ -160,10 +158,9 @@ class WebhookChannel:
             raise BadSignature(f"no webhook secret is configured for {agent!r}")
         msg_id = verify(secrets, headers, body, self.settings.webhook_tolerance)
         message = self.parse(agent, msg_id, body)
-        accepted = await self.rt.ingest.accept(message, routed)
-        if accepted.limited:
-            # A webhook caller honours 429 + Retry-After and sends the same webhook-id again.
-            raise RateLimited(f"too many webhooks from {message.sender}", retry_after=accepted.retry_after)
+        accepted = await self.inbox.accept(message, agent=routed)
+        # Over the rate: 429 + Retry-After, which a caller honours, sending the same webhook-id again.
+        answer("http", accepted, message)
         return accepted
 
     def parse(self, agent: str, msg_id: str, body: bytes) -> InboundMessage:
@@ -214,7 +211,7 @@ class WebhookChannel:
             "webhook-signature": signature(secrets[0], message.id, timestamp, body),
         }
         try:
-            response = await self.rt.http.post(url, content=body, headers=headers)
+            response = await self.http.post(url, content=body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise DeliveryFailed(f"cannot connect to {host}: {exc}", retryable=True) from exc
         except httpx.TimeoutException as exc:
@@ -258,6 +255,6 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def channel(runtime: Runtime) -> WebhookChannel:
+def channel(context: ChannelContext) -> WebhookChannel:
     """Webhooks are always on: every request must be signed, so no secret means no entry."""
-    return WebhookChannel(runtime)
+    return WebhookChannel(context)

@@ -12,9 +12,18 @@
 
 Channels turn their SDK's exceptions into DeliveryFailed before they leave the
 module, so the outbox catches only ours.
+
+What an inbound message the inbox did not take as new (`Accepted.outcome`) gets
+back is decided here too, per transport, by `ANSWERS` and `answer()`.
 """
 
 from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from gateway.messages import Accepted, InboundMessage, Outcome
 
 
 class FrontdeskError(Exception):
@@ -121,3 +130,46 @@ class AgentError(FrontdeskError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+# ---------------------------------------------------------------- what an Accepted gets back
+
+
+class Answer(Enum):
+    """What the caller of an inbound transport is told about a message."""
+
+    TAKEN = "taken"  # the transport's ordinary answer, as for a new message
+    DROPPED = "dropped"  # the ordinary answer too, although nothing was enqueued: the caller must not retry
+    RETRY_LATER = "retry_later"  # raised as RateLimited: HTTP 429 + Retry-After, SMTP 451 4.7.1
+
+
+# A transport is how the caller reaches us and what it does with an answer:
+#   http    a caller honouring 429 + Retry-After (webhooks): {"thread_id"} 202, or 429
+#   smtp    a sending MTA, which keeps a message on 4xx and retries: 250, or 451 4.7.1
+#   slack   the Events API: retries any non-200 and disables an app that fails often: always 200
+#   twilio  Twilio's messaging webhook: a 4xx is an error in the debugger, never a retry: empty TwiML
+#   pull    a listener that fetches (a folder, a queue): the item is left in place and read again later
+Transport = Literal["http", "smtp", "slack", "twilio", "pull"]
+
+_RETRY: dict[Outcome, Answer] = {
+    "new": Answer.TAKEN,
+    "duplicate": Answer.TAKEN,  # a provider's retry is answered like the original (DESIGN)
+    "ignored": Answer.DROPPED,
+    "limited": Answer.RETRY_LATER,
+}
+_DROP: dict[Outcome, Answer] = {**_RETRY, "limited": Answer.DROPPED}
+ANSWERS: dict[Transport, dict[Outcome, Answer]] = {
+    "http": _RETRY,
+    "smtp": _RETRY,
+    "slack": _DROP,
+    "twilio": _DROP,
+    "pull": _RETRY,
+}
+
+
+def answer(transport: Transport, accepted: Accepted, message: InboundMessage) -> Answer:
+    """What `accepted` gets back on `transport`; RETRY_LATER is raised as RateLimited for the edge to map."""
+    verdict = ANSWERS[transport][accepted.outcome]
+    if verdict is Answer.RETRY_LATER:
+        raise RateLimited(f"too many messages from {message.sender}", retry_after=accepted.retry_after)
+    return verdict

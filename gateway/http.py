@@ -245,7 +245,7 @@ def _mount(app: FastAPI, rt: Runtime) -> None:
     before = len(app.router.routes)
     direct = []
     for channel in rt.channels.values():
-        router = channel.router() if hasattr(channel, "router") else None
+        router = channel.router()
         if router is not None:
             app.include_router(router)  # included without a prefix: its routes' own paths are the app's
             direct += [d for route in router.routes if (d := _direct(route)) is not None]

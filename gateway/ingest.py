@@ -15,8 +15,6 @@ write fewer for Redis to run and append to its AOF (benchmarks/, scenario 1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import redis.asyncio as aioredis
 
 from gateway import metrics, tracing
@@ -24,6 +22,7 @@ from gateway.batch import ScriptBatch
 from gateway.entries import Entry
 from gateway.events import InboundMessage
 from gateway.keys import Keys
+from gateway.messages import Accepted
 from gateway.streams import Streams
 
 _ACCEPT = """
@@ -62,15 +61,6 @@ if cur == ARGV[1] or not cur then
 end
 return cur
 """
-
-
-@dataclass(frozen=True)
-class Accepted:
-    thread_id: str
-    duplicate: bool = False
-    ignored: bool = False  # only_existing was set and the conversation has no thread
-    limited: bool = False  # the sender is over its rate; nothing was enqueued
-    retry_after: int = 0  # with `limited`: seconds until the sender's window ends
 
 
 class Ingest:

@@ -1,77 +1,37 @@
-"""How the core meets channels and agents: two small protocols and a loader.
+"""The plugin loader: channels and agents found from dotted names.
 
 The core imports no channel or agent by name. They are found from dotted
 `module:attribute` names (FRONTDESK_CHANNELS, FRONTDESK_AGENTS, plus the built-in
-packages), where the attribute is an object, a list of them, or a factory called
-with the runtime.
+packages), where the attribute is an object, a list of them, or a factory: an
+agent factory is called with the runtime, a channel factory with its
+`ChannelContext`. The contract they implement is `gateway.protocols` (re-exported
+here for the code that imported it from this module).
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any
 
 from gateway.errors import ConfigError
-from gateway.events import Event, OutboundMessage, Thread
+from gateway.messages import Sent
+from gateway.protocols import Agent, Channel, ChannelBase, Listener
 
-if TYPE_CHECKING:
-    from fastapi import APIRouter
-
-    from gateway.runtime import Runtime
+__all__ = [
+    "BUILTIN_AGENTS",
+    "BUILTIN_CHANNELS",
+    "Agent",
+    "Channel",
+    "ChannelBase",
+    "Listener",
+    "Sent",
+    "instantiate",
+    "load_object",
+    "load_plugins",
+]
 
 BUILTIN_AGENTS = "agents:load_agents"
 BUILTIN_CHANNELS = "channels:load_channels"
-
-
-@dataclass
-class Sent:
-    """A provider accepted a message."""
-
-    detail: str | None = None  # the provider's message id
-    # The conversation the message opened or continued, so replies find the thread.
-    conversation: str | None = None
-    reply_to: dict[str, Any] = field(default_factory=dict)
-
-
-@runtime_checkable
-class Channel(Protocol):
-    name: str
-    # Whether a send whose outcome is unknown may be repeated: true where the
-    # receiver deduplicates (mail by Message-ID, webhooks by webhook-id).
-    resend_safe: bool
-
-    def router(self) -> APIRouter | None: ...
-
-    async def send(self, message: OutboundMessage) -> Sent: ...
-
-    # Optional, found with getattr:
-    #   async def complete(self, message: InboundMessage) -> InboundMessage | None
-    #       run by the worker before routing: work kept off the request path (the
-    #       full MIME parse); None drops the message (an auto-reply, a bounce).
-    #   fresh_after_done: bool
-    #       True where a conversation never ends (an SMS number pair): a message
-    #       after the thread finished starts a new thread instead of waking it.
-    #   def addressable(self, message: OutboundMessage) -> bool
-    #       False when there is nowhere to send it (a webhook caller gave no
-    #       callback URL and reads the thread through the API instead).
-    #   async def serve(self, stop: asyncio.Event) -> None
-    #       a long-running listener (the SMTP server, Slack Socket Mode), run by
-    #       `frontdesk dev` and by the channel's own command until `stop` is set.
-
-
-@runtime_checkable
-class Agent(Protocol):
-    name: str
-    description: str
-
-    def tools(self) -> list[dict[str, Any]]:
-        """[{name, description, parameters, requires_approval}] for GET /api/v1/agents."""
-        ...
-
-    async def step(self, thread: Thread, event: Event | None) -> Thread:
-        """Apply `event` (None: carry on) and take at most one turn: the stateless reducer."""
-        ...
 
 
 def load_object(path: str) -> Any:
@@ -88,16 +48,16 @@ def load_object(path: str) -> Any:
         raise ConfigError(f"{module_name!r} has no attribute {attr!r}") from None
 
 
-def instantiate(objs: list[Any], runtime: Runtime) -> list[Any]:
-    """Each of `objs` as plugins: an object, a list of them, or a factory taking the runtime."""
+def instantiate(objs: list[Any], given: Any) -> list[Any]:
+    """Each of `objs` as plugins: an object, a list of them, or a factory called with `given`."""
     found: list[Any] = []
     for obj in objs:
         if callable(obj) and not hasattr(obj, "name"):
-            obj = obj(runtime)
+            obj = obj(given)
         if obj is not None:  # a channel factory returns None when its settings are absent
             found.extend(obj if isinstance(obj, (list, tuple)) else [obj])
     return found
 
 
-def load_plugins(paths: list[str], runtime: Runtime) -> list[Any]:
-    return instantiate([load_object(path) for path in paths], runtime)
+def load_plugins(paths: list[str], given: Any) -> list[Any]:
+    return instantiate([load_object(path) for path in paths], given)

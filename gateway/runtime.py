@@ -18,12 +18,14 @@ import httpx
 import redis.asyncio as aioredis
 
 from gateway import tracing
+from gateway.channel_context import RuntimeChannelContext
 from gateway.config import FrontdeskConfig, load_config
 from gateway.connection import connect_redis
 from gateway.errors import ConfigError
 from gateway.ingest import Ingest
 from gateway.keys import Keys
-from gateway.registry import BUILTIN_AGENTS, BUILTIN_CHANNELS, Agent, Channel, instantiate, load_plugins
+from gateway.protocols import Agent, Channel, ChannelContext, Closes, checked_channel
+from gateway.registry import BUILTIN_AGENTS, BUILTIN_CHANNELS, instantiate, load_plugins
 from gateway.router import Router
 from gateway.settings import Settings
 from gateway.streams import Streams
@@ -43,6 +45,8 @@ class Runtime:
     agents: dict[str, Agent] = field(default_factory=dict)
     channels: dict[str, Channel] = field(default_factory=dict)
     router: Router | None = None
+    # What channels are given instead of this runtime (gateway.protocols.ChannelContext).
+    channel_context: ChannelContext | None = None
 
     def agent_names(self) -> list[str]:
         return sorted(self.agents)
@@ -89,12 +93,16 @@ async def running(
             rt.agents[agent.name] = agent
         _check_config(config, rt.agents)
         rt.router = Router(config, set(rt.agents), settings.default_agent, settings.email_domain)
+        rt.channel_context = context = RuntimeChannelContext(rt)
         channel_paths = ([BUILTIN_CHANNELS] if builtins else []) + settings.channel_modules()
-        for channel in [*load_plugins(channel_paths, rt), *instantiate(list(channels), rt)]:
+        for found in [*load_plugins(channel_paths, context), *instantiate(list(channels), context)]:
+            channel = checked_channel(found)
             rt.channels[channel.name] = channel
-        for plugin in [*rt.agents.values(), *rt.channels.values()]:
-            if hasattr(plugin, "aclose"):
-                stack.push_async_callback(plugin.aclose)
+        for agent in rt.agents.values():
+            if isinstance(agent, Closes):
+                stack.push_async_callback(agent.aclose)
+        for channel in rt.channels.values():
+            stack.push_async_callback(channel.aclose)
         yield rt
 
 

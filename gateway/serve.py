@@ -32,6 +32,7 @@ from gateway.errors import ConfigError
 from gateway.http import create_app
 from gateway.ops import serve_ops
 from gateway.outbox import Outbox
+from gateway.protocols import Listener
 from gateway.runtime import Runtime, consumer_name, running, tune_gc
 from gateway.settings import Settings
 from gateway.worker import Worker
@@ -227,11 +228,11 @@ async def _announce(started: Started, server: uvicorn.Server | None, stop: async
 # ---------------------------------------------------------------- listeners
 
 
-def _listeners(rt: Runtime, names: tuple[str, ...] | None) -> list:
+def _listeners(rt: Runtime, names: tuple[str, ...] | None) -> list[Listener]:
     """The channels whose `serve(stop)` this process runs; a named one that is missing is a ConfigError."""
     if names is None:
-        return [c for c in rt.channels.values() if callable(getattr(c, "serve", None))]
-    found = []
+        return [c for c in rt.channels.values() if isinstance(c, Listener)]
+    found: list[Listener] = []
     for name in names:
         channel = rt.channels.get(name)
         if channel is None:
@@ -239,7 +240,7 @@ def _listeners(rt: Runtime, names: tuple[str, ...] | None) -> list:
             raise ConfigError(
                 f"the {name!r} channel is not configured (its settings are unset); configured channels: {configured}"
             )
-        if not callable(getattr(channel, "serve", None)):
+        if not isinstance(channel, Listener):
             raise ConfigError(f"the {name!r} channel has no listener to run")
         found.append(channel)
     return found

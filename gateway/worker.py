@@ -359,12 +359,16 @@ class Worker:
         if entry.kind != "inbound" or not entry.data:
             return entry
         channel = self.rt.channels.get(entry.data.get("channel", ""))
-        complete = getattr(channel, "complete", None)
-        if complete is None:
+        if channel is None:  # api, cron: no channel object
             return entry
-        message = await complete(InboundMessage.model_validate(entry.data))
+        # Validating the entry for every channel, not only those that complete messages, costs
+        # about 5 µs per inbound entry (measured); re-encoding is skipped when nothing changed.
+        original = InboundMessage.model_validate(entry.data)
+        message = await channel.complete(original)
         if message is None:  # the channel decided it must not reach an agent (e.g. an auto-reply)
             return dataclasses.replace(entry, kind="ignored", data=None)
+        if message is original:
+            return entry
         return dataclasses.replace(entry, data=message.model_dump(mode="json", exclude_none=True))
 
     def _starts_afresh(self, thread: Thread | None, entry: Entry) -> bool:
@@ -372,7 +376,7 @@ class Worker:
         if entry.kind != "inbound" or thread is None or thread.status not in ("done", "failed"):
             return False
         channel = self.rt.channels.get(entry.data.get("channel", ""))
-        return bool(getattr(channel, "fresh_after_done", False))
+        return channel is not None and channel.fresh_after_done
 
     async def _restart(self, thread: Thread, entry: Entry) -> None:
         """Move the conversation to a new thread and send the message there."""
@@ -426,8 +430,7 @@ class Worker:
     def _addressable(self, message) -> bool:
         """Whether the channel has somewhere to send it (a webhook caller without a callback polls)."""
         channel = self.rt.channels.get(message.channel)
-        check = getattr(channel, "addressable", None)
-        return check(message) if check else True
+        return channel is None or channel.addressable(message)
 
     async def _schedule_deadlines(self, thread: Thread, start: int) -> None:
         for index in range(start, len(thread.events)):

@@ -24,7 +24,8 @@ from gateway.events import (
     ToolCall,
     ToolResult,
 )
-from gateway.registry import Sent
+from gateway.messages import Sent
+from gateway.protocols import ChannelBase
 
 
 def _last(thread: Thread):
@@ -133,7 +134,7 @@ class FailingAgent:
         return thread.with_events(DoneForNow(text="fixed"))
 
 
-class SinkChannel:
+class SinkChannel(ChannelBase):
     """Delivers by POSTing the message as JSON to TEST_SINK_URL (a test's HTTP server)."""
 
     name = "test"
@@ -142,9 +143,6 @@ class SinkChannel:
     def __init__(self, url: str | None = None) -> None:
         self.url = url or os.environ["TEST_SINK_URL"]
         self.client = httpx.AsyncClient(timeout=5)
-
-    def router(self):
-        return None
 
     async def send(self, message: OutboundMessage) -> Sent:
         try:

@@ -18,7 +18,6 @@ dev`); sending without FRONTDESK_SMTP_RELAY fails, recorded on the thread.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -26,32 +25,28 @@ from channels.email import server, tokens
 from channels.email.inbound import Inbound
 from channels.email.outbound import Envelope, compose, relay_for
 from channels.email.store import BlobStore
-from gateway.errors import DeliveryFailed
-from gateway.events import InboundMessage, OutboundMessage
-from gateway.registry import Sent
-
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+from gateway.errors import DeliveryFailed, Unavailable
+from gateway.messages import InboundMessage, OutboundMessage, Sent
+from gateway.protocols import ChannelBase, ChannelContext
 
 log = structlog.get_logger("frontdesk.email")
 
 
-class EmailChannel:
+class EmailChannel(ChannelBase):
     name = "email"
     resend_safe = True  # receivers deduplicate by Message-ID, which a re-send keeps
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.settings = runtime.settings
-        self.blobs = BlobStore(runtime.redis, runtime.keys, runtime.settings.email_retention)
-        self.inbound = Inbound(runtime, self.blobs, self.token_key)
-        self.relay = relay_for(runtime.settings)
+    def __init__(self, context: ChannelContext) -> None:
+        self.settings = context.settings
+        self.inbox = context.inbox(self.name)
+        self.state = context.state(self.name)
+        # Raw mail and attachments have always lived under `mail:`; their refs sit in threads.
+        self.blobs = BlobStore(context.state("mail"), self.settings.email_retention)
+        self.inbound = Inbound(self.inbox, self.settings, self.blobs, self.token_key)
+        self.relay = relay_for(self.settings)
         self.port: int | None = None  # the port `serve` listens on, once it does
         self.listening = asyncio.Event()
         self._key: bytes | None = None
-
-    def router(self):
-        return None
 
     # ------------------------------------------------------------ inbound
     async def serve(self, stop: asyncio.Event) -> None:
@@ -91,7 +86,7 @@ class EmailChannel:
         return Sent(detail=mid, conversation=mid, reply_to=reply_to)
 
     async def _envelope(self, message: OutboundMessage) -> Envelope:
-        agent = (await self.rt.store.meta(message.thread_id)).get("agent") or self.settings.default_agent
+        agent = message.agent or self.settings.default_agent
         sender = message.reply_to.get("from") or self._address(agent)
         to = message.reply_to.get("to") or message.address
         if "@" not in to:
@@ -101,7 +96,7 @@ class EmailChannel:
 
     def _address(self, agent: str) -> str:
         """The agent's first configured mail address, else `<agent>@<domain>`."""
-        routes = self.rt.config.agent(agent).routes.email
+        routes = self.inbox.addresses(agent)
         return routes[0].lower() if routes else f"{agent}@{self.settings.email_domain}"
 
     async def token_key(self) -> bytes:
@@ -110,11 +105,13 @@ class EmailChannel:
             if self.settings.email_token_secret:
                 self._key = self.settings.email_token_secret.get_secret_value().encode()
             else:
-                name = self.rt.keys.key("email", "token-secret")
-                await self.rt.redis.set(name, tokens.new_secret(), nx=True)
-                self._key = (await self.rt.redis.get(name)).encode()
+                await self.state.set("token-secret", tokens.new_secret(), only_new=True)
+                secret = await self.state.get("token-secret")
+                if secret is None:  # evicted between the two calls
+                    raise Unavailable("the reply-token secret is not in Redis")
+                self._key = secret.encode()
         return self._key
 
 
-def channel(runtime: Runtime) -> EmailChannel:
-    return EmailChannel(runtime)
+def channel(context: ChannelContext) -> EmailChannel:
+    return EmailChannel(context)

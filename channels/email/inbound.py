@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -20,11 +20,10 @@ from channels.email.parse import parse
 from channels.email.quotes import new_text
 from channels.email.store import BlobStore
 from gateway import metrics
-from gateway.errors import Malformed, RateLimited
-from gateway.events import Attachment, InboundMessage
-
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+from gateway.errors import Malformed, answer
+from gateway.messages import Attachment, InboundMessage
+from gateway.protocols import Inbox
+from gateway.settings import Settings
 
 log = structlog.get_logger("frontdesk.email")
 MAX_LOOKUPS = 12  # ancestors looked up per message: the parent and the newest few suffice
@@ -36,15 +35,18 @@ THREAD_PARSE = 512 * 1024  # larger messages are parsed off the event loop
 class Inbound:
     """Turns a received message into InboundMessages, and completes them in the worker."""
 
-    def __init__(self, runtime: Runtime, blobs: BlobStore, token_key) -> None:
-        self.rt = runtime
+    def __init__(
+        self, inbox: Inbox, settings: Settings, blobs: BlobStore, token_key: Callable[[], Awaitable[bytes]]
+    ) -> None:
+        self.inbox = inbox
+        self.settings = settings
         self.blobs = blobs
-        self.token_key = token_key  # async () -> bytes
+        self.token_key = token_key
 
     def agent_for(self, address: str) -> str | None:
         """The agent answering `address` (plus-addressing included), None for a stranger."""
         base, _ = tokens.split(address)
-        return self.rt.router.route("email", base)
+        return self.inbox.route(base)
 
     # ------------------------------------------------------------ SMTP path
     async def receive(self, mail_from: str, rcpt_tos: list[str], raw: bytes) -> str:
@@ -74,10 +76,9 @@ class Inbound:
                 reply_to=reply_to(facts, address),
                 data={"raw": raw_key, "size": len(raw), "subject": facts.subject, "mail_from": mail_from},
             )
-            accepted = await self.rt.ingest.accept(message, agent)
-            if accepted.limited:
-                # 451: the sending MTA keeps the message and tries again after its own backoff.
-                raise RateLimited(f"too many messages from {facts.sender}", retry_after=accepted.retry_after)
+            accepted = await self.inbox.accept(message, agent=agent)
+            # Over the rate: 451, and the sending MTA keeps the message and tries again after its own backoff.
+            answer("smtp", accepted, message)
             log.info(
                 "mail accepted",
                 message_id=facts.message_id,
@@ -102,13 +103,13 @@ class Inbound:
     async def _conversation(self, facts: Headers, token: str) -> str:
         """The conversation key: an ancestor we know, else the token's thread, else the root."""
         for mid in facts.ancestors()[:MAX_LOOKUPS]:
-            if await self.rt.ingest.thread_for("email", mid):
+            if await self.inbox.thread_for(mid):
                 return mid
         if token:
             thread_id = tokens.verify(await self.token_key(), token)
-            if thread_id and await self.rt.store.exists(thread_id):
+            if thread_id and await self.inbox.thread_status(thread_id) is not None:
                 conversation = f"thread/{thread_id}"
-                await self.rt.ingest.bind("email", conversation, thread_id)
+                await self.inbox.bind(conversation, thread_id)
                 return conversation
             if thread_id is None and tokens.looks_like(token):
                 # Forged or mangled: ignored, so the mail is new mail to the agent, never a resume.
@@ -149,7 +150,7 @@ class Inbound:
 
     async def _attachment(self, part) -> Attachment:
         size = len(part.data)
-        if size > self.rt.settings.email_attachment_max_bytes:
+        if size > self.settings.email_attachment_max_bytes:
             # Listed so the agent knows it exists, but not stored: `ref` stays empty.
             return Attachment(
                 filename=part.filename,

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiosmtplib
 
 from gateway.errors import DeliveryFailed
-from gateway.events import OutboundMessage
+from gateway.messages import OutboundMessage
 from gateway.settings import Settings
 
 MAX_REFERENCES = 30

@@ -23,7 +23,6 @@ import structlog
 from aiosmtpd.smtp import SMTP
 
 from gateway import metrics
-from gateway.connection import REDIS_DOWN
 from gateway.errors import ConfigError, InboundRejected, Unavailable
 
 if TYPE_CHECKING:
@@ -111,7 +110,7 @@ class Handler:
             metrics.REJECTED.labels("email", type(exc).__name__.lower()).inc()
             log.info("mail refused", reason=str(exc), peer=_host(session.peer))
             return f"{exc.smtp_reply}: {_one_line(str(exc))}" if str(exc) else exc.smtp_reply
-        except (Unavailable, TimeoutError, *REDIS_DOWN) as exc:
+        except (Unavailable, TimeoutError) as exc:
             # Nothing is lost: the client keeps the message and tries again.
             log.warning("mail not enqueued; asked to retry", error=str(exc) or type(exc).__name__)
             return Unavailable.smtp_reply

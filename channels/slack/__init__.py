@@ -20,21 +20,17 @@ SLACK_APP_TOKEN (Socket Mode). The app manifest is deploy/slack/manifest.yaml.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from channels.slack.channel import SlackChannel
-
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+from gateway.protocols import ChannelContext
 
 __all__ = ["SlackChannel", "channel"]
 
 
-def channel(runtime: Runtime) -> SlackChannel | None:
+def channel(context: ChannelContext) -> SlackChannel | None:
     """The Slack channel, or None when its tokens are not set."""
-    settings = runtime.settings
+    settings = context.settings
     if settings.slack_bot_token is None:
         return None
     if settings.slack_signing_secret is None and settings.slack_app_token is None:
         return None
-    return SlackChannel(runtime)
+    return SlackChannel(context)

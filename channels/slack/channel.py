@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import structlog
@@ -23,16 +23,13 @@ from channels.slack.api import Me, SlackApi
 from channels.slack.inbound import OUTCOME, Inbound, event_callback
 from channels.slack.outbound import APPROVE, DENY, Outbound
 from gateway.errors import DeliveryFailed, Malformed, Unavailable
-from gateway.events import OutboundMessage
-from gateway.registry import Sent
-
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+from gateway.messages import OutboundMessage, Sent
+from gateway.protocols import ChannelBase, ChannelContext
 
 log = structlog.get_logger("frontdesk.slack")
 
 
-class SlackChannel:
+class SlackChannel(ChannelBase):
     """Answers POST /slack/events (and Socket Mode); posts through the Web API."""
 
     name = "slack"
@@ -40,12 +37,13 @@ class SlackChannel:
     # is a second message in the thread.
     resend_safe = False
 
-    def __init__(self, runtime: Runtime) -> None:
-        settings = runtime.settings
-        self.rt = runtime
+    def __init__(self, context: ChannelContext) -> None:
+        settings = context.settings
+        inbox = context.inbox(self.name)
         self.reaction = settings.slack_ack_reaction.strip(":")
         self.app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+        assert settings.slack_bot_token is not None  # the factory checked
         self.token = settings.slack_bot_token.get_secret_value()
         # One session for every call (bolt copies it into its per-request clients); with
         # a session of its own, slack_sdk applies the session's timeout, not its own.
@@ -57,8 +55,8 @@ class SlackChannel:
             retry_handlers=[],  # see channels.slack.api: the outbox decides what is retried
         )
         self.api = SlackApi(AsyncWebClient(token=self.token, **web))
-        self.outbound = Outbound(self.api, runtime)
-        self.inbound = Inbound(runtime, self._me, self._react)
+        self.outbound = Outbound(self.api, inbox, context.state(self.name), settings.dedupe_ttl)
+        self.inbound = Inbound(inbox, self._me, self._react)
         self.verifies = secret is not None
         self.verifier = SignatureVerifier(secret) if secret else None  # the check bolt's request verification makes
 

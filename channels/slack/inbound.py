@@ -27,17 +27,14 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from channels.slack.api import Me
-from gateway.connection import REDIS_DOWN
-from gateway.errors import Malformed
-from gateway.events import ApprovalChoice, Attachment, InboundMessage
-
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+from gateway.errors import Malformed, Unavailable, answer
+from gateway.messages import ApprovalChoice, Attachment, InboundMessage
+from gateway.protocols import Inbox
 
 log = structlog.get_logger("frontdesk.slack")
 # Set in bolt's context by the HTTP route: a Redis failure is put here so the route
@@ -143,8 +140,8 @@ def from_click(body: dict[str, Any], me: Me) -> Parsed | None:
 class Inbound:
     """Parse, place, enqueue: for the HTTP route (`event`) and as bolt's listeners, which then acknowledge."""
 
-    def __init__(self, runtime: Runtime, me: Callable[[], Awaitable[Me]], react: Callable[[str, str], None]) -> None:
-        self.rt = runtime
+    def __init__(self, inbox: Inbox, me: Callable[[], Awaitable[Me]], react: Callable[[str, str], None]) -> None:
+        self.inbox = inbox
         self.me = me
         self.react = react
 
@@ -171,27 +168,28 @@ class Inbound:
         conversation = await self._place(parsed)
         if conversation is None:
             return
-        agent = self.rt.router.route("slack", message.address)
+        agent = self.inbox.route(message.address)
         if agent is None and parsed.start:
             log.info("no agent answers this Slack address", address=message.address)
             return
         message = message.model_copy(update={"conversation": conversation})
-        accepted = await self.rt.ingest.accept(message, agent or "", only_existing=not parsed.start)
+        accepted = await self.inbox.accept(message, agent=agent or "", only_existing=not parsed.start)
         # Over the rate: dropped (and counted) with a 200, since Slack retries any error.
-        if parsed.react and ts and not (accepted.duplicate or accepted.ignored or accepted.limited):
+        answer("slack", accepted, message)
+        if parsed.react and ts and accepted.outcome == "new":
             self.react(message.reply_to["channel"], ts)
 
     async def _place(self, parsed: Parsed) -> str | None:
         """The conversation to enqueue on; None when the message must not be enqueued."""
-        ingest = self.rt.ingest
-        if parsed.prefer and await ingest.thread_for("slack", parsed.prefer):
+        inbox = self.inbox
+        if parsed.prefer and await inbox.thread_for(parsed.prefer):
             return parsed.prefer
         conversation = parsed.message.conversation
         if parsed.live_only:
-            thread_id = await ingest.thread_for("slack", conversation)
+            thread_id = await inbox.thread_for(conversation)
             if thread_id is None:
                 return None
-            status = (await self.rt.store.meta(thread_id)).get("status")
+            status = await inbox.thread_status(thread_id)
             if status is not None and status not in LIVE:  # None: the thread is not written yet
                 return None
         return conversation
@@ -201,7 +199,7 @@ async def _noted(work: Awaitable[None], context) -> None:
     """Run a listener's work; a Redis failure is noted in bolt's context for the HTTP route's 503."""
     try:
         await work
-    except REDIS_DOWN as exc:
+    except Unavailable as exc:
         outcome = context.get(OUTCOME)
         if outcome is not None:
             outcome["error"] = exc

@@ -16,19 +16,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from channels.slack.api import SlackApi
 from channels.slack.mrkdwn import mentions, split, to_mrkdwn
-from gateway.connection import REDIS_DOWN
-from gateway.errors import DeliveryFailed
-from gateway.events import OutAction, OutboundMessage
-from gateway.registry import Sent
-
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+from gateway.errors import DeliveryFailed, Unavailable
+from gateway.messages import OutAction, OutboundMessage, Sent
+from gateway.protocols import ChannelState, Inbox
 
 log = structlog.get_logger("frontdesk.slack")
 APPROVAL_BLOCK = "frontdesk_approval"
@@ -39,9 +35,11 @@ _TS = re.compile(r"^\d+\.\d+$")
 class Outbound:
     """Delivers outbound messages through the Web API."""
 
-    def __init__(self, api: SlackApi, runtime: Runtime) -> None:
+    def __init__(self, api: SlackApi, inbox: Inbox, state: ChannelState, parts_ttl: int) -> None:
         self.api = api
-        self.rt = runtime
+        self.inbox = inbox
+        self.state = state
+        self.parts_ttl = parts_ttl  # FRONTDESK_DEDUPE_TTL: as long as a retry of the message may come
 
     async def send(self, message: OutboundMessage) -> Sent:
         if message.kind == "notice":
@@ -102,8 +100,8 @@ class Outbound:
             # A reply at the DM's root (not in the Slack thread) should find the thread too:
             # the DM as a whole now points at the thread that wrote last.
             try:
-                await self.rt.ingest.bind("slack", f"{team}/{channel}", message.thread_id)
-            except REDIS_DOWN as exc:  # the post is out: failing the send now would post it twice
+                await self.inbox.bind(f"{team}/{channel}", message.thread_id)
+            except Unavailable as exc:  # the post is out: failing the send now would post it twice
                 log.warning("could not bind the DM to the thread", channel=channel, error=str(exc))
         return Sent(
             detail=last,
@@ -148,20 +146,16 @@ class Outbound:
 
     # ------------------------------------------------------------ parts of a long message
     def _parts_key(self, message: OutboundMessage) -> str:
-        return self.rt.keys.key("slack", "parts", message.id)
+        return f"parts:{message.id}"
 
     async def _parts_done(self, message: OutboundMessage) -> dict[int, str]:
-        stored = await self.rt.redis.hgetall(self._parts_key(message))
+        stored = await self.state.fields(self._parts_key(message))
         return {int(index): ts for index, ts in stored.items()}
 
     async def _part_done(self, message: OutboundMessage, index: int, ts: str) -> None:
-        key = self._parts_key(message)
         try:
-            async with self.rt.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, str(index), ts)
-                pipe.expire(key, self.rt.settings.dedupe_ttl)
-                await pipe.execute()
-        except REDIS_DOWN as exc:  # as above: the part is out; carry on with the next
+            await self.state.set_field(self._parts_key(message), str(index), ts, ttl=self.parts_ttl)
+        except Unavailable as exc:  # as above: the part is out; carry on with the next
             log.warning("could not record a posted part", outbound_id=message.id, part=index, error=str(exc))
 
 

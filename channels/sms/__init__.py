@@ -15,20 +15,16 @@ Enabled when TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are set.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from channels.sms.channel import SmsChannel
 from channels.sms.media import Media
-
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+from gateway.protocols import ChannelContext
 
 __all__ = ["Media", "SmsChannel", "channel"]
 
 
-def channel(runtime: Runtime) -> SmsChannel | None:
+def channel(context: ChannelContext) -> SmsChannel | None:
     """The SMS channel, or None when the Twilio credentials are not set."""
-    settings = runtime.settings
+    settings = context.settings
     if not (settings.twilio_account_sid and settings.twilio_auth_token):
         return None
-    return SmsChannel(runtime)
+    return SmsChannel(context)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import structlog
@@ -16,19 +15,15 @@ from channels.sms.media import Media, fetch_media
 from channels.sms.optout import OptOuts, keyword
 from channels.sms.rest import UNSUBSCRIBED, Created, TwilioRejected, TwilioRest
 from channels.sms.text import render, segments
-from gateway.entries import Entry
-from gateway.errors import DeliveryFailed, UnknownAgent
-from gateway.events import OutboundMessage
-from gateway.registry import Sent
-
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+from gateway.errors import DeliveryFailed, answer
+from gateway.messages import OutboundMessage, Sent
+from gateway.protocols import ChannelBase, ChannelContext
 
 log = structlog.get_logger("frontdesk.sms")
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 
 
-class SmsChannel:
+class SmsChannel(ChannelBase):
     """Answers POST /twilio/sms and /twilio/status; sends through Twilio's Messages API."""
 
     name = "sms"
@@ -38,12 +33,15 @@ class SmsChannel:
     # A number's conversation never ends: a text after a finished thread starts a new one.
     fresh_after_done = True
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.settings = runtime.settings
+    def __init__(self, context: ChannelContext) -> None:
+        self.settings = context.settings
+        self.http = context.http
+        self.inbox = context.inbox(self.name)
+        self.state = context.state(self.name)
+        assert self.settings.twilio_auth_token is not None  # the factory checked
         self.validator = RequestValidator(self.settings.twilio_auth_token.get_secret_value())
         self.rest = TwilioRest(self.settings)
-        self.optouts = OptOuts(runtime.redis, runtime.keys)
+        self.optouts = OptOuts(self.state)
 
     def router(self) -> APIRouter:
         router = APIRouter(tags=["twilio"])
@@ -64,11 +62,9 @@ class SmsChannel:
             word = None  # an ordinary YES, e.g. an approval
         if word is not None:
             return await self._keyword(word, message.sender)
-        agent = self.rt.router.route("sms", message.address)
-        if agent is None:
-            raise UnknownAgent(f"no agent answers SMS to {message.address}")
-        # A duplicate MessageSid (Twilio retried) is answered exactly like the original.
-        await self.rt.ingest.accept(message, agent)
+        # A duplicate MessageSid (Twilio retried) is answered exactly like the original, and a
+        # sender over the rate gets the same empty TwiML: Twilio never retries a refusal.
+        answer("twilio", await self.inbox.accept(message), message)
         return twiml()
 
     async def _keyword(self, word: str, number: str) -> Response:
@@ -91,11 +87,10 @@ class SmsChannel:
             await self.optouts.add(form["To"])
         thread_id = request.query_params.get("t", "")
         event = to_delivery(form, request.query_params.get("o", ""))
-        if event is None or not thread_id or not await self.rt.store.exists(thread_id):
-            return Response(status_code=204)  # nothing to record, or the thread is gone
-        entry = Entry(kind="delivery", thread_id=thread_id, data=event.model_dump(mode="json", exclude_none=True))
+        if event is None or not thread_id:
+            return Response(status_code=204)  # nothing to record
         sid, status = form.get("MessageSid") or form.get("SmsSid"), form.get("MessageStatus") or form.get("SmsStatus")
-        await self.rt.ingest.enqueue(entry, dedupe_id=f"{sid}:{status}")
+        await self.inbox.record_delivery(thread_id, event, dedupe_id=f"{sid}:{status}")  # False: the thread is gone
         return Response(status_code=204)
 
     # ------------------------------------------------------------ outbound
@@ -110,16 +105,15 @@ class SmsChannel:
             raise DeliveryFailed("no number to send from: set TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID")
         if await self.optouts.has(their):
             raise DeliveryFailed("recipient opted out")
-        key = self.rt.keys.key("sms", "segments", message.id)
-        went = await self.rt.redis.hgetall(key)
+        key = f"segments:{message.id}"
+        went = await self.state.fields(key)
         sids = []
         for index, body in enumerate(segments(render(message))):
             sid = went.get(str(index))
             if sid is None:
                 created = await self._create(their, ours, service, body, self._callback_url(message))
                 sid, ours = created.sid, ours or created.sender
-                async with self.rt.redis.pipeline(transaction=True) as pipe:
-                    await pipe.hset(key, str(index), sid).expire(key, self.settings.dedupe_ttl).execute()
+                await self.state.set_field(key, str(index), sid, ttl=self.settings.dedupe_ttl)
             sids.append(sid)
         if not ours:
             # A Messaging Service chose the sender and Twilio did not say which yet:
@@ -148,7 +142,7 @@ class SmsChannel:
     # ------------------------------------------------------------ media, lifecycle
     async def fetch_media(self, ref: str, max_bytes: int | None = None) -> Media:
         """The bytes of an attachment, fetched with the account's credentials, size-capped."""
-        return await fetch_media(self.rt.http, self.settings, ref, max_bytes)
+        return await fetch_media(self.http, self.settings, ref, max_bytes)
 
     async def aclose(self) -> None:
         await self.rest.aclose()

@@ -17,7 +17,7 @@ from twilio.request_validator import RequestValidator, add_port, compare, remove
 from twilio.twiml.messaging_response import MessagingResponse
 
 from gateway.errors import BadSignature, Malformed
-from gateway.events import Attachment, DeliveryEvent, InboundMessage
+from gateway.messages import Attachment, DeliveryEvent, InboundMessage
 from gateway.settings import Settings
 
 MAX_MEDIA = 10  # Twilio delivers at most ten media items per message

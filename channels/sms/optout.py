@@ -11,9 +11,7 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-import redis.asyncio as aioredis
-
-from gateway.keys import Keys
+from gateway.protocols import ChannelState
 
 STOP = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 START = frozenset({"START", "UNSTOP"})
@@ -40,18 +38,14 @@ def keyword(text: str) -> Keyword | None:
 class OptOuts:
     """Numbers that said STOP: one key each, kept until they say START (no expiry)."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
-        self.redis = redis
-        self.keys = keys
-
-    def _key(self, number: str) -> str:
-        return self.keys.key("sms", "optout", number)
+    def __init__(self, state: ChannelState) -> None:
+        self.state = state
 
     async def add(self, number: str) -> None:
-        await self.redis.set(self._key(number), str(int(time.time())))
+        await self.state.set(f"optout:{number}", str(int(time.time())))
 
     async def remove(self, number: str) -> bool:
-        return bool(await self.redis.delete(self._key(number)))
+        return await self.state.delete(f"optout:{number}")
 
     async def has(self, number: str) -> bool:
-        return bool(await self.redis.exists(self._key(number)))
+        return await self.state.exists(f"optout:{number}")

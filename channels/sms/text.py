@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.events import OutboundMessage
+from gateway.messages import OutboundMessage
 
 MAX_BODY = 1600
 APPROVAL_HINT = "Reply YES to approve or NO to deny."

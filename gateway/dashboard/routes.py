@@ -34,6 +34,7 @@ from gateway.dashboard.listing import Filters, Listing
 from gateway.dashboard.render import HEADERS, HERE, page, render
 from gateway.errors import InboundRejected
 from gateway.events import STATUSES, ChannelName, Thread, pending_request
+from gateway.protocols import ShowsContext
 from gateway.runtime import Runtime
 
 BY = "dashboard"  # who the dashboard's actions are recorded as: the holder of the API token
@@ -238,7 +239,7 @@ async def threads_page(request: Request) -> Response:
 
 
 def _can_render(rt: Runtime, thread: Thread) -> bool:
-    return callable(getattr(rt.agents.get(thread.agent), "render_context", None))
+    return isinstance(rt.agents.get(thread.agent), ShowsContext)
 
 
 def _panels(rt: Runtime, thread: Thread, current: auth.Session) -> dict[str, Any]:
@@ -316,7 +317,8 @@ async def context_page(thread_id: str, index: int, request: Request, raw: bool =
         return current
     rt = _rt(request)
     thread = await rt.store.load(thread_id)
-    if thread is None or not 0 <= index < len(thread.events) or not _can_render(rt, thread):
+    agent = rt.agents.get(thread.agent) if thread is not None else None
+    if thread is None or not 0 <= index < len(thread.events) or not isinstance(agent, ShowsContext):
         return page(
             request,
             current,
@@ -326,7 +328,7 @@ async def context_page(thread_id: str, index: int, request: Request, raw: bool =
             message="There is no rendered context for that step.",
         )
     # Rendering is a pure function of the events, so the window is rebuilt from the prefix the model had.
-    text = rt.agents[thread.agent].render_context(thread.model_copy(update={"events": thread.events[:index]}))
+    text = agent.render_context(thread.model_copy(update={"events": thread.events[:index]}))
     if raw:
         return PlainTextResponse(text, headers=HEADERS)
     return page(request, current, "context.html", thread=thread, index=index, text=text, url=_thread_url(thread_id))

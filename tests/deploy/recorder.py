@@ -12,7 +12,8 @@ from pydantic import BaseModel
 
 from gateway.errors import DeliveryFailed
 from gateway.events import InboundMessage, OutboundMessage
-from gateway.registry import Sent
+from gateway.messages import Sent
+from gateway.protocols import ChannelBase, ChannelContext
 
 
 class _Post(BaseModel):
@@ -22,26 +23,27 @@ class _Post(BaseModel):
     text: str
 
 
-class Recorder:
+class Recorder(ChannelBase):
     name = "rec"
     resend_safe = False
 
-    def __init__(self, runtime=None, *, refuse_first: bool = False) -> None:
-        self.rt = runtime
+    def __init__(self, context: ChannelContext | None = None, *, refuse_first: bool = False) -> None:
+        self.inbox = context.inbox(self.name) if context is not None else None
         self.sent: list[OutboundMessage] = []
         self.refused: set[str] = set()
         self.refuse_first = refuse_first  # a 503 to each message's first try: the outbox retries it later
 
     def router(self) -> APIRouter | None:
         """POST /rec/in: the smallest inbound route (no authentication: tests only)."""
-        if self.rt is None:
+        inbox = self.inbox
+        if inbox is None:
             return None
         router = APIRouter()
 
         @router.post("/rec/in", status_code=202)
         async def inbound(post: _Post) -> dict:
             message = InboundMessage(channel=self.name, **post.model_dump())
-            accepted = await self.rt.ingest.accept(message, self.rt.router.route(self.name, ""))
+            accepted = await inbox.accept(message)
             return {"thread_id": accepted.thread_id}
 
         return router
