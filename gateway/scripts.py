@@ -21,7 +21,7 @@ microsecond for each redis.call (benchmarks/, scenario 6).
 from __future__ import annotations
 
 import keyword
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,7 @@ class Script:
         _check_names([*self.keys, *self.args])
         _check_keys(self.keys)
         self._counted, self._rest = _check_args(self.args)
-        self._names = frozenset(_name(slot) for slot in (*self.keys, *self.args))
+        self.pack = _packer(self.keys, self.args, self._counted, self._rest)
         self.source = self._prelude() + body
 
     # ------------------------------------------------------------ Lua side
@@ -72,20 +72,46 @@ class Script:
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------ Python side
-    def pack(self, **values: Any) -> tuple[list[Any], list[Any]]:
-        """(keys, args) for a call, each value placed by its name; a group takes a sequence."""
-        if values.keys() != self._names:
-            missing, unknown = sorted(self._names - set(values)), sorted(set(values) - self._names)
-            raise TypeError(f"script values: missing {missing}, unknown {unknown}")
-        keys = _lay(self.keys, values)
-        fixed = [slot for slot in self.args if not _open(slot)]
-        args = _lay(fixed, values)
-        args += [len(values[group.name]) for group in self._counted]
-        for group in self._counted:
-            args += values[group.name]
-        if self._rest is not None:
-            args += values[self._rest.name]
-        return keys, args
+    # pack(**values) -> (keys, args) for a call, each value placed by its name; a group takes a sequence.
+    pack: Callable[..., tuple[list[Any], list[Any]]]
+
+
+def _packer(
+    keys: Sequence[Slot], args: Sequence[Slot], counted: list[Group], rest: Group | None
+) -> Callable[..., tuple[list[Any], list[Any]]]:
+    """A function taking every slot as a keyword and returning (keys, args) in the script's order.
+
+    Written out and compiled once per script, as dataclasses writes an __init__: a save packs
+    25 slots per step, and a loop over a layout cost it about 6 µs where this costs about 1.
+    The names are checked Lua (so Python) identifiers; nothing else reaches the source.
+    """
+    fixed = [slot for slot in args if not _open(slot)]
+    checks = [
+        f"    if len({slot.name}) != {slot.size}: _wrong({slot.name!r}, {slot.size}, {slot.name})"
+        for slot in (*keys, *fixed)
+        if isinstance(slot, Group) and slot.size is not None
+    ]
+    lists = [*counted, *([rest] if rest else [])]
+    arg_items = [*map(_item, fixed), *(f"len({g.name})" for g in counted), *(f"*{g.name}" for g in lists)]
+    names = ", ".join(_name(slot) for slot in (*keys, *args))
+    source = "\n".join(
+        [
+            f"def pack(*, {names}):",
+            *checks,
+            f"    return [{', '.join(map(_item, keys))}], [{', '.join(arg_items)}]",
+        ]
+    )
+    namespace: dict[str, Any] = {"_wrong": _wrong}
+    exec(compile(source, "<script layout>", "exec"), namespace)  # only checked identifiers: see the docstring
+    return namespace["pack"]
+
+
+def _item(slot: Slot) -> str:
+    return f"*{slot.name}" if isinstance(slot, Group) else slot
+
+
+def _wrong(name: str, size: int, items: Sequence[Any]) -> None:
+    raise ValueError(f"script group {name!r} takes {size} values, got {len(items)}")
 
 
 def _name(slot: Slot) -> str:
@@ -112,19 +138,6 @@ def _bind(table: str, slots: Sequence[Slot]) -> list[str]:
             at += 1
             lines.append(f"local {slot} = {table}[{at}]")
     return lines
-
-
-def _lay(slots: Sequence[Slot], values: dict[str, Any]) -> list[Any]:
-    out: list[Any] = []
-    for slot in slots:
-        if isinstance(slot, Group):
-            items = values[slot.name]
-            if slot.size is not None and len(items) != slot.size:
-                raise ValueError(f"script group {slot.name!r} takes {slot.size} values, got {len(items)}")
-            out += items
-        else:
-            out.append(values[slot])
-    return out
 
 
 def _check_names(slots: Sequence[Slot]) -> None:

@@ -336,5 +336,10 @@ def test_layouts_that_cannot_work_are_refused():
         Script("", args=["end"])
     with pytest.raises(ValueError, match="last group of keys"):
         Script("", keys=[Group("many"), "one"])
-    with pytest.raises(TypeError, match="missing \\['b'\\], unknown \\['c'\\]"):
-        Script("", keys=["a"], args=["b"]).pack(a=1, c=2)
+    script = Script("", keys=["a", Group("g", 2)], args=["b"])
+    with pytest.raises(TypeError, match="'c'"):
+        script.pack(a=1, g=[1, 2], c=2)
+    with pytest.raises(TypeError, match="'b'"):
+        script.pack(a=1, g=[1, 2])
+    with pytest.raises(ValueError, match="'g' takes 2 values, got 1"):
+        script.pack(a=1, g=[1], b=2)
