@@ -96,6 +96,11 @@ def _id_key(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def missing_group(exc: BaseException) -> bool:
+    """Redis's answer to a claim before the reader has created the consumer group: nothing to claim yet."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+
+
 def flat(fields: dict[str, str]) -> list[str]:
     return [x for pair in fields.items() for x in pair]
 

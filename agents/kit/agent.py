@@ -36,6 +36,7 @@ from agents.kit.models.base import Model, ModelError, ModelReply
 from agents.kit.tools import BUILTIN_TOOLS, DoneForNow, RequestHumanInput, Tool, ToolContext
 from gateway import metrics
 from gateway.config import parse_identity
+from gateway.errors import StepError
 from gateway.events import (
     ApprovalRequested,
     ContextFetched,
@@ -145,7 +146,7 @@ class Agent:
         call_id = f"call_{len(thread.events)}"
         try:
             step = self._parse(reply)
-        except _BadStep as exc:
+        except StepError as exc:
             return thread.with_events(Error(kind=exc.kind, message=str(exc), usage=usage))
         match step:
             case RequestHumanInput():
@@ -164,10 +165,12 @@ class Agent:
 
     def _parse(self, reply: ModelReply) -> Tool:
         if reply.tool is None:
-            raise _BadStep("no_tool_call", f"answer with exactly one tool call; got text: {(reply.text or '')[:500]!r}")
+            raise StepError(
+                "no_tool_call", f"answer with exactly one tool call; got text: {(reply.text or '')[:500]!r}"
+            )
         tool = self._steps.get(reply.tool)
         if tool is None:
-            raise _BadStep(
+            raise StepError(
                 "unknown_tool", f"there is no tool named {reply.tool!r}; choose one of {', '.join(self._steps)}"
             )
         arguments = reply.arguments or {}
@@ -175,13 +178,13 @@ class Agent:
             try:
                 arguments = json.loads(arguments or "{}")
             except json.JSONDecodeError as exc:
-                raise _BadStep("invalid_json", f"arguments for {reply.tool} are not valid JSON: {exc}") from None
+                raise StepError("invalid_json", f"arguments for {reply.tool} are not valid JSON: {exc}") from None
         if not isinstance(arguments, dict):
-            raise _BadStep("invalid_arguments", f"arguments for {reply.tool} must be an object")
+            raise StepError("invalid_arguments", f"arguments for {reply.tool} must be an object")
         try:
             return tool.model_validate(arguments)
         except ValidationError as exc:
-            raise _BadStep("invalid_arguments", f"arguments for {reply.tool} do not validate: {_short(exc)}") from None
+            raise StepError("invalid_arguments", f"arguments for {reply.tool} do not validate: {_short(exc)}") from None
 
     def _ask(self, step: RequestHumanInput, usage: Usage | None = None) -> AskEvent:
         contact = None
@@ -251,12 +254,6 @@ class Agent:
             autoescape=False,
         )
         return env.get_template(Path(self.prompt).name)
-
-
-class _BadStep(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 def _last(thread: Thread) -> Any | None:
