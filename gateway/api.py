@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from gateway.entries import Entry
-from gateway.errors import Conflict
+from gateway.errors import Conflict, NotFound
 from gateway.events import STATUSES, Contact, Thread, pending_request
 from gateway.launch import launch_thread
 from gateway.runtime import Runtime
@@ -123,7 +123,7 @@ def _summary(meta: dict[str, str]) -> dict[str, Any]:
 async def read_thread(thread_id: str, request: Request, caller: Caller) -> dict[str, Any]:
     thread = await runtime(request).store.load(thread_id)
     if thread is None:
-        raise HTTPException(404, "no such thread")
+        raise NotFound("no such thread")
     return thread.public()
 
 
@@ -142,10 +142,13 @@ async def resume(
 async def submit_resume(
     rt: Runtime, thread_id: str, body: HumanResponseIn | ApprovalIn, by: str, idempotency_key: str | None = None
 ) -> bool:
-    """Queue an answer for the thread (API, dashboard); False for a duplicate of an earlier one."""
+    """Queue an answer for the thread (API, dashboard); False for a duplicate of an earlier one.
+
+    NotFound without such a thread, Conflict unless it waits for this kind of answer.
+    """
     thread = await rt.store.load(thread_id)
     if thread is None:
-        raise HTTPException(404, "no such thread")
+        raise NotFound("no such thread")
     check_resume(thread, body)
     data = body.model_dump(exclude_none=True) | {"by": by}
     if idempotency_key:

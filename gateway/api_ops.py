@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from redis.exceptions import ResponseError
 
 from gateway.api import Caller, runtime
 from gateway.entries import Entry
-from gateway.errors import Malformed
+from gateway.errors import Malformed, NotFound
 from gateway.events import Note
 from gateway.runtime import Runtime
 
@@ -143,12 +143,12 @@ async def replay(rt: Runtime, dead: DeadLetter, by: str) -> bool:
 
 
 async def retry_delivery(rt: Runtime, thread_id: str, outbound_id: str, by: str) -> DeadLetter:
-    """Re-queue the dead-lettered message `outbound_id` of a thread; 404 if there is none."""
+    """Re-queue the dead-lettered message `outbound_id` of a thread; NotFound if there is none."""
     if not await rt.store.exists(thread_id):
-        raise HTTPException(404, "no such thread")
+        raise NotFound("no such thread")
     dead = await find_for_thread(rt, thread_id, lambda d: d.kind == "outbound" and d.outbound_id == outbound_id)
     if dead is None or not await replay(rt, dead, by):
-        raise HTTPException(404, f"delivery {outbound_id} is not in the dead-letter stream (already retried?)")
+        raise NotFound(f"delivery {outbound_id} is not in the dead-letter stream (already retried?)")
     return dead
 
 
@@ -167,7 +167,7 @@ async def replay_dead_letter(ref: str, request: Request, caller: Caller) -> dict
     rt = runtime(request)
     dead = await dead_letter(rt, ref)
     if dead is None or not await replay(rt, dead, caller):
-        raise HTTPException(404, "no such dead letter")
+        raise NotFound("no such dead letter")
     return {"replayed": dead.ref, "thread_id": dead.thread_id}
 
 

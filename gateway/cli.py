@@ -32,9 +32,9 @@ import typer
 from pydantic import ValidationError
 
 from gateway.config import FrontdeskConfig, parse_identity
-from gateway.connection import REDIS_DOWN, connect_redis, redacted
+from gateway.connection import connect_redis, redacted
 from gateway.embedded import URL_FILE, embedded_redis, running_url
-from gateway.errors import ConfigError, InboundRejected
+from gateway.errors import ConfigError, InboundRejected, Unavailable
 from gateway.events import STATUSES, Thread
 from gateway.keys import Keys
 from gateway.launch import launch_thread
@@ -76,10 +76,10 @@ def _errors(command: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(exc), 2)
         except _Failed as exc:
             _fail(str(exc), 1)
-        except REDIS_DOWN as exc:
-            # OSError is there for sockets; a data directory we cannot write is not an outage.
-            local = isinstance(exc, OSError) and not isinstance(exc, ConnectionError)
-            _fail(f"{'' if local else 'Redis is unreachable: '}{exc}", 1)
+        except Unavailable as exc:
+            _fail(f"Redis is unreachable: {exc.__cause__ or exc}", 1)
+        except OSError as exc:  # a data directory we cannot write, a port taken: not an outage
+            _fail(str(exc), 1)
 
     return wrapper
 

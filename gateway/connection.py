@@ -15,14 +15,21 @@ FRONTDESK_REDIS_URL takes three forms:
 `rediss+cluster://` and `rediss+sentinel://` use TLS (`?ssl_ca_certs=/path` for a
 private CA). The user and password in the netloc are the data nodes'; Sentinels
 that have their own take `sentinel_username`/`sentinel_password`.
+
+Every client made here, and its pipelines, raise `gateway.errors.Unavailable` for
+an outage (from the redis-py error, kept as its cause), whatever the topology: a
+loop or a handler catches that one class, and an OSError of its own stays a bug.
+A bad command (ResponseError, NOSCRIPT) is not translated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote
 
 import redis.asyncio as aioredis
@@ -33,7 +40,8 @@ try:  # a dependency (redis[hiredis]); without it redis-py's own packing is used
     HIREDIS = True
 except ImportError:  # pragma: no cover
     HIREDIS = False
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -42,21 +50,52 @@ from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCov
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, Unavailable
 from gateway.settings import Settings
 
-# Errors that mean "Redis is not there right now", as opposed to a bad command.
+# What redis-py raises when Redis is not there right now, as opposed to a bad command.
 # On a cluster that includes a node failing over (CLUSTERDOWN), a slot moving
-# (TRYAGAIN) or not served; no node reachable at all is translated below.
-REDIS_DOWN = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ConnectionError,
-    OSError,
-    ClusterDownError,
-    TryAgainError,
-    SlotNotCoveredError,
-)
+# (TRYAGAIN) or not served; no node reachable at all is translated below. The
+# built-in ConnectionError and TimeoutError are OSErrors.
+_OUTAGE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, TryAgainError, SlotNotCoveredError)
+
+# The old name of what a caller catches for an outage, for the callers not yet
+# converted to `except Unavailable` (outbox.py, channels/): only Unavailable now.
+REDIS_DOWN: tuple[type[Exception], ...] = (Unavailable,)
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
+
+
+def _translated(method: _Method) -> _Method:
+    """`method` (a redis-py coroutine method) raising Unavailable for an outage, the redis-py error as its cause."""
+
+    @functools.wraps(method)
+    async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except _OUTAGE as exc:
+            raise Unavailable(f"redis unavailable: {str(exc) or type(exc).__name__}") from exc
+
+    return cast(_Method, call)
+
+
+class _Pipeline(Pipeline):
+    execute = _translated(Pipeline.execute)
+
+
+class _ClusterPipeline(ClusterPipeline):
+    execute = _translated(ClusterPipeline.execute)
+
+
+class _Client(aioredis.Redis):
+    """One server's (or Sentinel's master's) client; its commands and pipelines raise Unavailable for an outage."""
+
+    execute_command = _translated(aioredis.Redis.execute_command)
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        return _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
 
 CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
@@ -162,7 +201,7 @@ def make_client(url: str, max_connections: int = 64) -> aioredis.Redis:
         **_common(),
     )
     pool.connection_class = _packed(pool.connection_class)
-    return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+    return _Client.from_pool(pool)  # the client owns (and closes) the pool
 
 
 class _HiredisPacking:
@@ -203,7 +242,7 @@ class _QueuedCluster(RedisCluster):
         super().__init__(*args, **kwargs)
         self._queue = asyncio.Semaphore(queue)
 
-    async def execute_command(self, *args, **kwargs):
+    async def _queued(self, *args, **kwargs):
         async with self._queue:
             try:
                 return await super().execute_command(*args, **kwargs)
@@ -212,6 +251,13 @@ class _QueuedCluster(RedisCluster):
                 if isinstance(exc.__cause__, (RedisConnectionError, RedisTimeoutError, OSError)):
                     raise RedisConnectionError(str(exc)) from exc
                 raise
+
+    execute_command = _translated(_queued)
+
+    def pipeline(self, transaction: bool | None = None, shard_hint: str | None = None) -> ClusterPipeline:
+        if shard_hint:  # as redis-py's own
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]  # redis-py builds ClusterPipeline so
 
 
 def _cluster(target: RedisTarget, max_connections: int) -> aioredis.Redis:
@@ -225,14 +271,14 @@ def _cluster(target: RedisTarget, max_connections: int) -> aioredis.Redis:
         **_common(),
         **tls,
     )
-    return client  # type: ignore[return-value] - the same commands; callers use them alike
+    return client  # type: ignore[return-value]  # the same commands; callers use them alike
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's pool (finds the master, follows a failover) that waits for a free connection."""
 
 
-class _SentinelClient(aioredis.Redis):
+class _SentinelClient(_Client):
     """The master's client; closing it closes the connections to the Sentinels too."""
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:

@@ -21,8 +21,7 @@ import structlog
 from croniter import croniter
 
 from gateway.config import CronConfig, parse_identity
-from gateway.connection import REDIS_DOWN
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, Unavailable
 from gateway.launch import launch_thread
 from gateway.loops import redis_down, sleep
 
@@ -78,7 +77,7 @@ class Cron:
                 try:
                     await self.fire(name, job, tick)
                     last[name] = tick
-                except REDIS_DOWN as exc:
+                except Unavailable as exc:
                     await redis_down(stop, exc)
             await sleep(stop, self._until_next(last))
 

@@ -3,15 +3,21 @@
     FrontdeskError
     ├── ConfigError        bad settings or frontdesk.toml: refuse to start, name the key
     ├── InboundRejected    the caller's fault; knows its HTTP status and SMTP reply
-    │   ├── BadSignature, Replayed, TooLarge, Malformed, UnknownSender, UnknownAgent
+    │   ├── BadSignature, Replayed, TooLarge, Malformed, UnknownAgent
+    │   ├── NotFound       the thread or dead letter a request names does not exist: 404
     │   ├── Conflict       a resume that does not match what the thread waits for
     │   └── RateLimited    a sender over FRONTDESK_RATE_LIMIT: 429 with Retry-After, SMTP 451 4.7.1
     ├── Unavailable        Redis (or another dependency) is unreachable: try again later
     ├── DeliveryFailed     a provider said no (or said nothing); carries status and retry_after
-    └── AgentError         step-parse and tool errors, appended to the thread as `error` events
+    ├── ModelError         the model API failed after the client's own retries
+    ├── StepError          the model's answer is no valid step; appended to the thread as an `error` event
+    └── LeaseLost          another worker holds the thread now; this one must not write it
 
 Channels turn their SDK's exceptions into DeliveryFailed before they leave the
-module, so the outbox catches only ours.
+module, so the outbox catches only ours. The Redis client (gateway/connection.py)
+raises Unavailable for an outage, so a loop catches that one class. Service
+functions (gateway/api.py, api_ops.py) raise these, and the HTTP app maps each
+to its status in one place (gateway/http.py); the dashboard catches the same.
 
 What an inbound message the inbox did not take as new (`Accepted.outcome`) gets
 back is decided here too, per transport, by `ANSWERS` and `answer()`.
@@ -68,14 +74,16 @@ class Malformed(InboundRejected):
     smtp_reply = "550 5.6.0 Malformed message"
 
 
-class UnknownSender(InboundRejected):
-    status = 403
-    smtp_reply = "550 5.7.1 Sender not allowed"
-
-
 class UnknownAgent(InboundRejected):
     status = 404
     smtp_reply = "550 5.1.1 No such recipient"
+
+
+class NotFound(InboundRejected):
+    """What the request names (a thread, a dead letter, a delivery) does not exist."""
+
+    status = 404
+    smtp_reply = "550 5.1.1 No such thread"
 
 
 class Conflict(InboundRejected):
@@ -124,12 +132,25 @@ class DeliveryFailed(FrontdeskError):
         self.retry_after = retry_after
 
 
-class AgentError(FrontdeskError):
-    """A failure inside one agent step that the model should see: `kind` tags it."""
+class ModelError(FrontdeskError):
+    """The model API failed after the client's own retries (HTTP error, timeout, refusal)."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class StepError(FrontdeskError):
+    """The model's answer is not a valid step (no tool call, bad arguments): `kind` tags it for the thread."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class LeaseLost(FrontdeskError):
+    """Another worker owns the thread now; this one must not write it."""
 
 
 # ---------------------------------------------------------------- what an Accepted gets back

@@ -22,7 +22,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import tracing
 from gateway.api import router as api_router
 from gateway.api_ops import router as api_ops_router
-from gateway.connection import REDIS_DOWN
 from gateway.dashboard import dashboard_router
 from gateway.errors import InboundRejected, Unavailable
 from gateway.runtime import Runtime, running, tune_gc
@@ -212,9 +211,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
         return _unavailable()
 
-    for error in REDIS_DOWN:
-        app.add_exception_handler(error, lambda request, exc: _unavailable())
-
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:
         return {"status": "ok"}
@@ -223,7 +219,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def readyz(request: Request) -> Response:
         try:
             await request.app.state.runtime.redis.ping()
-        except (*REDIS_DOWN, AttributeError):
+        except (Unavailable, AttributeError):  # AttributeError: no runtime yet
             return _unavailable()
         return JSONResponse({"status": "ready"})
 

@@ -23,44 +23,59 @@ from gateway.entries import Entry
 from gateway.events import InboundMessage
 from gateway.keys import Keys
 from gateway.messages import Accepted
+from gateway.scripts import Script
 from gateway.streams import Streams
 
 _ACCEPT = """
-local prev = redis.call('GET', KEYS[1])
+local prev = redis.call('GET', seen)
 if prev then return {0, prev} end
-if ARGV[7] ~= '0' then
+if limit ~= '0' then
   local n = 1
-  if not redis.call('SET', KEYS[4], 1, 'EX', ARGV[8], 'NX') then n = redis.call('INCR', KEYS[4]) end
-  if n > tonumber(ARGV[7]) then return {3, redis.call('TTL', KEYS[4])} end
+  if not redis.call('SET', rate, 1, 'EX', window, 'NX') then n = redis.call('INCR', rate) end
+  if n > tonumber(limit) then return {3, redis.call('TTL', rate)} end
 end
-local tid = redis.call('GET', KEYS[2])
+local tid = redis.call('GET', conversation)
 if not tid then
-  if ARGV[5] == '1' then
-    redis.call('SET', KEYS[1], '', 'EX', ARGV[2])
+  if only_existing == '1' then
+    redis.call('SET', seen, '', 'EX', ttl)
     return {2, ''}
   end
-  tid = ARGV[1]
-  redis.call('SET', KEYS[2], tid)
+  tid = candidate
+  redis.call('SET', conversation, tid)
 end
-redis.call('SET', KEYS[1], tid, 'EX', ARGV[2])
-if ARGV[6] ~= '' then
-  redis.call('XADD', KEYS[3], '*', 'k', 'inbound', 't', tid, 'a', ARGV[3], 'd', ARGV[4], 'tp', ARGV[6])
+redis.call('SET', seen, tid, 'EX', ttl)
+if traceparent ~= '' then
+  redis.call('XADD', inbound, '*', 'k', 'inbound', 't', tid, 'a', agent, 'd', data, 'tp', traceparent)
 else
-  redis.call('XADD', KEYS[3], '*', 'k', 'inbound', 't', tid, 'a', ARGV[3], 'd', ARGV[4])
+  redis.call('XADD', inbound, '*', 'k', 'inbound', 't', tid, 'a', agent, 'd', data)
 end
 return {1, tid}
 """
 
 
-# Move a conversation from a finished thread to a new one, unless someone already did.
-_REBIND = """
-local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] or not cur then
-  redis.call('SET', KEYS[1], ARGV[2])
-  return ARGV[2]
+def accept_script() -> Script:
+    """{0, thread} a duplicate, {1, thread} appended, {2, ''} ignored (only_existing), {3, ttl} over the rate."""
+    return Script(
+        _ACCEPT,
+        keys=["seen", "conversation", "inbound", "rate"],
+        args=["candidate", "ttl", "agent", "data", "only_existing", "traceparent", "limit", "window"],
+    )
+
+
+def rebind_script() -> Script:
+    """Move a conversation from a finished thread to a new one, unless someone already did."""
+    body = """
+local cur = redis.call('GET', conversation)
+if cur == old or not cur then
+  redis.call('SET', conversation, new)
+  return new
 end
 return cur
 """
+    return Script(body, keys=["conversation"], args=["old", "new"])
+
+
+ACCEPT, REBIND = accept_script(), rebind_script()
 
 
 class Ingest:
@@ -75,8 +90,8 @@ class Ingest:
         self.rate_limit = rate_limit  # messages per sender per window; 0: none
         self.rate_window = rate_window
         self.streams = Streams(redis, keys)
-        self._accept = ScriptBatch(redis, _ACCEPT)  # concurrent requests share a round trip
-        self._rebind = redis.register_script(_REBIND)
+        self._accept = ScriptBatch(redis, ACCEPT.source)  # concurrent requests share a round trip
+        self._rebind = redis.register_script(REBIND.source)
 
     async def accept(self, message: InboundMessage, agent: str, *, only_existing: bool = False) -> Accepted:
         """Enqueue `message` for `agent`; `only_existing` drops it unless its conversation has a thread."""
@@ -87,24 +102,21 @@ class Ingest:
             exclude_none=True
         )  # the entry's "d": pydantic's JSON, a quarter of json.dumps' cost
         with tracing.span("frontdesk.inbound", channel=message.channel, agent=agent, inbound_id=message.id):
-            status, thread_id = await self._accept(
-                keys=[
-                    k.seen(p, message.channel, message.id),
-                    k.conversation(message.channel, message.conversation),
-                    k.inbound(p),
-                    k.rate(p, message.channel, message.sender),
-                ],
-                args=[
-                    candidate,
-                    self.ttl,
-                    agent,
-                    data,
-                    "1" if only_existing else "0",
-                    tracing.traceparent() or "",
-                    self.rate_limit,
-                    self.rate_window,
-                ],
+            keys, args = ACCEPT.pack(
+                seen=k.seen(p, message.channel, message.id),
+                conversation=k.conversation(message.channel, message.conversation),
+                inbound=k.inbound(p),
+                rate=k.rate(p, message.channel, message.sender),
+                candidate=candidate,
+                ttl=self.ttl,
+                agent=agent,
+                data=data,
+                only_existing="1" if only_existing else "0",
+                traceparent=tracing.traceparent() or "",
+                limit=self.rate_limit,
+                window=self.rate_window,
             )
+            status, thread_id = await self._accept(keys=keys, args=args)
         if status == 0:
             metrics.DUPLICATES.labels(message.channel).inc()
             return Accepted(thread_id=thread_id, duplicate=True, ignored=not thread_id)
@@ -127,9 +139,10 @@ class Ingest:
     async def rebind(self, channel: str, conversation: str, old_thread: str) -> str:
         """Give the conversation a new thread if it still points at `old_thread`; the thread it points at now."""
         p = self.keys.conversation_partition(channel, conversation)
-        return await self._rebind(
-            keys=[self.keys.conversation(channel, conversation)], args=[old_thread, self.keys.new_thread_id(p)]
+        keys, args = REBIND.pack(
+            conversation=self.keys.conversation(channel, conversation), old=old_thread, new=self.keys.new_thread_id(p)
         )
+        return await self._rebind(keys=keys, args=args)
 
     async def enqueue(self, entry: Entry, *, dedupe_id: str | None = None) -> bool:
         """Append an entry to its thread's partition (API resumes, timeouts); False if a duplicate."""

@@ -52,6 +52,9 @@ MODEL_SECONDS = Histogram("frontdesk_model_seconds", "Model call latency", ["mod
 MODEL_TOKENS = Counter("frontdesk_model_tokens_total", "Model tokens used", ["model", "direction"])
 DELIVERIES = Counter("frontdesk_deliveries_total", "Outbound delivery outcomes", ["channel", "status"])
 DEAD_LETTERS = Counter("frontdesk_dead_letters_total", "Entries moved to a dead-letter stream", ["source"])
+LOOP_ERRORS = Counter(
+    "frontdesk_loop_errors_total", "Unexpected errors a background loop survived (a bug to look at)", ["loop"]
+)
 IN_FLIGHT = Gauge("frontdesk_threads_in_flight", "Threads a worker is applying entries to right now")
 QUEUE_LAG = Gauge("frontdesk_queue_lag", "Entries not yet delivered to a consumer group", ["stream", "partition"])
 QUEUE_PENDING = Gauge(

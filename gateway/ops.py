@@ -18,7 +18,6 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.connection import REDIS_DOWN
 from gateway.errors import ConfigError, Unavailable
 from gateway.runtime import Runtime
 
@@ -34,7 +33,7 @@ def create_ops_app(rt: Runtime) -> FastAPI:
     async def readyz() -> Response:
         try:
             await rt.redis.ping()
-        except REDIS_DOWN:
+        except Unavailable:
             return JSONResponse(
                 {"detail": "redis unavailable"}, status_code=503, headers={"Retry-After": str(Unavailable.retry_after)}
             )

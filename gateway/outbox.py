@@ -33,8 +33,8 @@ from gateway.connection import REDIS_DOWN
 from gateway.entries import Entry
 from gateway.errors import DeliveryFailed
 from gateway.events import Contact, DeliveryEvent, OutAction, OutboundMessage, Thread
-from gateway.loops import redis_down, sleep
-from gateway.streams import flat
+from gateway.loops import loop_failed, redis_down, sleep
+from gateway.streams import flat, missing_group
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -251,7 +251,9 @@ class Outbox:
             except REDIS_DOWN as exc:
                 await redis_down(stop, exc)
                 continue
-            except Exception:
+            except Exception as exc:
+                if not missing_group(exc):
+                    loop_failed("outbox.claim", stream=stream)
                 continue
             for entry_id, fields in claimed:
                 if fields and entry_id not in self._busy:

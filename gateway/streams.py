@@ -18,56 +18,87 @@ from redis.exceptions import ResponseError
 from gateway import metrics
 from gateway.batch import ScriptBatch
 from gateway.keys import Keys
+from gateway.scripts import Group, Script
 
-_XADD_ONCE = """
-if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[1]) then
-  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+
+def xadd_once_script() -> Script:
+    """XADD `fields` unless `marker` exists; set it in the same stroke. 1 added, 0 a duplicate."""
+    body = """
+if redis.call('SET', marker, value, 'NX', 'EX', ttl) then
+  redis.call('XADD', stream, '*', unpack(ARGV, fields_at + 1))
   return 1
 end
 return 0
 """
+    return Script(body, keys=["marker", "stream"], args=["ttl", "value", Group("fields")])
 
-# Only an entry still pending enters the inbox: one already applied (acknowledged
-# by the save script) must not come back because a reader saw it late.
-# 0: consumed already; 1: in the inbox, and no one holds the thread (kick it); 2: in the inbox
-# of a thread someone holds — the holder takes it, since it lets go only of an empty inbox.
-_TO_INBOX = """
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+
+def to_inbox_script() -> Script:
+    """0: consumed already; 1: in the inbox, and no one holds the thread (kick it); 2: in the inbox of a held thread."""
+    # Only an entry still pending enters the inbox: one already applied (acknowledged
+    # by the save script) must not come back because a reader saw it late. The holder
+    # of a thread takes what is added (2), since it lets go only of an empty inbox.
+    body = """
+local p = redis.call('XPENDING', stream, group, entry_id, entry_id, 1)
 if #p == 0 then return 0 end
-redis.call('ZADD', KEYS[2], 'NX', 0, ARGV[3])
-if redis.call('EXISTS', KEYS[3]) == 1 then return 2 end
+redis.call('ZADD', inbox, 'NX', 0, member)
+if redis.call('EXISTS', lease) == 1 then return 2 end
 return 1
 """
+    return Script(body, keys=["stream", "inbox", "lease"], args=["group", "entry_id", "member"])
 
-_PARK = """
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+
+def park_script() -> Script:
+    """Acknowledge an entry and put its copy in a delayed set, due at `due` (ms)."""
+    body = """
+redis.call('ZADD', delayed, due, copy)
+redis.call('XACK', stream, group, entry_id)
 return 1
 """
+    return Script(body, keys=["stream", "delayed"], args=["group", "entry_id", "due", "copy"])
 
-_RELEASE_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, member in ipairs(due) do
-  local fields = cjson.decode(member)
-  table.remove(fields, 1)
-  redis.call('XADD', KEYS[2], '*', unpack(fields))
-  redis.call('ZREM', KEYS[1], member)
+
+def release_due_script() -> Script:
+    """Move up to `limit` entries due by `now` (ms) from the delayed set onto the stream; how many."""
+    body = """
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
+for _, copy in ipairs(due) do
+  local fields = cjson.decode(copy)
+  table.remove(fields, 1)  -- the nonce that keeps equal copies apart
+  redis.call('XADD', stream, '*', unpack(fields))
+  redis.call('ZREM', delayed, copy)
 end
 return #due
 """
+    return Script(body, keys=["delayed", "stream"], args=["now", "limit"])
 
-_DEAD_LETTER = """
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
-if ARGV[3] ~= '' then redis.call('ZREM', KEYS[3], ARGV[3]) end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HDEL', KEYS[4], ARGV[2])
+
+def dead_letter_script() -> Script:
+    """Append the record to the dead-letter stream, take the entry out of its inbox, acknowledge it."""
+    body = """
+redis.call('XADD', dlq, '*', unpack(ARGV, record_at + 1))
+if member ~= '' then redis.call('ZREM', inbox, member) end
+redis.call('XACK', stream, group, entry_id)
+redis.call('HDEL', attempts, entry_id)
 return 1
 """
+    return Script(
+        body, keys=["stream", "dlq", "inbox", "attempts"], args=["group", "entry_id", "member", Group("record")]
+    )
+
+
+XADD_ONCE, TO_INBOX, PARK = xadd_once_script(), to_inbox_script(), park_script()
+RELEASE_DUE, DEAD_LETTER = release_due_script(), dead_letter_script()
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+def missing_group(exc: BaseException) -> bool:
+    """Redis's answer to a claim before the reader has created the consumer group: nothing to claim yet."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
 
 
 def flat(fields: dict[str, str]) -> list[str]:
@@ -78,11 +109,11 @@ class Streams:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._xadd_once = redis.register_script(_XADD_ONCE)
-        self._to_inbox = ScriptBatch(redis, _TO_INBOX)  # a reader places a whole batch in one round trip
-        self._park = redis.register_script(_PARK)
-        self._release_due = redis.register_script(_RELEASE_DUE)
-        self._dead_letter = redis.register_script(_DEAD_LETTER)
+        self._xadd_once = redis.register_script(XADD_ONCE.source)
+        self._to_inbox = ScriptBatch(redis, TO_INBOX.source)  # a reader places a whole batch in one round trip
+        self._park = redis.register_script(PARK.source)
+        self._release_due = redis.register_script(RELEASE_DUE.source)
+        self._dead_letter = redis.register_script(DEAD_LETTER.source)
 
     async def ensure_group(self, stream: str, group: str) -> None:
         try:
@@ -121,7 +152,8 @@ class Streams:
 
     async def xadd_once(self, marker: str, stream: str, fields: dict[str, str], ttl: int, value: str = "1") -> bool:
         """XADD unless `marker` exists; set it with the same stroke."""
-        return bool(await self._xadd_once(keys=[marker, stream], args=[ttl, value, *flat(fields)]))
+        keys, args = XADD_ONCE.pack(marker=marker, stream=stream, ttl=ttl, value=value, fields=flat(fields))
+        return bool(await self._xadd_once(keys=keys, args=args))
 
     async def to_inbox(self, stream: str, group: str, entry_id: str, inbox: str, lease: str, member: str) -> bool:
         """Place a pending entry in its thread's inbox; True when the thread needs a kick (no one holds it).
@@ -129,14 +161,20 @@ class Streams:
         A holder that gives a thread up with entries left (a failed step, a shutdown) leaves
         them pending, and a claim (`Worker._claim`) brings them back here.
         """
-        return await self._to_inbox(keys=[stream, inbox, lease], args=[group, entry_id, member]) == 1
+        keys, args = TO_INBOX.pack(
+            stream=stream, inbox=inbox, lease=lease, group=group, entry_id=entry_id, member=member
+        )
+        return await self._to_inbox(keys=keys, args=args) == 1
 
     async def park(
         self, stream: str, group: str, entry_id: str, delayed: str, due: float, fields: dict[str, str]
     ) -> None:
         """Acknowledge an entry and put a copy aside until `due` (epoch seconds)."""
-        member = json.dumps([secrets.token_hex(4), *flat(fields)])
-        await self._park(keys=[stream, delayed], args=[group, entry_id, int(due * 1000), member])
+        copy = json.dumps([secrets.token_hex(4), *flat(fields)])
+        keys, args = PARK.pack(
+            stream=stream, delayed=delayed, group=group, entry_id=entry_id, due=int(due * 1000), copy=copy
+        )
+        await self._park(keys=keys, args=args)
 
     async def schedule(self, delayed: str, due: float, fields: dict[str, str]) -> None:
         """Put an entry aside until `due`; it then goes onto the stream the delayed set feeds."""
@@ -144,7 +182,8 @@ class Streams:
         await self.redis.zadd(delayed, {member: int(due * 1000)})
 
     async def release_due(self, delayed: str, stream: str, limit: int = 100) -> int:
-        return int(await self._release_due(keys=[delayed, stream], args=[int(time.time() * 1000), limit]))
+        keys, args = RELEASE_DUE.pack(delayed=delayed, stream=stream, now=int(time.time() * 1000), limit=limit)
+        return int(await self._release_due(keys=keys, args=args))
 
     async def dead_letter(
         self,
@@ -165,10 +204,17 @@ class Streams:
             "failed_at": str(time.time()),
             **fields,
         }
-        await self._dead_letter(
-            keys=[stream, self.keys.dlq(p), inbox or self.keys.attempts(p), self.keys.attempts(p)],
-            args=[group, entry_id, member if inbox else "", *flat(record)],
+        keys, args = DEAD_LETTER.pack(
+            stream=stream,
+            dlq=self.keys.dlq(p),
+            inbox=inbox or self.keys.attempts(p),  # a key of the same slot when there is no inbox
+            attempts=self.keys.attempts(p),
+            group=group,
+            entry_id=entry_id,
+            member=member if inbox else "",
+            record=flat(record),
         )
+        await self._dead_letter(keys=keys, args=args)
 
     async def dlq_entries(self, count: int = 100) -> list[tuple[int, str, dict[str, Any]]]:
         out = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,89 +25,152 @@ from gateway.batch import ScriptBatch
 from gateway.entries import Entry
 from gateway.events import STATUSES, Contact, EventAdapter, OutboundMessage, Thread, derive_status
 from gateway.keys import Keys
+from gateway.scripts import Group, Script
 
 GROUP = "workers"
 
+# One call per kind of write: each redis.call costs a script about a microsecond of its own,
+# and Redis shares the workers' cores (benchmarks/, scenario 6).
 _SAVE = """
-if redis.call('GET', KEYS[4]) ~= ARGV[1] then return 0 end
-local tail = 12 + tonumber(ARGV[9]) + tonumber(ARGV[10 + tonumber(ARGV[9])])
-if ARGV[tail] ~= '0' then redis.call('PEXPIRE', KEYS[4], ARGV[tail]) end  -- a save extends the lease
+if redis.call('GET', lease) ~= owner then return 0 end
+if lease_ms ~= '0' then redis.call('PEXPIRE', lease, lease_ms) end  -- a save extends the lease
 -- The entry is consumed already: this is the client re-sending a script whose answer a
 -- dropped connection lost. Applying it again would append the step twice.
-if ARGV[2] ~= '' and not redis.call('ZSCORE', KEYS[3], ARGV[2]) then return {2, redis.call('ZRANGE', KEYS[3], 0, 0)[1] or ''} end
--- One call per kind of write: each redis.call costs a script about a microsecond of its own,
--- and Redis shares the workers' cores (benchmarks/, scenario 6).
-local meta, flat = cjson.decode(ARGV[8]), {}
-for k, v in pairs(meta) do flat[#flat + 1] = k; flat[#flat + 1] = v end
-redis.call('HSET', KEYS[1], unpack(flat))
-local n = tonumber(ARGV[9])
-if n > 0 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 10, 9 + n)) end
-local m = tonumber(ARGV[10 + n])
-for i = 1, m do
-  redis.call('XADD', KEYS[6], '*', 'm', ARGV[10 + n + i])
+if member ~= '' and not redis.call('ZSCORE', inbox, member) then return {2, redis.call('ZRANGE', inbox, 0, 0)[1] or ''} end
+local fields, flat = cjson.decode(meta), {}
+for k, v in pairs(fields) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+redis.call('HSET', thread, unpack(flat))
+if new_events_n > 0 then redis.call('RPUSH', events, unpack(ARGV, new_events_at + 1, new_events_at + new_events_n)) end
+for i = messages_at + 1, messages_at + messages_n do
+  redis.call('XADD', outbox, '*', 'm', ARGV[i])
   -- Outbound ids are `<thread>-<event index>`: the senders keep a thread's messages in that order.
-  local id = cjson.decode(ARGV[10 + n + i]).id
-  redis.call('ZADD', KEYS[18], tonumber(string.match(id, '-(%d+)$')), id)
+  local id = cjson.decode(ARGV[i]).id
+  redis.call('ZADD', unsettled, tonumber(string.match(id, '-(%d+)$')), id)
 end
-redis.call('ZADD', KEYS[7], ARGV[6], ARGV[5])
+redis.call('ZADD', index, updated, tid)
 -- The status the thread had (the lease holder knows it: it is the only writer); 0: not known
 -- (a new thread, or a caller that did not say), then every status index is cleared.
-local was, now = tonumber(ARGV[tail + 1]), tonumber(ARGV[7])
+was, now = tonumber(was), tonumber(now)
 if was == 0 then
-  for i = 8, 12 do redis.call('ZREM', KEYS[i], ARGV[5]) end
-  redis.call('ZADD', KEYS[17], 0, ARGV[5])  -- the id index, which never changes after
+  for i = 1, status_n do redis.call('ZREM', KEYS[status_at + i], tid) end
+  redis.call('ZADD', id_index, 0, tid)  -- the id index, which never changes after
 elseif was ~= now then
-  redis.call('ZREM', KEYS[7 + was], ARGV[5])
+  redis.call('ZREM', KEYS[status_at + was], tid)
 end
-redis.call('ZADD', KEYS[7 + now], ARGV[6], ARGV[5])
-for i = 14, 16 do redis.call('ZADD', KEYS[i], ARGV[6], ARGV[5]) end
-if ARGV[2] ~= '' then
-  redis.call('ZREM', KEYS[3], ARGV[2])
-  redis.call('XACK', KEYS[5], ARGV[4], ARGV[3])
-  redis.call('HDEL', KEYS[13], ARGV[3])
+redis.call('ZADD', KEYS[status_at + now], updated, tid)
+for i = 1, facets_n do redis.call('ZADD', KEYS[facets_at + i], updated, tid) end
+if member ~= '' then
+  redis.call('ZREM', inbox, member)
+  redis.call('XACK', inbound, group, entry_id)
+  redis.call('HDEL', attempts, entry_id)
 end
-if ARGV[11 + n + m] == '1' then
+if keep_running == '1' then
   -- 'i': already in the inbox (just below), so the worker draining the thread needs no word of it.
-  local id = redis.call('XADD', KEYS[5], '*', 'k', 'continue', 't', ARGV[5], 'i', '1')
+  local id = redis.call('XADD', inbound, '*', 'k', 'continue', 't', tid, 'i', '1')
   local dash = string.find(id, '-')
   local padded = string.format('%015d-%08d', tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1)))
-  redis.call('ZADD', KEYS[3], 0, padded .. '|continue|' .. ARGV[5] .. '||')
+  redis.call('ZADD', inbox, 0, padded .. '|continue|' .. tid .. '||')
 end
 -- The inbox's head comes back with the answer: the worker's next entry, without a round trip.
-return {1, redis.call('ZRANGE', KEYS[3], 0, 0)[1] or ''}
+return {1, redis.call('ZRANGE', inbox, 0, 0)[1] or ''}
 """
+
+# The indexes the dashboard filters threads by, besides status (gateway/dashboard/listing.py).
+FACETS = ("agent", "channel", "person")
+
+
+def save_script(statuses: Sequence[str] = STATUSES, facets: Sequence[str] = FACETS) -> Script:
+    """A step's whole write (module docstring); `now` and `was` number a status from 1 in `statuses`."""
+    return Script(
+        _SAVE,
+        keys=[
+            "thread",
+            "events",
+            "inbox",
+            "lease",
+            "inbound",
+            "outbox",
+            "index",
+            Group("status", len(statuses)),
+            "attempts",
+            Group("facets", len(facets)),
+            "id_index",
+            "unsettled",
+        ],
+        args=[
+            "owner",
+            "member",  # the inbox member of the entry consumed; '' for none
+            "entry_id",
+            "group",
+            "tid",
+            "updated",  # ms
+            "now",
+            "meta",  # JSON of the fields to set
+            "keep_running",  # '1': queue the entry that continues the loop
+            "lease_ms",  # extend the lease to this, if not 0
+            "was",
+            Group("new_events"),
+            Group("messages"),
+        ],
+    )
+
 
 _CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local meta = cjson.decode(ARGV[1])
-for k, v in pairs(meta) do redis.call('HSET', KEYS[1], k, v) end
-for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[4], ARGV[2], ARGV[3])
-for i = 6, 8 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3]) end
-redis.call('ZADD', KEYS[9], 0, ARGV[3])
-redis.call('XADD', KEYS[5], '*', 'k', 'continue', 't', ARGV[3])
+if redis.call('EXISTS', thread) == 1 then return 0 end
+local fields = cjson.decode(meta)
+for k, v in pairs(fields) do redis.call('HSET', thread, k, v) end
+for i = new_events_at + 1, new_events_at + new_events_n do redis.call('RPUSH', events, ARGV[i]) end
+redis.call('ZADD', index, updated, tid)
+redis.call('ZADD', status, updated, tid)
+for i = 1, facets_n do redis.call('ZADD', KEYS[facets_at + i], updated, tid) end
+redis.call('ZADD', id_index, 0, tid)
+redis.call('XADD', inbound, '*', 'k', 'continue', 't', tid)
 return 1
 """
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+
+def create_script(facets: Sequence[str] = FACETS) -> Script:
+    """A new thread, indexed, with the entry that starts its loop; 0 if the id is taken."""
+    return Script(
+        _CREATE,
+        keys=["thread", "events", "index", "status", "inbound", Group("facets", len(facets)), "id_index"],
+        args=["meta", "updated", "tid", Group("new_events")],
+    )
+
+
+def renew_script() -> Script:
+    """Extend the lease, if it is still `owner`'s."""
+    body = """
+if redis.call('GET', lease) == owner then return redis.call('PEXPIRE', lease, ms) end
 return 0
 """
+    return Script(body, keys=["lease"], args=["owner", "ms"])
 
-# Release only when the inbox is empty: an entry added after the holder's last
-# look keeps the lease held (and the holder draining) instead of being stranded.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if redis.call('ZCARD', KEYS[2]) > 0 then return 0 end
-redis.call('DEL', KEYS[1])
+
+def release_script() -> Script:
+    """1 released, 0 kept (the inbox is not empty), -1 not `owner`'s."""
+    # Release only when the inbox is empty: an entry added after the holder's last
+    # look keeps the lease held (and the holder draining) instead of being stranded.
+    body = """
+if redis.call('GET', lease) ~= owner then return -1 end
+if redis.call('ZCARD', inbox) > 0 then return 0 end
+redis.call('DEL', lease)
 return 1
 """
+    return Script(body, keys=["lease", "inbox"], args=["owner"])
 
-_DROP = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+
+def drop_script() -> Script:
+    """Delete the lease, if it is still `owner`'s, whatever waits in the inbox."""
+    body = """
+if redis.call('GET', lease) == owner then return redis.call('DEL', lease) end
 return 0
 """
+    return Script(body, keys=["lease"], args=["owner"])
+
+
+SAVE, CREATE = save_script(), create_script()
+RENEW, RELEASE, DROP = renew_script(), release_script(), drop_script()
 
 
 @dataclass(frozen=True)
@@ -137,11 +201,11 @@ class ThreadStore:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._save = redis.register_script(_SAVE)
-        self._create = redis.register_script(_CREATE)
-        self._renew = ScriptBatch(redis, _RENEW)  # a worker renews the leases it holds together
-        self._release = redis.register_script(_RELEASE)
-        self._drop = redis.register_script(_DROP)
+        self._save = redis.register_script(SAVE.source)
+        self._create = redis.register_script(CREATE.source)
+        self._renew = ScriptBatch(redis, RENEW.source)  # a worker renews the leases it holds together
+        self._release = redis.register_script(RELEASE.source)
+        self._drop = redis.register_script(DROP.source)
 
     # --- reading
     async def load(self, thread_id: str) -> Thread | None:
@@ -195,37 +259,28 @@ class ThreadStore:
         return meta
 
     def _facet_keys(self, p: int, thread: Thread) -> list[str]:
-        """The indexes the dashboard filters and searches by: agent, channel, person, then id."""
-        k = self.keys
-        return [
-            k.facet_index(p, "agent", thread.agent),
-            k.facet_index(p, "channel", thread.origin.channel),
-            k.facet_index(p, "person", person_key(thread.origin.address)),
-            k.id_index(p),
-        ]
+        """The indexes the dashboard filters and searches by, one per FACETS."""
+        value = {"agent": thread.agent, "channel": thread.origin.channel, "person": person_key(thread.origin.address)}
+        return [self.keys.facet_index(p, facet, value[facet]) for facet in FACETS]
 
     async def create(self, thread: Thread) -> bool:
         """Store a new thread and queue the entry that starts its loop (API launch)."""
-        p = self.keys.thread_partition(thread.id)
+        k, p = self.keys, self.keys.thread_partition(thread.id)
         status = derive_status(thread.events)
-        return bool(
-            await self._create(
-                keys=[
-                    self.keys.thread(thread.id),
-                    self.keys.events(thread.id),
-                    self.keys.index(p),
-                    self.keys.status_index(p, status),
-                    self.keys.inbound(p),
-                    *self._facet_keys(p, thread),
-                ],
-                args=[
-                    json.dumps(self._meta(thread, status, full=True)),
-                    _ms(thread.updated_at),
-                    thread.id,
-                    *[dump_event(e) for e in thread.events],
-                ],
-            )
+        keys, args = CREATE.pack(
+            thread=k.thread(thread.id),
+            events=k.events(thread.id),
+            index=k.index(p),
+            status=k.status_index(p, status),
+            inbound=k.inbound(p),
+            facets=self._facet_keys(p, thread),
+            id_index=k.id_index(p),
+            meta=json.dumps(self._meta(thread, status, full=True)),
+            updated=_ms(thread.updated_at),
+            tid=thread.id,
+            new_events=[dump_event(e) for e in thread.events],
         )
+        return bool(await self._create(keys=keys, args=args))
 
     async def save(
         self,
@@ -235,7 +290,7 @@ class ThreadStore:
         owner: str,
         entry: Entry | None,
         inbox_member: str = "",
-        outbox: list[OutboundMessage] = (),
+        outbox: Sequence[OutboundMessage] = (),
         created: bool = False,
         keep_running: bool = False,
         lease_ms: int = 0,
@@ -248,37 +303,33 @@ class ThreadStore:
         k, tid = self.keys, thread.id
         p = k.thread_partition(tid)
         status = thread.status
-        n, m = len(new_events), len(outbox)
-        args: list[Any] = [
-            owner,
-            inbox_member,
-            entry.stream_id if entry and inbox_member else "",
-            GROUP,
-            tid,
-            _ms(thread.updated_at),
-            STATUSES.index(status) + 1,
-            json.dumps(self._meta(thread, status, full=created)),
-            n,
-            *[dump_event(e) for e in new_events],
-            m,
-            *[o.model_dump_json(exclude_none=True) for o in outbox],
-            "1" if keep_running else "0",
-            lease_ms,  # extend the lease to this, if not 0
-            STATUSES.index(previous_status) + 1 if previous_status and not created else 0,
-        ]
-        keys = [
-            k.thread(tid),
-            k.events(tid),
-            k.inbox(tid),
-            k.lease(tid),
-            k.inbound(p),
-            k.outbox(p),
-            k.index(p),
-            *[k.status_index(p, s) for s in STATUSES],
-            k.attempts(p),
-            *self._facet_keys(p, thread),
-            k.unsettled(tid),
-        ]
+        keys, args = SAVE.pack(
+            thread=k.thread(tid),
+            events=k.events(tid),
+            inbox=k.inbox(tid),
+            lease=k.lease(tid),
+            inbound=k.inbound(p),
+            outbox=k.outbox(p),
+            index=k.index(p),
+            status=[k.status_index(p, s) for s in STATUSES],
+            attempts=k.attempts(p),
+            facets=self._facet_keys(p, thread),
+            id_index=k.id_index(p),
+            unsettled=k.unsettled(tid),
+            owner=owner,
+            member=inbox_member,
+            entry_id=entry.stream_id if entry and inbox_member else "",
+            group=GROUP,
+            tid=tid,
+            updated=_ms(thread.updated_at),
+            now=STATUSES.index(status) + 1,
+            meta=json.dumps(self._meta(thread, status, full=created)),
+            keep_running="1" if keep_running else "0",
+            lease_ms=lease_ms,
+            was=STATUSES.index(previous_status) + 1 if previous_status and not created else 0,
+            new_events=[dump_event(e) for e in new_events],
+            messages=[o.model_dump_json(exclude_none=True) for o in outbox],
+        )
         answer = await self._save(keys=keys, args=args)
         if not answer:
             return Saved(False)
@@ -289,15 +340,18 @@ class ThreadStore:
         return bool(await self.redis.set(self.keys.lease(thread_id), owner, nx=True, px=ms))
 
     async def renew(self, thread_id: str, owner: str, ms: int) -> bool:
-        return bool(await self._renew(keys=[self.keys.lease(thread_id)], args=[owner, ms]))
+        keys, args = RENEW.pack(lease=self.keys.lease(thread_id), owner=owner, ms=ms)
+        return bool(await self._renew(keys=keys, args=args))
 
     async def release(self, thread_id: str, owner: str) -> int:
         """1 released, 0 kept because the inbox is not empty, -1 not ours any more."""
-        return int(await self._release(keys=[self.keys.lease(thread_id), self.keys.inbox(thread_id)], args=[owner]))
+        keys, args = RELEASE.pack(lease=self.keys.lease(thread_id), inbox=self.keys.inbox(thread_id), owner=owner)
+        return int(await self._release(keys=keys, args=args))
 
     async def drop_lease(self, thread_id: str, owner: str) -> None:
         """Give the lease up even with entries waiting (after a failure): a claim retries them."""
-        await self._drop(keys=[self.keys.lease(thread_id)], args=[owner])
+        keys, args = DROP.pack(lease=self.keys.lease(thread_id), owner=owner)
+        await self._drop(keys=keys, args=args)
 
     async def inbox_head(self, thread_id: str) -> str | None:
         rows = await self.redis.zrange(self.keys.inbox(thread_id), 0, 0)

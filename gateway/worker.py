@@ -29,23 +29,19 @@ import structlog
 from pydantic import ValidationError
 
 from gateway import metrics, tracing
-from gateway.connection import REDIS_DOWN
 from gateway.entries import Entry
-from gateway.errors import Malformed
+from gateway.errors import LeaseLost, Malformed, Unavailable
 from gateway.events import DEAD_LETTER, Error, InboundMessage, Thread
-from gateway.loops import redis_down, sleep
+from gateway.loops import loop_failed, redis_down, sleep
 from gateway.outbox import compose, notice
 from gateway.router import Decision
+from gateway.streams import missing_group
 from gateway.threads import GROUP
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 log = structlog.get_logger("frontdesk.worker")
-
-
-class LeaseLost(Exception):
-    """Another worker owns the thread now; this one must not write it."""
 
 
 class Worker:
@@ -110,7 +106,7 @@ class Worker:
                 rows = await self.rt.redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=100, block=500)
                 for _, entries in rows or []:
                     await self._received(p, entries)
-            except REDIS_DOWN as exc:
+            except Unavailable as exc:
                 await redis_down(stop, exc)
             except Exception:
                 log.exception("reading the stream failed; retrying", stream=stream)
@@ -130,17 +126,18 @@ class Worker:
                 if rounds % 10 == 0:
                     await self.streams.trim(stream, GROUP)
                 await self.streams.record_backlog(stream, GROUP, "inbound", p)
-            except REDIS_DOWN as exc:
+            except Unavailable as exc:
                 await redis_down(stop, exc)
             except Exception as exc:
-                log.debug("claim skipped", error=str(exc))
+                if not missing_group(exc):
+                    loop_failed("worker.claim", stream=stream)
 
     async def _release_due(self, p: int, stop: asyncio.Event) -> None:
         """Move deadlines and other scheduled entries onto the stream when their time comes."""
         while not stop.is_set():
             try:
                 await self.streams.release_due(self.keys.delayed(p, "inbound"), self.keys.inbound(p))
-            except REDIS_DOWN as exc:
+            except Unavailable as exc:
                 await redis_down(stop, exc)
             await sleep(stop, 0.25)
 
@@ -148,12 +145,12 @@ class Worker:
         while not stop.is_set():
             try:
                 await self.rt.redis.hset(self.keys.workers(), self.consumer, f"{time.time():.0f}")
-            except REDIS_DOWN:
+            except Unavailable:
                 pass
             await sleep(stop, 5)
         try:
             await self.rt.redis.hdel(self.keys.workers(), self.consumer)
-        except REDIS_DOWN:
+        except Unavailable:
             pass
 
     # ------------------------------------------------------------ receiving
@@ -237,7 +234,7 @@ class Worker:
         try:
             if not await self.store.acquire(tid, owner, lease_ms):
                 return
-        except REDIS_DOWN:
+        except Unavailable:
             return
         self._leases[tid] = time.monotonic()
         try:
@@ -255,7 +252,7 @@ class Worker:
                     return
         except LeaseLost:
             log.warning("lease lost; another worker owns the thread", thread_id=tid)
-        except REDIS_DOWN as exc:
+        except Unavailable as exc:
             log.warning("redis unavailable while applying; the entry stays pending", thread_id=tid, error=str(exc))
         except Exception:
             log.exception("drain failed", thread_id=tid)
@@ -282,7 +279,7 @@ class Worker:
                 continue
             try:
                 kept = await asyncio.gather(*(self.store.renew(tid, self.consumer, lease_ms) for tid in due))
-            except REDIS_DOWN:
+            except Unavailable:
                 continue
             now = time.monotonic()
             for tid, ok in zip(due, kept, strict=True):
@@ -325,7 +322,7 @@ class Worker:
                 thread, head = await self._step(thread, entry, member, decision, owner)
         except LeaseLost:
             raise
-        except REDIS_DOWN:
+        except Unavailable:
             raise
         except Exception as exc:
             p = self.keys.thread_partition(entry.thread_id)

@@ -37,7 +37,7 @@ from agents.kit.models.base import Model, ModelError, ModelReply
 from agents.kit.tools import BUILTIN_TOOLS, DoneForNow, RequestHumanInput, Tool, ToolContext
 from gateway import metrics, modelhealth
 from gateway.config import parse_identity
-from gateway.connection import REDIS_DOWN
+from gateway.errors import StepError, Unavailable
 from gateway.events import (
     ApprovalRequested,
     ContextFetched,
@@ -152,7 +152,7 @@ class Agent:
         call_id = f"call_{len(thread.events)}"
         try:
             step = self._parse(reply)
-        except _BadStep as exc:
+        except StepError as exc:
             return thread.with_events(Error(kind=exc.kind, message=str(exc), usage=usage))
         match step:
             case RequestHumanInput():
@@ -178,16 +178,16 @@ class Agent:
                 self._reported = model.accepts
             else:
                 await modelhealth.report_error(rt.redis, rt.keys, model.name, model.endpoint, model.accepts, error)
-        except REDIS_DOWN as exc:
+        except Unavailable as exc:
             # The turn's own save will meet the outage and be retried; the page can wait.
             log.warning("could not report model health", model=model.name, error=str(exc))
 
     def _parse(self, reply: ModelReply) -> Tool:
         if reply.tool is None:
-            raise _BadStep("no_tool_call", self._no_call_said(reply.text))
+            raise StepError("no_tool_call", self._no_call_said(reply.text))
         tool = self._steps.get(reply.tool)
         if tool is None:
-            raise _BadStep(
+            raise StepError(
                 "unknown_tool", f"there is no tool named {reply.tool!r}; choose one of {', '.join(self._steps)}"
             )
         arguments = reply.arguments or {}
@@ -195,13 +195,13 @@ class Agent:
             try:
                 arguments = json.loads(arguments or "{}")
             except json.JSONDecodeError as exc:
-                raise _BadStep("invalid_json", f"arguments for {reply.tool} are not valid JSON: {exc}") from None
+                raise StepError("invalid_json", f"arguments for {reply.tool} are not valid JSON: {exc}") from None
         if not isinstance(arguments, dict):
-            raise _BadStep("invalid_arguments", f"arguments for {reply.tool} must be an object")
+            raise StepError("invalid_arguments", f"arguments for {reply.tool} must be an object")
         try:
             return tool.model_validate(arguments)
         except ValidationError as exc:
-            raise _BadStep("invalid_arguments", f"arguments for {reply.tool} do not validate: {_short(exc)}") from None
+            raise StepError("invalid_arguments", f"arguments for {reply.tool} do not validate: {_short(exc)}") from None
 
     def _no_call_said(self, text: str | None) -> str:
         """What the model hears next turn when it answered without a call: the exact form to use.
@@ -284,12 +284,6 @@ class Agent:
             autoescape=False,
         )
         return env.get_template(Path(self.prompt).name)
-
-
-class _BadStep(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 def _last(thread: Thread) -> Any | None:

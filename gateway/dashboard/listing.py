@@ -23,28 +23,25 @@ import redis.asyncio as aioredis
 
 from gateway.events import STATUSES
 from gateway.keys import Keys
+from gateway.scripts import Group, Script
 from gateway.threads import person_key
 
 BUDGET = 5000  # ids of one partition looked at per page, at most
 _ID_PREFIX = "th_"
 
-# Walk KEYS[1] newest first from a cursor; keep the members that are in every other key.
-# ARGV: mode ('score'|'lex'), upper bound, lower bound (lex), cursor member (score mode,
-# to skip the rows of the cursor's millisecond already shown), limit, budget.
-# Returns {member, score, member, score, ..., last member looked at, its score, exhausted}.
 _WALK = """
-local mode, top, bottom, after = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local limit, budget, chunk = tonumber(ARGV[5]), tonumber(ARGV[6]), 200
+limit, budget = tonumber(limit), tonumber(budget)
+local chunk = 200
 local found, looked, offset, exhausted = {}, 0, 0, 0
 local last_m, last_s = '', ''
 local top_score = tonumber(top)
 while #found < 2 * limit and looked < budget do
   local rows, step
   if mode == 'score' then
-    rows = redis.call('ZREVRANGEBYSCORE', KEYS[1], top, '-inf', 'WITHSCORES', 'LIMIT', offset, chunk)
+    rows = redis.call('ZREVRANGEBYSCORE', walk, top, '-inf', 'WITHSCORES', 'LIMIT', offset, chunk)
     step = 2
   else
-    rows = redis.call('ZREVRANGEBYLEX', KEYS[1], top, bottom, 'LIMIT', offset, chunk)
+    rows = redis.call('ZREVRANGEBYLEX', walk, top, bottom, 'LIMIT', offset, chunk)
     step = 1
   end
   offset = offset + #rows / step
@@ -54,7 +51,7 @@ while #found < 2 * limit and looked < budget do
     if not (after ~= '' and tonumber(s) == top_score and m >= after) then
       looked = looked + 1
       local keep = true
-      for k = 2, #KEYS do
+      for k = others_at + 1, others_at + others_n do
         if not redis.call('ZSCORE', KEYS[k], m) then keep = false break end
       end
       if keep then found[#found + 1] = m; found[#found + 1] = s end
@@ -69,6 +66,23 @@ found[#found + 1] = last_s
 found[#found + 1] = exhausted
 return found
 """
+
+
+def walk_script() -> Script:
+    """Walk `walk` newest first from a cursor; keep the members that are in every one of `others`.
+
+    `mode` is 'score' or 'lex'; `bottom` bounds a lex walk; `after` is the cursor's member
+    (score mode: the rows of the cursor's millisecond already shown are skipped). Returns
+    {member, score, member, score, ..., last member looked at, its score, exhausted}.
+    """
+    return Script(
+        _WALK,
+        keys=["walk", Group("others")],
+        args=["mode", "top", "bottom", "after", "limit", "budget"],
+    )
+
+
+WALK = walk_script()
 
 
 @dataclass(frozen=True)
@@ -100,7 +114,7 @@ class Listing:
         self.redis = redis
         self.keys = keys
         self.channels = set(channels)
-        self._walk = redis.register_script(_WALK)
+        self._walk = redis.register_script(WALK.source)
 
     async def counts(self) -> dict[str, int]:
         """Threads per status, and in all ("all")."""
@@ -140,8 +154,9 @@ class Listing:
         plans = await self._plans(f)
         args = self._walk_args(f, limit, cursor)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for keys in plans:
-                await self._walk(keys=keys, args=args, client=pipe)
+            for first, *rest in plans:
+                keys, values = WALK.pack(walk=first, others=rest, **args)
+                await self._walk(keys=keys, args=values, client=pipe)
             walks = [self._read_walk(out, f, limit) for out in await pipe.execute()]
         found = sorted((row for rows, *_ in walks for row in rows), reverse=True)
         # Where a walk stopped early, what lies beyond is unknown: show only what sorts before.
@@ -177,12 +192,13 @@ class Listing:
             sizes = iter(await pipe.execute())
         return [[key for _, key in sorted((next(sizes), k) for k in s)] for s in sets]
 
-    def _walk_args(self, f: Filters, limit: int, cursor: str | None) -> list:
+    def _walk_args(self, f: Filters, limit: int, cursor: str | None) -> dict[str, typing.Any]:
         if f.by_id:
             top = f"({cursor}" if cursor else f"[{f.q}\xff"
-            return ["lex", top, f"[{f.q}", "", limit, BUDGET]
+            return dict(mode="lex", top=top, bottom=f"[{f.q}", after="", limit=limit, budget=BUDGET)
         score, member = _parse_cursor(cursor)
-        return ["score", "+inf" if score is None else score, "-", member or "", limit, BUDGET]
+        upper = "+inf" if score is None else score
+        return dict(mode="score", top=upper, bottom="-", after=member or "", limit=limit, budget=BUDGET)
 
     @staticmethod
     def _read_walk(out: list, f: Filters, limit: int):

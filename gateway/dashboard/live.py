@@ -22,7 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from gateway.connection import REDIS_DOWN
+from gateway.errors import Unavailable
 from gateway.events import EventAdapter, Thread
 from gateway.runtime import Runtime
 from gateway.threads import thread_from_stored
@@ -74,7 +74,7 @@ async def thread_events(
         try:
             grown = await rt.redis.llen(rt.keys.events(thread_id)) > len(thread.events)
             fresh = await rt.redis.lrange(rt.keys.events(thread_id), len(thread.events), -1) if grown else []
-        except REDIS_DOWN:
+        except Unavailable:
             return  # the browser reconnects (retry) and resumes from Last-Event-ID
         if fresh:
             events = [*thread.events, *(EventAdapter.validate_json(e) for e in fresh)]

@@ -379,9 +379,7 @@ async def _resume(
     nonce = fields.get("nonce", "")[:64]
     try:
         fresh = await submit_resume(_rt(request), thread_id, body, BY, f"dashboard-{nonce}" if nonce else None)
-    except HTTPException as exc:
-        return _failed(request, exc.status_code, str(exc.detail), back)
-    except InboundRejected as exc:
+    except InboundRejected as exc:  # NotFound, Conflict
         return _failed(request, exc.status, str(exc), back)
     return _done(request, code if fresh else "duplicate", back)
 
@@ -393,8 +391,8 @@ async def retry(thread_id: str, outbound_id: str, request: Request) -> Response:
     back = _thread_url(thread_id)
     try:
         await api_ops.retry_delivery(_rt(request), thread_id, outbound_id, BY)
-    except HTTPException as exc:
-        return _failed(request, exc.status_code, str(exc.detail), back)
+    except InboundRejected as exc:  # NotFound
+        return _failed(request, exc.status, str(exc), back)
     return _done(request, "retried", back)
 
 

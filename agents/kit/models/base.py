@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gateway.errors import ModelError  # noqa: F401 - part of this module's interface: clients raise it
+
 
 @dataclass(frozen=True)
 class ToolSpec:
@@ -40,15 +42,6 @@ class ModelReply:
     usage: Usage = field(default_factory=Usage)
     text: str | None = None
     model: str = ""
-
-
-class ModelError(Exception):
-    """The model API failed after the client's own retries (HTTP error, timeout, refusal)."""
-
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
 
 
 class Model(Protocol):
