@@ -7,6 +7,7 @@ parking it for later (backoff, deadlines), and dead-lettering it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -18,6 +19,7 @@ from redis.exceptions import ResponseError
 from gateway import metrics
 from gateway.batch import ScriptBatch
 from gateway.keys import Keys
+from gateway.loops import Slots
 
 _XADD_ONCE = """
 if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[1]) then
@@ -74,6 +76,11 @@ def flat(fields: dict[str, str]) -> list[str]:
     return [x for pair in fields.items() for x in pair]
 
 
+def delayed_member(fields: dict[str, str]) -> str:
+    """An entry as a member of a delayed set: a random tag (equal entries stay distinct), then its fields."""
+    return json.dumps([secrets.token_hex(4), *flat(fields)])
+
+
 class Streams:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis
@@ -90,6 +97,33 @@ class Streams:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    async def read_within(
+        self, slots: Slots, stop: asyncio.Event, stream: str, group: str, consumer: str, most: int
+    ) -> tuple[list[tuple[str, dict[str, str]]], int]:
+        """New entries of `stream`, no more than there are free `slots`: (entries, slots taken for them).
+
+        The caller gives back the slots its entries did not use. An idle stream is waited on
+        holding no slot, so a quiet partition keeps none from a busy one; the one entry that
+        wait returns then waits for a slot of its own.
+        """
+        taken = await slots.take(stop, most)
+        if not taken:
+            return [], 0
+        try:
+            rows: Any = await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=taken)
+        except BaseException:
+            slots.give(taken)
+            raise
+        if rows and rows[0][1]:
+            return rows[0][1], taken
+        slots.give(taken)
+        rows = await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=1, block=500)
+        if not rows or not rows[0][1]:
+            return [], 0
+        # Read, and waiting for a slot: should the process stop first, the entry stays pending and is claimed.
+        taken = await slots.take(stop, 1)
+        return (rows[0][1], taken) if taken else ([], 0)
 
     async def trim(self, stream: str, group: str) -> int:
         """Drop entries every consumer is done with: older than the oldest pending and the last delivered."""
@@ -135,12 +169,12 @@ class Streams:
         self, stream: str, group: str, entry_id: str, delayed: str, due: float, fields: dict[str, str]
     ) -> None:
         """Acknowledge an entry and put a copy aside until `due` (epoch seconds)."""
-        member = json.dumps([secrets.token_hex(4), *flat(fields)])
+        member = delayed_member(fields)
         await self._park(keys=[stream, delayed], args=[group, entry_id, int(due * 1000), member])
 
     async def schedule(self, delayed: str, due: float, fields: dict[str, str]) -> None:
         """Put an entry aside until `due`; it then goes onto the stream the delayed set feeds."""
-        member = json.dumps([secrets.token_hex(4), *flat(fields)])
+        member = delayed_member(fields)
         await self.redis.zadd(delayed, {member: int(due * 1000)})
 
     async def release_due(self, delayed: str, stream: str, limit: int = 100) -> int:
