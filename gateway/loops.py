@@ -59,6 +59,17 @@ class Slots:
         self.in_use += taken
         return taken
 
+    async def take_all(self, stop: asyncio.Event, n: int) -> int:
+        """Take `n` slots, waiting as long as it takes; 0 (none kept) once `stop` is set."""
+        taken = 0
+        while taken < n:
+            got = await self.take(stop, n - taken)
+            if not got:
+                self.give(taken)
+                return 0
+            taken += got
+        return taken
+
     def give(self, n: int = 1) -> None:
         for _ in range(n):
             self._free.release()

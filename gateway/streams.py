@@ -104,8 +104,8 @@ class Streams:
         """New entries of `stream`, no more than there are free `slots`: (entries, slots taken for them).
 
         The caller gives back the slots its entries did not use. An idle stream is waited on
-        holding no slot, so a quiet partition keeps none from a busy one; the one entry that
-        wait returns then waits for a slot of its own.
+        holding no slot, so a quiet partition keeps none from a busy one; what that wait
+        returns (no more than were free when it began) then waits for slots of its own.
         """
         taken = await slots.take(stop, most)
         if not taken:
@@ -118,12 +118,12 @@ class Streams:
         if rows and rows[0][1]:
             return rows[0][1], taken
         slots.give(taken)
-        rows = await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=1, block=500)
-        if not rows or not rows[0][1]:
-            return [], 0
-        # Read, and waiting for a slot: should the process stop first, the entry stays pending and is claimed.
-        taken = await slots.take(stop, 1)
-        return (rows[0][1], taken) if taken else ([], 0)
+        count = max(1, min(most, slots.size - slots.in_use))
+        rows = await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=500)
+        entries = rows[0][1] if rows else []
+        # Should the process stop before they have slots, the entries stay pending and are claimed.
+        taken = await slots.take_all(stop, len(entries)) if entries else 0
+        return (entries, taken) if taken else ([], 0)
 
     async def trim(self, stream: str, group: str) -> int:
         """Drop entries every consumer is done with: older than the oldest pending and the last delivered."""
