@@ -103,6 +103,10 @@ class Keys:
         """A thread's outbound messages not yet sent, failed or ambiguous, scored by event index."""
         return f"{self._t(thread_id)}:unsettled:{thread_id}"
 
+    def parked(self, thread_id: str) -> str:
+        """A thread's messages parked behind an earlier one: outbound id -> their member in the delayed set."""
+        return f"{self._t(thread_id)}:parked:{thread_id}"
+
     def sending(self, p: int, outbound_id: str) -> str:
         """Set while a message that must not be repeated is with its provider (gateway.outbox)."""
         return f"{self.part(p)}:sending:{outbound_id}"

@@ -44,3 +44,56 @@ def loop_failed(loop: str, **context: object) -> None:
         return
     _logged[loop] = (now, 0)
     log.exception("loop failed; carrying on", loop=loop, unlogged_before=unlogged, **context)
+
+
+class Slots:
+    """A cap on the work one process holds: a reader takes slots before it reads, one per entry it may start.
+
+    An `asyncio.Semaphore` with two things it lacks: taking every free slot at once, and a
+    wait that a shutdown (`stop`) ends.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.in_use = 0
+        self._free = asyncio.Semaphore(size)
+
+    async def take(self, stop: asyncio.Event, most: int) -> int:
+        """Wait for a free slot, then take up to `most` of those free; 0 once `stop` is set."""
+        if self._free.locked():
+            acquiring = asyncio.ensure_future(self._free.acquire())
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait((acquiring, stopping), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                if not acquiring.done():
+                    acquiring.cancel()
+            if acquiring.cancelled() or not acquiring.done():
+                return 0
+        elif stop.is_set():
+            return 0
+        else:
+            await self._free.acquire()  # free: returns without waiting
+        taken = 1
+        while taken < most and not self._free.locked():
+            await self._free.acquire()
+            taken += 1
+        self.in_use += taken
+        return taken
+
+    async def take_all(self, stop: asyncio.Event, n: int) -> int:
+        """Take `n` slots, waiting as long as it takes; 0 (none kept) once `stop` is set."""
+        taken = 0
+        while taken < n:
+            got = await self.take(stop, n - taken)
+            if not got:
+                self.give(taken)
+                return 0
+            taken += got
+        return taken
+
+    def give(self, n: int = 1) -> None:
+        for _ in range(n):
+            self._free.release()
+        self.in_use -= n

@@ -22,6 +22,7 @@ import asyncio
 import random
 import time
 from collections import defaultdict
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -33,37 +34,80 @@ from gateway.connection import REDIS_DOWN
 from gateway.entries import Entry
 from gateway.errors import DeliveryFailed
 from gateway.events import Contact, DeliveryEvent, OutAction, OutboundMessage, Thread
-from gateway.loops import loop_failed, redis_down, sleep
-from gateway.streams import flat, missing_group
+from gateway.loops import Slots, loop_failed, redis_down, sleep
+from gateway.streams import delayed_member, flat, missing_group
 
 if TYPE_CHECKING:
+    from gateway.registry import Sent
     from gateway.runtime import Runtime
 
 log = structlog.get_logger("frontdesk.outbox")
 GROUP = "senders"
 SILENT_CHANNELS = {"api", "cron", "dashboard"}
-ORDER_POLL = 0.25  # seconds between looks at whether an earlier message of the thread has gone
-ORDER_WAIT = (
-    3600.0  # the longest a message waits behind one that never settles  # readers poll the API; nothing to push
-)
+READ_MOST = 50  # entries one read takes, if as many slots are free
+# A message parked behind an earlier one of its thread goes to the stream when that one
+# settles (the outcome scripts below). This timer is only the fallback for a head that
+# never settles: an entry dead-lettered unreadable (its thread unknown) or lost with a
+# Redis failover stays in the unsettled set, and would hold the thread's messages forever.
+ORDER_WAIT = 3600.0
+
+# What the outcome scripts share: the message leaves its thread's unsettled set, and the
+# thread's next message, if it is parked waiting for this one, goes to the stream now.
+_SETTLE = """
+local function settle(stream, unsettled, parked, delayed, id)
+  redis.call('ZREM', unsettled, id)
+  redis.call('HDEL', parked, id)
+  local head = redis.call('ZRANGE', unsettled, 0, 0)[1]
+  local member = head and redis.call('HGET', parked, head)
+  if not member then return end
+  redis.call('HDEL', parked, head)
+  if redis.call('ZREM', delayed, member) == 1 then  -- 0: its safety timer released it already
+    local fields = cjson.decode(member)
+    table.remove(fields, 1)
+    redis.call('XADD', stream, '*', unpack(fields))
+  end
+end
+"""
 
 # Both outcome scripts acknowledge first: an entry acknowledged already means the
 # client is re-sending a script whose answer was lost, and the outcome is recorded.
-_OUTCOME = """
+_OUTCOME = (
+    _SETTLE
+    + """
 if redis.call('XACK', KEYS[3], ARGV[2], ARGV[3]) == 0 then return 2 end
 redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[1])
 redis.call('DEL', KEYS[4])
-redis.call('ZREM', KEYS[5], ARGV[5])
+settle(KEYS[3], KEYS[5], KEYS[6], KEYS[7], ARGV[5])
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 6))
 return 1
 """
+)
 
-_FAIL = """
+_FAIL = (
+    _SETTLE
+    + """
 if redis.call('XACK', KEYS[3], ARGV[2], ARGV[3]) == 0 then return 2 end
 redis.call('XADD', KEYS[4], '*', 'source', KEYS[3], 'source_id', ARGV[3], 'reason', ARGV[4], 'failed_at', ARGV[5], 'm', ARGV[6])
 redis.call('DEL', KEYS[5])
-redis.call('ZREM', KEYS[6], ARGV[7])
+settle(KEYS[3], KEYS[6], KEYS[7], KEYS[8], ARGV[7])
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 8))
+return 1
+"""
+)
+
+# Park a message behind an earlier unsettled one of its thread, in one stroke with the
+# look, so the earlier one cannot settle unseen in between (it would release no one).
+# 0: none is earlier, send it; 1: parked; 2: the entry is not pending (a re-sent call
+# whose answer was lost parked it already); 3: it comes back from its safety timer.
+_WAIT_BEHIND = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 2 end
+if redis.call('HDEL', KEYS[3], ARGV[3]) == 1 then return 3 end
+local head = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local index = tonumber(string.match(ARGV[3], '-(%d+)$'))
+if #head == 0 or head[1] == ARGV[3] or (index and tonumber(head[2]) >= index) then return 0 end
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
@@ -201,9 +245,12 @@ class Outbox:
         self.keys = runtime.keys
         self._outcome = self.redis.register_script(_OUTCOME)
         self._fail = self.redis.register_script(_FAIL)
+        self._wait_behind = self.redis.register_script(_WAIT_BEHIND)
+        self.slots = Slots(runtime.settings.sender_concurrency)  # one per delivery in flight
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: set[asyncio.Task] = set()
         self._busy: set[str] = set()
+        self._writes: set[asyncio.Future] = set()  # outcome writes, run to their end through a shutdown
 
     async def run(self, stop: asyncio.Event) -> None:
         loops = []
@@ -218,8 +265,11 @@ class Outbox:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        # A delivery cancelled after its provider took the message still records what it said.
+        await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def _read(self, p: int, stop: asyncio.Event) -> None:
+        """Read only as many entries as there are free slots: a backlog waits on the stream, for any sender."""
         stream = self.keys.outbox(p)
         ready = False
         while not stop.is_set():
@@ -227,7 +277,9 @@ class Outbox:
                 if not ready:
                     await self.rt.streams.ensure_group(stream, GROUP)
                     ready = True
-                rows = await self.redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=50, block=500)
+                entries, taken = await self.rt.streams.read_within(
+                    self.slots, stop, stream, GROUP, self.consumer, READ_MOST
+                )
             except REDIS_DOWN as exc:
                 await redis_down(stop, exc)
                 continue
@@ -236,17 +288,25 @@ class Outbox:
                 ready = False
                 await sleep(stop, 1)
                 continue
-            for _, entries in rows or []:
-                for entry_id, fields in entries:
-                    self._spawn(p, entry_id, fields)
+            for entry_id, fields in entries:
+                self._spawn(p, entry_id, fields)  # the delivery gives its slot back when it ends
+            self.slots.give(taken - len(entries))
 
     async def _claim(self, p: int, stop: asyncio.Event) -> None:
         stream, idle = self.keys.outbox(p), int(self.rt.settings.claim_timeout * 1000)
         rounds = 0
         while not stop.is_set():
             await sleep(stop, max(0.1, self.rt.settings.claim_timeout / 2))
+            taken = await self.slots.take(stop, READ_MOST)  # a claimed entry is delivered at once: it needs a slot
+            if not taken:
+                continue
+            started = 0
             try:
-                _, claimed, *_ = await self.redis.xautoclaim(stream, GROUP, self.consumer, idle, "0-0", count=50)
+                _, claimed, *_ = await self.redis.xautoclaim(stream, GROUP, self.consumer, idle, "0-0", count=taken)
+                for entry_id, fields in claimed:
+                    if fields and entry_id not in self._busy:
+                        self._spawn(p, entry_id, fields)
+                        started += 1
                 await self.rt.streams.record_backlog(stream, GROUP, "outbox", p)
             except REDIS_DOWN as exc:
                 await redis_down(stop, exc)
@@ -255,9 +315,8 @@ class Outbox:
                 if not missing_group(exc):
                     loop_failed("outbox.claim", stream=stream)
                 continue
-            for entry_id, fields in claimed:
-                if fields and entry_id not in self._busy:
-                    self._spawn(p, entry_id, fields)
+            finally:
+                self.slots.give(taken - started)
             rounds += 1
             if rounds % 10 == 0:
                 try:
@@ -274,10 +333,17 @@ class Outbox:
             await sleep(stop, 0.2)
 
     def _spawn(self, p: int, entry_id: str, fields: dict[str, str]) -> None:
+        """Deliver an entry in a task of its own, which holds one of `slots` (taken by the caller) till it ends."""
         self._busy.add(entry_id)
         task = asyncio.create_task(self._deliver(p, entry_id, fields))
         self._tasks.add(task)
-        task.add_done_callback(lambda t: (self._tasks.discard(t), self._busy.discard(entry_id)))
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            self._busy.discard(entry_id)
+            self.slots.give()
+
+        task.add_done_callback(done)
 
     async def _deliver(self, p: int, entry_id: str, fields: dict[str, str]) -> None:
         stream = self.keys.outbox(p)
@@ -323,29 +389,37 @@ class Outbox:
                 holder = await self.redis.get(marker)
                 bound.warning("delivery ambiguous: an earlier send was interrupted; not re-sent", holder=holder)
                 reason = f"a send by {holder} was interrupted before its outcome was recorded"
-                await self._dead(p, stream, entry_id, message, "ambiguous", reason)
+                await self._finish(self._dead(p, stream, entry_id, message, "ambiguous", reason))
                 return
         try:
             if channel is None:
                 raise DeliveryFailed(f"no channel {message.channel!r} is configured")
             sent = await channel.send(message)
         except DeliveryFailed as exc:
-            await self._failed(
-                p, stream, entry_id, message, exc, resend_safe=bool(channel and channel.resend_safe), log=bound
-            )
+            resend_safe = bool(channel and channel.resend_safe)
+            await self._finish(self._failed(p, stream, entry_id, message, exc, resend_safe=resend_safe, log=bound))
             return
         except Exception as exc:
             bound.exception("channel raised an unexpected error")
-            await self._failed(
-                p,
-                stream,
-                entry_id,
-                message,
-                DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True),
-                resend_safe=False,
-                log=bound,
-            )
+            failed = DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True)
+            await self._finish(self._failed(p, stream, entry_id, message, failed, resend_safe=False, log=bound))
             return
+        await self._finish(self._delivered(p, stream, entry_id, message, sent))
+        bound.info("delivered", detail=sent.detail)
+
+    async def _finish(self, write: Coroutine[Any, Any, None]) -> None:
+        """Run an outcome write to its end, even if the delivery is cancelled meanwhile (a shutdown).
+
+        Cut off between the provider's answer and its record, a delivery would leave its
+        `sending` marker, and the sender that claims it next would call a message that
+        went out "ambiguous". `drain` waits for these writes.
+        """
+        task = asyncio.ensure_future(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        await asyncio.shield(task)
+
+    async def _delivered(self, p: int, stream: str, entry_id: str, message: OutboundMessage, sent: Sent) -> None:
         opened = None
         if sent.conversation:
             opened = Contact(
@@ -353,27 +427,35 @@ class Outbox:
             )
             await self.rt.ingest.bind(message.channel, sent.conversation, message.thread_id)
         await self._record(p, stream, entry_id, message, "sent", sent.detail, opened)
-        bound.info("delivered", detail=sent.detail)
 
     async def _behind(self, p: int, stream: str, entry_id: str, message: OutboundMessage) -> bool:
         """Park `message` while an earlier message of its thread is still on its way (a retry).
 
         Without it, a message waiting out a 429 would be overtaken by the thread's next one.
-        A head that never settles (lost by a bug) holds the rest for at most ORDER_WAIT.
+        It waits in the delayed set, named in the thread's `parked` hash, until the earlier
+        one's outcome script puts it back on the stream: nothing looks again in between.
         """
-        head = await self.redis.zrange(self.keys.unsettled(message.thread_id), 0, 0)
-        if not head or head[0] == message.id or message.held * ORDER_POLL >= ORDER_WAIT:
-            return False
         held = message.model_copy(update={"held": message.held + 1})
-        await self.rt.streams.park(
-            stream,
-            GROUP,
-            entry_id,
-            self.keys.delayed(p, "outbox"),
-            time.time() + ORDER_POLL,
-            {"m": held.model_dump_json(exclude_none=True)},
+        answer = await self._wait_behind(
+            keys=[
+                stream,
+                self.keys.unsettled(message.thread_id),
+                self.keys.parked(message.thread_id),
+                self.keys.delayed(p, "outbox"),
+            ],
+            args=[
+                GROUP,
+                entry_id,
+                message.id,
+                int((time.time() + ORDER_WAIT) * 1000),
+                delayed_member({"m": held.model_dump_json(exclude_none=True)}),
+            ],
         )
-        return True
+        if answer == 3:
+            log.warning(
+                "an earlier message of the thread never settled; sent without waiting longer", waited=ORDER_WAIT
+            )
+        return answer in (1, 2)
 
     async def _record(self, p, stream, entry_id, message: OutboundMessage, status: str, detail, contact=None) -> None:
         delivery = DeliveryEvent(
@@ -389,6 +471,8 @@ class Outbox:
                 stream,
                 self.keys.sending(p, message.id),
                 self.keys.unsettled(message.thread_id),
+                self.keys.parked(message.thread_id),
+                self.keys.delayed(p, "outbox"),
             ],
             args=[self.rt.settings.dedupe_ttl, GROUP, entry_id, status, message.id, *flat(entry.fields())],
         )
@@ -445,6 +529,8 @@ class Outbox:
                 self.keys.dlq(p),
                 self.keys.sending(p, message.id),
                 self.keys.unsettled(message.thread_id),
+                self.keys.parked(message.thread_id),
+                self.keys.delayed(p, "outbox"),
             ],
             args=[
                 "",

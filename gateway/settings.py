@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     retry_max: float = _env("FRONTDESK_RETRY_MAX", 300.0, gt=0)
     dedupe_ttl: int = _env("FRONTDESK_DEDUPE_TTL", 7 * 24 * 3600, ge=60)
     worker_concurrency: int = _env("FRONTDESK_WORKER_CONCURRENCY", 2000, ge=1)
+    sender_concurrency: int = _env("FRONTDESK_SENDER_CONCURRENCY", 200, ge=1)
     shutdown_grace: float = _env("FRONTDESK_SHUTDOWN_GRACE", 20.0, ge=0)
     max_steps: int = _env("FRONTDESK_MAX_STEPS", 25, ge=1)
 

@@ -7,6 +7,7 @@ parking it for later (backoff, deadlines), and dead-lettering it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -18,6 +19,7 @@ from redis.exceptions import ResponseError
 from gateway import metrics
 from gateway.batch import ScriptBatch
 from gateway.keys import Keys
+from gateway.loops import Slots
 from gateway.scripts import Group, Script
 
 
@@ -105,6 +107,11 @@ def flat(fields: dict[str, str]) -> list[str]:
     return [x for pair in fields.items() for x in pair]
 
 
+def delayed_member(fields: dict[str, str]) -> str:
+    """An entry as a member of a delayed set: a random tag (equal entries stay distinct), then its fields."""
+    return json.dumps([secrets.token_hex(4), *flat(fields)])
+
+
 class Streams:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis
@@ -121,6 +128,33 @@ class Streams:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    async def read_within(
+        self, slots: Slots, stop: asyncio.Event, stream: str, group: str, consumer: str, most: int
+    ) -> tuple[list[tuple[str, dict[str, str]]], int]:
+        """New entries of `stream`, no more than there are free `slots`: (entries, slots taken for them).
+
+        The caller gives back the slots its entries did not use. An idle stream is waited on
+        holding no slot, so a quiet partition keeps none from a busy one; what that wait
+        returns (no more than were free when it began) then waits for slots of its own.
+        """
+        taken = await slots.take(stop, most)
+        if not taken:
+            return [], 0
+        try:
+            rows: Any = await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=taken)
+        except BaseException:
+            slots.give(taken)
+            raise
+        if rows and rows[0][1]:
+            return rows[0][1], taken
+        slots.give(taken)
+        count = max(1, min(most, slots.size - slots.in_use))
+        rows = await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=500)
+        entries = rows[0][1] if rows else []
+        # Should the process stop before they have slots, the entries stay pending and are claimed.
+        taken = await slots.take_all(stop, len(entries)) if entries else 0
+        return (entries, taken) if taken else ([], 0)
 
     async def trim(self, stream: str, group: str) -> int:
         """Drop entries every consumer is done with: older than the oldest pending and the last delivered."""
@@ -170,15 +204,19 @@ class Streams:
         self, stream: str, group: str, entry_id: str, delayed: str, due: float, fields: dict[str, str]
     ) -> None:
         """Acknowledge an entry and put a copy aside until `due` (epoch seconds)."""
-        copy = json.dumps([secrets.token_hex(4), *flat(fields)])
         keys, args = PARK.pack(
-            stream=stream, delayed=delayed, group=group, entry_id=entry_id, due=int(due * 1000), copy=copy
+            stream=stream,
+            delayed=delayed,
+            group=group,
+            entry_id=entry_id,
+            due=int(due * 1000),
+            copy=delayed_member(fields),
         )
         await self._park(keys=keys, args=args)
 
     async def schedule(self, delayed: str, due: float, fields: dict[str, str]) -> None:
         """Put an entry aside until `due`; it then goes onto the stream the delayed set feeds."""
-        member = json.dumps([secrets.token_hex(4), *flat(fields)])
+        member = delayed_member(fields)
         await self.redis.zadd(delayed, {member: int(due * 1000)})
 
     async def release_due(self, delayed: str, stream: str, limit: int = 100) -> int:
