@@ -31,12 +31,11 @@ import redis
 import typer
 from pydantic import ValidationError
 
-from gateway import events as ev
 from gateway.config import FrontdeskConfig, parse_identity
 from gateway.connection import REDIS_DOWN, connect_redis, redacted
 from gateway.embedded import URL_FILE, embedded_redis, running_url
 from gateway.errors import ConfigError, InboundRejected
-from gateway.events import STATUSES, Thread
+from gateway.events import STATUSES, Event, Thread
 from gateway.keys import Keys
 from gateway.launch import launch_thread
 from gateway.logs import configure_logging
@@ -351,41 +350,41 @@ def render_thread(thread: Thread) -> str:
     return "\n".join(lines)
 
 
-def _describe(event: ev.Event) -> str:
+def _describe(event: Event) -> str:
     """One event on one line: who said what, which tool with which arguments, what came back."""
     text = " ".join(_event_text(event).split())  # one line per event, whatever the text holds
     return text if len(text) <= 200 else text[:199] + "…"
 
 
-def _event_text(event: ev.Event) -> str:
-    match event:
-        case ev.UserMessage() | ev.HumanResponse():
+def _event_text(event: Event) -> str:
+    match event.type:
+        case "user_message" | "human_response":
             return f"{event.sender or '?'}: {event.text}"
-        case ev.ToolCall() | ev.ApprovalRequested():
+        case "tool_call" | "approval_requested":
             return f"{event.tool}({json.dumps(event.arguments)}) [{event.call_id}]"
-        case ev.ToolResult():
+        case "tool_result":
             return f"[{event.call_id}] {json.dumps(event.result, default=str)}"
-        case ev.RequestHumanInput():
+        case "request_human_input":
             return event.text + (f"  choices: {', '.join(event.choices)}" if event.choices else "")
-        case ev.ApprovalDecision():
+        case "approval_decision":
             verdict = "approved" if event.approved else "denied"
             return f"{verdict} by {event.by} [{event.call_id}]" + (f": {event.comment}" if event.comment else "")
-        case ev.DoneForNow():
+        case "done_for_now":
             return event.text
-        case ev.DeliveryEvent():
+        case "delivery":
             return f"{event.status} {event.outbound_id} via {event.channel}" + (
                 f": {event.detail}" if event.detail else ""
             )
-        case ev.Error():
+        case "error":
             return f"{event.kind}: {event.message}"
-        case ev.Note():
+        case "note":
             return f"{event.kind}: {event.text}" + (f" [{event.call_id}]" if event.call_id else "")
-        case ev.ContextFetched():
+        case "context":
             return f"{event.name}: {json.dumps(event.result, default=str)}"
-        case ev.Timeout():
+        case "timeout":
             return f"no answer to event {event.request_index} in time"
         case _:
-            assert_never(event)
+            assert_never(event.type)
 
 
 @app.command()

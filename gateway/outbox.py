@@ -28,13 +28,22 @@ from typing import TYPE_CHECKING, Any, assert_never
 import structlog
 from pydantic import ValidationError
 
-from gateway import events as ev
 from gateway import metrics, tracing
 from gateway.config import parse_identity
 from gateway.connection import REDIS_DOWN
 from gateway.entries import Entry
 from gateway.errors import DeliveryFailed
-from gateway.events import Contact, DeliveryEvent, OutAction, OutboundMessage, OutKind, Thread
+from gateway.events import (
+    ApprovalDecision,
+    ApprovalRequested,
+    Contact,
+    DeliveryEvent,
+    Event,
+    OutAction,
+    OutboundMessage,
+    OutKind,
+    Thread,
+)
 from gateway.loops import redis_down, sleep
 from gateway.streams import flat
 
@@ -77,10 +86,10 @@ def reply_to_for(thread: Thread, contact: Contact) -> dict[str, Any]:
     """Where to answer `contact` in place: the latest address they wrote from or we opened."""
     identity = contact.identity
     for event in reversed(thread.events):
-        if isinstance(event, (ev.UserMessage, ev.HumanResponse)) and event.sender == identity and event.reply_to:
-            return event.reply_to
-        if isinstance(event, DeliveryEvent) and event.contact and event.contact.identity == identity:
-            if event.contact.reply_to:
+        match event.type:
+            case "user_message" | "human_response" if event.sender == identity and event.reply_to:
+                return event.reply_to
+            case "delivery" if event.contact and event.contact.identity == identity and event.contact.reply_to:
                 return event.contact.reply_to
     if identity == thread.origin.identity:
         return thread.origin.reply_to
@@ -140,43 +149,35 @@ class _Speech:
     updates: str | None = None  # the provider id of the message a receipt answers
 
 
-def _says(thread: Thread, event: ev.Event) -> _Speech | None:
+def _says(thread: Thread, event: Event) -> _Speech | None:
     """The message `event` owes a person; None for an event that speaks to no one."""
-    match event:
-        case ev.RequestHumanInput():
+    match event.type:
+        case "request_human_input":
             return _Speech("question", event.contact or thread.origin, event.text, choices=event.choices)
-        case ev.ApprovalRequested():
+        case "approval_requested":
             actions = [
                 OutAction(call_id=event.call_id, label="Approve", approved=True),
                 OutAction(call_id=event.call_id, label="Deny", approved=False),
             ]
             text = f"Approval needed: {_describe_call(event.tool, event.arguments)}"
             return _Speech("approval", event.contact or _approver_contact(thread), text, actions=actions)
-        case ev.DoneForNow():
+        case "done_for_now":
             return _Speech("final", thread.origin, event.text)
-        case ev.ApprovalDecision():
+        case "approval_decision":
             return _receipt(thread, event)
-        case (
-            ev.UserMessage()
-            | ev.HumanResponse()
-            | ev.ToolCall()
-            | ev.ToolResult()
-            | ev.ContextFetched()
-            | ev.Error()
-            | ev.Timeout()
-        ):
+        case "user_message" | "human_response" | "tool_call" | "tool_result" | "context" | "error" | "timeout":
             return None
-        case DeliveryEvent() | ev.Note():
+        case "delivery" | "note":
             return None  # a notice answering a note is queued by the step that noted it (`notice`)
         case _:
-            assert_never(event)
+            assert_never(event.type)
 
 
-def _receipt(thread: Thread, decision: ev.ApprovalDecision) -> _Speech | None:
+def _receipt(thread: Thread, decision: ApprovalDecision) -> _Speech | None:
     """Who decided and when, sent where the approval request went, naming that message."""
     for index in range(len(thread.events) - 1, -1, -1):
         request = thread.events[index]
-        if isinstance(request, ev.ApprovalRequested) and request.call_id == decision.call_id:
+        if isinstance(request, ApprovalRequested) and request.call_id == decision.call_id:
             break
     else:
         return None

@@ -40,16 +40,11 @@ from gateway.events import (
     ApprovalDecision,
     ApprovalRequested,
     ContextFetched,
-    DeliveryEvent,
     Error,
-    HumanResponse,
-    Note,
     Thread,
-    Timeout,
     ToolCall,
     ToolResult,
     Usage,
-    UserMessage,
     last_active,
     utcnow,
 )
@@ -280,17 +275,17 @@ def _turns_since_person(thread: Thread) -> int:
     """Model turns (a call made, or a failed attempt) since a person or a deadline last had a say."""
     turns = 0
     for event in reversed(thread.events):
-        match event:
-            case UserMessage() | HumanResponse() | ApprovalDecision() | Timeout():
+        match event.type:
+            case "user_message" | "human_response" | "approval_decision" | "timeout":
                 break
-            case ToolCall() | Error():
+            case "tool_call" | "error":
                 turns += 1
-            case ToolResult() | ContextFetched() | AskEvent() | ApprovalRequested() | DoneEvent():
+            case "tool_result" | "context" | "request_human_input" | "approval_requested" | "done_for_now":
                 pass
-            case DeliveryEvent() | Note():
+            case "delivery" | "note":
                 pass
             case _:
-                assert_never(event)
+                assert_never(event.type)
     return turns
 
 

@@ -31,8 +31,7 @@ from typing import Any, assert_never
 
 import yaml
 
-from gateway import events as ev
-from gateway.events import Thread
+from gateway.events import Event, Thread
 
 CHARS_PER_TOKEN = 4  # a coarse, vendor-neutral estimate; the guard needs a bound, not a count
 _BLOCK = re.compile(r"<(\w+)((?: \w+=\"[^\"]*\")*)>\n(.*?)\n</\1>", re.S)
@@ -98,44 +97,44 @@ class _Rendered:
     compactable: bool = False
 
 
-def render_event(event: ev.Event) -> str | None:
+def render_event(event: Event) -> str | None:
     """One event as a block; None for bookkeeping the model does not need."""
-    match event:
-        case ev.UserMessage() | ev.HumanResponse():
+    match event.type:
+        case "user_message" | "human_response":
             body = untrusted(event.text)
             if event.data:
                 body += "\n" + _block("data", untrusted(as_yaml(event.data)))
             for a in event.attachments:
                 body += "\n" + _block("attachment", "", name=a.filename, type=a.content_type, size=a.size)
             return _block(event.type, body, **{"from": event.sender, "channel": event.channel})
-        case ev.ToolCall() | ev.ApprovalRequested():
+        case "tool_call" | "approval_requested":
             return _block(event.type, untrusted(as_yaml(event.arguments)), id=event.call_id, tool=event.tool)
-        case ev.ToolResult():
+        case "tool_result":
             return _block(event.type, untrusted(as_yaml(event.result)), id=event.call_id)
-        case ev.ContextFetched():
+        case "context":
             return _block(event.type, untrusted(as_yaml(event.result)), name=event.name)
-        case ev.Error():
+        case "error":
             return _block(event.type, untrusted(event.message), kind=event.kind)
-        case ev.RequestHumanInput():
+        case "request_human_input":
             body = untrusted(event.text)
             if event.choices:
                 body += "\nchoices: " + ", ".join(untrusted(c) for c in event.choices)
             return _block(event.type, body, to=event.contact.identity if event.contact else None)
-        case ev.ApprovalDecision():
+        case "approval_decision":
             approved = str(event.approved).lower()
             return _block(event.type, untrusted(event.comment or ""), id=event.call_id, approved=approved, by=event.by)
-        case ev.DoneForNow():
+        case "done_for_now":
             return _block(event.type, untrusted(event.text))
-        case ev.Timeout():
+        case "timeout":
             return _block(event.type, "no answer before the deadline", request=event.request_index)
-        case ev.DeliveryEvent():
+        case "delivery":
             if event.status != "failed":
                 return None
             return _block(event.type, untrusted(event.detail or ""), status=event.status, channel=event.channel)
-        case ev.Note():
+        case "note":
             return None
         case _:
-            assert_never(event)
+            assert_never(event.type)
 
 
 def render_context(thread: Thread, budget_tokens: int | None = None) -> str:
@@ -143,7 +142,7 @@ def render_context(thread: Thread, budget_tokens: int | None = None) -> str:
     parts: list[_Rendered] = []
     for event, text in zip(thread.events, _blocks(thread), strict=True):
         if text is not None:
-            parts.append(_Rendered(text, compactable=isinstance(event, (ev.ToolResult, ev.ContextFetched))))
+            parts.append(_Rendered(text, compactable=event.type in ("tool_result", "context")))
     if budget_tokens is not None:
         _compact(parts, budget_tokens * CHARS_PER_TOKEN)
     return "\n".join(p.text for p in parts)

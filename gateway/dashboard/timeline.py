@@ -13,8 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, assert_never
 
-from gateway import events as ev
-from gateway.events import DEAD_LETTER, Thread, dead_letter_source
+from gateway.events import DEAD_LETTER, DeliveryEvent, Error, Event, Thread, dead_letter_source
 from gateway.outbox import compose
 
 Side = Literal["in", "out", "tool", "system"]
@@ -25,11 +24,11 @@ class Item:
     """One event of the timeline with what the page shows beside it."""
 
     index: int
-    event: ev.Event
+    event: Event
     side: Side  # in (a person), out (the agent to a person), tool, system
     title: str
     to: str | None = None  # channel:address an outbound message went to
-    deliveries: list[ev.DeliveryEvent] = field(default_factory=list)
+    deliveries: list[DeliveryEvent] = field(default_factory=list)
     retry: bool = False  # a failed delivery nothing later settled
     replay_source: str | None = None  # the stream id of a dead-lettered entry
     model_turn: bool = False
@@ -42,9 +41,9 @@ class Item:
 def items(thread: Thread, start: int = 0) -> list[Item]:
     """The timeline items of events `start:`."""
     sent_to = {m.id: f"{m.channel}:{m.address}" for m in compose(thread, 0)}
-    by_outbound: dict[str, list[ev.DeliveryEvent]] = {}
+    by_outbound: dict[str, list[DeliveryEvent]] = {}
     for event in thread.events:
-        if isinstance(event, ev.DeliveryEvent):
+        if isinstance(event, DeliveryEvent):
             by_outbound.setdefault(event.outbound_id, []).append(event)
     out = []
     for index in range(start, len(thread.events)):
@@ -56,9 +55,9 @@ def items(thread: Thread, start: int = 0) -> list[Item]:
         item.model_turn = getattr(event, "usage", None) is not None
         item.deliveries = by_outbound.get(outbound_id, [])
         item.to = sent_to.get(outbound_id) or (f"{item.deliveries[0].channel}" if item.deliveries else None)
-        if isinstance(event, ev.DeliveryEvent) and event.status in ("failed", "ambiguous"):
+        if isinstance(event, DeliveryEvent) and event.status in ("failed", "ambiguous"):
             item.retry = by_outbound[event.outbound_id][-1] is event
-        if isinstance(event, ev.Error):
+        if isinstance(event, Error):
             item.replay_source = dead_letter_source(event)
         out.append(item)
     return out
@@ -77,47 +76,47 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
 
 
-def _side(event: ev.Event) -> Side:
-    match event:
-        case ev.UserMessage() | ev.HumanResponse() | ev.ApprovalDecision():
+def _side(event: Event) -> Side:
+    match event.type:
+        case "user_message" | "human_response" | "approval_decision":
             return "in"
-        case ev.RequestHumanInput() | ev.ApprovalRequested() | ev.DoneForNow():
+        case "request_human_input" | "approval_requested" | "done_for_now":
             return "out"
-        case ev.ToolCall() | ev.ToolResult() | ev.ContextFetched():
+        case "tool_call" | "tool_result" | "context":
             return "tool"
-        case ev.Error() | ev.DeliveryEvent() | ev.Note() | ev.Timeout():
+        case "error" | "delivery" | "note" | "timeout":
             return "system"
         case _:
-            assert_never(event)
+            assert_never(event.type)
 
 
-def _title(event: ev.Event) -> str:
-    match event:
-        case ev.UserMessage():
+def _title(event: Event) -> str:
+    match event.type:
+        case "user_message":
             return "Message in"
-        case ev.HumanResponse():
+        case "human_response":
             return "Answer in"
-        case ev.RequestHumanInput():
+        case "request_human_input":
             return "Question out"
-        case ev.ApprovalRequested():
+        case "approval_requested":
             return f"Approval requested: {event.tool}"
-        case ev.ApprovalDecision():
+        case "approval_decision":
             return "Decision"
-        case ev.DoneForNow():
+        case "done_for_now":
             return "Final answer out"
-        case ev.ToolCall():
+        case "tool_call":
             return f"Tool call: {event.tool}"
-        case ev.ToolResult():
+        case "tool_result":
             return "Tool result"
-        case ev.ContextFetched():
+        case "context":
             return f"Fetched: {event.name}"
-        case ev.Error():
+        case "error":
             return "Dead-lettered" if event.kind == DEAD_LETTER else f"Error: {event.kind}"
-        case ev.DeliveryEvent():
+        case "delivery":
             return f"Delivery {event.status}"
-        case ev.Note():
+        case "note":
             return f"Note: {event.kind.replace('_', ' ')}"
-        case ev.Timeout():
+        case "timeout":
             return "No answer before the deadline"
         case _:
-            assert_never(event)
+            assert_never(event.type)
