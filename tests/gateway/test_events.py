@@ -154,3 +154,13 @@ def test_an_unclear_answer_noted_before_call_id_existed_is_not_asked_again():
     # One about another call does not count.
     other = old_note.model_copy(update={"text": "c0: maybe"})
     assert _reply(_waiting_for_approval(other), "m2", "hmm").notice is not None
+
+
+def test_the_cli_shows_a_note_with_the_call_it_is_about():
+    from gateway.cli import render_thread
+
+    thread = _waiting_for_approval(Note(kind="unclear_approval", text="maybe\nlater", call_id="c1", sender=SLACK_OPS))
+    lines = render_thread(thread).splitlines()
+    assert lines[0].split()[1] == "waiting_approval"
+    assert lines[-1].endswith("note                 unclear_approval: maybe later [c1]")
+    assert lines[-2].endswith('approval_requested   deploy({"version": "v2"}) [c1]')
