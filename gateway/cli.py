@@ -25,7 +25,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, assert_never
 
 import redis
 import typer
@@ -35,7 +35,7 @@ from gateway.config import FrontdeskConfig, parse_identity
 from gateway.connection import connect_redis, redacted
 from gateway.embedded import URL_FILE, embedded_redis, running_url
 from gateway.errors import ConfigError, InboundRejected, Unavailable
-from gateway.events import STATUSES, Thread
+from gateway.events import STATUSES, Event, Thread
 from gateway.keys import Keys
 from gateway.launch import launch_thread
 from gateway.logs import configure_logging
@@ -373,36 +373,41 @@ def render_thread(thread: Thread) -> str:
     return "\n".join(lines)
 
 
-def _describe(event: Any) -> str:
+def _describe(event: Event) -> str:
     """One event on one line: who said what, which tool with which arguments, what came back."""
-    kind = event.type
-    if kind in ("user_message", "human_response"):
-        text = f"{event.sender or '?'}: {event.text}"
-    elif kind == "tool_call":
-        text = f"{event.tool}({json.dumps(event.arguments)}) [{event.call_id}]"
-    elif kind == "tool_result":
-        text = f"[{event.call_id}] {json.dumps(event.result, default=str)}"
-    elif kind == "request_human_input":
-        text = event.text + (f"  choices: {', '.join(event.choices)}" if event.choices else "")
-    elif kind == "approval_requested":
-        text = f"{event.tool}({json.dumps(event.arguments)}) [{event.call_id}]"
-    elif kind == "approval_decision":
-        verdict = "approved" if event.approved else "denied"
-        text = f"{verdict} by {event.by} [{event.call_id}]" + (f": {event.comment}" if event.comment else "")
-    elif kind == "done_for_now":
-        text = event.text
-    elif kind == "delivery":
-        text = f"{event.status} {event.outbound_id} via {event.channel}" + (f": {event.detail}" if event.detail else "")
-    elif kind in ("error", "note"):
-        text = f"{event.kind}: {getattr(event, 'message', None) or getattr(event, 'text', '')}"
-    elif kind == "context":
-        text = f"{event.name}: {json.dumps(event.result, default=str)}"
-    elif kind == "timeout":
-        text = f"no answer to event {event.request_index} in time"
-    else:
-        text = ""
-    text = " ".join(text.split())  # one line per event, whatever the text holds
+    text = " ".join(_event_text(event).split())  # one line per event, whatever the text holds
     return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _event_text(event: Event) -> str:
+    match event.type:
+        case "user_message" | "human_response":
+            return f"{event.sender or '?'}: {event.text}"
+        case "tool_call" | "approval_requested":
+            return f"{event.tool}({json.dumps(event.arguments)}) [{event.call_id}]"
+        case "tool_result":
+            return f"[{event.call_id}] {json.dumps(event.result, default=str)}"
+        case "request_human_input":
+            return event.text + (f"  choices: {', '.join(event.choices)}" if event.choices else "")
+        case "approval_decision":
+            verdict = "approved" if event.approved else "denied"
+            return f"{verdict} by {event.by} [{event.call_id}]" + (f": {event.comment}" if event.comment else "")
+        case "done_for_now":
+            return event.text
+        case "delivery":
+            return f"{event.status} {event.outbound_id} via {event.channel}" + (
+                f": {event.detail}" if event.detail else ""
+            )
+        case "error":
+            return f"{event.kind}: {event.message}"
+        case "note":
+            return f"{event.kind}: {event.text}" + (f" [{event.call_id}]" if event.call_id else "")
+        case "context":
+            return f"{event.name}: {json.dumps(event.result, default=str)}"
+        case "timeout":
+            return f"no answer to event {event.request_index} in time"
+        case _:
+            assert_never(event.type)
 
 
 @app.command()

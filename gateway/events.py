@@ -7,10 +7,12 @@ kept in Redis exists only so indexes can list threads by status.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, assert_never
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -98,6 +100,9 @@ class OutAction(BaseModel):
     approved: bool
 
 
+OutKind = Literal["question", "approval", "final", "notice", "receipt"]
+
+
 class OutboundMessage(BaseModel):
     """A message to deliver; `id` is thread id + event index, so a retry is recognisable."""
 
@@ -111,7 +116,7 @@ class OutboundMessage(BaseModel):
     # question / approval / final come from the agent; notice answers a sender
     # (a refusal, a re-asked question); receipt reports an approval decision and
     # names in `updates` the provider id of the approval message it answers.
-    kind: Literal["question", "approval", "final", "notice", "receipt"] = "question"
+    kind: OutKind = "question"
     updates: str | None = None
     choices: list[str] = Field(default_factory=list)
     actions: list[OutAction] = Field(default_factory=list)
@@ -129,6 +134,9 @@ class _Event(BaseModel):
     # may keep what they derived from an event (the context renderer does) for as long as
     # they hold it.
     model_config = ConfigDict(extra="ignore", frozen=True)
+    # Bookkeeping only (a delivery outcome, a note): it never changes what the thread waits for,
+    # so whoever asks "what happened last" looks past it.
+    passive: ClassVar[bool] = False
 
     at: datetime = Field(default_factory=utcnow)
     id: str | None = None  # the inbound id, where the event came from outside
@@ -179,6 +187,8 @@ class Error(_Event):
     kind: str
     message: str
     usage: Usage | None = None
+    # A dead letter's inbound stream id, the one a replay names (absent before it was recorded).
+    source_id: str | None = None
 
 
 class RequestHumanInput(_Event):
@@ -215,6 +225,8 @@ class DoneForNow(_Event):
 
 
 class DeliveryEvent(_Event):
+    passive: ClassVar[bool] = True
+
     type: Literal["delivery"] = "delivery"
     outbound_id: str
     channel: str
@@ -226,10 +238,13 @@ class DeliveryEvent(_Event):
 class Note(_Event):
     """Recorded without changing what the thread waits for: a refused reply, a comment."""
 
+    passive: ClassVar[bool] = True
+
     type: Literal["note"] = "note"
     kind: str
     text: str
     sender: str | None = None
+    call_id: str | None = None  # the approval it is about (an unclear answer to it)
 
 
 class Timeout(_Event):
@@ -257,46 +272,97 @@ Event = Annotated[
 ]
 EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)
 
-# Events that are bookkeeping only: they never change what the thread waits for.
-_PASSIVE = {"delivery", "note"}
 # An event that could not be applied and went to the dead-letter stream.
 DEAD_LETTER = "dead_letter"
 
 
-def derive_status(events: list[Any]) -> Status:
+def derive_status(events: Sequence[Event]) -> Status:
     """The thread's status, read from its last events."""
     redelivered: set[str] = set()  # a failed delivery retried later (a dead letter replayed)
     for event in reversed(events):
-        kind = event.type
-        if kind == "delivery":
+        if not event.passive:
+            return _status_after(event)
+        if event.type == "delivery":
             if event.status == "failed" and event.outbound_id not in redelivered:
                 return "failed"
             redelivered.add(event.outbound_id)
-            continue
-        if kind in _PASSIVE:
-            continue
-        if kind == "error" and event.kind == DEAD_LETTER:
-            return "failed"
-        if kind == "request_human_input":
-            return "waiting_human"
-        if kind == "approval_requested":
-            return "waiting_approval"
-        if kind == "done_for_now":
-            return "done"
-        return "running"
     return "running"
 
 
-def pending_request(events: list[Any]) -> tuple[int, Any] | None:
-    """The (index, event) the thread waits on: a question or an approval, else None."""
+def _status_after(event: Event) -> Status:
+    """What a thread waits for when `event` is the last that is not bookkeeping.
+
+    Every dispatch over event kinds matches the `type` tag: mypy narrows the event by it and
+    `assert_never` makes a kind left out an error, at the cost of a string compare (a class
+    pattern's isinstance on a pydantic model costs several times that, and this runs per step).
+    """
+    match event.type:
+        case "request_human_input":
+            return "waiting_human"
+        case "approval_requested":
+            return "waiting_approval"
+        case "done_for_now":
+            return "done"
+        case "error":
+            return "failed" if event.kind == DEAD_LETTER else "running"
+        case "user_message" | "human_response" | "tool_call" | "tool_result" | "context":
+            return "running"
+        case "approval_decision" | "timeout":
+            return "running"  # the agent takes its turn
+        case "delivery" | "note":
+            return "running"  # passive: derive_status looks past these before it asks
+        case _:
+            assert_never(event.type)
+
+
+def last_active(events: Sequence[Event]) -> tuple[int, Event] | None:
+    """The (index, event) of the last event that is not bookkeeping (`passive`), else None."""
     for index in range(len(events) - 1, -1, -1):
-        event = events[index]
-        if event.type in _PASSIVE:
-            continue
-        if event.type in ("request_human_input", "approval_requested"):
-            return index, event
-        return None
+        if not events[index].passive:
+            return index, events[index]
     return None
+
+
+def pending_request(events: Sequence[Event]) -> tuple[int, RequestHumanInput | ApprovalRequested] | None:
+    """The (index, event) the thread waits on: a question or an approval, else None."""
+    last = last_active(events)
+    if last is None:
+        return None
+    index, event = last
+    if event.type == "request_human_input" or event.type == "approval_requested":
+        return index, event
+    return None
+
+
+_OLD_DEAD_LETTER = re.compile(r"\S+ entry (\S+) dead-lettered")
+
+
+def dead_letter_source(error: Error) -> str | None:
+    """The inbound stream id a dead-letter error names, for a replay; None for any other error.
+
+    Errors written before `source_id` existed carry the id only in their message, which the
+    worker wrote as "<kind> entry <stream id> dead-lettered: <reason>"; threads stored then are
+    read here, and nowhere else parses it.
+    """
+    if error.kind != DEAD_LETTER:
+        return None
+    if error.source_id is not None:
+        return error.source_id
+    old = _OLD_DEAD_LETTER.match(error.message)
+    return old.group(1) if old else None
+
+
+def note_call_id(note: Note) -> str | None:
+    """The approval call a note is about, if any.
+
+    Unclear answers to an approval were noted before `call_id` existed with the call id only
+    at the start of their text ("<call id>: <what was said>"); threads stored then are read
+    here, and nowhere else parses it.
+    """
+    if note.call_id is not None or note.kind != "unclear_approval":
+        return note.call_id
+    call_id, found, _ = note.text.partition(": ")
+    return call_id if found else None
 
 
 class Thread(BaseModel):

@@ -23,7 +23,8 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, assert_never
 
 import structlog
 from pydantic import ValidationError
@@ -33,7 +34,17 @@ from gateway.config import parse_identity
 from gateway.connection import REDIS_DOWN
 from gateway.entries import Entry
 from gateway.errors import DeliveryFailed
-from gateway.events import Contact, DeliveryEvent, OutAction, OutboundMessage, Thread
+from gateway.events import (
+    ApprovalDecision,
+    ApprovalRequested,
+    Contact,
+    DeliveryEvent,
+    Event,
+    OutAction,
+    OutboundMessage,
+    OutKind,
+    Thread,
+)
 from gateway.loops import Slots, loop_failed, redis_down, sleep
 from gateway.streams import delayed_member, flat, missing_group
 
@@ -119,10 +130,11 @@ def reply_to_for(thread: Thread, contact: Contact) -> dict[str, Any]:
     """Where to answer `contact` in place: the latest address they wrote from or we opened."""
     identity = contact.identity
     for event in reversed(thread.events):
-        if event.type in ("user_message", "human_response") and event.sender == identity and event.reply_to:
-            return event.reply_to
-        if event.type == "delivery" and event.contact and event.contact.identity == identity and event.contact.reply_to:
-            return event.contact.reply_to
+        match event.type:
+            case "user_message" | "human_response" if event.sender == identity and event.reply_to:
+                return event.reply_to
+            case "delivery" if event.contact and event.contact.identity == identity and event.contact.reply_to:
+                return event.contact.reply_to
     if identity == thread.origin.identity:
         return thread.origin.reply_to
     return contact.reply_to
@@ -148,55 +160,77 @@ def compose(thread: Thread, start: int) -> list[OutboundMessage]:
     """The messages owed for events `start:` of `thread`, one per event that speaks to a person."""
     out: list[OutboundMessage] = []
     for index in range(start, len(thread.events)):
-        event = thread.events[index]
-        kind, contact, text, actions, choices, updates = None, thread.origin, "", [], [], None
-        if event.type == "request_human_input":
-            kind, contact, text, choices = "question", event.contact or thread.origin, event.text, event.choices
-        elif event.type == "approval_requested":
-            kind, contact = "approval", event.contact or _approver_contact(thread)
-            text = f"Approval needed: {_describe_call(event.tool, event.arguments)}"
-            actions = [
-                OutAction(call_id=event.call_id, label="Approve", approved=True),
-                OutAction(call_id=event.call_id, label="Deny", approved=False),
-            ]
-        elif event.type == "done_for_now":
-            kind, text = "final", event.text
-        elif event.type == "approval_decision":
-            kind, contact, text, updates = _receipt(thread, event)
-        if kind is None or not _reachable(contact):
+        said = _says(thread, thread.events[index])
+        if said is None or not _reachable(said.contact):
             continue
         out.append(
             OutboundMessage(
                 id=f"{thread.id}-{index}",
                 thread_id=thread.id,
                 agent=thread.agent,
-                channel=contact.channel,
-                address=contact.address,
-                reply_to=reply_to_for(thread, contact),
-                text=text,
-                kind=kind,
-                choices=choices,
-                actions=actions,
-                updates=updates,
+                channel=said.contact.channel,
+                address=said.contact.address,
+                reply_to=reply_to_for(thread, said.contact),
+                text=said.text,
+                kind=said.kind,
+                choices=said.choices,
+                actions=said.actions,
+                updates=said.updates,
             )
         )
     return out
 
 
-def _receipt(thread: Thread, decision: Any) -> tuple[str | None, Contact, str, str | None]:
+@dataclass(frozen=True)
+class _Speech:
+    """What one event says to a person, and to whom."""
+
+    kind: OutKind
+    contact: Contact
+    text: str
+    choices: list[str] = field(default_factory=list)
+    actions: list[OutAction] = field(default_factory=list)
+    updates: str | None = None  # the provider id of the message a receipt answers
+
+
+def _says(thread: Thread, event: Event) -> _Speech | None:
+    """The message `event` owes a person; None for an event that speaks to no one."""
+    match event.type:
+        case "request_human_input":
+            return _Speech("question", event.contact or thread.origin, event.text, choices=event.choices)
+        case "approval_requested":
+            actions = [
+                OutAction(call_id=event.call_id, label="Approve", approved=True),
+                OutAction(call_id=event.call_id, label="Deny", approved=False),
+            ]
+            text = f"Approval needed: {_describe_call(event.tool, event.arguments)}"
+            return _Speech("approval", event.contact or _approver_contact(thread), text, actions=actions)
+        case "done_for_now":
+            return _Speech("final", thread.origin, event.text)
+        case "approval_decision":
+            return _receipt(thread, event)
+        case "user_message" | "human_response" | "tool_call" | "tool_result" | "context" | "error" | "timeout":
+            return None
+        case "delivery" | "note":
+            return None  # a notice answering a note is queued by the step that noted it (`notice`)
+        case _:
+            assert_never(event.type)
+
+
+def _receipt(thread: Thread, decision: ApprovalDecision) -> _Speech | None:
     """Who decided and when, sent where the approval request went, naming that message."""
     for index in range(len(thread.events) - 1, -1, -1):
         request = thread.events[index]
-        if request.type == "approval_requested" and request.call_id == decision.call_id:
+        if isinstance(request, ApprovalRequested) and request.call_id == decision.call_id:
             break
     else:
-        return None, thread.origin, "", None
+        return None
     outbound_id = f"{thread.id}-{index}"
     sent = next(
         (
             e
             for e in reversed(thread.events)
-            if e.type == "delivery" and e.outbound_id == outbound_id and e.status == "sent"
+            if isinstance(e, DeliveryEvent) and e.outbound_id == outbound_id and e.status == "sent"
         ),
         None,
     )
@@ -205,7 +239,7 @@ def _receipt(thread: Thread, decision: Any) -> tuple[str | None, Contact, str, s
     if decision.comment:
         text += f" ({decision.comment})"
     contact = request.contact or _approver_contact(thread)
-    return "receipt", contact, text, sent.detail if sent else None
+    return _Speech("receipt", contact, text, updates=sent.detail if sent else None)
 
 
 def notice(thread: Thread, index: int, to: Contact, text: str) -> list[OutboundMessage]:

@@ -25,12 +25,15 @@ from gateway.events import (
     ApprovalDecision,
     Contact,
     DeliveryEvent,
+    Error,
     HumanResponse,
     InboundMessage,
     Note,
     Thread,
     Timeout,
     UserMessage,
+    last_active,
+    note_call_id,
     pending_request,
 )
 
@@ -52,8 +55,8 @@ class Decision:
 
 def _dead_lettered(thread: Thread) -> bool:
     """Whether the thread stopped because its last step was dead-lettered."""
-    last = next((e for e in reversed(thread.events) if e.type not in ("delivery", "note")), None)
-    return last is not None and last.type == "error" and last.kind == DEAD_LETTER
+    last = last_active(thread.events)
+    return last is not None and isinstance(last[1], Error) and last[1].kind == DEAD_LETTER
 
 
 def approval_answer(text: str) -> tuple[bool, str | None] | None:
@@ -215,11 +218,11 @@ class Router:
             answer = approval_answer(msg.text)
             if answer is None:
                 asked_again = any(
-                    e.type == "note" and e.kind == "unclear_approval" and e.text.startswith(request.call_id)
+                    isinstance(e, Note) and e.kind == "unclear_approval" and note_call_id(e) == request.call_id
                     for e in thread.events
                 )
                 note = Note(
-                    kind="unclear_approval", text=f"{request.call_id}: {msg.text}", sender=msg.identity, id=msg.id
+                    kind="unclear_approval", text=msg.text, call_id=request.call_id, sender=msg.identity, id=msg.id
                 )
                 if asked_again:
                     return Decision(event=note)

@@ -450,7 +450,11 @@ class Worker:
         failed = None
         if thread is not None:
             failed = thread.with_events(
-                Error(kind=DEAD_LETTER, message=f"{entry.kind} entry {entry.stream_id} dead-lettered: {reason[:1000]}")
+                Error(
+                    kind=DEAD_LETTER,
+                    message=f"{entry.kind} entry {entry.stream_id} dead-lettered: {reason[:1000]}",
+                    source_id=entry.stream_id,
+                )
             )
             if not await self.store.save(
                 failed, failed.events[-1:], owner=owner, entry=None, created=created, previous_status=thread.status

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 import jinja2
 import structlog
@@ -39,6 +39,7 @@ from gateway import metrics, modelhealth
 from gateway.config import parse_identity
 from gateway.errors import StepError, Unavailable
 from gateway.events import (
+    ApprovalDecision,
     ApprovalRequested,
     ContextFetched,
     Error,
@@ -46,6 +47,7 @@ from gateway.events import (
     ToolCall,
     ToolResult,
     Usage,
+    last_active,
     utcnow,
 )
 from gateway.events import DoneForNow as DoneEvent
@@ -57,7 +59,6 @@ if TYPE_CHECKING:
 MAX_ERRORS_IN_A_ROW = 3
 Prefetch = Callable[[Thread, ToolContext], Awaitable[Any]]
 log = structlog.get_logger("frontdesk.agent")
-_QUIET = {"delivery", "note"}  # bookkeeping: never part of "what happened last"
 
 
 class Agent:
@@ -117,10 +118,10 @@ class Agent:
             thread = thread.with_events(event)
         if thread.status != "running":
             return thread
-        last = _last(thread)
-        if last is not None and last.type == "approval_decision" and last.approved:
-            return await self._run_approved(thread, last.call_id)
-        if self.prefetch and not any(e.type == "context" for e in thread.events):
+        last = last_active(thread.events)
+        if last is not None and isinstance(last[1], ApprovalDecision) and last[1].approved:
+            return await self._run_approved(thread, last[1].call_id)
+        if self.prefetch and not any(isinstance(e, ContextFetched) for e in thread.events):
             thread = await self._prefetch(thread)
         if _errors_in_a_row(thread) >= MAX_ERRORS_IN_A_ROW:
             return self._escalate(thread, "I keep running into errors")
@@ -244,7 +245,7 @@ class Agent:
 
     async def _run_approved(self, thread: Thread, call_id: str) -> Thread:
         """Run exactly the call that was approved — its stored arguments, not new ones."""
-        request = next(e for e in reversed(thread.events) if e.type == "approval_requested" and e.call_id == call_id)
+        request = next(e for e in reversed(thread.events) if isinstance(e, ApprovalRequested) and e.call_id == call_id)
         tool = self._steps.get(request.tool)
         try:
             step = tool.model_validate(request.arguments)
@@ -266,7 +267,7 @@ class Agent:
         return thread.with_events(*events)
 
     def _escalate(self, thread: Thread, why: str) -> Thread:
-        last_error = next((e for e in reversed(thread.events) if e.type == "error"), None)
+        last_error = next((e for e in reversed(thread.events) if isinstance(e, Error)), None)
         detail = f" (last error: {last_error.message[:300]})" if last_error else ""
         step = RequestHumanInput(
             question=f"{why}{detail}. How should I continue?",
@@ -286,28 +287,32 @@ class Agent:
         return env.get_template(Path(self.prompt).name)
 
 
-def _last(thread: Thread) -> Any | None:
-    return next((e for e in reversed(thread.events) if e.type not in _QUIET), None)
-
-
 def _errors_in_a_row(thread: Thread) -> int:
     count = 0
     for event in reversed(thread.events):
-        if event.type in _QUIET:
+        if event.passive:
             continue
-        if event.type != "error":
+        if not isinstance(event, Error):
             break
         count += 1
     return count
 
 
 def _turns_since_person(thread: Thread) -> int:
+    """Model turns (a call made, or a failed attempt) since a person or a deadline last had a say."""
     turns = 0
     for event in reversed(thread.events):
-        if event.type in ("user_message", "human_response", "approval_decision", "timeout"):
-            break
-        if event.type in ("tool_call", "error"):
-            turns += 1
+        match event.type:
+            case "user_message" | "human_response" | "approval_decision" | "timeout":
+                break
+            case "tool_call" | "error":
+                turns += 1
+            case "tool_result" | "context" | "request_human_input" | "approval_requested" | "done_for_now":
+                pass
+            case "delivery" | "note":
+                pass
+            case _:
+                assert_never(event.type)
     return turns
 
 

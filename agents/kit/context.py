@@ -27,11 +27,11 @@ import math
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 import yaml
 
-from gateway.events import Thread
+from gateway.events import Event, Thread
 
 CHARS_PER_TOKEN = 4  # a coarse, vendor-neutral estimate; the guard needs a bound, not a count
 _BLOCK = re.compile(r"<(\w+)((?: \w+=\"[^\"]*\")*)>\n(.*?)\n</\1>", re.S)
@@ -97,42 +97,44 @@ class _Rendered:
     compactable: bool = False
 
 
-def render_event(event: Any) -> str | None:
+def render_event(event: Event) -> str | None:
     """One event as a block; None for bookkeeping the model does not need."""
-    kind = event.type
-    if kind in ("user_message", "human_response"):
-        body = untrusted(event.text)
-        if event.data:
-            body += "\n" + _block("data", untrusted(as_yaml(event.data)))
-        for a in event.attachments:
-            body += "\n" + _block("attachment", "", name=a.filename, type=a.content_type, size=a.size)
-        return _block(kind, body, **{"from": event.sender, "channel": event.channel})
-    if kind == "tool_call":
-        return _block(kind, untrusted(as_yaml(event.arguments)), id=event.call_id, tool=event.tool)
-    if kind == "tool_result":
-        return _block(kind, untrusted(as_yaml(event.result)), id=event.call_id)
-    if kind == "context":
-        return _block(kind, untrusted(as_yaml(event.result)), name=event.name)
-    if kind == "error":
-        return _block(kind, untrusted(event.message), kind=event.kind)
-    if kind == "request_human_input":
-        body = untrusted(event.text)
-        if event.choices:
-            body += "\nchoices: " + ", ".join(untrusted(c) for c in event.choices)
-        return _block(kind, body, to=event.contact.identity if event.contact else None)
-    if kind == "approval_requested":
-        return _block(kind, untrusted(as_yaml(event.arguments)), id=event.call_id, tool=event.tool)
-    if kind == "approval_decision":
-        return _block(
-            kind, untrusted(event.comment or ""), id=event.call_id, approved=str(event.approved).lower(), by=event.by
-        )
-    if kind == "done_for_now":
-        return _block(kind, untrusted(event.text))
-    if kind == "timeout":
-        return _block(kind, "no answer before the deadline", request=event.request_index)
-    if kind == "delivery" and event.status == "failed":
-        return _block(kind, untrusted(event.detail or ""), status=event.status, channel=event.channel)
-    return None
+    match event.type:
+        case "user_message" | "human_response":
+            body = untrusted(event.text)
+            if event.data:
+                body += "\n" + _block("data", untrusted(as_yaml(event.data)))
+            for a in event.attachments:
+                body += "\n" + _block("attachment", "", name=a.filename, type=a.content_type, size=a.size)
+            return _block(event.type, body, **{"from": event.sender, "channel": event.channel})
+        case "tool_call" | "approval_requested":
+            return _block(event.type, untrusted(as_yaml(event.arguments)), id=event.call_id, tool=event.tool)
+        case "tool_result":
+            return _block(event.type, untrusted(as_yaml(event.result)), id=event.call_id)
+        case "context":
+            return _block(event.type, untrusted(as_yaml(event.result)), name=event.name)
+        case "error":
+            return _block(event.type, untrusted(event.message), kind=event.kind)
+        case "request_human_input":
+            body = untrusted(event.text)
+            if event.choices:
+                body += "\nchoices: " + ", ".join(untrusted(c) for c in event.choices)
+            return _block(event.type, body, to=event.contact.identity if event.contact else None)
+        case "approval_decision":
+            approved = str(event.approved).lower()
+            return _block(event.type, untrusted(event.comment or ""), id=event.call_id, approved=approved, by=event.by)
+        case "done_for_now":
+            return _block(event.type, untrusted(event.text))
+        case "timeout":
+            return _block(event.type, "no answer before the deadline", request=event.request_index)
+        case "delivery":
+            if event.status != "failed":
+                return None
+            return _block(event.type, untrusted(event.detail or ""), status=event.status, channel=event.channel)
+        case "note":
+            return None
+        case _:
+            assert_never(event.type)
 
 
 def render_context(thread: Thread, budget_tokens: int | None = None) -> str:

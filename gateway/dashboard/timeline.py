@@ -10,15 +10,13 @@ and a dead-lettered step offers a replay.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, assert_never
 
-from gateway.events import DEAD_LETTER, Thread
+from gateway.events import DEAD_LETTER, DeliveryEvent, Error, Event, Thread, dead_letter_source
 from gateway.outbox import compose
 
-_DEAD_ENTRY = re.compile(r"entry (\S+) dead-lettered")
-_SPEAKS = {"request_human_input", "approval_requested", "done_for_now", "approval_decision", "note"}
+Side = Literal["in", "out", "tool", "system"]
 
 
 @dataclass
@@ -26,11 +24,11 @@ class Item:
     """One event of the timeline with what the page shows beside it."""
 
     index: int
-    event: Any
-    side: str  # in (a person), out (the agent to a person), tool, system
+    event: Event
+    side: Side  # in (a person), out (the agent to a person), tool, system
     title: str
     to: str | None = None  # channel:address an outbound message went to
-    deliveries: list[Any] = field(default_factory=list)
+    deliveries: list[DeliveryEvent] = field(default_factory=list)
     retry: bool = False  # a failed delivery nothing later settled
     replay_source: str | None = None  # the stream id of a dead-lettered entry
     model_turn: bool = False
@@ -43,25 +41,24 @@ class Item:
 def items(thread: Thread, start: int = 0) -> list[Item]:
     """The timeline items of events `start:`."""
     sent_to = {m.id: f"{m.channel}:{m.address}" for m in compose(thread, 0)}
-    by_outbound: dict[str, list[Any]] = {}
+    by_outbound: dict[str, list[DeliveryEvent]] = {}
     for event in thread.events:
-        if event.type == "delivery":
+        if isinstance(event, DeliveryEvent):
             by_outbound.setdefault(event.outbound_id, []).append(event)
     out = []
     for index in range(start, len(thread.events)):
         event = thread.events[index]
+        # An outbound id names the event that spoke (gateway.outbox.compose and notice), so only
+        # an event that spoke to a person has deliveries under its own id.
         outbound_id = f"{thread.id}-{index}"
         item = Item(index=index, event=event, side=_side(event), title=_title(event))
         item.model_turn = getattr(event, "usage", None) is not None
-        if event.type in _SPEAKS:
-            item.deliveries = by_outbound.get(outbound_id, [])
-            item.to = sent_to.get(outbound_id) or (f"{item.deliveries[0].channel}" if item.deliveries else None)
-        if event.type == "delivery" and event.status in ("failed", "ambiguous"):
-            later = by_outbound.get(event.outbound_id, [])
-            item.retry = later[-1] is event
-        if event.type == "error" and event.kind == DEAD_LETTER:
-            match = _DEAD_ENTRY.search(event.message)
-            item.replay_source = match.group(1) if match else None
+        item.deliveries = by_outbound.get(outbound_id, [])
+        item.to = sent_to.get(outbound_id) or (f"{item.deliveries[0].channel}" if item.deliveries else None)
+        if isinstance(event, DeliveryEvent) and event.status in ("failed", "ambiguous"):
+            item.retry = by_outbound[event.outbound_id][-1] is event
+        if isinstance(event, Error):
+            item.replay_source = dead_letter_source(event)
         out.append(item)
     return out
 
@@ -79,43 +76,47 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
 
 
-def _side(event: Any) -> str:
-    kind = event.type
-    if kind in ("user_message", "human_response", "approval_decision"):
-        return "in"
-    if kind in ("request_human_input", "approval_requested", "done_for_now"):
-        return "out"
-    if kind in ("tool_call", "tool_result", "context"):
-        return "tool"
-    return "system"
+def _side(event: Event) -> Side:
+    match event.type:
+        case "user_message" | "human_response" | "approval_decision":
+            return "in"
+        case "request_human_input" | "approval_requested" | "done_for_now":
+            return "out"
+        case "tool_call" | "tool_result" | "context":
+            return "tool"
+        case "error" | "delivery" | "note" | "timeout":
+            return "system"
+        case _:
+            assert_never(event.type)
 
 
-def _title(event: Any) -> str:
-    kind = event.type
-    if kind == "user_message":
-        return "Message in"
-    if kind == "human_response":
-        return "Answer in"
-    if kind == "request_human_input":
-        return "Question out"
-    if kind == "approval_requested":
-        return f"Approval requested: {event.tool}"
-    if kind == "approval_decision":
-        return "Decision"
-    if kind == "done_for_now":
-        return "Final answer out"
-    if kind == "tool_call":
-        return f"Tool call: {event.tool}"
-    if kind == "tool_result":
-        return "Tool result"
-    if kind == "context":
-        return f"Fetched: {event.name}"
-    if kind == "error":
-        return "Dead-lettered" if event.kind == DEAD_LETTER else f"Error: {event.kind}"
-    if kind == "delivery":
-        return f"Delivery {event.status}"
-    if kind == "note":
-        return f"Note: {event.kind.replace('_', ' ')}"
-    if kind == "timeout":
-        return "No answer before the deadline"
-    return kind
+def _title(event: Event) -> str:
+    match event.type:
+        case "user_message":
+            return "Message in"
+        case "human_response":
+            return "Answer in"
+        case "request_human_input":
+            return "Question out"
+        case "approval_requested":
+            return f"Approval requested: {event.tool}"
+        case "approval_decision":
+            return "Decision"
+        case "done_for_now":
+            return "Final answer out"
+        case "tool_call":
+            return f"Tool call: {event.tool}"
+        case "tool_result":
+            return "Tool result"
+        case "context":
+            return f"Fetched: {event.name}"
+        case "error":
+            return "Dead-lettered" if event.kind == DEAD_LETTER else f"Error: {event.kind}"
+        case "delivery":
+            return f"Delivery {event.status}"
+        case "note":
+            return f"Note: {event.kind.replace('_', ' ')}"
+        case "timeout":
+            return "No answer before the deadline"
+        case _:
+            assert_never(event.type)

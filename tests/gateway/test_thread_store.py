@@ -137,6 +137,7 @@ def _every_event() -> list:
         ToolCall(at=at, call_id="c1", tool="lookup", arguments={"q": "v2", "limit": 3}, usage=usage),
         ToolResult(at=at, call_id="c1", result={"found": ["v2"], "count": 1}),
         Error(at=at, kind="tool_error", message="lookup timed out", usage=usage),
+        Error(at=at, kind="dead_letter", message="continue entry 17-0 dead-lettered: boom", source_id="17-0"),
         RequestHumanInput(
             at=at,
             text="Which region?",
@@ -146,15 +147,15 @@ def _every_event() -> list:
             deadline=at + timedelta(hours=1),
             usage=usage,
         ),
-        Timeout(at=at, request_index=5),
+        Timeout(at=at, request_index=6),
         HumanResponse(at=at, id="SM2", text="eu", sender="slack:U0OPS", channel="slack", reply_to={"thread_ts": "1.2"}),
         ApprovalRequested(
             at=at, call_id="c2", tool="deploy", arguments={"version": "v2", "region": "eu"}, contact=ops, usage=usage
         ),
-        Note(at=at, kind="unclear_approval", text="c2: maybe", sender="slack:U0OPS", id="ev3"),
+        Note(at=at, kind="unclear_approval", text="maybe", call_id="c2", sender="slack:U0OPS", id="ev3"),
         ApprovalDecision(at=at, call_id="c2", approved=True, comment="go", by="slack:U0OPS", id="ev4"),
         DoneForNow(at=at, text="Deployed v2 to eu.", usage=usage),
-        DeliveryEvent(at=at, outbound_id="th_x-11", channel="slack", status="sent", detail="1.3", contact=ops),
+        DeliveryEvent(at=at, outbound_id="th_x-12", channel="slack", status="sent", detail="1.3", contact=ops),
     ]
 
 
