@@ -19,7 +19,6 @@ copy in the dead-letter stream, so a person can retry it from the dashboard.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from gateway.entries import Entry
 from gateway.errors import DeliveryFailed
 from gateway.events import Contact, DeliveryEvent, OutAction, OutboundMessage, Thread
 from gateway.loops import redis_down, sleep
+from gateway.retry import backoff
 from gateway.streams import flat
 
 if TYPE_CHECKING:
@@ -180,12 +180,6 @@ def notice(thread: Thread, index: int, to: Contact, text: str) -> list[OutboundM
             kind="notice",
         )
     ]
-
-
-def backoff(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
-    """Exponential backoff with full jitter, never sooner than the provider asked."""
-    delay = random.uniform(0, min(cap, base * 2**attempt))
-    return max(delay, retry_after or 0.0)
 
 
 # ---------------------------------------------------------------- sending

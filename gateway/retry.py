@@ -1,13 +1,15 @@
-"""How long to wait before trying again: what a refusing server asked for (Retry-After).
+"""How long to wait before trying again: what a refusing server asked for, and our own backoff.
 
-One parser for every client that meets a 429 or a 503: the channels' providers (Slack, Twilio,
-webhook callbacks) and the model vendors. Pure functions, no I/O, so tests call them directly.
+One Retry-After parser for every client that meets a 429 or a 503 (the channels' providers and
+the model vendors), and one backoff for everything that retries (the outbox, the model clients).
+Pure functions, no I/O, so tests call them directly.
 """
 
 from __future__ import annotations
 
 import email.utils
 import math
+import random
 import time
 from collections.abc import Mapping
 from datetime import UTC
@@ -37,6 +39,20 @@ def retry_after(
         if seconds is not None:
             return seconds
     return None
+
+
+def backoff(
+    attempt: int, base: float, cap: float, retry_after: float | None = None, *, rng: random.Random | None = None
+) -> float:
+    """Seconds before retry number `attempt + 1`: exponential with full jitter, never sooner than the server asked.
+
+    Full jitter (a uniform draw up to `base * 2**attempt`, at most `cap`) spreads the retries of
+    many senders refused at once, so they do not come back in step (the "Exponential Backoff
+    And Jitter" comparison on the AWS Architecture Blog found it among the cheapest in total work).
+    `rng` is for tests.
+    """
+    ceiling = min(cap, base * 2 ** min(attempt, 64))  # 2**64 s is beyond any cap; a float stays finite
+    return max((rng or random).uniform(0, ceiling), retry_after or 0.0)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

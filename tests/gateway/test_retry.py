@@ -1,13 +1,14 @@
-"""gateway/retry.py: the one Retry-After parser (RFC 9110 §10.2.3)."""
+"""gateway/retry.py: the one Retry-After parser (RFC 9110 §10.2.3) and the one backoff."""
 
 from __future__ import annotations
 
 import email.utils
+import random
 
 import httpx
 import pytest
 
-from gateway.retry import MAX_RETRY_AFTER, retry_after
+from gateway.retry import MAX_RETRY_AFTER, backoff, retry_after
 
 NOW = 1_780_000_000.0  # a fixed clock: an HTTP-date is read against it
 
@@ -61,3 +62,23 @@ def test_the_millisecond_header_wins_and_garbage_in_it_falls_back():
     assert retry_after({"retry-after-ms": "soon", "retry-after": "7"}) == 7.0
     # A date means nothing in milliseconds.
     assert retry_after({"retry-after-ms": http_date(90)}, now=NOW) is None
+
+
+def test_backoff_draws_up_to_the_doubling_ceiling_then_the_cap():
+    rng = random.Random(16)
+    for attempt, ceiling in [(0, 1.0), (1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0), (9, 10.0), (5000, 10.0)]:
+        delays = [backoff(attempt, 1.0, 10.0, rng=rng) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays)
+        # Full jitter: the draws spread over the whole range, not a band near its top.
+        assert min(delays) < ceiling * 0.1 and max(delays) > ceiling * 0.9
+
+
+def test_backoff_is_the_seeded_draw():
+    assert backoff(3, 0.5, 60.0, rng=random.Random(7)) == random.Random(7).uniform(0, 4.0)
+
+
+def test_backoff_is_never_sooner_than_the_server_asked():
+    rng = random.Random(16)
+    assert all(backoff(0, 1.0, 10.0, 30.0, rng=rng) == 30.0 for _ in range(50))
+    assert all(backoff(2, 1.0, 10.0, 0.5, rng=rng) >= 0.5 for _ in range(50))
+    assert backoff(0, 1.0, 10.0, None, rng=random.Random(1)) == backoff(0, 1.0, 10.0, 0.0, rng=random.Random(1))
