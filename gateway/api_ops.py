@@ -21,7 +21,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from redis.exceptions import ResponseError
 
 from gateway.api import Caller, runtime
-from gateway.entries import Entry
+from gateway.entries import Entry, stream_order
 from gateway.errors import Malformed
 from gateway.events import Note
 from gateway.runtime import Runtime
@@ -88,18 +88,13 @@ def to_dead_letter(p: int, entry_id: str, fields: dict[str, str]) -> DeadLetter:
     )
 
 
-def _stream_order(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 async def dead_letters(rt: Runtime, limit: int = 100) -> list[DeadLetter]:
     """The newest `limit` dead letters across partitions."""
     found: list[DeadLetter] = []
     for p in range(rt.keys.partitions):
         for entry_id, fields in await rt.redis.xrevrange(rt.keys.dlq(p), count=limit):
             found.append(to_dead_letter(p, entry_id, fields))
-    found.sort(key=lambda d: _stream_order(d.entry_id), reverse=True)
+    found.sort(key=lambda d: stream_order(d.entry_id), reverse=True)
     return found[:limit]
 
 

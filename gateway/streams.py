@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 
 from gateway import metrics
 from gateway.batch import ScriptBatch
+from gateway.entries import stream_order
 from gateway.keys import Keys
 
 _XADD_ONCE = """
@@ -65,11 +66,6 @@ return 1
 """
 
 
-def _id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def flat(fields: dict[str, str]) -> list[str]:
     return [x for pair in fields.items() for x in pair]
 
@@ -99,7 +95,7 @@ class Streams:
         floor = groups[group]["last-delivered-id"]
         pending = await self.redis.xpending(stream, group)
         if pending["pending"]:
-            floor = min(floor, pending["min"], key=_id_key)
+            floor = min(floor, pending["min"], key=stream_order)
         return await self.redis.xtrim(stream, minid=floor, approximate=False)
 
     async def backlog(self, stream: str, group: str) -> tuple[int, int] | None:
