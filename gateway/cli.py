@@ -31,6 +31,7 @@ import redis
 import typer
 from pydantic import ValidationError
 
+from gateway.api import thread_summary
 from gateway.config import FrontdeskConfig, parse_identity
 from gateway.connection import REDIS_DOWN, connect_redis, redacted
 from gateway.deadletters import DeadLetters, parse_ref
@@ -296,27 +297,13 @@ def threads_list(
     wanted = status.value if status else None
     rows = _query(settings, lambda r, k: ThreadStore(r, k).list(status=wanted, limit=limit))
     for meta in rows:
-        row = thread_row(meta)
+        row = thread_summary(meta)
         if as_json:
             typer.echo(json.dumps(row))
         else:
             typer.echo(
                 f"{row['id']}  {row['status']:<16} {row['agent']:<14} {row['channel']:<9} {_short_time(row['updated_at'])}"
             )
-
-
-def thread_row(meta: dict[str, str]) -> dict[str, Any]:
-    """A thread's summary, as `threads list --json` prints it."""
-    return {
-        "id": meta.get("id"),
-        "status": meta.get("status"),
-        "agent": meta.get("agent"),
-        "channel": meta.get("channel"),
-        "person": meta.get("person"),
-        "created_at": meta.get("created_at"),
-        "updated_at": meta.get("updated_at"),
-        "events": int(meta.get("events", 0)),
-    }
 
 
 def _short_time(value: str | datetime | None) -> str:

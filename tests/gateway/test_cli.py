@@ -31,7 +31,7 @@ from gateway.runtime import running
 FRONTDESK = str(Path(sys.executable).with_name("frontdesk"))
 REPO = Path(__file__).resolve().parents[2]
 _OWN_PREFIXES = ("FRONTDESK_", "TEST_")
-ROW_KEYS = {"id", "status", "agent", "channel", "person", "created_at", "updated_at", "events"}
+ROW_KEYS = {"id", "status", "agent", "channel", "person", "created_at", "updated_at", "updated_ms", "events"}
 
 
 @pytest.fixture(autouse=True)
