@@ -39,6 +39,7 @@ from standardwebhooks.webhooks import EmptyWebhookSecretError
 from gateway.errors import BadSignature, DeliveryFailed, Malformed, Replayed, UnknownAgent, answer
 from gateway.messages import Accepted, ApprovalChoice, InboundMessage, OutboundMessage, Sent
 from gateway.protocols import ChannelBase, ChannelContext
+from gateway.retry import retry_after
 
 
 class WebhookBody(BaseModel):
@@ -223,7 +224,7 @@ class WebhookChannel(ChannelBase):
                 f"callback answered {response.status_code}",
                 status=response.status_code,
                 retryable=True,
-                retry_after=_retry_after(response.headers.get("retry-after")),
+                retry_after=retry_after(response.headers),
             )
         if response.status_code >= 300:
             raise DeliveryFailed(f"callback answered {response.status_code}", status=response.status_code)
@@ -246,13 +247,6 @@ def _payload(message: OutboundMessage) -> dict[str, Any]:
     if message.actions:
         payload["actions"] = [a.model_dump() for a in message.actions]
     return payload
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 def channel(context: ChannelContext) -> WebhookChannel:

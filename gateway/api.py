@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
@@ -95,16 +96,15 @@ async def list_threads(
 ) -> dict[str, Any]:
     rt = runtime(request)
     rows = await rt.store.list(status=status, limit=limit, before=before)
-    threads = [_summary(m) for m in rows]
+    threads = [thread_summary(m) for m in rows]
     cursor = None
     if len(threads) == limit:
         cursor = threads[-1]["updated_ms"]
     return {"threads": threads, "next_before": cursor}
 
 
-def _summary(meta: dict[str, str]) -> dict[str, Any]:
-    from datetime import datetime
-
+def thread_summary(meta: dict[str, str]) -> dict[str, Any]:
+    """A thread's summary row from its stored metadata: the API's listing and `frontdesk threads list --json`."""
     updated = meta.get("updated_at", "")
     return {
         "id": meta.get("id"),

@@ -31,11 +31,14 @@ import redis
 import typer
 from pydantic import ValidationError
 
+from gateway.api import thread_summary
 from gateway.config import FrontdeskConfig, parse_identity
 from gateway.connection import connect_redis, redacted
+from gateway.deadletters import DeadLetters, parse_ref
 from gateway.embedded import URL_FILE, embedded_redis, running_url
-from gateway.errors import ConfigError, InboundRejected, Unavailable
+from gateway.errors import ConfigError, InboundRejected, Malformed, Unavailable
 from gateway.events import STATUSES, Event, Thread
+from gateway.ingest import Ingest
 from gateway.keys import Keys
 from gateway.launch import launch_thread
 from gateway.logs import configure_logging
@@ -63,6 +66,9 @@ StatusName = enum.Enum("StatusName", {s: s for s in STATUSES}, type=str)  # clic
 
 class _Failed(Exception):
     """A one-shot command failed in a way the person should read (exit 1)."""
+
+
+BY = "cli"  # who acted, on the note a replay leaves on its thread
 
 
 def _errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -314,27 +320,13 @@ def threads_list(
     wanted = status.value if status else None
     rows = _query(settings, lambda r, k: ThreadStore(r, k).list(status=wanted, limit=limit))
     for meta in rows:
-        row = thread_row(meta)
+        row = thread_summary(meta)
         if as_json:
             typer.echo(json.dumps(row))
         else:
             typer.echo(
                 f"{row['id']}  {row['status']:<16} {row['agent']:<14} {row['channel']:<9} {_short_time(row['updated_at'])}"
             )
-
-
-def thread_row(meta: dict[str, str]) -> dict[str, Any]:
-    """A thread's summary, as `threads list --json` prints it."""
-    return {
-        "id": meta.get("id"),
-        "status": meta.get("status"),
-        "agent": meta.get("agent"),
-        "channel": meta.get("channel"),
-        "person": meta.get("person"),
-        "created_at": meta.get("created_at"),
-        "updated_at": meta.get("updated_at"),
-        "events": int(meta.get("events", 0)),
-    }
 
 
 def _short_time(value: str | datetime | None) -> str:
@@ -442,63 +434,47 @@ def launch(
 
 @dlq_app.command("list")
 @_errors
-def dlq_list(as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
-    """Dead-lettered entries: `<partition>:<entry id>`, where from, which thread, why."""
+def dlq_list(
+    limit: int = typer.Option(10_000, "--limit", "-n", min=1, help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line (as GET /api/v1/dlq gives)."),
+) -> None:
+    """Dead-lettered entries, newest first: `<partition>:<entry id>`, where from, which thread, why."""
     settings = load_settings()
-    entries = _query(settings, lambda r, k: Streams(r, k).dlq_entries(count=10_000))
-    for p, entry_id, fields in entries:
-        row = dead_letter_row(p, entry_id, fields)
+    for dead in _query(settings, lambda r, k: _dead_letters(settings, r, k).newest(limit)):
         if as_json:
-            typer.echo(json.dumps(row))
+            typer.echo(json.dumps(dead.public()))
         else:
-            reason = " ".join(row["reason"].split())
-            typer.echo(f"{row['id']}  {row['source']:<8} {row['thread_id'] or '-'}  {reason[:160]}")
+            reason = " ".join(dead.reason.split())
+            typer.echo(f"{dead.ref}  {dead.source:<8} {dead.thread_id or '-'}  {reason[:160]}")
 
 
-def dead_letter_row(p: int, entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
-    """A dead letter's summary; `id` is what `dlq replay` takes."""
-    thread_id, kind = fields.get("t"), fields.get("k")
-    if "m" in fields:  # an outbound message
-        kind = "outbound"
-        with contextlib.suppress(ValueError, AttributeError):
-            thread_id = json.loads(fields["m"]).get("thread_id")
-    failed_at = fields.get("failed_at")
-    return {
-        "id": f"{p}:{entry_id}",
-        "partition": p,
-        "entry_id": entry_id,
-        "source": fields.get("source", "").rsplit(":", 1)[-1],  # inbound | outbox
-        "kind": kind,
-        "thread_id": thread_id,
-        "reason": fields.get("reason", ""),
-        "failed_at": datetime.fromtimestamp(float(failed_at), UTC).isoformat() if failed_at else None,
-    }
+def _dead_letters(settings: Settings, r: Any, k: Keys) -> DeadLetters:
+    return DeadLetters(r, k, Streams(r, k), ThreadStore(r, k), Ingest(r, k, settings.dedupe_ttl))
 
 
 @dlq_app.command("replay")
 @_errors
 def dlq_replay(
     entry: str | None = typer.Argument(None, help="`<partition>:<entry id>` as `dlq list` prints it."),
-    replay_all: bool = typer.Option(False, "--all", help="Replay every dead letter."),
+    replay_all: bool = typer.Option(False, "--all", help="Replay every dead letter, oldest first."),
 ) -> None:
-    """Put dead-lettered entries back on the stream they came from."""
+    """Put dead-lettered entries back on the stream they came from, noting it on their threads."""
     if bool(entry) == replay_all:
         raise typer.BadParameter("give one ID or --all")
     settings = load_settings()
     if entry:
-        p, sep, entry_id = entry.partition(":")
-        if not sep or not p.isdigit() or not entry_id:
-            raise typer.BadParameter(f"{entry!r} is not of the form <partition>:<entry id>", param_hint="ID")
-        if not _query(settings, lambda r, k: Streams(r, k).replay(int(p), entry_id)):
+        try:
+            parse_ref(entry, settings.partitions)
+        except Malformed as exc:
+            raise typer.BadParameter(str(exc), param_hint="ID") from None
+
+        async def replay_one(r, k) -> bool:
+            dlq = _dead_letters(settings, r, k)
+            dead = await dlq.get(entry)
+            return dead is not None and await dlq.replay(dead, BY)
+
+        if not _query(settings, replay_one):
             raise _Failed(f"no dead letter {entry!r}")
         typer.echo(f"replayed {entry}")
         return
-
-    async def replay_every(r, k) -> int:
-        streams = Streams(r, k)
-        done = 0
-        for part, entry_id, _ in await streams.dlq_entries(count=10_000):
-            done += await streams.replay(part, entry_id)
-        return done
-
-    typer.echo(f"replayed {_query(settings, replay_every)} entries")
+    typer.echo(f"replayed {_query(settings, lambda r, k: _dead_letters(settings, r, k).replay_all(BY))} entries")

@@ -55,9 +55,17 @@ class Entry:
         return cls.from_fields(unpad_id(padded), fields)
 
 
-def pad_id(stream_id: str) -> str:
+def stream_order(stream_id: str) -> tuple[int, int]:
+    """A sort key that orders Redis stream ids as Redis does: by milliseconds, then sequence."""
+    # Not as strings: "9-0" sorts after "10-0", and a bare "5" means "5-0".
     ms, _, seq = stream_id.partition("-")
-    return f"{int(ms):015d}-{int(seq or 0):08d}"
+    return int(ms), int(seq or 0)
+
+
+def pad_id(stream_id: str) -> str:
+    """A stream id as a fixed-width string, so a sorted set's lexical order is stream order."""
+    ms, seq = stream_order(stream_id)
+    return f"{ms:015d}-{seq:08d}"
 
 
 def unpad_id(padded: str) -> str:

@@ -15,11 +15,10 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import tracing
+from gateway import probes, tracing
 from gateway.api import router as api_router
 from gateway.api_ops import router as api_ops_router
 from gateway.dashboard import dashboard_router
@@ -209,24 +208,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     @app.exception_handler(Unavailable)
     async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
-        return _unavailable()
+        return probes.unavailable()
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz(request: Request) -> Response:
-        try:
-            await request.app.state.runtime.redis.ping()
-        except (Unavailable, AttributeError):  # AttributeError: no runtime yet
-            return _unavailable()
-        return JSONResponse({"status": "ready"})
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
+    app.include_router(probes.router)
     app.include_router(api_router)
     app.include_router(api_ops_router)
     app.include_router(dashboard_router())
@@ -252,11 +236,3 @@ def _mount(app: FastAPI, rt: Runtime) -> None:
     added = app.router.routes[before:]
     del app.router.routes[before:]
     app.router.routes[:0] = added
-
-
-def _unavailable() -> JSONResponse:
-    return JSONResponse(
-        {"detail": "temporarily unavailable, try again"},
-        status_code=503,
-        headers={"Retry-After": str(Unavailable.retry_after)},
-    )

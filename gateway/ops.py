@@ -10,47 +10,19 @@ in workers, so without this port they would never be seen.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.errors import ConfigError, Unavailable
+from gateway import probes
 from gateway.runtime import Runtime
 
 
 def create_ops_app(rt: Runtime) -> FastAPI:
     app = FastAPI(title="frontdesk ops", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> Response:
-        try:
-            await rt.redis.ping()
-        except Unavailable:
-            return JSONResponse(
-                {"detail": "redis unavailable"}, status_code=503, headers={"Retry-After": str(Unavailable.retry_after)}
-            )
-        return JSONResponse({"status": "ready"})
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
+    app.state.runtime = rt  # what /readyz pings
+    app.include_router(probes.router)
     return app
-
-
-class _Server(uvicorn.Server):
-    # The process's signal handlers (gateway.serve) own SIGTERM/SIGINT; `stop` tells this server.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def ops_server(rt: Runtime, port: int | None = None) -> uvicorn.Server:
@@ -63,21 +35,9 @@ def ops_server(rt: Runtime, port: int | None = None) -> uvicorn.Server:
         server_header=False,
         lifespan="off",
     )
-    return _Server(config)
+    return probes.Server(config)
 
 
 async def serve_ops(rt: Runtime, stop: asyncio.Event, server: uvicorn.Server | None = None) -> None:
     """Serve the ops endpoints until `stop` is set (a role of `frontdesk worker` and `frontdesk smtp`)."""
-    server = server or ops_server(rt)
-
-    async def watch() -> None:
-        await stop.wait()
-        server.should_exit = True
-
-    watcher = asyncio.create_task(watch())
-    try:
-        await server.serve()
-    except SystemExit:  # uvicorn exits when it cannot bind; that is a setting to fix, not a crash
-        raise ConfigError(f"FRONTDESK_OPS_PORT: cannot listen on {server.config.host}:{server.config.port}") from None
-    finally:
-        watcher.cancel()
+    await probes.serve_until(server or ops_server(rt), stop, setting="FRONTDESK_OPS_PORT")

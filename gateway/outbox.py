@@ -19,7 +19,6 @@ copy in the dead-letter stream, so a person can retry it from the dashboard.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import defaultdict
 from collections.abc import Coroutine
@@ -46,6 +45,7 @@ from gateway.events import (
     Thread,
 )
 from gateway.loops import Slots, loop_failed, redis_down, sleep
+from gateway.retry import backoff
 from gateway.streams import delayed_member, flat, missing_group
 
 if TYPE_CHECKING:
@@ -258,12 +258,6 @@ def notice(thread: Thread, index: int, to: Contact, text: str) -> list[OutboundM
             kind="notice",
         )
     ]
-
-
-def backoff(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
-    """Exponential backoff with full jitter, never sooner than the provider asked."""
-    delay = random.uniform(0, min(cap, base * 2**attempt))
-    return max(delay, retry_after or 0.0)
 
 
 # ---------------------------------------------------------------- sending

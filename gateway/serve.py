@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import structlog
 import uvicorn
 
+from gateway import probes
 from gateway.cron import Cron
 from gateway.dashboard import close_streams
 from gateway.errors import ConfigError
@@ -163,14 +164,7 @@ def stop_on_signals(stop: asyncio.Event, on_hard_exit: Callable[[], None] | None
 # ---------------------------------------------------------------- HTTP
 
 
-class _Server(uvicorn.Server):
-    # uvicorn would take SIGINT/SIGTERM for itself; `stop_on_signals` owns them for every role.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _http_server(rt: Runtime) -> _Server:
+def _http_server(rt: Runtime) -> probes.Server:
     settings = rt.settings
     config = uvicorn.Config(
         create_app(settings, rt),
@@ -181,29 +175,18 @@ def _http_server(rt: Runtime) -> _Server:
         timeout_graceful_shutdown=settings.shutdown_grace,
         server_header=False,
     )
-    return _Server(config)
+    return probes.Server(config)
 
 
 async def serve_http(server: uvicorn.Server, stop: asyncio.Event) -> None:
     """Serve until `stop` is set, then finish the requests in flight."""
-
-    async def watch() -> None:
-        await stop.wait()
-        close_streams(server.config.app)  # an open dashboard page would hold the shutdown otherwise
-        server.should_exit = True
-
-    watcher = asyncio.create_task(watch())
-    try:
-        await server.serve()
-    except SystemExit:
-        # uvicorn logs why (usually the port is taken) and calls sys.exit; in a task that
-        # would tear the event loop down, so it becomes our error here.
-        config = server.config
-        raise ConfigError(
-            f"FRONTDESK_HTTP_HOST/FRONTDESK_HTTP_PORT: cannot listen on {config.host}:{config.port}"
-        ) from None
-    finally:
-        watcher.cancel()
+    # An open dashboard page (a live stream) would hold the shutdown otherwise.
+    await probes.serve_until(
+        server,
+        stop,
+        setting="FRONTDESK_HTTP_HOST/FRONTDESK_HTTP_PORT",
+        on_stop=lambda: close_streams(server.config.app),
+    )
 
 
 def http_url(server: uvicorn.Server) -> str | None:

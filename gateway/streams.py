@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 
 from gateway import metrics
 from gateway.batch import ScriptBatch
+from gateway.entries import stream_order
 from gateway.keys import Keys
 from gateway.loops import Slots
 from gateway.scripts import Group, Script
@@ -93,11 +94,6 @@ XADD_ONCE, TO_INBOX, PARK = xadd_once_script(), to_inbox_script(), park_script()
 RELEASE_DUE, DEAD_LETTER = release_due_script(), dead_letter_script()
 
 
-def _id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def missing_group(exc: BaseException) -> bool:
     """Redis's answer to a claim before the reader has created the consumer group: nothing to claim yet."""
     return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
@@ -164,7 +160,7 @@ class Streams:
         floor = groups[group]["last-delivered-id"]
         pending = await self.redis.xpending(stream, group)
         if pending["pending"]:
-            floor = min(floor, pending["min"], key=_id_key)
+            floor = min(floor, pending["min"], key=stream_order)
         return await self.redis.xtrim(stream, minid=floor, approximate=False)
 
     async def backlog(self, stream: str, group: str) -> tuple[int, int] | None:

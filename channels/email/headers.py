@@ -58,7 +58,7 @@ def read_headers(raw: bytes, mail_from: str = "") -> Headers:
         reply_address=reply_address,
         subject=" ".join(header(msg, "Subject", decode=True).split())[:998],
         in_reply_to=ids(header(msg, "In-Reply-To"))[:5],
-        references=_trim(ids(header(msg, "References"))),
+        references=trim_references(ids(header(msg, "References"))),
     )
     found.robot = robot_reason(msg, mail_from, sender)
     return found
@@ -153,7 +153,8 @@ def _envelope(mail_from: str) -> str:
     return "" if mail_from in ("", "<>") else mail_from.strip("<>").lower()
 
 
-def _trim(refs: list[str]) -> list[str]:
+def trim_references(refs: list[str]) -> list[str]:
+    """A References chain without repeats, cut to the root and the newest MAX_REFERENCES - 1 ids."""
     refs = list(dict.fromkeys(refs))
     if len(refs) <= MAX_REFERENCES:
         return refs

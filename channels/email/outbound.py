@@ -19,11 +19,11 @@ from pathlib import Path
 
 import aiosmtplib
 
+from channels.email.headers import trim_references
 from gateway.errors import DeliveryFailed
 from gateway.messages import OutboundMessage
 from gateway.settings import Settings
 
-MAX_REFERENCES = 30
 APPROVAL_HINT = "Reply APPROVE or DENY on the first line. Anything you write after it is passed on as your comment."
 
 
@@ -54,7 +54,7 @@ def compose(message: OutboundMessage, env: Envelope) -> EmailMessage:
     mail["Message-ID"] = message_id(message.id, env.sender.partition("@")[2])
     if parent:
         mail["In-Reply-To"] = parent
-        mail["References"] = " ".join(_trim(chain))
+        mail["References"] = " ".join(trim_references(chain))
     # RFC 3834 §5: "auto-replied" answers a message, "auto-generated" starts one; either
     # keeps a well-behaved autoresponder quiet. Exchange reads only its own header.
     mail["Auto-Submitted"] = "auto-replied" if parent else "auto-generated"
@@ -87,11 +87,6 @@ def body(message: OutboundMessage) -> list[str]:
 def _html(paragraphs: list[str]) -> str:
     blocks = "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
     return f'<!DOCTYPE html><html><body><div style="font-family: sans-serif">{blocks}</div></body></html>\n'
-
-
-def _trim(chain: list[str]) -> list[str]:
-    chain = list(dict.fromkeys(chain))
-    return chain if len(chain) <= MAX_REFERENCES else [chain[0], *chain[-(MAX_REFERENCES - 1) :]]
 
 
 # ---------------------------------------------------------------- the relay

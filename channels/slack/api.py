@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from gateway.errors import DeliveryFailed
+from gateway.retry import retry_after
 
 _RETRYABLE = {"ratelimited", "service_unavailable", "request_timeout"}
 _MAYBE_DONE = {"internal_error", "fatal_error"}
@@ -78,17 +79,11 @@ def _api_failure(method: str, exc: SlackApiError, posts: bool) -> DeliveryFailed
     error = data.get("error") or f"HTTP {status}"
     reason = f"{method}: {error}"
     if status == 429 or error == "ratelimited":
-        return DeliveryFailed(reason, status=429, retryable=True, retry_after=_retry_after(response))
+        return DeliveryFailed(
+            reason, status=429, retryable=True, retry_after=retry_after(getattr(response, "headers", None))
+        )
     if (status or 0) >= 500 or error in _RETRYABLE:
         return DeliveryFailed(reason, status=status, retryable=True)
     if error in _MAYBE_DONE:
         return DeliveryFailed(reason, status=status, ambiguous=posts, retryable=not posts)
     return DeliveryFailed(reason, status=status)
-
-
-def _retry_after(response: Any) -> float | None:
-    value = (getattr(response, "headers", None) or {}).get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None

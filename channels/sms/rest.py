@@ -20,6 +20,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from gateway.errors import DeliveryFailed
+from gateway.retry import retry_after
 from gateway.settings import Settings
 
 API_URL = "https://api.twilio.com"
@@ -66,7 +67,7 @@ class _HttpClient(AsyncTwilioHttpClient):
         response = await super().request(
             method, url, params, data, headers, None, timeout or self.timeout, allow_redirects
         )
-        _retry_after.set(_seconds(response.headers.get("Retry-After")) if response.status_code >= 400 else None)
+        _retry_after.set(retry_after(response.headers) if response.status_code >= 400 else None)
         return response
 
 
@@ -119,10 +120,3 @@ def _rejected(exc: TwilioException) -> DeliveryFailed:
 
 def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None  # an HTTP date: rare from Twilio; the outbox's backoff applies

@@ -32,6 +32,7 @@ from gateway.api import ApprovalIn, HumanResponseIn, submit_resume
 from gateway.dashboard import auth, health, live, timeline
 from gateway.dashboard.listing import Filters, Listing
 from gateway.dashboard.render import HEADERS, HERE, page, render
+from gateway.deadletters import DeadLetters
 from gateway.errors import InboundRejected
 from gateway.events import STATUSES, ChannelName, Thread, pending_request
 from gateway.protocols import ShowsContext
@@ -403,8 +404,9 @@ async def replay_entry(thread_id: str, request: Request) -> Response:
         return gate
     _, fields = gate
     back, rt, source_id = _thread_url(thread_id), _rt(request), fields.get("source_id", "")
-    dead = await api_ops.find_for_thread(rt, thread_id, lambda d: d.source_id == source_id and d.kind != "outbound")
-    if dead is None or not await api_ops.replay(rt, dead, BY):
+    dlq = DeadLetters.of(rt)
+    dead = await dlq.find_for_thread(thread_id, lambda d: d.source_id == source_id and d.kind != "outbound")
+    if dead is None or not await dlq.replay(dead, BY):
         return _failed(request, 404, "That entry is no longer in the dead-letter stream (replayed already?).", back)
     return _done(request, "replayed", back)
 
@@ -413,12 +415,12 @@ async def replay_dead_letter(ref: str, request: Request) -> Response:
     gate = await _acting(request)
     if isinstance(gate, Response):
         return gate
-    rt, back = _rt(request), "/dashboard/health"
+    dlq, back = DeadLetters.of(_rt(request)), "/dashboard/health"
     try:
-        dead = await api_ops.dead_letter(rt, ref)
+        dead = await dlq.get(ref)
     except InboundRejected as exc:
         return _failed(request, exc.status, str(exc), back)
-    if dead is None or not await api_ops.replay(rt, dead, BY):
+    if dead is None or not await dlq.replay(dead, BY):
         return _failed(request, 404, "No such dead letter (replayed already?).", back)
     return _done(request, "replayed", back)
 
@@ -433,7 +435,7 @@ async def health_page(request: Request) -> Response:
     rt = _rt(request)
     context = dict(
         health=await health.gather(rt),
-        dead=await api_ops.dead_letters(rt, 100),
+        dead=await DeadLetters.of(rt).newest(100),
         stale=health.STALE_WORKER,
         flash=FLASH.get(request.query_params.get("flash", "")),
         thread_url=_thread_url,

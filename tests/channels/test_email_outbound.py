@@ -17,6 +17,7 @@ from plugins import EchoAgent
 
 import channels.email as email_channel
 from channels.email import tokens
+from channels.email.headers import MAX_REFERENCES, read_headers, trim_references
 from channels.email.outbound import Envelope, compose
 from gateway.errors import DeliveryFailed
 from gateway.events import OutAction, OutboundMessage
@@ -129,6 +130,17 @@ def test_a_reply_threads_in_common_clients():
     assert mail["Auto-Submitted"] == "auto-replied"
     assert mail.get_body(("plain",)).get_content().strip() == "Which printer?"
     assert "Which printer?" in mail.get_body(("html",)).get_content()
+
+
+def test_a_long_chain_keeps_its_root_and_newest_the_way_inbound_reads_it():
+    chain = [f"<m{i}@example.com>" for i in range(60)]
+    mail = compose(
+        outbound(reply_to={**THEIRS, "references": [*chain, chain[5]], "message_id": "<last@example.com>"}), ENV
+    )
+    sent = mail["References"].split()
+    assert len(sent) == MAX_REFERENCES and sent[0] == chain[0] and sent[-1] == "<last@example.com>"
+    assert sent == trim_references([*chain, "<last@example.com>"])  # one rule, both directions
+    assert read_headers(mail.as_bytes()).references == sent
 
 
 def test_the_same_outbound_id_gives_the_same_message_id():

@@ -26,6 +26,8 @@ from starlette.routing import Route
 from typer.testing import CliRunner
 
 from gateway.cli import app
+from gateway.deadletters import DeadLetters
+from gateway.entries import stream_order
 from gateway.events import Contact, RequestHumanInput
 from gateway.launch import launch_thread
 from gateway.runtime import running
@@ -33,7 +35,7 @@ from gateway.runtime import running
 FRONTDESK = str(Path(sys.executable).with_name("frontdesk"))
 REPO = Path(__file__).resolve().parents[2]
 _OWN_PREFIXES = ("FRONTDESK_", "TEST_")
-ROW_KEYS = {"id", "status", "agent", "channel", "person", "created_at", "updated_at", "events"}
+ROW_KEYS = {"id", "status", "agent", "channel", "person", "created_at", "updated_at", "updated_ms", "events"}
 
 
 @pytest.fixture(autouse=True)
@@ -247,7 +249,7 @@ def test_dlq_list_names_the_partition_entry_thread_and_reason(env, settings):
     tid = asyncio.run(dead_letter())
     result = invoke(env, "dlq", "list", "--json")
     (row,) = [json.loads(line) for line in result.stdout.splitlines()]
-    assert row["id"] == f"0:{row['entry_id']}" and row["partition"] == 0
+    assert row["id"].startswith("0:") and row["failed_at"] > 0
     assert (row["source"], row["kind"], row["thread_id"], row["reason"]) == (
         "inbound",
         "continue",
@@ -257,6 +259,54 @@ def test_dlq_list_names_the_partition_entry_thread_and_reason(env, settings):
     assert invoke(env, "dlq", "list").stdout.split()[:3] == [row["id"], "inbound", tid]
     assert invoke(env, "dlq", "replay", row["id"]).exit_code == 0
     assert invoke(env, "dlq", "list").stdout == ""
+
+
+def test_dlq_list_rows_are_the_apis_rows_newest_first(env, settings):
+    async def two_dead_letters():
+        async with running(settings, agents=[EchoAgent()], builtins=False) as rt:
+            for text in ("first", "second"):
+                await launch_thread(rt, "echo", text, None)
+            stream = rt.keys.inbound(0)
+            await rt.streams.ensure_group(stream, "workers")
+            for entry_id, fields in (await rt.redis.xreadgroup("workers", "t", {stream: ">"}, count=2))[0][1]:
+                await rt.streams.dead_letter(0, stream, "workers", entry_id, fields, "RuntimeError: agent bug")
+            return [d.public() for d in await DeadLetters.of(rt).newest()]
+
+    from_api = asyncio.run(two_dead_letters())
+    rows = [json.loads(line) for line in invoke(env, "dlq", "list", "--json").stdout.splitlines()]
+    assert rows == from_api and len(rows) == 2
+    assert stream_order(rows[0]["id"].split(":")[1]) > stream_order(rows[1]["id"].split(":")[1])
+    assert [json.loads(line) for line in invoke(env, "dlq", "list", "--json", "-n", "1").stdout.splitlines()] == rows[
+        :1
+    ]
+
+
+@pytest.mark.parametrize("how", [("one",), ("--all",)])
+def test_a_cli_replay_leaves_its_note_on_the_thread(env, settings, how):
+    async def dead_letter() -> tuple[str, str]:
+        async with running(settings, agents=[EchoAgent()], builtins=False) as rt:
+            thread = await launch_thread(rt, "echo", "hi", None)
+            stream = rt.keys.inbound(0)
+            await rt.streams.ensure_group(stream, "workers")
+            entry_id, fields = (await rt.redis.xreadgroup("workers", "t", {stream: ">"}, count=1))[0][1][0]
+            dead_id = await rt.redis.xadd(rt.keys.dlq(0), {**fields, "source": stream, "source_id": entry_id})
+            return thread.id, f"0:{dead_id}"
+
+    tid, ref = asyncio.run(dead_letter())
+    args = ("dlq", "replay", ref) if how == ("one",) else ("dlq", "replay", "--all")
+    assert invoke(env, *args).exit_code == 0
+
+    async def queued() -> list[dict[str, str]]:
+        async with running(settings, builtins=False) as rt:
+            rows = await rt.redis.xrange(rt.keys.inbound(0))
+            return [fields for _, fields in rows if fields.get("t") == tid]
+
+    entries = asyncio.run(queued())
+    kinds = [e["k"] for e in entries]
+    # The note comes before the entry it speaks of, so the thread's writer appends it first.
+    assert kinds[-2:] == ["note", "continue"]
+    note = json.loads(entries[-2]["d"])
+    assert note["kind"] == "replay" and note["sender"] == "cli" and "replayed" in note["text"]
 
 
 def test_the_console_format_and_json_format_are_chosen_by_setting(env, settings, capsys):

@@ -466,7 +466,9 @@ async def test_dead_letters_are_listed_and_replayed_through_the_cli(tmp_path, rt
         worker.signal(signal.SIGTERM)
         assert await worker.exited() == 0, worker.output()
     thread = await rt.store.load(tid)
-    assert [e.type for e in thread.events] == ["user_message", "error", "done_for_now"]
+    # The replay is on the thread, by whom, before the step it replayed (as an API replay is).
+    assert [e.type for e in thread.events] == ["user_message", "error", "note", "done_for_now"]
+    assert thread.events[2].kind == "replay" and thread.events[2].sender == "cli"
     assert (await cli(tmp_path, "dlq", "list", env=env)).stdout == ""
 
 
@@ -516,8 +518,10 @@ async def test_failing_deliveries_are_dead_lettered_and_rate_limits_honoured(tmp
     thread = await rt.store.load(failing)
     assert [(e.type, getattr(e, "status", None)) for e in thread.events[2:]] == [
         ("delivery", "failed"),
+        ("note", None),  # `dlq replay --all` says so on the thread, as the API's retry does
         ("delivery", "sent"),
     ]
+    assert thread.events[3].kind == "delivery_retry" and thread.events[3].sender == "cli"
 
 
 async def _delivery(rt, tid: str, status: str) -> bool:

@@ -13,7 +13,14 @@ from gateway.protocols import Channel, ChannelBase, checked_channel, checked_nam
 
 CHANNELS = Path(__file__).resolve().parents[2] / "channels"
 # The contract modules, and the small shared helpers a channel may use.
-ALLOWED = {"gateway.errors", "gateway.messages", "gateway.protocols", "gateway.settings", "gateway.metrics"}
+ALLOWED = {
+    "gateway.errors",
+    "gateway.messages",
+    "gateway.protocols",
+    "gateway.settings",
+    "gateway.metrics",
+    "gateway.retry",
+}
 
 
 def _gateway_imports(path: Path) -> set[str]:

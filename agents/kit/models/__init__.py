@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import email.utils
-import math
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agents.kit.models.base import Model, ModelError, ModelReply, ToolSpec, Usage
+from gateway.retry import retry_after
 
 # An agent's demo script: (rendered context, offered tool names) -> (tool, arguments).
 DemoScript = Callable[[str, list[str]], tuple[str, dict[str, Any]]]
@@ -47,22 +45,5 @@ def load_model(settings: Settings, *, demo: DemoScript | None = None) -> Model:
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """How long a refusing server asked us to wait, in seconds, if it said."""
-    # Both vendors send a millisecond `retry-after-ms` beside the standard header.
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / scale
-        except ValueError:
-            continue
-        if math.isfinite(seconds):
-            return max(0.0, seconds)
-    # RFC 9110 §10.2.3 also allows an HTTP-date.
-    value = headers.get("retry-after")
-    try:
-        when = email.utils.parsedate_to_datetime(value) if value else None
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time()) if when else None
+    """How long a refusing server asked us to wait, in seconds, if it said (gateway.retry's parser)."""
+    return retry_after(headers)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
@@ -24,6 +23,7 @@ import structlog
 from agents.kit.models import retry_after_seconds
 from agents.kit.models.base import ModelError, ModelReply, ToolSpec, Usage
 from agents.kit.models.textcalls import parse_text_call, step_schema
+from gateway.retry import backoff
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -202,7 +202,9 @@ class OpenAIModel:
                 error, again = ModelError(f"openai: cannot reach the server: {exc}"), True
             if not again or attempt >= self._retries:
                 raise error
-            await asyncio.sleep(_backoff(attempt, error.retry_after))
+            # A server's ask beyond a minute is cut to one: a model step must not stall for long.
+            wait = min(error.retry_after, _RETRY_AFTER_MAX) if error.retry_after is not None else None
+            await asyncio.sleep(backoff(attempt, _BACKOFF, _BACKOFF_MAX, wait))
             attempt += 1
 
     def _http(self) -> aiohttp.ClientSession:
@@ -217,12 +219,6 @@ class OpenAIModel:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-
-def _backoff(attempt: int, retry_after: float | None) -> float:
-    if retry_after is not None and 0 <= retry_after <= _RETRY_AFTER_MAX:
-        return retry_after
-    return min(_BACKOFF_MAX, _BACKOFF * 2**attempt) * random.uniform(0.75, 1.0)
 
 
 def _message(raw: bytes) -> str:
