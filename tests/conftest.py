@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-import structlog
-from helpers import make_settings
+from helpers import make_settings, plain_tracebacks
 
 from gateway.embedded import embedded_redis
 from gateway.settings import Settings
@@ -18,21 +17,7 @@ from gateway.settings import Settings
 
 @pytest.fixture(scope="session", autouse=True)
 def _plain_tracebacks() -> None:
-    """Log tracebacks as plain text, the way a deployed process does (gateway/logs.py).
-
-    structlog's default renders them with rich, every frame's locals included: on this
-    2-core machine that held the event loop longer than the 333 ms lease the tests' 1 s
-    claim timeout gives, so a step that raised lost its thread before it could be
-    dead-lettered (tests/dashboard/test_dashboard_actions.py saw it every run).
-    """
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=True),
-            structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback),
-        ]
-    )
+    plain_tracebacks()  # tests/helpers.py says why
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import structlog
+
 from gateway.settings import Settings
 
 
@@ -52,3 +54,21 @@ def make_settings(redis_url: str, prefix: str, **overrides) -> Settings:
     )
     values.update(overrides)
     return Settings(_env_file=None, **values)
+
+
+def plain_tracebacks() -> None:
+    """Log tracebacks as plain text, the way a deployed process does (gateway/logs.py).
+
+    structlog's default renders them with rich, every frame's locals included: on this
+    2-core machine that held the event loop longer than the 333 ms lease the tests' 1 s
+    claim timeout gives, so a step that raised lost its thread before it could be
+    dead-lettered (tests/dashboard/test_dashboard_actions.py saw it every run).
+    """
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=True),
+            structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback),
+        ]
+    )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from helpers import plain_tracebacks
 from plugins import EchoAgent, SinkChannel, StepsAgent
 from servers import LoopbackServer
 from starlette.applications import Starlette
@@ -46,7 +47,9 @@ def restore_logging():
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    structlog.reset_defaults()
+    # Back to the suite's logging, not structlog's defaults: their rich tracebacks are what
+    # made later tests' steps outlive their lease (tests/conftest.py).
+    plain_tracebacks()
 
 
 @pytest.fixture
