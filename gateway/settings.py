@@ -7,12 +7,19 @@ Settings come from the environment (and `.env`); nothing else in the code reads
 from __future__ import annotations
 
 import ipaddress
-import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 WEBHOOK_SECRET_PREFIX = "FRONTDESK_WEBHOOK_SECRET_"
 
@@ -127,18 +134,30 @@ class Settings(BaseSettings):
     callback_allowlist: str = _env("FRONTDESK_CALLBACK_ALLOWLIST", "")
     webhook_tolerance: int = _env("FRONTDESK_WEBHOOK_TOLERANCE", 300, ge=1)
 
-    # FRONTDESK_WEBHOOK_SECRET_<AGENT>: collected below, keyed by lower-case agent name.
+    # FRONTDESK_WEBHOOK_SECRET_<AGENT>, keyed by lower-case agent name: no field can name every agent,
+    # so `_AgentSecrets` collects them from the environment and from .env (the sources below).
     webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _collect_agent_secrets(self) -> Settings:
-        if not self.webhook_secrets:
-            self.webhook_secrets = {
-                name[len(WEBHOOK_SECRET_PREFIX) :].lower(): SecretStr(value)
-                for name, value in os.environ.items()
-                if name.startswith(WEBHOOK_SECRET_PREFIX) and value
-            }
-        return self
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win, key by key in a dict: an agent's secret in the environment
+        # beats the same agent's in .env, and .env still adds the agents the environment lacks.
+        assert isinstance(env_settings, EnvSettingsSource) and isinstance(dotenv_settings, DotEnvSettingsSource)
+        return (
+            init_settings,
+            env_settings,
+            _AgentSecrets(settings_cls, env_settings.env_vars),
+            dotenv_settings,
+            _AgentSecrets(settings_cls, dotenv_settings.env_vars),
+            file_secret_settings,
+        )
 
     @property
     def http_on_loopback(self) -> bool:
@@ -165,3 +184,23 @@ class Settings(BaseSettings):
     def lease_ms(self) -> int:
         """How long a worker owns a thread without renewing: well under the claim timeout."""
         return max(200, int(self.claim_timeout * 1000 / 3))
+
+
+class _AgentSecrets(PydanticBaseSettingsSource):
+    """`webhook_secrets` from the FRONTDESK_WEBHOOK_SECRET_<AGENT> variables of one source."""
+
+    def __init__(self, settings_cls: type[BaseSettings], variables: Mapping[str, str | None]) -> None:
+        super().__init__(settings_cls)
+        self.variables = variables
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # one field only, filled by __call__
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = WEBHOOK_SECRET_PREFIX.lower()
+        secrets = {
+            name[len(prefix) :].lower(): value
+            for name, value in self.variables.items()
+            if name.lower().startswith(prefix) and name[len(prefix) :] and value
+        }
+        return {"webhook_secrets": secrets} if secrets else {}
