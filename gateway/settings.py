@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -20,6 +20,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from gateway.errors import ConfigError
 
 WEBHOOK_SECRET_PREFIX = "FRONTDESK_WEBHOOK_SECRET_"
 
@@ -59,10 +61,6 @@ class Settings(BaseSettings):
     model_timeout: float = _env("FRONTDESK_MODEL_TIMEOUT", 60.0, gt=0)
     model_retries: int = _env("FRONTDESK_MODEL_RETRIES", 2, ge=0)
     context_budget: int = _env("FRONTDESK_CONTEXT_BUDGET", 24_000, ge=500)
-
-    # --- the sample agents
-    deploybot_url: str | None = _env("FRONTDESK_DEPLOYBOT_URL")
-    helpdesk_faq: Path | None = _env("FRONTDESK_HELPDESK_FAQ")
 
     # --- agents, channels, routing
     config_path: Path | None = _env("FRONTDESK_CONFIG")
@@ -138,6 +136,13 @@ class Settings(BaseSettings):
     # so `_AgentSecrets` collects them from the environment and from .env (the sources below).
     webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
 
+    # The .env file(s) these settings read, so that plugin settings read the same (None: none).
+    _env_file: Any = PrivateAttr(default=None)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self._env_file = values.get("_env_file", self.model_config.get("env_file"))
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -204,3 +209,27 @@ class _AgentSecrets(PydanticBaseSettingsSource):
             if name.lower().startswith(prefix) and name[len(prefix) :] and value
         }
         return {"webhook_secrets": secrets} if secrets else {}
+
+
+class PluginSettings(BaseSettings):
+    """Base of a channel's or an agent's own settings: subclass it with an `env_prefix` and fields.
+
+    Built by `plugin_settings`, from the same environment and .env as the core settings.
+    """
+
+    # .env holds every other component's variables too: ignore what is not ours.
+    model_config = SettingsConfigDict(extra="ignore")
+
+
+P = TypeVar("P", bound=BaseSettings)
+
+
+def plugin_settings(cls: type[P], settings: Settings) -> P:
+    """A plugin's settings class, read as `settings` were (same .env); a bad value is a ConfigError naming it."""
+    try:
+        return cls(_env_file=settings._env_file)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        name = (prefix + ".".join(str(part) for part in first["loc"])).upper() or cls.__name__
+        raise ConfigError(f"{name}: {first['msg']} (got {first.get('input')!r})") from None
