@@ -34,6 +34,17 @@ class Sent:
     reply_to: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Unconfigured:
+    """What a channel factory returns, instead of None, when a setting the channel needs is absent.
+
+    The channel stays off; a launch that names it as a contact is refused with `reason`.
+    """
+
+    name: str
+    reason: str  # names the setting: "SLACK_BOT_TOKEN is not set"
+
+
 @runtime_checkable
 class Channel(Protocol):
     name: str
@@ -55,6 +66,9 @@ class Channel(Protocol):
     #   def addressable(self, message: OutboundMessage) -> bool
     #       False when there is nowhere to send it (a webhook caller gave no
     #       callback URL and reads the thread through the API instead).
+    #   def unreachable_reason(self, agent: str, contact: Contact) -> str | None
+    #       why a thread of `agent` launched with `contact` could never reach them
+    #       (naming the missing setting), or None; checked before the thread exists.
     #   async def serve(self, stop: asyncio.Event) -> None
     #       a long-running listener (the SMTP server, Slack Socket Mode), run by
     #       `frontdesk dev` and by the channel's own command until `stop` is set.
@@ -94,7 +108,7 @@ def instantiate(objs: list[Any], runtime: Runtime) -> list[Any]:
     for obj in objs:
         if callable(obj) and not hasattr(obj, "name"):
             obj = obj(runtime)
-        if obj is not None:  # a channel factory returns None when its settings are absent
+        if obj is not None:  # a channel factory returns None (or Unconfigured) when its settings are absent
             found.extend(obj if isinstance(obj, (list, tuple)) else [obj])
     return found
 

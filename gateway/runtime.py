@@ -23,7 +23,7 @@ from gateway.connection import connect_redis
 from gateway.errors import ConfigError
 from gateway.ingest import Ingest
 from gateway.keys import Keys
-from gateway.registry import BUILTIN_AGENTS, BUILTIN_CHANNELS, Agent, Channel, instantiate, load_plugins
+from gateway.registry import BUILTIN_AGENTS, BUILTIN_CHANNELS, Agent, Channel, Unconfigured, instantiate, load_plugins
 from gateway.router import Router
 from gateway.settings import Settings
 from gateway.streams import Streams
@@ -42,6 +42,8 @@ class Runtime:
     ingest: Ingest
     agents: dict[str, Agent] = field(default_factory=dict)
     channels: dict[str, Channel] = field(default_factory=dict)
+    # The channels that are off, and the setting each lacks (a launch naming one is refused with it).
+    unconfigured: dict[str, str] = field(default_factory=dict)
     router: Router | None = None
 
     def agent_names(self) -> list[str]:
@@ -91,7 +93,10 @@ async def running(
         rt.router = Router(config, set(rt.agents), settings.default_agent, settings.email_domain)
         channel_paths = ([BUILTIN_CHANNELS] if builtins else []) + settings.channel_modules()
         for channel in [*load_plugins(channel_paths, rt), *instantiate(list(channels), rt)]:
-            rt.channels[channel.name] = channel
+            if isinstance(channel, Unconfigured):
+                rt.unconfigured[channel.name] = channel.reason
+            else:
+                rt.channels[channel.name] = channel
         for plugin in [*rt.agents.values(), *rt.channels.values()]:
             if hasattr(plugin, "aclose"):
                 stack.push_async_callback(plugin.aclose)

@@ -27,13 +27,14 @@ from channels.email.inbound import Inbound
 from channels.email.outbound import Envelope, compose, relay_for
 from channels.email.store import BlobStore
 from gateway.errors import DeliveryFailed
-from gateway.events import InboundMessage, OutboundMessage
+from gateway.events import Contact, InboundMessage, OutboundMessage
 from gateway.registry import Sent
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 log = structlog.get_logger("frontdesk.email")
+NO_RELAY = "FRONTDESK_SMTP_RELAY is not set: no mail can be sent"
 
 
 class EmailChannel:
@@ -71,9 +72,12 @@ class EmailChannel:
         return await self.inbound.complete(message)
 
     # ------------------------------------------------------------ outbound
+    def unreachable_reason(self, agent: str, contact: Contact) -> str | None:
+        return NO_RELAY if self.relay is None else None
+
     async def send(self, message: OutboundMessage) -> Sent:
         if self.relay is None:
-            raise DeliveryFailed("FRONTDESK_SMTP_RELAY is not set: no mail can be sent")
+            raise DeliveryFailed(NO_RELAY)
         env = await self._envelope(message)
         mail = compose(message, env)
         await self.relay.send(mail, env)

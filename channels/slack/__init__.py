@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from channels.slack.channel import SlackChannel
+from gateway.registry import Unconfigured
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -30,11 +31,11 @@ if TYPE_CHECKING:
 __all__ = ["SlackChannel", "channel"]
 
 
-def channel(runtime: Runtime) -> SlackChannel | None:
-    """The Slack channel, or None when its tokens are not set."""
+def channel(runtime: Runtime) -> SlackChannel | Unconfigured:
+    """The Slack channel, or what is missing when its tokens are not set."""
     settings = runtime.settings
     if settings.slack_bot_token is None:
-        return None
+        return Unconfigured("slack", "SLACK_BOT_TOKEN is not set")
     if settings.slack_signing_secret is None and settings.slack_app_token is None:
-        return None
+        return Unconfigured("slack", "neither SLACK_SIGNING_SECRET (HTTP) nor SLACK_APP_TOKEN (Socket Mode) is set")
     return SlackChannel(runtime)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from channels.sms.channel import SmsChannel
 from channels.sms.media import Media
+from gateway.registry import Unconfigured
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -26,9 +27,11 @@ if TYPE_CHECKING:
 __all__ = ["Media", "SmsChannel", "channel"]
 
 
-def channel(runtime: Runtime) -> SmsChannel | None:
-    """The SMS channel, or None when the Twilio credentials are not set."""
+def channel(runtime: Runtime) -> SmsChannel | Unconfigured:
+    """The SMS channel, or what is missing when the Twilio credentials are not set."""
     settings = runtime.settings
-    if not (settings.twilio_account_sid and settings.twilio_auth_token):
-        return None
+    account = {"TWILIO_ACCOUNT_SID": settings.twilio_account_sid, "TWILIO_AUTH_TOKEN": settings.twilio_auth_token}
+    missing = [name for name, value in account.items() if not value]
+    if missing:
+        return Unconfigured("sms", f"no Twilio account: {' and '.join(missing)} not set")
     return SmsChannel(runtime)
