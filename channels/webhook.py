@@ -37,7 +37,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from gateway.errors import BadSignature, DeliveryFailed, Malformed, Replayed, UnknownAgent, answer
-from gateway.messages import Accepted, ApprovalChoice, InboundMessage, OutboundMessage, Sent
+from gateway.messages import Accepted, ApprovalChoice, Contact, InboundMessage, OutboundMessage, Sent
 from gateway.protocols import ChannelBase, ChannelContext
 from gateway.retry import retry_after
 
@@ -54,6 +54,13 @@ def secrets_for(settings, agent: str) -> list[str]:
     """The agent's accepted secrets, signing one first (FRONTDESK_WEBHOOK_SECRET[_<AGENT>])."""
     value = settings.webhook_secrets.get(agent.lower()) or settings.webhook_secret
     return [s.strip() for s in value.get_secret_value().split(",") if s.strip()] if value else []
+
+
+def no_secret(agent: str) -> str:
+    return (
+        f"no webhook secret to sign callbacks for {agent!r}: "
+        f"set FRONTDESK_WEBHOOK_SECRET_{agent.upper()} or FRONTDESK_WEBHOOK_SECRET"
+    )
 
 
 def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -186,6 +193,16 @@ class WebhookChannel(ChannelBase):
             decision=payload.decision,
         )
 
+    def unreachable_reason(self, agent: str, contact: Contact) -> str | None:
+        """A contact's callbacks must be signed, and go only where a callback may go."""
+        if not secrets_for(self.settings, agent):
+            return no_secret(agent)
+        try:
+            check_callback(contact.address, self.settings)
+        except Malformed as exc:
+            return str(exc)
+        return None
+
     def addressable(self, message: OutboundMessage) -> bool:
         return (message.reply_to.get("callback_url") or message.address).startswith(("http://", "https://"))
 
@@ -202,7 +219,7 @@ class WebhookChannel(ChannelBase):
             raise DeliveryFailed(f"callback host {host!r} does not resolve to a public address")
         secrets = secrets_for(self.settings, message.agent)
         if not secrets:
-            raise DeliveryFailed(f"no webhook secret to sign callbacks for {message.agent!r}")
+            raise DeliveryFailed(no_secret(message.agent))
         body = json.dumps(_payload(message), separators=(",", ":")).encode()
         timestamp = int(time.time())
         headers = {

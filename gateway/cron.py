@@ -22,7 +22,7 @@ from croniter import croniter
 
 from gateway.config import CronConfig, parse_identity
 from gateway.errors import ConfigError, Unavailable
-from gateway.launch import launch_thread
+from gateway.launch import launch_thread, unreachable
 from gateway.loops import redis_down, sleep
 
 if TYPE_CHECKING:
@@ -60,6 +60,10 @@ class Cron:
         for i, (_, job) in enumerate(self.jobs):
             if not croniter.is_valid(job.schedule):
                 raise ConfigError(f"frontdesk.toml: cron.{i}.schedule: {job.schedule!r} is not a cron expression")
+            # Refused now, at start-up, rather than by every tick's launch.
+            reason = unreachable(runtime, job.agent, parse_identity(job.contact)) if job.contact else None
+            if reason:
+                raise ConfigError(f"frontdesk.toml: cron.{i}.contact: {reason}")
         self.fired = 0  # threads this scheduler started (the others' ticks were taken)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -28,8 +28,9 @@ async def launch_thread(
     """
     if agent not in rt.agents:
         raise UnknownAgent(f"no agent named {agent!r}")
-    if contact is not None and contact.channel not in rt.channels:
-        raise InboundRejected(f"channel {contact.channel!r} is not configured", status=422)
+    reason = unreachable(rt, agent, contact) if contact is not None else None
+    if reason is not None:
+        raise InboundRejected(reason, status=422)
     origin = contact or Contact(channel=channel, address=by)
     responders, approvers = rt.router.people(agent, origin, contact)
     thread = Thread(
@@ -41,3 +42,18 @@ async def launch_thread(
         events=[UserMessage(text=text, sender=f"{channel}:{by}" if channel != "api" else by, channel=channel)],
     )
     return thread if await rt.store.create(thread) else None
+
+
+def unreachable(rt: Runtime, agent: str, contact: Contact) -> str | None:
+    """Why `agent` could never reach `contact` (naming the missing setting), or None.
+
+    Checked before anything is written: a thread whose every message would fail is refused
+    at launch, not created to fail a moment later.
+    """
+    channel = rt.channels.get(contact.channel)
+    if channel is None:
+        missing = rt.unconfigured.get(contact.channel)
+        return f"channel {contact.channel!r} is not configured" + (f": {missing}" if missing else "")
+    # Optional channel member (gateway.registry.Channel); a channel without it reaches everyone.
+    reason = channel.unreachable_reason(agent, contact)
+    return f"cannot reach {contact.channel}:{contact.address}: {reason}" if reason else None

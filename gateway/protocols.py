@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from gateway.errors import ConfigError
@@ -129,6 +130,17 @@ class ChannelContext(Protocol):
 # ---------------------------------------------------------------- what a channel is
 
 
+@dataclass(frozen=True)
+class Unconfigured:
+    """What a channel factory returns, instead of None, when a setting the channel needs is absent.
+
+    The channel stays off; a launch that names it as a contact is refused with `reason`.
+    """
+
+    name: str
+    reason: str  # names the setting: "SLACK_BOT_TOKEN is not set"
+
+
 @runtime_checkable
 class Channel(Protocol):
     name: str
@@ -158,8 +170,9 @@ class Channel(Protocol):
         """False when there is nowhere to send it (a webhook caller gave no callback URL and polls the API)."""
         ...
 
-    def unreachable_reason(self, contact: Contact) -> str | None:
-        """Why a thread launched with `contact` could not be answered (a setting missing); None if it can."""
+    def unreachable_reason(self, agent: str, contact: Contact) -> str | None:
+        """Why a thread of `agent` launched with `contact` could never reach them (naming the missing
+        setting), or None if it can; checked before the thread exists, so a launch gets a 422."""
         ...
 
     async def aclose(self) -> None:
@@ -197,7 +210,7 @@ class ChannelBase:
     def addressable(self, message: OutboundMessage) -> bool:
         return True
 
-    def unreachable_reason(self, contact: Contact) -> str | None:
+    def unreachable_reason(self, agent: str, contact: Contact) -> str | None:
         return None
 
     async def aclose(self) -> None:

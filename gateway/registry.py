@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.messages import Sent
-from gateway.protocols import Agent, Channel, ChannelBase, Listener
+from gateway.protocols import Agent, Channel, ChannelBase, Listener, Unconfigured
 
 __all__ = [
     "BUILTIN_AGENTS",
@@ -25,6 +25,7 @@ __all__ = [
     "ChannelBase",
     "Listener",
     "Sent",
+    "Unconfigured",
     "instantiate",
     "load_object",
     "load_plugins",
@@ -54,7 +55,7 @@ def instantiate(objs: list[Any], given: Any) -> list[Any]:
     for obj in objs:
         if callable(obj) and not hasattr(obj, "name"):
             obj = obj(given)
-        if obj is not None:  # a channel factory returns None when its settings are absent
+        if obj is not None:  # a channel factory returns None (or Unconfigured) when its settings are absent
             found.extend(obj if isinstance(obj, (list, tuple)) else [obj])
     return found
 

@@ -24,7 +24,7 @@ from gateway.connection import connect_redis
 from gateway.errors import ConfigError
 from gateway.ingest import Ingest
 from gateway.keys import Keys
-from gateway.protocols import Agent, Channel, ChannelContext, Closes, checked_channel
+from gateway.protocols import Agent, Channel, ChannelContext, Closes, Unconfigured, checked_channel
 from gateway.registry import BUILTIN_AGENTS, BUILTIN_CHANNELS, instantiate, load_plugins
 from gateway.router import Router
 from gateway.settings import Settings
@@ -44,6 +44,8 @@ class Runtime:
     ingest: Ingest
     agents: dict[str, Agent] = field(default_factory=dict)
     channels: dict[str, Channel] = field(default_factory=dict)
+    # The channels that are off, and the setting each lacks (a launch naming one is refused with it).
+    unconfigured: dict[str, str] = field(default_factory=dict)
     router: Router | None = None
     # What channels are given instead of this runtime (gateway.protocols.ChannelContext).
     channel_context: ChannelContext | None = None
@@ -96,6 +98,9 @@ async def running(
         rt.channel_context = context = RuntimeChannelContext(rt)
         channel_paths = ([BUILTIN_CHANNELS] if builtins else []) + settings.channel_modules()
         for found in [*load_plugins(channel_paths, context), *instantiate(list(channels), context)]:
+            if isinstance(found, Unconfigured):
+                rt.unconfigured[found.name] = found.reason
+                continue
             channel = checked_channel(found)
             rt.channels[channel.name] = channel
         for agent in rt.agents.values():

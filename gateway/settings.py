@@ -7,12 +7,21 @@ Settings come from the environment (and `.env`); nothing else in the code reads
 from __future__ import annotations
 
 import ipaddress
-import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from gateway.errors import ConfigError
 
 WEBHOOK_SECRET_PREFIX = "FRONTDESK_WEBHOOK_SECRET_"
 
@@ -53,10 +62,6 @@ class Settings(BaseSettings):
     model_timeout: float = _env("FRONTDESK_MODEL_TIMEOUT", 60.0, gt=0)
     model_retries: int = _env("FRONTDESK_MODEL_RETRIES", 2, ge=0)
     context_budget: int = _env("FRONTDESK_CONTEXT_BUDGET", 24_000, ge=500)
-
-    # --- the sample agents
-    deploybot_url: str | None = _env("FRONTDESK_DEPLOYBOT_URL")
-    helpdesk_faq: Path | None = _env("FRONTDESK_HELPDESK_FAQ")
 
     # --- agents, channels, routing
     config_path: Path | None = _env("FRONTDESK_CONFIG")
@@ -128,18 +133,37 @@ class Settings(BaseSettings):
     callback_allowlist: str = _env("FRONTDESK_CALLBACK_ALLOWLIST", "")
     webhook_tolerance: int = _env("FRONTDESK_WEBHOOK_TOLERANCE", 300, ge=1)
 
-    # FRONTDESK_WEBHOOK_SECRET_<AGENT>: collected below, keyed by lower-case agent name.
+    # FRONTDESK_WEBHOOK_SECRET_<AGENT>, keyed by lower-case agent name: no field can name every agent,
+    # so `_AgentSecrets` collects them from the environment and from .env (the sources below).
     webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _collect_agent_secrets(self) -> Settings:
-        if not self.webhook_secrets:
-            self.webhook_secrets = {
-                name[len(WEBHOOK_SECRET_PREFIX) :].lower(): SecretStr(value)
-                for name, value in os.environ.items()
-                if name.startswith(WEBHOOK_SECRET_PREFIX) and value
-            }
-        return self
+    # The .env file(s) these settings read, so that plugin settings read the same (None: none).
+    _env_file: Any = PrivateAttr(default=None)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self._env_file = values.get("_env_file", self.model_config.get("env_file"))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win, key by key in a dict: an agent's secret in the environment
+        # beats the same agent's in .env, and .env still adds the agents the environment lacks.
+        assert isinstance(env_settings, EnvSettingsSource) and isinstance(dotenv_settings, DotEnvSettingsSource)
+        return (
+            init_settings,
+            env_settings,
+            _AgentSecrets(settings_cls, env_settings.env_vars),
+            dotenv_settings,
+            _AgentSecrets(settings_cls, dotenv_settings.env_vars),
+            file_secret_settings,
+        )
 
     @property
     def http_on_loopback(self) -> bool:
@@ -166,3 +190,47 @@ class Settings(BaseSettings):
     def lease_ms(self) -> int:
         """How long a worker owns a thread without renewing: well under the claim timeout."""
         return max(200, int(self.claim_timeout * 1000 / 3))
+
+
+class _AgentSecrets(PydanticBaseSettingsSource):
+    """`webhook_secrets` from the FRONTDESK_WEBHOOK_SECRET_<AGENT> variables of one source."""
+
+    def __init__(self, settings_cls: type[BaseSettings], variables: Mapping[str, str | None]) -> None:
+        super().__init__(settings_cls)
+        self.variables = variables
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # one field only, filled by __call__
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = WEBHOOK_SECRET_PREFIX.lower()
+        secrets = {
+            name[len(prefix) :].lower(): value
+            for name, value in self.variables.items()
+            if name.lower().startswith(prefix) and name[len(prefix) :] and value
+        }
+        return {"webhook_secrets": secrets} if secrets else {}
+
+
+class PluginSettings(BaseSettings):
+    """Base of a channel's or an agent's own settings: subclass it with an `env_prefix` and fields.
+
+    Built by `plugin_settings`, from the same environment and .env as the core settings.
+    """
+
+    # .env holds every other component's variables too: ignore what is not ours.
+    model_config = SettingsConfigDict(extra="ignore")
+
+
+P = TypeVar("P", bound=BaseSettings)
+
+
+def plugin_settings(cls: type[P], settings: Settings) -> P:
+    """A plugin's settings class, read as `settings` were (same .env); a bad value is a ConfigError naming it."""
+    try:
+        return cls(_env_file=settings._env_file)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        name = (prefix + ".".join(str(part) for part in first["loc"])).upper() or cls.__name__
+        raise ConfigError(f"{name}: {first['msg']} (got {first.get('input')!r})") from None

@@ -1,3 +1,3 @@
-from agents.deploybot.agent import Deploybot
+from agents.deploybot.agent import Deploybot, DeploybotSettings
 
-__all__ = ["Deploybot"]
+__all__ = ["Deploybot", "DeploybotSettings"]

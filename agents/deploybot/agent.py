@@ -14,15 +14,26 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
+from pydantic_settings import SettingsConfigDict
 
 from agents.kit import Agent, Tool, ToolContext, parse_blocks
 from agents.kit.demo import ask, done, said
+from gateway.settings import PluginSettings
+
+
+class DeploybotSettings(PluginSettings):
+    """FRONTDESK_DEPLOYBOT_URL: the deploy service."""
+
+    model_config = SettingsConfigDict(env_prefix="FRONTDESK_DEPLOYBOT_")
+
+    url: str | None = None
 
 
 def _url(ctx: ToolContext) -> str:
-    if not ctx.settings.deploybot_url:
+    settings = ctx.agent_settings
+    if not isinstance(settings, DeploybotSettings) or not settings.url:
         raise RuntimeError("no deploy service configured (set FRONTDESK_DEPLOYBOT_URL)")
-    return ctx.settings.deploybot_url.rstrip("/")
+    return settings.url.rstrip("/")
 
 
 class ListVersions(Tool):
@@ -59,6 +70,7 @@ class Deploybot(Agent):
     name = "deploybot"
     description = "Ships a chosen version of a service after a person approves."
     toolbox = (ListVersions, Deploy)
+    settings_class = DeploybotSettings
     prompt = Path(__file__).with_name("prompt.md.j2")
 
     def demo(self, context: str, tools: list[str]) -> tuple[str, dict[str, Any]]:

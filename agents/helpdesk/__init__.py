@@ -1,3 +1,3 @@
-from agents.helpdesk.agent import Helpdesk
+from agents.helpdesk.agent import Helpdesk, HelpdeskSettings
 
-__all__ = ["Helpdesk"]
+__all__ = ["Helpdesk", "HelpdeskSettings"]

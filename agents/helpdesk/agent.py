@@ -14,16 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic_settings import SettingsConfigDict
 
 from agents.kit import Agent, ToolContext, parse_blocks
 from agents.kit.demo import ask, done
 from gateway.events import Thread
+from gateway.settings import PluginSettings
 
 HERE = Path(__file__).parent
 
 
+class HelpdeskSettings(PluginSettings):
+    """FRONTDESK_HELPDESK_FAQ: the FAQ file (unset: the sample beside this module)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRONTDESK_HELPDESK_")
+
+    faq: Path = HERE / "faq.yaml"
+
+
 async def load_faq(thread: Thread, ctx: ToolContext) -> list[dict[str, Any]]:
-    path = ctx.settings.helpdesk_faq or HERE / "faq.yaml"
+    path = ctx.agent_settings.faq if isinstance(ctx.agent_settings, HelpdeskSettings) else HERE / "faq.yaml"
     # A small file read once per thread, before the first model call.
     return yaml.safe_load(Path(path).read_text()) or []  # noqa: ASYNC240
 
@@ -45,6 +55,7 @@ class Helpdesk(Agent):
     toolbox = ()
     prompt = HERE / "prompt.md.j2"
     prefetch = {"faq": load_faq}
+    settings_class = HelpdeskSettings
 
     def demo(self, context: str, tools: list[str]) -> tuple[str, dict[str, Any]]:
         blocks = parse_blocks(context)

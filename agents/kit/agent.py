@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, Any, ClassVar, assert_never
 
 import jinja2
 import structlog
@@ -52,6 +52,7 @@ from gateway.events import (
 )
 from gateway.events import DoneForNow as DoneEvent
 from gateway.events import RequestHumanInput as AskEvent
+from gateway.settings import PluginSettings, plugin_settings
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -67,6 +68,8 @@ class Agent:
     Subclass it (or instantiate it) with a `name`, a `description`, the `tools`
     it may call, the `prompt` template beside its code, and optional `prefetch`
     functions whose results land in the context before the first model call.
+    An agent with settings of its own names a `PluginSettings` subclass in
+    `settings_class`; its tools and prefetches find them in `ctx.agent_settings`.
     """
 
     name: str = ""
@@ -74,10 +77,12 @@ class Agent:
     toolbox: tuple[type[Tool], ...] = ()
     prompt: Path | None = None
     prefetch: dict[str, Prefetch] = {}
+    settings_class: ClassVar[type[PluginSettings] | None] = None
 
     def __init__(self, runtime: Runtime, *, model: Model | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
+        self.own_settings = plugin_settings(self.settings_class, self.settings) if self.settings_class else None
         cfg = runtime.config.agent(self.name)
         self.contacts = dict(cfg.contacts)
         self.model = model or load_model(
@@ -235,8 +240,17 @@ class Agent:
             usage=usage,
         )
 
+    def _context(self, thread: Thread, call_id: str) -> ToolContext:
+        return ToolContext(
+            thread=thread,
+            call_id=call_id,
+            settings=self.settings,
+            http=self.runtime.http,
+            agent_settings=self.own_settings,
+        )
+
     async def _run(self, thread: Thread, step: Tool, call_id: str) -> list[Any]:
-        ctx = ToolContext(thread=thread, call_id=call_id, settings=self.settings, http=self.runtime.http)
+        ctx = self._context(thread, call_id)
         try:
             result = await step.run(ctx)
         except Exception as exc:
@@ -259,7 +273,7 @@ class Agent:
     async def _prefetch(self, thread: Thread) -> Thread:
         events = []
         for name, fetch in self.prefetch.items():
-            ctx = ToolContext(thread=thread, call_id=f"prefetch_{name}", settings=self.settings, http=self.runtime.http)
+            ctx = self._context(thread, f"prefetch_{name}")
             try:
                 events.append(ContextFetched(name=name, result=_jsonable(await fetch(thread, ctx))))
             except Exception as exc:

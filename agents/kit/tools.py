@@ -31,6 +31,8 @@ class ToolContext:
     call_id: str
     settings: Settings
     http: httpx.AsyncClient
+    # The agent's own settings (its `settings_class`, built by gateway.settings.plugin_settings), if it has one.
+    agent_settings: Any = None
 
     @property
     def idempotency_key(self) -> str:

@@ -26,10 +26,11 @@ from channels.email.inbound import Inbound
 from channels.email.outbound import Envelope, compose, relay_for
 from channels.email.store import BlobStore
 from gateway.errors import DeliveryFailed, Unavailable
-from gateway.messages import InboundMessage, OutboundMessage, Sent
+from gateway.messages import Contact, InboundMessage, OutboundMessage, Sent
 from gateway.protocols import ChannelBase, ChannelContext
 
 log = structlog.get_logger("frontdesk.email")
+NO_RELAY = "FRONTDESK_SMTP_RELAY is not set: no mail can be sent"
 
 
 class EmailChannel(ChannelBase):
@@ -66,9 +67,12 @@ class EmailChannel(ChannelBase):
         return await self.inbound.complete(message)
 
     # ------------------------------------------------------------ outbound
+    def unreachable_reason(self, agent: str, contact: Contact) -> str | None:
+        return NO_RELAY if self.relay is None else None
+
     async def send(self, message: OutboundMessage) -> Sent:
         if self.relay is None:
-            raise DeliveryFailed("FRONTDESK_SMTP_RELAY is not set: no mail can be sent")
+            raise DeliveryFailed(NO_RELAY)
         env = await self._envelope(message)
         mail = compose(message, env)
         await self.relay.send(mail, env)

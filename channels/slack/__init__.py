@@ -21,16 +21,16 @@ SLACK_APP_TOKEN (Socket Mode). The app manifest is deploy/slack/manifest.yaml.
 from __future__ import annotations
 
 from channels.slack.channel import SlackChannel
-from gateway.protocols import ChannelContext
+from gateway.protocols import ChannelContext, Unconfigured
 
 __all__ = ["SlackChannel", "channel"]
 
 
-def channel(context: ChannelContext) -> SlackChannel | None:
-    """The Slack channel, or None when its tokens are not set."""
+def channel(context: ChannelContext) -> SlackChannel | Unconfigured:
+    """The Slack channel, or what is missing when its tokens are not set."""
     settings = context.settings
     if settings.slack_bot_token is None:
-        return None
+        return Unconfigured("slack", "SLACK_BOT_TOKEN is not set")
     if settings.slack_signing_secret is None and settings.slack_app_token is None:
-        return None
+        return Unconfigured("slack", "neither SLACK_SIGNING_SECRET (HTTP) nor SLACK_APP_TOKEN (Socket Mode) is set")
     return SlackChannel(context)

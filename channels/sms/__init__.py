@@ -17,14 +17,16 @@ from __future__ import annotations
 
 from channels.sms.channel import SmsChannel
 from channels.sms.media import Media
-from gateway.protocols import ChannelContext
+from gateway.protocols import ChannelContext, Unconfigured
 
 __all__ = ["Media", "SmsChannel", "channel"]
 
 
-def channel(context: ChannelContext) -> SmsChannel | None:
-    """The SMS channel, or None when the Twilio credentials are not set."""
+def channel(context: ChannelContext) -> SmsChannel | Unconfigured:
+    """The SMS channel, or what is missing when the Twilio credentials are not set."""
     settings = context.settings
-    if not (settings.twilio_account_sid and settings.twilio_auth_token):
-        return None
+    account = {"TWILIO_ACCOUNT_SID": settings.twilio_account_sid, "TWILIO_AUTH_TOKEN": settings.twilio_auth_token}
+    missing = [name for name, value in account.items() if not value]
+    if missing:
+        return Unconfigured("sms", f"no Twilio account: {' and '.join(missing)} not set")
     return SmsChannel(context)

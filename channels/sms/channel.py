@@ -16,11 +16,12 @@ from channels.sms.optout import OptOuts, keyword
 from channels.sms.rest import UNSUBSCRIBED, Created, TwilioRejected, TwilioRest
 from channels.sms.text import render, segments
 from gateway.errors import DeliveryFailed, answer
-from gateway.messages import OutboundMessage, Sent
+from gateway.messages import Contact, OutboundMessage, Sent
 from gateway.protocols import ChannelBase, ChannelContext
 
 log = structlog.get_logger("frontdesk.sms")
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+NO_SENDER = "no number to send from: set TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID"
 
 
 class SmsChannel(ChannelBase):
@@ -94,6 +95,14 @@ class SmsChannel(ChannelBase):
         return Response(status_code=204)
 
     # ------------------------------------------------------------ outbound
+    def unreachable_reason(self, agent: str, contact: Contact) -> str | None:
+        """A launched thread texts first, so it needs a number to send from (a reply uses the one written to)."""
+        if not E164.match(contact.address):
+            return f"not an E.164 number: {contact.address!r}"
+        if not (self.settings.twilio_from_number or self.settings.twilio_messaging_service_sid):
+            return NO_SENDER
+        return None
+
     async def send(self, message: OutboundMessage) -> Sent:
         """Send `message` in order, segment by segment; a retry skips the segments that went."""
         their = message.reply_to.get("to") or message.address
@@ -102,7 +111,7 @@ class SmsChannel(ChannelBase):
         if not E164.match(their or ""):
             raise DeliveryFailed(f"not an E.164 number: {their!r}")
         if not (ours or service):
-            raise DeliveryFailed("no number to send from: set TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID")
+            raise DeliveryFailed(NO_SENDER)
         if await self.optouts.has(their):
             raise DeliveryFailed("recipient opted out")
         key = f"segments:{message.id}"

@@ -74,10 +74,10 @@ async def status_of(client, thread_id, status, events: int = 0):
     return await eventually(check)
 
 
-async def test_deploybot_lists_asks_deploys_after_approval_and_reports(settings, sink):
+async def test_deploybot_lists_asks_deploys_after_approval_and_reports(settings, sink, monkeypatch):
     service = DeployService()
     with LoopbackServer(service.app) as deploy:
-        settings = settings.model_copy(update={"deploybot_url": deploy.url})
+        monkeypatch.setenv("FRONTDESK_DEPLOYBOT_URL", deploy.url)  # the agent's own settings read it
         async for client in drive(settings, sink.url):
             r = await client.post(
                 "/api/v1/threads",

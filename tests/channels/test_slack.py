@@ -212,10 +212,11 @@ def test_a_click_is_a_decision_on_the_thread_of_its_message():
 
 
 async def test_the_channel_needs_a_bot_token_and_a_secret_or_app_token(redis_url, prefix, fake):
-    async with running(make_settings(redis_url, prefix), builtins=False, channels=[]) as rt:
-        assert slack.channel(rt.channel_context) is None
-    async with running(make_settings(redis_url, prefix, slack_bot_token=TOKEN), builtins=False) as rt:
-        assert slack.channel(rt.channel_context) is None
+    async with running(make_settings(redis_url, prefix), builtins=False, channels=[slack.channel]) as rt:
+        assert "slack" not in rt.channels and rt.unconfigured == {"slack": "SLACK_BOT_TOKEN is not set"}
+    settings = make_settings(redis_url, prefix, slack_bot_token=TOKEN)
+    async with running(settings, builtins=False, channels=[slack.channel]) as rt:
+        assert "slack" not in rt.channels and "SLACK_SIGNING_SECRET" in rt.unconfigured["slack"]
     settings = make_settings(
         redis_url, prefix, slack_bot_token=TOKEN, slack_app_token=APP_TOKEN, slack_api_url=fake.url
     )

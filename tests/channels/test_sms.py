@@ -144,8 +144,8 @@ def test_render_says_how_to_answer():
 
 async def test_the_channel_needs_twilio_credentials(redis_url, prefix, fake):
     settings = sms_settings(redis_url, prefix, fake, twilio_auth_token=None)
-    async with running(settings, agents=[EchoAgent()], builtins=False) as rt:
-        assert sms.channel(rt.channel_context) is None
+    async with running(settings, agents=[EchoAgent()], builtins=False, channels=[sms.channel]) as rt:
+        assert "sms" not in rt.channels and rt.unconfigured == {"sms": "no Twilio account: TWILIO_AUTH_TOKEN not set"}
 
 
 # ---------------------------------------------------------------- inbound

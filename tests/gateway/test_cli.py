@@ -221,6 +221,9 @@ def test_launch_prints_the_new_thread_id(env, settings):
         (("launch", "nosuch", "hi"), "no agent named 'nosuch'"),
         (("launch", "echo", "hi", "--contact", "pigeon:coo"), "not configured"),
         (("launch", "echo", "hi", "--contact", "alice"), "channel:address"),
+        # A channel that cannot reach the contact: the API's 422 message, word for word.
+        (("launch", "echo", "hi", "--contact", "slack:U1"), "channel 'slack' is not configured: SLACK_BOT_TOKEN"),
+        (("launch", "echo", "hi", "--contact", "webhook:https://example.com/cb"), "FRONTDESK_WEBHOOK_SECRET_ECHO"),
     ],
 )
 def test_launch_refuses_what_cannot_run(env, args, message):

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from helpers import background, eventually
 from plugins import EchoAgent
 
+from channels import webhook
 from gateway.cron import Cron, due_tick
+from gateway.errors import ConfigError
 from gateway.runtime import running
 
 
@@ -47,3 +50,15 @@ async def test_a_recently_missed_tick_fires_on_start_and_an_old_one_does_not(set
         async with background(cron):
             await asyncio.sleep(0.3)
         assert cron.fired == 0
+
+
+async def test_a_job_whose_contact_cannot_be_reached_stops_start_up_naming_the_key(settings, tmp_path):
+    config = tmp_path / "frontdesk.toml"
+    config.write_text(
+        '[[cron]]\nschedule = "0 * * * *"\nagent = "echo"\ntext = "report"\ncontact = "webhook:https://example.com/cb"\n'
+    )
+    settings = settings.model_copy(update={"config_path": config, "webhook_secret": None, "webhook_secrets": {}})
+    async with running(settings, builtins=False, agents=[EchoAgent()], channels=[webhook.channel]) as rt:
+        with pytest.raises(ConfigError, match=r"cron\.0\.contact: .*FRONTDESK_WEBHOOK_SECRET_ECHO"):
+            Cron(rt)
+        assert await rt.store.list(limit=10) == []
