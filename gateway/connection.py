@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 import redis.asyncio as aioredis
@@ -98,7 +99,7 @@ def parse_target(url: str) -> RedisTarget | None:
     nodes = [_host_port(part) for part in hosts.split(",") if part.strip()]
     if not nodes:
         raise ConfigError("FRONTDESK_REDIS_URL: name at least one host:port")
-    common = dict(
+    common: dict[str, Any] = dict(
         nodes=nodes,
         username=unquote(user) or None,
         password=unquote(password) if colon else None,
@@ -225,7 +226,7 @@ def _cluster(target: RedisTarget, max_connections: int) -> aioredis.Redis:
         **_common(),
         **tls,
     )
-    return client  # type: ignore[return-value] - the same commands; callers use them alike
+    return client  # type: ignore[return-value]  # the same commands; callers use them alike
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -236,7 +237,9 @@ class _SentinelClient(aioredis.Redis):
     """The master's client; closing it closes the connections to the Sentinels too."""
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        manager = self.connection_pool.sentinel_manager
+        pool = self.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)  # master_for made it so (see _sentinel)
+        manager = pool.sentinel_manager
         await super().aclose(close_connection_pool)
         for sentinel in manager.sentinels:
             await sentinel.aclose()

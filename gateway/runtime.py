@@ -10,7 +10,7 @@ import contextlib
 import gc
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,7 @@ class Runtime:
     ingest: Ingest
     agents: dict[str, Agent] = field(default_factory=dict)
     channels: dict[str, Channel] = field(default_factory=dict)
-    router: Router | None = None
+    router: Router = field(init=False)  # built once the agents are loaded: it routes to them
 
     def agent_names(self) -> list[str]:
         return sorted(self.agents)
@@ -58,8 +58,8 @@ async def running(
     settings: Settings,
     *,
     redis_url: str | None = None,
-    agents: list[Any] = (),
-    channels: list[Any] = (),
+    agents: Sequence[Any] = (),
+    channels: Sequence[Any] = (),
     builtins: bool = True,
 ) -> AsyncIterator[Runtime]:
     """Open Redis, the HTTP client, the agents and channels; yield them; close them all.
