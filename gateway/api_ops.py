@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from redis.exceptions import ResponseError
@@ -25,6 +25,7 @@ from gateway.entries import Entry
 from gateway.errors import Malformed
 from gateway.events import Note
 from gateway.runtime import Runtime
+from gateway.streams import StreamRows
 
 router = APIRouter(prefix="/api/v1", tags=["ops"])
 _SCAN_CHUNK = 200
@@ -97,7 +98,7 @@ async def dead_letters(rt: Runtime, limit: int = 100) -> list[DeadLetter]:
     """The newest `limit` dead letters across partitions."""
     found: list[DeadLetter] = []
     for p in range(rt.keys.partitions):
-        for entry_id, fields in await rt.redis.xrevrange(rt.keys.dlq(p), count=limit):
+        for entry_id, fields in cast(StreamRows, await rt.redis.xrevrange(rt.keys.dlq(p), count=limit)):
             found.append(to_dead_letter(p, entry_id, fields))
     found.sort(key=lambda d: _stream_order(d.entry_id), reverse=True)
     return found[:limit]
@@ -109,7 +110,7 @@ async def dead_letter(rt: Runtime, ref: str) -> DeadLetter | None:
     if not p.isdigit() or int(p) >= rt.keys.partitions or not entry_id:
         raise Malformed(f"{ref!r} is not a dead letter id (partition:entry-id)")
     try:
-        rows = await rt.redis.xrange(rt.keys.dlq(int(p)), entry_id, entry_id)
+        rows = cast(StreamRows, await rt.redis.xrange(rt.keys.dlq(int(p)), entry_id, entry_id))
     except ResponseError:  # Redis refuses an ill-formed stream id
         raise Malformed(f"{entry_id!r} is not a stream entry id") from None
     return to_dead_letter(int(p), rows[0][0], rows[0][1]) if rows else None
@@ -120,7 +121,7 @@ async def find_for_thread(rt: Runtime, thread_id: str, match: Callable[[DeadLett
     p = rt.keys.thread_partition(thread_id)
     top = "+"
     while True:
-        rows = await rt.redis.xrevrange(rt.keys.dlq(p), max=top, count=_SCAN_CHUNK)
+        rows = cast(StreamRows, await rt.redis.xrevrange(rt.keys.dlq(p), max=top, count=_SCAN_CHUNK))
         for entry_id, fields in rows:
             dead = to_dead_letter(p, entry_id, fields)
             if dead.thread_id == thread_id and match(dead):

@@ -16,6 +16,7 @@ write fewer for Redis to run and append to its AOF (benchmarks/, scenario 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -128,7 +129,7 @@ class Ingest:
 
     async def thread_for(self, channel: str, conversation: str) -> str | None:
         """The thread a conversation belongs to, if any."""
-        return await self.redis.get(self.keys.conversation(channel, conversation))
+        return cast(str | None, await self.redis.get(self.keys.conversation(channel, conversation)))  # decoding client
 
     async def bind(self, channel: str, conversation: str, thread_id: str) -> None:
         """Point a conversation at a thread (an outbound message opened it)."""
@@ -149,7 +150,7 @@ class Ingest:
         if tp := tracing.traceparent():  # an API resume continues the caller's trace
             fields["tp"] = tp
         if dedupe_id is None:
-            await self.redis.xadd(stream, fields)
+            await self.redis.xadd(stream, fields)  # type: ignore[arg-type]  # redis-py types fields as an invariant dict of every encodable type
             return True
         marker = self.keys.seen(p, entry.kind, dedupe_id)
         return await self.streams.xadd_once(marker, stream, fields, self.ttl, entry.thread_id)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import structlog
 from pydantic import ValidationError
@@ -36,6 +36,7 @@ from gateway.events import DEAD_LETTER, Error, InboundMessage, Thread
 from gateway.loops import redis_down, sleep
 from gateway.outbox import compose, notice
 from gateway.router import Decision
+from gateway.streams import StreamRows
 from gateway.threads import GROUP
 
 if TYPE_CHECKING:
@@ -350,7 +351,7 @@ class Worker:
         if entry.kind == "continue":
             return self._traces.get(entry.thread_id)
         stream = self.keys.inbound(self.keys.thread_partition(entry.thread_id))
-        rows = await self.rt.redis.xrange(stream, entry.stream_id, entry.stream_id)
+        rows = cast(StreamRows, await self.rt.redis.xrange(stream, entry.stream_id, entry.stream_id))
         self._traces[entry.thread_id] = tp = rows[0][1].get("tp") if rows else None
         return tp
 
