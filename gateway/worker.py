@@ -108,7 +108,8 @@ class Worker:
                 if not ready:
                     await self.streams.ensure_group(stream, GROUP)
                     ready = True
-                rows = await self.rt.redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=100, block=500)
+                reply = await self.rt.redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=100, block=500)
+                rows = cast(list[tuple[str, StreamRows]] | None, reply)  # a decoding client; None: nothing came
                 for _, entries in rows or []:
                     await self._received(p, entries)
             except REDIS_DOWN as exc:
@@ -305,7 +306,7 @@ class Worker:
         bound = log.bind(thread_id=entry.thread_id, entry=entry.stream_id, kind=entry.kind)
         try:
             entry = await self._complete(entry)
-            if self._starts_afresh(thread, entry):
+            if thread is not None and self._starts_afresh(thread, entry):
                 await self._restart(thread, entry)
                 entry = dataclasses.replace(entry, kind="ignored", data=None)
             decision = self.rt.router.decide(thread, entry)
@@ -372,12 +373,13 @@ class Worker:
         """A new message on a finished thread of a channel whose conversations never end (SMS)."""
         if entry.kind != "inbound" or thread is None or thread.status not in ("done", "failed"):
             return False
-        channel = self.rt.channels.get(entry.data.get("channel", ""))
+        channel = self.rt.channels.get((entry.data or {}).get("channel", ""))
         return bool(getattr(channel, "fresh_after_done", False))
 
     async def _restart(self, thread: Thread, entry: Entry) -> None:
         """Move the conversation to a new thread and send the message there."""
         data = entry.data
+        assert data is not None  # an inbound entry (see _starts_afresh) carries its message
         new_id = await self.rt.ingest.rebind(data["channel"], data["conversation"], thread.id)
         target = self.keys.thread_partition(new_id)
         fields = Entry(kind="inbound", thread_id=new_id, data=data, agent=entry.agent or thread.agent).fields()
