@@ -223,7 +223,7 @@ class Agent:
         return thread.with_events(call, *(await self._run(thread, step, call_id)))
 
     async def _prefetch(self, thread: Thread) -> Thread:
-        events = []
+        events: list[ContextFetched | Error] = []
         for name, fetch in self.prefetch.items():
             ctx = ToolContext(thread=thread, call_id=f"prefetch_{name}", settings=self.settings, http=self.runtime.http)
             try:
