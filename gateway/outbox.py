@@ -275,7 +275,8 @@ class Outbox:
         self._busy.add(entry_id)
         task = asyncio.create_task(self._deliver(p, entry_id, fields))
         self._tasks.add(task)
-        task.add_done_callback(lambda t: (self._tasks.discard(t), self._busy.discard(entry_id)))
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._busy.discard(entry_id))
 
     async def _deliver(self, p: int, entry_id: str, fields: dict[str, str]) -> None:
         stream = self.keys.outbox(p)
@@ -465,5 +466,6 @@ class Outbox:
         # page); the Prometheus counters above are per process. Kept two hours.
         key = self.keys.deliveries(int(time.time() // 60))
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hincrby(key, f"{channel}:{status}", 1).expire(key, 7200)
+            pipe.hincrby(key, f"{channel}:{status}", 1)
+            pipe.expire(key, 7200)
             await pipe.execute()

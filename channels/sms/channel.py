@@ -119,7 +119,9 @@ class SmsChannel:
                 created = await self._create(their, ours, service, body, self._callback_url(message))
                 sid, ours = created.sid, ours or created.sender
                 async with self.rt.redis.pipeline(transaction=True) as pipe:
-                    await pipe.hset(key, str(index), sid).expire(key, self.settings.dedupe_ttl).execute()
+                    pipe.hset(key, str(index), sid)
+                    pipe.expire(key, self.settings.dedupe_ttl)
+                    await pipe.execute()
             sids.append(sid)
         if not ours:
             # A Messaging Service chose the sender and Twilio did not say which yet:

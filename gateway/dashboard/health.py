@@ -46,7 +46,8 @@ async def gather(rt: Runtime) -> Health:
     parts = []
     for p in range(k.partitions):
         async with rt.redis.pipeline(transaction=False) as pipe:
-            pipe.xlen(k.inbound(p)).xlen(k.outbox(p)).xlen(k.dlq(p))
+            for stream in (k.inbound(p), k.outbox(p), k.dlq(p)):
+                pipe.xlen(stream)
             inbound, outbox, dlq = await pipe.execute()
         health = PartitionHealth(p, inbound, outbox, dlq)
         health.groups.append(await _group(rt, k.inbound(p), WORKERS, "workers (inbound)"))
