@@ -22,7 +22,7 @@ import asyncio
 import random
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from pydantic import ValidationError
@@ -34,7 +34,7 @@ from gateway.entries import Entry
 from gateway.errors import DeliveryFailed
 from gateway.events import Contact, DeliveryEvent, OutAction, OutboundMessage, Thread
 from gateway.loops import redis_down, sleep
-from gateway.streams import flat
+from gateway.streams import StreamRows, flat
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -227,7 +227,8 @@ class Outbox:
                 if not ready:
                     await self.rt.streams.ensure_group(stream, GROUP)
                     ready = True
-                rows = await self.redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=50, block=500)
+                reply = await self.redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=50, block=500)
+                rows = cast(list[tuple[str, StreamRows]] | None, reply)  # a decoding client; None: nothing came
             except REDIS_DOWN as exc:
                 await redis_down(stop, exc)
                 continue

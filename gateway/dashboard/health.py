@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from redis.exceptions import ResponseError
 
@@ -54,7 +55,7 @@ async def gather(rt: Runtime) -> Health:
         health.groups.append(await _group(rt, k.outbox(p), SENDERS, "senders (outbox)"))
         parts.append(health)
     now = time.time()
-    beats = await rt.redis.hgetall(k.workers())
+    beats = cast(dict[str, str], await rt.redis.hgetall(k.workers()))  # a decoding client
     workers = sorted(((name, max(0.0, now - float(at))) for name, at in beats.items()), key=lambda w: w[1])
     return Health(parts, workers, await deliveries_last_hour(rt, now))
 
