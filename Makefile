@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test chaos bench install browser clean model-test
+.PHONY: run test lint chaos bench install browser clean model-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ browser:
 
 run: $(STAMP)
 	$(BIN)/frontdesk dev
+
+# Static checks, first in `make test` (so in CI): lint, formatting, types over gateway/ channels/ agents/.
+lint: $(STAMP)
+	@echo "ruff check" && $(BIN)/ruff check .
+	@echo "ruff format --check" && $(BIN)/ruff format --check .
+	@echo "mypy (gateway, channels, agents)" && $(BIN)/mypy
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow and not realmodel" $(PYTEST_ARGS)

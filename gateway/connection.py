@@ -137,7 +137,7 @@ def parse_target(url: str) -> RedisTarget | None:
     nodes = [_host_port(part) for part in hosts.split(",") if part.strip()]
     if not nodes:
         raise ConfigError("FRONTDESK_REDIS_URL: name at least one host:port")
-    common = dict(
+    common: dict[str, Any] = dict(
         nodes=nodes,
         username=unquote(user) or None,
         password=unquote(password) if colon else None,
@@ -282,7 +282,9 @@ class _SentinelClient(_Client):
     """The master's client; closing it closes the connections to the Sentinels too."""
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        manager = self.connection_pool.sentinel_manager
+        pool = self.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)  # master_for made it so (see _sentinel)
+        manager = pool.sentinel_manager
         await super().aclose(close_connection_pool)
         for sentinel in manager.sentinels:
             await sentinel.aclose()

@@ -139,7 +139,7 @@ class DirectRoutes:
 
 def _direct(route: Any) -> _Direct | None:
     """How to call `route` directly, or None when it needs FastAPI (dependencies, a body model, a response model)."""
-    if not isinstance(route, APIRoute) or "POST" not in route.methods or route.dependencies:
+    if not isinstance(route, APIRoute) or not route.methods or "POST" not in route.methods or route.dependencies:
         return None
     try:
         hints = typing.get_type_hints(route.endpoint)

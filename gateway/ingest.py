@@ -15,6 +15,8 @@ write fewer for Redis to run and append to its AOF (benchmarks/, scenario 1).
 
 from __future__ import annotations
 
+from typing import cast
+
 import redis.asyncio as aioredis
 
 from gateway import metrics, tracing
@@ -130,7 +132,7 @@ class Ingest:
 
     async def thread_for(self, channel: str, conversation: str) -> str | None:
         """The thread a conversation belongs to, if any."""
-        return await self.redis.get(self.keys.conversation(channel, conversation))
+        return cast(str | None, await self.redis.get(self.keys.conversation(channel, conversation)))  # decoding client
 
     async def bind(self, channel: str, conversation: str, thread_id: str) -> None:
         """Point a conversation at a thread (an outbound message opened it)."""
@@ -152,7 +154,7 @@ class Ingest:
         if tp := tracing.traceparent():  # an API resume continues the caller's trace
             fields["tp"] = tp
         if dedupe_id is None:
-            await self.redis.xadd(stream, fields)
+            await self.redis.xadd(stream, fields)  # type: ignore[arg-type]  # redis-py types fields as an invariant dict of every encodable type
             return True
         marker = self.keys.seen(p, entry.kind, dedupe_id)
         return await self.streams.xadd_once(marker, stream, fields, self.ttl, entry.thread_id)

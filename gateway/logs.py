@@ -15,6 +15,7 @@ import sys
 from typing import TextIO
 
 import structlog
+from structlog.typing import Processor
 
 from gateway.errors import ConfigError
 from gateway.settings import Settings
@@ -44,12 +45,13 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     stream = stream or sys.stdout
     console = settings.log_format == "console" or (settings.log_format == "auto" and _isatty(stream))
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         timestamper,
     ]
+    render: list[Processor]
     if console:
         render = [
             structlog.dev.ConsoleRenderer(colors=_isatty(stream), exception_formatter=_tracebacks(_isatty(stream)))
@@ -79,7 +81,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_frontdesk", False)]:
         root.removeHandler(old)
-    handler._frontdesk = True  # type: ignore[attr-defined] - so a second call replaces, not doubles
+    handler._frontdesk = True  # type: ignore[attr-defined]  # a marker, so a second call replaces, not doubles
     root.addHandler(handler)
     root.setLevel(level)
     for name in _CHATTY:

@@ -581,5 +581,6 @@ class Outbox:
         # page); the Prometheus counters above are per process. Kept two hours.
         key = self.keys.deliveries(int(time.time() // 60))
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hincrby(key, f"{channel}:{status}", 1).expire(key, 7200)
+            pipe.hincrby(key, f"{channel}:{status}", 1)
+            pipe.expire(key, 7200)
             await pipe.execute()

@@ -161,7 +161,7 @@ class Router:
         raise Malformed(f"unknown entry kind {entry.kind!r}")
 
     def _inbound(self, thread: Thread | None, entry: Entry, msg: InboundMessage) -> Decision:
-        said = dict(
+        said: dict[str, Any] = dict(
             id=msg.id,
             text=msg.text,
             sender=msg.identity,

@@ -10,7 +10,7 @@ import contextlib
 import gc
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,8 +64,8 @@ async def running(
     settings: Settings,
     *,
     redis_url: str | None = None,
-    agents: list[Any] = (),
-    channels: list[Any] = (),
+    agents: Sequence[Any] = (),
+    channels: Sequence[Any] = (),
     builtins: bool = True,
 ) -> AsyncIterator[Runtime]:
     """Open Redis, the HTTP client, the agents and channels; yield them; close them all.

@@ -172,7 +172,8 @@ def _http_server(rt: Runtime) -> probes.Server:
         port=settings.http_port,
         log_config=None,  # our handlers (gateway.logs) format uvicorn's lines too
         access_log=settings.access_log,
-        timeout_graceful_shutdown=settings.shutdown_grace,
+        # uvicorn annotates an int, and waits with asyncio.wait_for, which takes the float as it is.
+        timeout_graceful_shutdown=settings.shutdown_grace,  # type: ignore[arg-type]
         server_header=False,
     )
     return probes.Server(config)

@@ -11,7 +11,7 @@ import asyncio
 import json
 import secrets
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -94,6 +94,11 @@ XADD_ONCE, TO_INBOX, PARK = xadd_once_script(), to_inbox_script(), park_script()
 RELEASE_DUE, DEAD_LETTER = release_due_script(), dead_letter_script()
 
 
+# XRANGE's reply as a client made with decode_responses=True returns it (redis-py's
+# annotations say bytes | str, and None, whatever the client decodes).
+StreamRows = list[tuple[str, dict[str, str]]]
+
+
 def missing_group(exc: BaseException) -> bool:
     """Redis's answer to a claim before the reader has created the consumer group: nothing to claim yet."""
     return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
@@ -169,7 +174,8 @@ class Streams:
             if info["name"] == group:
                 lag = info.get("lag")
                 if lag is None:  # Redis < 7 does not report it (nor 7 after an XDEL): count what follows, capped
-                    lag = len(await self.redis.xrange(stream, f"({info['last-delivered-id']}", "+", count=10_000))
+                    after = f"({info['last-delivered-id']}"
+                    lag = len(cast(StreamRows, await self.redis.xrange(stream, after, "+", count=10_000)))
                 return int(lag), int(info["pending"])
         return None
 
@@ -251,15 +257,15 @@ class Streams:
         await self._dead_letter(keys=keys, args=args)
 
     async def dlq_entries(self, count: int = 100) -> list[tuple[int, str, dict[str, Any]]]:
-        out = []
+        out: list[tuple[int, str, dict[str, Any]]] = []
         for p in range(self.keys.partitions):
-            for entry_id, fields in await self.redis.xrange(self.keys.dlq(p), count=count):
+            for entry_id, fields in cast(StreamRows, await self.redis.xrange(self.keys.dlq(p), count=count)):
                 out.append((p, entry_id, fields))
         return out
 
     async def replay(self, p: int, dlq_id: str) -> bool:
         """Put a dead-lettered entry back on the stream it came from."""
-        rows = await self.redis.xrange(self.keys.dlq(p), dlq_id, dlq_id)
+        rows = cast(StreamRows, await self.redis.xrange(self.keys.dlq(p), dlq_id, dlq_id))
         if not rows:
             return False
         fields = dict(rows[0][1])
@@ -267,7 +273,7 @@ class Streams:
         for meta in ("source_id", "reason", "failed_at", "i"):  # i: it is in no inbox now
             fields.pop(meta, None)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(source, fields)
+            pipe.xadd(source, fields)  # type: ignore[arg-type]  # redis-py types fields as an invariant dict of every encodable type
             pipe.xdel(self.keys.dlq(p), dlq_id)
             await pipe.execute()
         return True

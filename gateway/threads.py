@@ -16,7 +16,8 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from pydantic import TypeAdapter
@@ -218,7 +219,7 @@ class ThreadStore:
         return thread_from_stored(meta, raw_events)
 
     async def meta(self, thread_id: str) -> dict[str, str]:
-        return await self.redis.hgetall(self.keys.thread(thread_id))
+        return cast(dict[str, str], await self.redis.hgetall(self.keys.thread(thread_id)))  # a decoding client
 
     async def exists(self, thread_id: str) -> bool:
         return bool(await self.redis.exists(self.keys.thread(thread_id)))
@@ -231,7 +232,10 @@ class ThreadStore:
         ids: list[tuple[float, str]] = []
         for p in range(self.keys.partitions):
             index = self.keys.status_index(p, status) if status else self.keys.index(p)
-            rows = await self.redis.zrevrangebyscore(index, top, "-inf", start=0, num=limit, withscores=True)
+            rows = cast(
+                list[tuple[str, float]],  # withscores, from a decoding client
+                await self.redis.zrevrangebyscore(index, top, "-inf", start=0, num=limit, withscores=True),
+            )
             ids.extend((score, tid) for tid, score in rows)
         ids.sort(reverse=True)
         ids = ids[:limit]
@@ -285,7 +289,7 @@ class ThreadStore:
     async def save(
         self,
         thread: Thread,
-        new_events: list[Any],
+        new_events: Sequence[Any],
         *,
         owner: str,
         entry: Entry | None,
@@ -354,7 +358,7 @@ class ThreadStore:
         await self._drop(keys=keys, args=args)
 
     async def inbox_head(self, thread_id: str) -> str | None:
-        rows = await self.redis.zrange(self.keys.inbox(thread_id), 0, 0)
+        rows = cast(list[str], await self.redis.zrange(self.keys.inbox(thread_id), 0, 0))  # a decoding client
         return rows[0] if rows else None
 
 
@@ -365,8 +369,8 @@ def thread_from_stored(meta: dict[str, str], raw_events: list[str]) -> Thread:
         agent=meta["agent"],
         origin=Contact.model_validate_json(meta["origin"]),
         events=[EventAdapter.validate_json(e) for e in raw_events],
-        created_at=meta["created_at"],
-        updated_at=meta.get("updated_at", meta["created_at"]),
+        created_at=datetime.fromisoformat(meta["created_at"]),
+        updated_at=datetime.fromisoformat(meta.get("updated_at", meta["created_at"])),
         responders=_STATUS_ADAPTER.validate_json(meta.get("responders", "[]")),
         approvers=_STATUS_ADAPTER.validate_json(meta.get("approvers", "[]")),
         version=int(meta.get("version", 1)),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import structlog
 from pydantic import ValidationError
@@ -35,7 +35,7 @@ from gateway.events import DEAD_LETTER, Error, InboundMessage, Thread
 from gateway.loops import loop_failed, redis_down, sleep
 from gateway.outbox import compose, notice
 from gateway.router import Decision
-from gateway.streams import missing_group
+from gateway.streams import StreamRows, missing_group
 from gateway.threads import GROUP
 
 if TYPE_CHECKING:
@@ -103,7 +103,8 @@ class Worker:
                 if not ready:
                     await self.streams.ensure_group(stream, GROUP)
                     ready = True
-                rows = await self.rt.redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=100, block=500)
+                reply = await self.rt.redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=100, block=500)
+                rows = cast(list[tuple[str, StreamRows]] | None, reply)  # a decoding client; None: nothing came
                 for _, entries in rows or []:
                     await self._received(p, entries)
             except Unavailable as exc:
@@ -301,7 +302,7 @@ class Worker:
         bound = log.bind(thread_id=entry.thread_id, entry=entry.stream_id, kind=entry.kind)
         try:
             entry = await self._complete(entry)
-            if self._starts_afresh(thread, entry):
+            if thread is not None and self._starts_afresh(thread, entry):
                 await self._restart(thread, entry)
                 entry = dataclasses.replace(entry, kind="ignored", data=None)
             decision = self.rt.router.decide(thread, entry)
@@ -347,7 +348,7 @@ class Worker:
         if entry.kind == "continue":
             return self._traces.get(entry.thread_id)
         stream = self.keys.inbound(self.keys.thread_partition(entry.thread_id))
-        rows = await self.rt.redis.xrange(stream, entry.stream_id, entry.stream_id)
+        rows = cast(StreamRows, await self.rt.redis.xrange(stream, entry.stream_id, entry.stream_id))
         self._traces[entry.thread_id] = tp = rows[0][1].get("tp") if rows else None
         return tp
 
@@ -378,6 +379,7 @@ class Worker:
     async def _restart(self, thread: Thread, entry: Entry) -> None:
         """Move the conversation to a new thread and send the message there."""
         data = entry.data
+        assert data is not None  # an inbound entry (see _starts_afresh) carries its message
         new_id = await self.rt.ingest.rebind(data["channel"], data["conversation"], thread.id)
         target = self.keys.thread_partition(new_id)
         fields = Entry(kind="inbound", thread_id=new_id, data=data, agent=entry.agent or thread.agent).fields()

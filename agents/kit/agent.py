@@ -271,7 +271,7 @@ class Agent:
         return thread.with_events(call, *(await self._run(thread, step, call_id)))
 
     async def _prefetch(self, thread: Thread) -> Thread:
-        events = []
+        events: list[ContextFetched | Error] = []
         for name, fetch in self.prefetch.items():
             ctx = self._context(thread, f"prefetch_{name}")
             try:

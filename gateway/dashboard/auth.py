@@ -20,6 +20,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import parse_qs
 
 from fastapi import HTTPException, Request
@@ -64,7 +65,7 @@ async def signing_key(request: Request) -> bytes:
     else:
         name = rt.keys.key("dashboard", "secret")
         await rt.redis.set(name, secrets.token_hex(32), nx=True)
-        key = bytes.fromhex(await rt.redis.get(name))
+        key = bytes.fromhex(cast(str, await rt.redis.get(name)))  # set just above; a decoding client
     request.app.state.dashboard_key = key
     return key
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from redis.exceptions import ResponseError
 
@@ -49,14 +50,15 @@ async def gather(rt: Runtime) -> Health:
     parts = []
     for p in range(k.partitions):
         async with rt.redis.pipeline(transaction=False) as pipe:
-            pipe.xlen(k.inbound(p)).xlen(k.outbox(p)).xlen(k.dlq(p))
+            for stream in (k.inbound(p), k.outbox(p), k.dlq(p)):
+                pipe.xlen(stream)
             inbound, outbox, dlq = await pipe.execute()
         health = PartitionHealth(p, inbound, outbox, dlq)
         health.groups.append(await _group(rt, k.inbound(p), WORKERS, "workers (inbound)"))
         health.groups.append(await _group(rt, k.outbox(p), SENDERS, "senders (outbox)"))
         parts.append(health)
     now = time.time()
-    beats = await rt.redis.hgetall(k.workers())
+    beats = cast(dict[str, str], await rt.redis.hgetall(k.workers()))  # a decoding client
     workers = sorted(((name, max(0.0, now - float(at))) for name, at in beats.items()), key=lambda w: w[1])
     models = await modelhealth.gather(rt.redis, rt.keys)
     return Health(parts, workers, await deliveries_last_hour(rt, now), models)

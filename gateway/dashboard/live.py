@@ -53,7 +53,8 @@ async def thread_events(
     started = beat = loop.time()
     yield "retry: 1000\n\n"
     async with rt.redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(rt.keys.thread(thread_id)).lrange(rt.keys.events(thread_id), 0, -1)
+        pipe.hgetall(rt.keys.thread(thread_id))
+        pipe.lrange(rt.keys.events(thread_id), 0, -1)
         meta, raw = await pipe.execute()
     if not meta:
         yield "event: gone\ndata: {}\n\n"

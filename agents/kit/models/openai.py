@@ -272,7 +272,7 @@ def _to_reply(raw: bytes, model_name: str, tool_names: frozenset[str]) -> ModelR
     if not choices:
         return ModelReply(tool=None, arguments=None, usage=used, model=model)
     first = choices[0] if isinstance(choices[0], dict) else {}
-    message = first.get("message") if isinstance(first.get("message"), dict) else {}
+    message = given if isinstance(given := first.get("message"), dict) else {}
     # Custom (free-text) tool calls have no `function`; we never offer such tools.
     calls = [
         call
