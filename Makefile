@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test chaos bench install browser clean
+.PHONY: run test test-lowest chaos bench install browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,20 @@ run: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# The same tests on the lowest versions pyproject.toml allows for each direct dependency
+# (.ci/lowest_constraints.py pins each to its floor; what they pull in resolves as usual).
+LOWEST := .venv-lowest
+
+$(LOWEST)/.installed: pyproject.toml .ci/lowest_constraints.py
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/pip install --quiet --upgrade pip
+	$(PYTHON) .ci/lowest_constraints.py pyproject.toml test > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/pip install --quiet -c $(LOWEST)/constraints.txt -e '.[test]'
+	touch $@
+
+test-lowest: $(LOWEST)/.installed browser
+	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
@@ -42,4 +56,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .frontdesk .pytest_cache
+	rm -rf $(VENV) $(LOWEST) .frontdesk .pytest_cache
