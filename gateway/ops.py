@@ -49,6 +49,7 @@ def create_ops_app(rt: Runtime) -> FastAPI:
 
 class _Server(uvicorn.Server):
     # The process's signal handlers (gateway.serve) own SIGTERM/SIGINT; `stop` tells this server.
+    # Kept reach-in (uvicorn<1 in pyproject), as in gateway/serve.py's _Server.
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield

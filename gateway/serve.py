@@ -164,6 +164,8 @@ def stop_on_signals(stop: asyncio.Event, on_hard_exit: Callable[[], None] | None
 
 class _Server(uvicorn.Server):
     # uvicorn would take SIGINT/SIGTERM for itself; `stop_on_signals` owns them for every role.
+    # Kept reach-in (uvicorn<1 in pyproject): uvicorn has no public switch for its handlers. Guarded by
+    # tests/gateway/test_processes.py::test_sigterm_lets_a_worker_stop_cleanly_and_loses_nothing.
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield

@@ -141,6 +141,8 @@ class Connection(SMTP):
             return
         super().data_received(data)
 
+    # Kept reach-in (aiosmtpd<1.5 in pyproject): the one place a session can answer 421 before the
+    # greeting. Guarded by tests/channels/test_email_server.py::test_connections_per_client_are_limited_with_421.
     async def _handle_client(self) -> None:
         # Refuse before the greeting (RFC 5321 §3.8 allows a 421 in its place).
         host = _host(self.session.peer)
