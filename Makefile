@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint chaos bench install browser clean model-test
+.PHONY: run test test-lowest lint chaos bench install browser clean model-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,20 @@ lint: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow and not realmodel" $(PYTEST_ARGS)
 
+# The same tests on the lowest versions pyproject.toml allows for each direct dependency
+# (.ci/lowest_constraints.py pins each to its floor; what they pull in resolves as usual).
+LOWEST := .venv-lowest
+
+$(LOWEST)/.installed: pyproject.toml .ci/lowest_constraints.py
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/pip install --quiet --upgrade pip
+	$(PYTHON) .ci/lowest_constraints.py pyproject.toml test > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/pip install --quiet -c $(LOWEST)/constraints.txt -e '.[test]'
+	touch $@
+
+test-lowest: $(LOWEST)/.installed browser
+	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
@@ -65,4 +79,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(MODELS) .frontdesk .pytest_cache
+	rm -rf $(VENV) $(MODELS) $(LOWEST) .frontdesk .pytest_cache

@@ -204,6 +204,8 @@ def make_client(url: str, max_connections: int = 64) -> aioredis.Redis:
     return _Client.from_pool(pool)  # the client owns (and closes) the pool
 
 
+# Kept reach-in (redis<9 in pyproject), for the figure in the docstring; guarded byte for byte by
+# tests/gateway/test_connection_packing.py::test_packed_commands_are_the_bytes_redis_py_sends.
 class _HiredisPacking:
     """Commands packed by hiredis (C) where redis-py's async connections pack them in Python.
 
@@ -274,6 +276,9 @@ def _cluster(target: RedisTarget, max_connections: int) -> aioredis.Redis:
     return client  # type: ignore[return-value]  # the same commands; callers use them alike
 
 
+# Kept reach-in (redis<9 in pyproject): redis-py has no blocking Sentinel pool, and without one a
+# burst past max_connections raises instead of waiting. Guarded by
+# tests/deploy/test_redis_topologies.py::test_a_thread_runs_through_the_master_sentinel_names.
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's pool (finds the master, follows a failover) that waits for a free connection."""
 

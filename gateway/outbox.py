@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
+import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
@@ -275,7 +275,8 @@ class Outbox:
         self._fail = self.redis.register_script(_FAIL)
         self._wait_behind = self.redis.register_script(_WAIT_BEHIND)
         self.slots = Slots(runtime.settings.sender_concurrency)  # one per delivery in flight
-        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # One lock per thread while any delivery holds or awaits it: each keeps it alive by reference.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task] = set()
         self._busy: set[str] = set()
         self._writes: set[asyncio.Future] = set()  # outcome writes, run to their end through a shutdown
@@ -389,17 +390,16 @@ class Outbox:
             event_id=entry_id,
             outbound_id=message.id,
         )
-        async with self._locks[message.thread_id]:
+        lock = self._locks.get(message.thread_id)
+        if lock is None:
+            lock = self._locks[message.thread_id] = asyncio.Lock()
+        async with lock:
             try:
                 attributes = {"thread_id": message.thread_id, "channel": message.channel, "outbound_id": message.id}
                 with tracing.span("frontdesk.deliver", parent=message.traceparent, span_kind="producer", **attributes):
                     await self._attempt(p, stream, entry_id, message)
             except REDIS_DOWN as exc:
                 log.warning("redis unavailable while delivering; the entry stays pending", error=str(exc))
-            finally:
-                lock = self._locks.get(message.thread_id)
-                if lock is not None and not lock._waiters:
-                    self._locks.pop(message.thread_id, None)
 
     async def _attempt(self, p: int, stream: str, entry_id: str, message: OutboundMessage) -> None:
         bound = log.bind(thread_id=message.thread_id, outbound_id=message.id, channel=message.channel)

@@ -56,6 +56,8 @@ class Server(uvicorn.Server):
     """A uvicorn server that leaves SIGINT/SIGTERM to gateway.serve, which stops every role."""
 
     # capture_signals is uvicorn's (0.29+) hook around serve(); without this it installs its own handlers.
+    # Kept reach-in (uvicorn<1 in pyproject): uvicorn has no public switch for them. Guarded by
+    # tests/gateway/test_processes.py::test_sigterm_lets_a_worker_stop_cleanly_and_loses_nothing.
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
