@@ -33,7 +33,7 @@ lint: $(STAMP)
 	@echo "ruff format --check" && $(BIN)/ruff format --check .
 	@echo "mypy (gateway, channels, agents)" && $(BIN)/mypy
 
-test: $(STAMP) browser
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest -q -m "not slow and not realmodel" $(PYTEST_ARGS)
 
 # The same tests on the lowest versions pyproject.toml allows for each direct dependency

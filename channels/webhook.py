@@ -251,7 +251,7 @@ class WebhookChannel(ChannelBase):
 
 
 def _payload(message: OutboundMessage) -> dict[str, Any]:
-    payload = {
+    payload: dict[str, Any] = {
         "type": message.kind,
         "thread_id": message.thread_id,
         "agent": message.agent,

@@ -80,6 +80,7 @@ async def launch(body: LaunchIn, request: Request, caller: Caller) -> Launched:
     rt = runtime(request)
     contact = Contact(channel=body.contact.channel, address=body.contact.address) if body.contact else None
     thread = await launch_thread(rt, body.agent, body.text, contact, by=caller)
+    assert thread is not None  # None only when a given thread_id exists already; none is given here
     return Launched(id=thread.id, status=thread.status)
 
 

@@ -224,13 +224,16 @@ class DoneForNow(_Event):
     usage: Usage | None = None
 
 
+DeliveryStatus = Literal["queued", "sent", "delivered", "failed", "ambiguous"]
+
+
 class DeliveryEvent(_Event):
     passive: ClassVar[bool] = True
 
     type: Literal["delivery"] = "delivery"
     outbound_id: str
     channel: str
-    status: Literal["queued", "sent", "delivered", "failed", "ambiguous"]
+    status: DeliveryStatus
     detail: str | None = None
     contact: Contact | None = None  # the conversation the send opened, to answer in place
 

@@ -26,10 +26,13 @@ def create_ops_app(rt: Runtime) -> FastAPI:
 
 
 def ops_server(rt: Runtime, port: int | None = None) -> uvicorn.Server:
+    port = rt.settings.ops_port if port is None else port
+    if port is None:
+        raise ValueError("FRONTDESK_OPS_PORT is not set")
     config = uvicorn.Config(
         create_ops_app(rt),
         host=rt.settings.http_host,
-        port=rt.settings.ops_port if port is None else port,
+        port=port,
         log_config=None,
         access_log=False,  # a probe every few seconds would drown the worker's own lines
         server_header=False,

@@ -23,7 +23,7 @@ import time
 import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never, cast
 
 import structlog
 from pydantic import ValidationError
@@ -38,6 +38,7 @@ from gateway.events import (
     ApprovalRequested,
     Contact,
     DeliveryEvent,
+    DeliveryStatus,
     Event,
     OutAction,
     OutboundMessage,
@@ -414,7 +415,7 @@ class Outbox:
             if not await self.redis.set(marker, self.consumer, nx=True, ex=self.rt.settings.dedupe_ttl):
                 # A sender (`holder`) stopped after handing this message to the provider and before
                 # recording what it said, or it is still waiting for the answer: the person may have it.
-                holder = await self.redis.get(marker)
+                holder = cast(str | None, await self.redis.get(marker))  # a decoding client
                 bound.warning("delivery ambiguous: an earlier send was interrupted; not re-sent", holder=holder)
                 reason = f"a send by {holder} was interrupted before its outcome was recorded"
                 await self._finish(self._dead(p, stream, entry_id, message, "ambiguous", reason))
@@ -485,7 +486,9 @@ class Outbox:
             )
         return answer in (1, 2)
 
-    async def _record(self, p, stream, entry_id, message: OutboundMessage, status: str, detail, contact=None) -> None:
+    async def _record(
+        self, p, stream, entry_id, message: OutboundMessage, status: DeliveryStatus, detail, contact=None
+    ) -> None:
         delivery = DeliveryEvent(
             outbound_id=message.id, channel=message.channel, status=status, detail=detail, contact=contact
         )
@@ -541,7 +544,7 @@ class Outbox:
         log.error("delivery failed permanently; dead-lettered", error=reason, attempts=message.attempt + 1)
         await self._dead(p, stream, entry_id, message, "failed", reason)
 
-    async def _dead(self, p, stream, entry_id, message: OutboundMessage, status: str, reason: str) -> None:
+    async def _dead(self, p, stream, entry_id, message: OutboundMessage, status: DeliveryStatus, reason: str) -> None:
         """Record `status` (failed or ambiguous) on the thread; keep the message in the dead-letter stream for a retry."""
         delivery = DeliveryEvent(outbound_id=message.id, channel=message.channel, status=status, detail=reason[:500])
         entry = Entry(

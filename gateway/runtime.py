@@ -46,7 +46,7 @@ class Runtime:
     channels: dict[str, Channel] = field(default_factory=dict)
     # The channels that are off, and the setting each lacks (a launch naming one is refused with it).
     unconfigured: dict[str, str] = field(default_factory=dict)
-    router: Router | None = None
+    router: Router = field(init=False)  # built once the agents are loaded: it routes to them
     # What channels are given instead of this runtime (gateway.protocols.ChannelContext).
     channel_context: ChannelContext | None = None
 

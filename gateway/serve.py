@@ -22,9 +22,11 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import structlog
 import uvicorn
+from fastapi import FastAPI
 
 from gateway import probes
 from gateway.cron import Cron
@@ -186,7 +188,7 @@ async def serve_http(server: uvicorn.Server, stop: asyncio.Event) -> None:
         server,
         stop,
         setting="FRONTDESK_HTTP_HOST/FRONTDESK_HTTP_PORT",
-        on_stop=lambda: close_streams(server.config.app),
+        on_stop=lambda: close_streams(cast(FastAPI, server.config.app)),  # the app _http_server gave it
     )
 
 

@@ -12,6 +12,7 @@ the worker that holds the lease the thread's single writer.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from collections.abc import Sequence
@@ -262,7 +263,7 @@ class ThreadStore:
             )
         return meta
 
-    def _facet_keys(self, p: int, thread: Thread) -> list[str]:
+    def _facet_keys(self, p: int, thread: Thread) -> builtins.list[str]:  # `list` is a method here
         """The indexes the dashboard filters and searches by, one per FACETS."""
         value = {"agent": thread.agent, "channel": thread.origin.channel, "person": person_key(thread.origin.address)}
         return [self.keys.facet_index(p, facet, value[facet]) for facet in FACETS]

@@ -373,7 +373,7 @@ class Worker:
         """A new message on a finished thread of a channel whose conversations never end (SMS)."""
         if entry.kind != "inbound" or thread is None or thread.status not in ("done", "failed"):
             return False
-        channel = self.rt.channels.get(entry.data.get("channel", ""))
+        channel = self.rt.channels.get((entry.data or {}).get("channel", ""))
         return channel is not None and channel.fresh_after_done
 
     async def _restart(self, thread: Thread, entry: Entry) -> None:

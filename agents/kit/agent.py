@@ -262,6 +262,8 @@ class Agent:
         request = next(e for e in reversed(thread.events) if isinstance(e, ApprovalRequested) and e.call_id == call_id)
         tool = self._steps.get(request.tool)
         try:
+            if tool is None:  # the agent no longer has the tool the approval names
+                raise AttributeError(f"no tool named {request.tool!r}")
             step = tool.model_validate(request.arguments)
         except (AttributeError, ValidationError) as exc:
             return thread.with_events(

@@ -9,6 +9,7 @@ Parsing never raises: what cannot be read is left out and named in `problems`.
 from __future__ import annotations
 
 import binascii
+import email.utils
 import re
 from dataclasses import dataclass, field
 from email import policy
@@ -92,8 +93,8 @@ def _body(msg: EmailMessage, mail: Mail) -> Message | None:
         text = _decode(part, mail)
         if _ctype(part) == "text/html":
             text = html_to_text(text)
-        elif part.get_param("format", "", header="content-type").lower() == "flowed":
-            text = unflow(text, delsp=part.get_param("delsp", "", header="content-type").lower() == "yes")
+        elif _param(part, "format") == "flowed":
+            text = unflow(text, delsp=_param(part, "delsp") == "yes")
         if text.strip() or part is candidates[-1]:
             mail.text = text.replace("\r\n", "\n").strip()
             mail.html = _ctype(part) == "text/html"
@@ -110,7 +111,7 @@ def _leaves(msg: Message, mail: Mail) -> list[Message]:
         ctype = _ctype(part)
         if part.is_multipart() and not ctype.startswith("message/"):
             payload = part.get_payload()
-            stack.extend(reversed(payload if isinstance(payload, list) else []))
+            stack.extend(reversed([p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []))
         else:
             out.append(part)
     if stack:
@@ -151,7 +152,7 @@ def _bytes(part: Message, mail: Mail) -> bytes | None:
         if (part.get("Content-Transfer-Encoding") or "").strip().lower() == "base64":
             return _base64(str(part.get_payload()), mail)
         data = part.get_payload(decode=True)
-        return data if data is not None else b""
+        return data if isinstance(data, bytes) else b""
     except Exception as exc:
         mail.problems.append(f"part {_ctype(part)}: {exc}")
         return None
@@ -180,3 +181,8 @@ def _filename(part: Message) -> str | None:
     except Exception:
         return None
     return clean(str(name))[:255] if name else None
+
+
+def _param(part: Message, name: str) -> str:
+    """A Content-Type parameter, lower-cased; an RFC 2231 encoded one is decoded first."""
+    return email.utils.collapse_rfc2231_value(part.get_param(name, "", header="content-type")).lower()

@@ -138,7 +138,11 @@ class Connection(SMTP):
         # bound until the timeout. Such a line can never be accepted, so hang up on it.
         newline = data.rfind(b"\n")
         self._unterminated = len(data) - newline - 1 if newline >= 0 else self._unterminated + len(data)
-        if self.data_size_limit and self._unterminated > self.data_size_limit and self.transport is not None:
+        if (
+            self.data_size_limit
+            and self._unterminated > self.data_size_limit
+            and isinstance(self.transport, asyncio.WriteTransport)
+        ):
             REFUSED["line_too_long"].inc()
             self.transport.write(b"552 5.3.4 Line longer than the message size limit\r\n")
             self.transport.close()
@@ -149,6 +153,7 @@ class Connection(SMTP):
     # greeting. Guarded by tests/channels/test_email_server.py::test_connections_per_client_are_limited_with_421.
     async def _handle_client(self) -> None:
         # Refuse before the greeting (RFC 5321 §3.8 allows a 421 in its place).
+        assert self.session is not None  # made in connection_made, before the client is handled
         host = _host(self.session.peer)
         refusal = self.limits.connect(host)
         if refusal:

@@ -72,7 +72,7 @@ class Outbound:
             thread_ts = thread_ts or ts
         if not opened:
             return Sent(detail=ts)
-        return await self._opened(message, channel, thread_ts, ts)
+        return await self._opened(message, channel, thread_ts or ts, ts)
 
     async def _where(self, message: OutboundMessage) -> tuple[str, str | None]:
         """(channel, thread_ts) to post to; thread_ts None only for a conversation we open."""

@@ -16,7 +16,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from gateway.errors import BadSignature, Malformed
-from gateway.messages import Attachment, DeliveryEvent, InboundMessage
+from gateway.messages import Attachment, DeliveryEvent, DeliveryStatus, InboundMessage
 from gateway.settings import Settings
 
 MAX_MEDIA = 10  # Twilio delivers at most ten media items per message
@@ -24,7 +24,7 @@ MAX_MEDIA = 10  # Twilio delivers at most ten media items per message
 # Twilio's MessageStatus values (https://www.twilio.com/docs/messaging/guides/outbound-message-status-in-status-callbacks)
 # as ours; `read` is WhatsApp's; `receiving`/`received` are inbound and `canceled` a
 # scheduled message we withdrew, none of which says anything about a delivery.
-STATUSES = {
+STATUSES: dict[str, DeliveryStatus] = {
     "accepted": "queued",
     "scheduled": "queued",
     "queued": "queued",

@@ -51,6 +51,8 @@ class TwilioRejected(DeliveryFailed):
 class _HttpClient(AsyncTwilioHttpClient):
     """The package's aiohttp client, with a real default timeout and Retry-After kept."""
 
+    session: aiohttp.ClientSession | None  # the package's own attribute, left unannotated there
+
     def __init__(self, timeout: float) -> None:
         # No session yet: aiohttp wants one made inside the running loop, on first use.
         super().__init__(pool_connections=False, timeout=timeout)

@@ -78,7 +78,7 @@ def render(template: str, **context: Any) -> str:
 
 
 def page(
-    request: Request, current: auth.Session | None, template: str, status: int = 200, **context: Any
+    request: Request, current: auth.Session | None, template: str, *, status: int = 200, **context: Any
 ) -> HTMLResponse:
     """A whole page, setting the session cookie a first visit was given."""
     html = render(template, **{"request": request, "session": current, **context})

@@ -34,7 +34,7 @@ from gateway.dashboard.listing import Filters, Listing
 from gateway.dashboard.render import HEADERS, HERE, page, render
 from gateway.deadletters import DeadLetters
 from gateway.errors import InboundRejected
-from gateway.events import STATUSES, ChannelName, Thread, pending_request
+from gateway.events import STATUSES, ChannelName, DeliveryEvent, Thread, pending_request
 from gateway.protocols import ShowsContext
 from gateway.runtime import Runtime
 
@@ -60,7 +60,7 @@ async def _viewer(request: Request) -> auth.Session | Response:
     try:
         return await auth.session(request)
     except auth.NotAllowed as exc:
-        return page(request, None, "message.html", 403, title="Dashboard closed", message=str(exc))
+        return page(request, None, "message.html", status=403, title="Dashboard closed", message=str(exc))
     except auth.LoginRequired:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/dashboard/login?{urlencode({'next': target})}", status_code=303)
@@ -82,7 +82,7 @@ def _wants_json(request: Request) -> bool:
 def _failed(request: Request, status: int, message: str, back: str = "/") -> Response:
     if _wants_json(request):
         return JSONResponse({"ok": False, "message": message}, status_code=status, headers=HEADERS)
-    return page(request, None, "message.html", status, title="That did not work", message=message, back=back)
+    return page(request, None, "message.html", status=status, title="That did not work", message=message, back=back)
 
 
 def _done(request: Request, code: str, back: str) -> Response:
@@ -131,13 +131,13 @@ async def login_page(request: Request, next: str = "/") -> Response:
         if auth.check_open(_rt(request)):
             return RedirectResponse(_safe_next(next), status_code=303)
     except auth.NotAllowed as exc:
-        return page(request, None, "message.html", 403, title="Dashboard closed", message=str(exc))
+        return page(request, None, "message.html", status=403, title="Dashboard closed", message=str(exc))
     return _login_form(request, next)
 
 
 def _login_form(request: Request, next_url: str, error: str | None = None, status: int = 200) -> Response:
     nonce = secrets.token_urlsafe(18)
-    response = page(request, None, "login.html", status, nonce=nonce, next=_safe_next(next_url), error=error)
+    response = page(request, None, "login.html", status=status, nonce=nonce, next=_safe_next(next_url), error=error)
     response.set_cookie(
         auth.LOGIN_COOKIE,
         nonce,
@@ -156,7 +156,7 @@ async def login(request: Request) -> Response:
         if auth.check_open(rt):
             return RedirectResponse("/", status_code=303)
     except auth.NotAllowed as exc:
-        return page(request, None, "message.html", 403, title="Dashboard closed", message=str(exc))
+        return page(request, None, "message.html", status=403, title="Dashboard closed", message=str(exc))
     try:
         fields = await auth.form(request)
     except HTTPException as exc:
@@ -218,7 +218,7 @@ async def threads_page(request: Request) -> Response:
     if listing is None:
         listing = request.app.state.dashboard_listing = Listing(rt.redis, rt.keys, typing.get_args(ChannelName))
     listed = await listing.page(f, limit=PAGE_SIZE, cursor=cursor)
-    context = dict(rows=listed.rows, filters=f, cursor=cursor, page=listed, link=_link)
+    context: dict[str, Any] = dict(rows=listed.rows, filters=f, cursor=cursor, page=listed, link=_link)
     if request.query_params.get("partial") == "rows":
         return HTMLResponse(render("_rows.html", **context), headers=HEADERS)
     counts = await listing.counts()
@@ -265,7 +265,12 @@ async def thread_page(thread_id: str, request: Request) -> Response:
     thread = await rt.store.load(thread_id)
     if thread is None:
         return page(
-            request, current, "message.html", 404, title="No such thread", message=f"There is no thread {thread_id}."
+            request,
+            current,
+            "message.html",
+            status=404,
+            title="No such thread",
+            message=f"There is no thread {thread_id}.",
         )
     flash = FLASH.get(request.query_params.get("flash", ""))
     return page(
@@ -279,12 +284,14 @@ def _update(rt: Runtime, current: auth.Session, thread: Thread, start: int) -> d
     panels = _panels(rt, thread, current)
     changed: set[int] = set()
     for event in thread.events[start:]:
-        if event.type == "delivery":
+        if isinstance(event, DeliveryEvent):
             spoke = timeline.speaking_index(event.outbound_id)
             if spoke is not None:
                 changed.add(spoke)
             changed.update(
-                i.index for i in items[:start] if i.type == "delivery" and i.event.outbound_id == event.outbound_id
+                i.index
+                for i in items[:start]
+                if isinstance(i.event, DeliveryEvent) and i.event.outbound_id == event.outbound_id
             )
     return {
         "count": len(thread.events),
@@ -324,7 +331,7 @@ async def context_page(thread_id: str, index: int, request: Request, raw: bool =
             request,
             current,
             "message.html",
-            404,
+            status=404,
             title="No context",
             message="There is no rendered context for that step.",
         )
@@ -433,7 +440,7 @@ async def health_page(request: Request) -> Response:
     if isinstance(current, Response):
         return current
     rt = _rt(request)
-    context = dict(
+    context: dict[str, Any] = dict(
         health=await health.gather(rt),
         dead=await DeadLetters.of(rt).newest(100),
         stale=health.STALE_WORKER,
