@@ -145,10 +145,11 @@ async def test_callbacks_are_signed_retried_and_delivered_once_then_the_caller_a
         body, headers = signed({"text": "yes", "callback_url": callback, "conversation": "order-7"}, "msg_cb2")
         assert (await client.post("/webhooks/echo", content=body, headers=headers)).json()["thread_id"] == thread_id
         await eventually(lambda: len(receiver.messages) == 2)
+        # The second `sent` is recorded on the thread just after the callback arrives: wait for it
+        # while the workers still run (reading it at once failed about half the runs).
+        await eventually(lambda: _deliveries(client, thread_id, ["sent", "sent"]))
     final = list(receiver.messages.values())[-1]
     assert final["type"] == "final" and final["text"] == "ok: yes"
-    thread = (await client.get(f"/api/v1/threads/{thread_id}")).json()
-    assert [e["status"] for e in thread["events"] if e["type"] == "delivery"] == ["sent", "sent"]
 
 
 async def test_a_callback_that_keeps_failing_is_dead_lettered_and_the_thread_fails(gateway):
@@ -206,6 +207,11 @@ async def test_outer_loop_launch_with_a_webhook_contact_is_resumed_by_its_reply(
     assert decision["by"] == f"webhook:{callback}" and decision["comment"] == "go"
     # The approver was told who decided (a receipt), and got the final message.
     assert [m["type"] for m in receiver.messages.values()] == ["approval", "receipt", "final"]
+
+
+async def _deliveries(client, thread_id, expected):
+    thread = (await client.get(f"/api/v1/threads/{thread_id}")).json()
+    return [e["status"] for e in thread["events"] if e["type"] == "delivery"] == expected
 
 
 async def _status(client, thread_id, status):
