@@ -11,16 +11,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agents.kit.models import load_model
-from agents.kit.models.base import ModelError, ToolSpec
+from agents.kit.models.base import ModelError
+from agents.kit.tools import DoneForNow
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
 
-_ANSWER = ToolSpec(
-    "done_for_now",
-    "Answer the person and stop.",
-    {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]},
-)
+# The agents' own final step, so the probe offers exactly what a turn offers.
+_ANSWER = DoneForNow.spec()
 _SYSTEM = "You are a health check. Call done_for_now with the message 'ok'."
 
 
