@@ -24,9 +24,10 @@ from starlette.datastructures import ImmutableMultiDict
 
 import channels.sms as sms
 from channels.sms.inbound import to_delivery, to_inbound
-from channels.sms.text import MAX_BODY, plain_text, segments, units
+from channels.sms.text import MAX_BODY, segments, units
 from gateway.errors import InboundRejected
 from gateway.events import DeliveryEvent, InboundMessage
+from gateway.markdown import to_text
 from gateway.http import create_app
 from gateway.runtime import running
 
@@ -137,7 +138,7 @@ markdownish = st.lists(
 @given(text=markdownish)
 def test_plain_text_terminates_on_any_markdown(text):
     with bounded():
-        out = plain_text(text)
+        out = to_text(text)
     assert isinstance(out, str)
 
 
