@@ -21,6 +21,7 @@ from typing import Any
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
 from markdown_it.renderer import RendererHTML
+from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
 from markdown_it.tree import SyntaxTreeNode
 from markdown_it.utils import EnvType, OptionsDict
@@ -38,6 +39,34 @@ def safe_url(url: str) -> bool:
 # breaks: a single newline is a line break, as models mean it (CommonMark would join the lines).
 _MD = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(["strikethrough", "table"])
 _MD.validateLink = safe_url  # type: ignore[method-assign]  # markdown-it's documented hook
+
+
+def _unlink(state: StateCore) -> None:
+    """Drop links and images whose target is not safe, keeping their text.
+
+    validateLink keeps `[x](javascript:...)` from being a link, but an empty target
+    (`[x]()`) skips it and becomes a link to "".
+    """
+    for token in state.tokens:
+        if token.type != "inline" or not token.children:
+            continue
+        kept: list[Token] = []
+        dropped = False  # links do not nest, so the next link_close closes the one dropped
+        for child in token.children:
+            if child.type == "link_close" and dropped:
+                dropped = False
+                continue
+            if child.type == "link_open" and not safe_url(str(child.attrGet("href") or "")):
+                dropped = True
+                continue
+            if child.type == "image" and not safe_url(str(child.attrGet("src") or "")):
+                kept.extend(child.children or [])  # its alt text
+                continue
+            kept.append(child)
+        token.children = kept
+
+
+_MD.core.ruler.push("frontdesk_unlink", _unlink)
 
 
 def parse(text: str) -> SyntaxTreeNode:
@@ -117,7 +146,7 @@ class Renderer:
     def block(self, node: SyntaxTreeNode) -> str:
         match node.type:
             case "paragraph":
-                return self.inline(node)
+                return self.paragraph(node)
             case "heading":
                 return self.heading(node, int(node.tag[1:]))
             case "bullet_list" | "ordered_list":
@@ -132,6 +161,9 @@ class Renderer:
                 return self.table([[self.inline(cell) for cell in row.children] for row in _rows(node)])
             case _:  # html_block cannot occur (html off); anything newer shows its text
                 return self.blocks(node.children) if node.children else self.text(node.content)
+
+    def paragraph(self, node: SyntaxTreeNode) -> str:
+        return self.inline(node)
 
     def heading(self, node: SyntaxTreeNode, level: int) -> str:
         return self.inline(node)
@@ -218,6 +250,10 @@ class _Markdown(Renderer):
         # A table comes out as plain lines, which would join a paragraph or list item next to it.
         return "\n\n" if "table" in (previous.type, node.type) else super().separator(previous, node)
 
+    def paragraph(self, node: SyntaxTreeNode) -> str:
+        # A line of text that starts like a block (`---`, `- x`, `1. x`, `===`) would be one: escape it.
+        return _BLOCK_START.sub(r"\1\\\2", self.inline(node))
+
     def heading(self, node: SyntaxTreeNode, level: int) -> str:
         return "#" * level + " " + self.inline(node)
 
@@ -239,20 +275,26 @@ class _Markdown(Renderer):
 
     def code_span(self, code: str) -> str:
         ticks = "`" * (_longest_run(code, "`") + 1)
-        pad = " " if code.startswith("`") or code.endswith("`") else ""
+        # CommonMark strips one space from each end when both ends have one: pad to keep them.
+        spaced = code[:1] == code[-1:] == " " and code.strip(" ")
+        pad = " " if code[:1] == "`" or code[-1:] == "`" or spaced else ""
         return f"{ticks}{pad}{code}{pad}{ticks}"
 
     def strong(self, inner: str) -> str:
         return f"**{inner}**"
 
     def em(self, inner: str) -> str:
-        return f"_{inner}_"
+        mark = "_" if inner[:1] == "*" or inner[-1:] == "*" else "*"  # `**` would read as strong
+        return f"{mark}{inner}{mark}"
 
     def strike(self, inner: str) -> str:
         return f"~~{inner}~~"
 
     def link(self, url: str, label: str, *, auto: bool) -> str:
         return f"<{url}>" if auto else f"[{label}](<{url}>)"  # normalised: `<`, `>` and spaces are %-encoded
+
+
+_BLOCK_START = re.compile(r"^(\s*\d*)([-+=.)])", re.M)
 
 
 def _longest_run(text: str, char: str) -> int:

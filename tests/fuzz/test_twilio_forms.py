@@ -27,8 +27,8 @@ from channels.sms.inbound import to_delivery, to_inbound
 from channels.sms.text import MAX_BODY, segments, units
 from gateway.errors import InboundRejected
 from gateway.events import DeliveryEvent, InboundMessage
-from gateway.markdown import to_text
 from gateway.http import create_app
+from gateway.markdown import to_text
 from gateway.runtime import running
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channels"))
