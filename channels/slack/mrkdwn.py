@@ -97,6 +97,8 @@ def markdown_block(markdown: str, *, parts: int) -> dict[str, Any] | None:
     """Slack's `markdown` block for `markdown` where it serves better than `parts` mrkdwn posts, else None."""
     if parts <= 1 and not _loses_structure(parse(markdown)):
         return None
+    if _SLACK_TOKEN.search(markdown):
+        return None  # mentions are mrkdwn syntax; Slack documents none for the markdown block
     text = to_markdown(markdown)
     return {"type": "markdown", "text": text} if 0 < len(text) <= MARKDOWN_LIMIT else None
 

@@ -151,8 +151,9 @@ def test_very_long_hostile_markdown_keeps_its_text_in_parts():
         ("- outer\n  - inner", True),
         ("word " * 700, True),  # more than one mrkdwn part
         ("# Heading\n" + "word " * 2500, False),  # past the block's 12,000 characters: mrkdwn parts
+        ("# For <@U9>\ntext", False),  # a mention is mrkdwn syntax
     ],
-    ids=["line", "flat-list", "heading", "nested-list", "long", "too-long"],
+    ids=["line", "flat-list", "heading", "nested-list", "long", "too-long", "mention"],
 )
 def test_the_markdown_block_is_used_where_mrkdwn_loses_something(markdown, block):
     parts = split(to_mrkdwn(markdown))
