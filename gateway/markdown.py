@@ -105,6 +105,7 @@ class Renderer:
     """A walk over the tree: blocks spaced as the source spaced them, one method per node type.
 
     The defaults render plain text; a subclass overrides the marks its format has.
+    One instance renders one text at a time (it holds that text's lines).
     """
 
     bullet = "-"
@@ -301,18 +302,14 @@ def _longest_run(text: str, char: str) -> int:
     return max((len(run) for run in re.findall(f"{re.escape(char)}+", text)), default=0)
 
 
-_TEXT = Renderer()
-_MARKDOWN = _Markdown()
-
-
 def to_text(text: str) -> str:
     """`text` as plain text: no markup characters, links as "label (url)", bullets as "-"."""
-    return _TEXT.render(text)
+    return Renderer().render(text)
 
 
 def to_markdown(text: str) -> str:
     """`text` as standard Markdown in which only what this parser accepted is markup."""
-    return _MARKDOWN.render(text)
+    return _Markdown().render(text)
 
 
 class _Html(RendererHTML):

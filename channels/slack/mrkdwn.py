@@ -6,7 +6,7 @@ links, no headings, and `&`, `<`, `>` in text must be escaped as HTML entities
 by gateway.markdown (one parser for every channel); this module only renders it.
 Code keeps its text, escaped, without the language tag after a fence (Slack would show it).
 
-A text whose structure mrkdwn loses (headings, nested lists, tables) or that needs more
+A text whose structure mrkdwn loses (headings, nested lists) or that needs more
 than one mrkdwn part goes as Slack's `markdown` block instead (standard Markdown, up to
 12,000 characters, https://docs.slack.dev/reference/block-kit/blocks/markdown-block),
 re-rendered from the tree so only what the parser accepted is markup, with the mrkdwn
@@ -80,12 +80,9 @@ class _Mrkdwn(Renderer):
         return f"<{url}>" if auto or not label else f"<{url}|{label}>"
 
 
-_RENDERER = _Mrkdwn()
-
-
 def to_mrkdwn(markdown: str) -> str:
     """The Markdown text as Slack mrkdwn."""
-    return _RENDERER.render(markdown)
+    return _Mrkdwn().render(markdown)
 
 
 def mentions(mrkdwn: str) -> str:
