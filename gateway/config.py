@@ -4,6 +4,7 @@
     responders = ["slack:U0OPS"]            # may answer its questions, besides the origin
     approvers  = ["slack:U0LEAD"]           # only they approve (default: origin + contact)
     contacts   = { operator = "slack:C0OPS" }   # named people the agent may ask
+    suggested_prompts = ["Reset my password", "Where is my order?"]   # at most 4
 
     [agents.helpdesk.routes]
     slack   = ["T0TEAM/C0SUPPORT"]          # team/channel (or just a channel id)
@@ -56,6 +57,8 @@ class AgentConfig(_Strict):
     approvers: list[str] = Field(default_factory=list)
     contacts: dict[str, str] = Field(default_factory=dict)
     model: str | None = None
+    # Conversation starters a channel may offer (Slack's assistant threads show at most 4).
+    suggested_prompts: list[str] = Field(default_factory=list, max_length=4)
 
     @field_validator("responders", "approvers")
     @classmethod

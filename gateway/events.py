@@ -120,6 +120,9 @@ class OutboundMessage(BaseModel):
     updates: str | None = None
     choices: list[str] = Field(default_factory=list)
     actions: list[OutAction] = Field(default_factory=list)
+    # For a question or a final answer: the tools the thread ran since a person last spoke, in
+    # order, so a channel that can show work (Slack's streamed task steps) shows it.
+    steps: list[str] = Field(default_factory=list)
     subject: str | None = None
     attempt: int = 0
     held: int = 0  # times the sender put it back behind an earlier message of its thread
