@@ -60,12 +60,18 @@ def describe(thread: Thread) -> tuple[str, list[str]]:
     ran = [e.tool for e in thread.events if isinstance(e, ToolCall)][-3:]
     if isinstance(event, ApprovalDecision) and event.approved:
         tool = next(
-            (e.tool for e in reversed(thread.events) if isinstance(e, ApprovalRequested) and e.call_id == event.call_id),
+            (
+                e.tool
+                for e in reversed(thread.events)
+                if isinstance(e, ApprovalRequested) and e.call_id == event.call_id
+            ),
             "the approved tool",
         )
         return f"Running {tool}", [f"Running {tool}…", "Approved: carrying it out…"]
     if isinstance(event, ToolResult):
-        tool = next((e.tool for e in reversed(thread.events) if isinstance(e, ToolCall) and e.call_id == event.call_id), "")
+        tool = next(
+            (e.tool for e in reversed(thread.events) if isinstance(e, ToolCall) and e.call_id == event.call_id), ""
+        )
         doing = f"Reading what {tool} returned" if tool else "Reading a tool's result"
         return doing, [f"{doing}…", *(f"Ran {t}…" for t in ran), "Deciding the next step…"]
     return "Thinking", ["Reading the thread…", *(f"Ran {t}…" for t in ran), "Deciding the next step…"]

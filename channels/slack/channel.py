@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import re
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
@@ -20,11 +21,16 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from channels.slack.api import Me, SlackApi
+from channels.slack.assistant import Assistant, SlackAgentSettings
+from channels.slack.files import Files
 from channels.slack.inbound import OUTCOME, Inbound, event_callback
 from channels.slack.outbound import APPROVE, DENY, Outbound
+from channels.slack.status import StatusBoard
+from channels.slack.stream import Streamer
 from gateway.errors import DeliveryFailed, Malformed, Unavailable
-from gateway.messages import OutboundMessage, Sent
+from gateway.messages import InboundMessage, OutboundMessage, Progress, Sent
 from gateway.protocols import ChannelBase, ChannelContext
+from gateway.settings import plugin_settings
 
 log = structlog.get_logger("frontdesk.slack")
 
@@ -55,8 +61,19 @@ class SlackChannel(ChannelBase):
             retry_handlers=[],  # see channels.slack.api: the outbox decides what is retried
         )
         self.api = SlackApi(AsyncWebClient(token=self.token, **web))
-        self.outbound = Outbound(self.api, inbox, context.state(self.name), settings.dedupe_ttl)
-        self.inbound = Inbound(inbox, self._me, self._react)
+        state = context.state(self.name)
+        self.outbound = Outbound(self.api, inbox, state, settings.dedupe_ttl)
+        self.agentic = agentic = plugin_settings(SlackAgentSettings, settings)
+        self.assistant = Assistant(self.api, inbox, state, agentic, self._spawn)
+        self.status = (
+            StatusBoard(self.api, sessions=agentic.agent_sessions, spawn=self._spawn) if agentic.status else None
+        )
+        self.files = Files(
+            self.api, self.session, self.token, state, agentic, api_url=settings.slack_api_url, ttl=settings.dedupe_ttl
+        )
+        self.outbound.files = self.files
+        self.outbound.stream = Streamer(self.api, state, agentic, settings.dedupe_ttl) if agentic.stream else None
+        self.inbound = Inbound(inbox, self._me, self._react, self.assistant)
         self.verifies = secret is not None
         self.verifier = SignatureVerifier(secret) if secret else None  # the check bolt's request verification makes
 
@@ -171,7 +188,11 @@ class SlackChannel(ChannelBase):
         """Acknowledge a received message with a reaction, off the request path."""
         if not self.reaction:
             return
-        task = asyncio.create_task(self._add_reaction(channel, ts))
+        self._spawn(self._add_reaction(channel, ts))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` off the request (or step) path; aclose waits for it a little."""
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -180,6 +201,15 @@ class SlackChannel(ChannelBase):
             await self.api.call("reactions.add", channel=channel, timestamp=ts, name=self.reaction)
         except DeliveryFailed as exc:  # already_reacted, missing scope: never worth more than a line
             log.info("acknowledgement reaction not added", channel=channel, ts=ts, error=str(exc))
+
+    async def complete(self, message: InboundMessage) -> InboundMessage | None:
+        """In the worker: fetch the files a message carries (the bot token, a size cap)."""
+        return await self.files.fetched(message)
+
+    def progress(self, update: Progress) -> None:
+        """The thread status while a step runs (gateway.protocols.ShowsProgress)."""
+        if self.status is not None:
+            self.status.progress(update)
 
     # ------------------------------------------------------------ outbound
     async def send(self, message: OutboundMessage) -> Sent:
