@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
+import yaml
 from fake_slack import TEAM, assistant_thread, message, rate_limited
 from helpers import eventually
 from plugins import EchoAgent, StepsAgent
@@ -208,3 +210,12 @@ async def test_agent_sessions_use_the_session_methods(redis_url, prefix, monkeyp
 async def _said(gw, conversation: str, text: str) -> bool:
     thread = await gw.thread(conversation)
     return any(getattr(e, "text", None) == text for e in thread.events)
+
+
+def test_the_manifest_asks_for_what_assistant_threads_status_and_files_need():
+    manifest = yaml.safe_load((Path(__file__).parents[2] / "deploy/slack/manifest.yaml").read_text())
+    assert manifest["features"]["assistant_view"]["assistant_description"]
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"assistant:write", "files:read", "files:write", "chat:write", "im:history"} <= scopes
+    events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
+    assert {"assistant_thread_started", "assistant_thread_context_changed", "message.im"} <= events
