@@ -4,8 +4,9 @@ In. A message's `files` carry `url_private`, which needs the bot token (an
 `Authorization: Bearer` header; docs.slack.dev/messaging/working-with-files). The
 worker fetches them (`complete`, off the request path) up to FRONTDESK_SLACK_FILE_MAX_BYTES
 each, into the channel's own keys by content hash, and the agent sees them as
-attachments whose `ref` names those keys. A larger file, or one Slack would not give,
-is listed with an empty `ref`, so the agent knows it exists. The token is only ever sent
+attachments whose `ref` names those keys. A larger file, or one Slack would not give
+(refused, unreachable), is listed with an empty `ref`, so the agent knows it exists; the
+message is never held back for its file. The token is only ever sent
 to Slack's file host or the host of FRONTDESK_SLACK_API_URL (a proxy, the test fake).
 
 Out. An answer longer than FRONTDESK_SLACK_UPLOAD_OVER characters goes up as a Markdown
@@ -80,8 +81,9 @@ class Files:
         try:
             data = await self._download(url, cap)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            # Slack is not there now; raising leaves the entry pending, and the worker tries again.
-            raise Unavailable(f"slack file not fetched: {exc}") from exc
+            # The message matters more than its file: it goes on, the file listed without its bytes.
+            log.warning("slack file not fetched", filename=attachment.filename, error=f"{type(exc).__name__}: {exc}")
+            data = None
         if data is None:
             return attachment.model_copy(update={"ref": ""})
         ref, digest = await self.blobs.put("file", data)
@@ -91,8 +93,6 @@ class Files:
         """The file's bytes; None when it is over `cap` or Slack refuses it for good."""
         headers = {"Authorization": f"Bearer {self.token}"}
         async with self.session.get(url, headers=headers, allow_redirects=False) as response:
-            if response.status in (429,) or response.status >= 500:
-                raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)
             if response.status != 200 or response.content_type == "text/html":
                 # Slack answers a request without a valid token with its sign-in page (HTML).
                 log.info("slack file refused", status=response.status, content_type=response.content_type)

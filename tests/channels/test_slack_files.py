@@ -149,3 +149,13 @@ async def test_a_short_answer_is_posted_as_before(rt, fake):
     await rt.channels["slack"].send(long_answer("short"))
     assert fake.to("files.getUploadURLExternal", ok=None) == []
     assert fake.posts(text="short")
+
+
+async def test_a_file_slack_cannot_serve_now_does_not_hold_the_message_back(rt, fake):
+    channel = rt.channels["slack"]
+    file = fake.host_file("busy.txt", b"abc")
+    broken = listed(file).model_copy(
+        update={"ref": file["url_private"].replace(str(fake.port), "1")}
+    )  # nothing listens
+    done = await channel.complete(inbound(broken))
+    assert done.attachments[0].ref == "" and done.attachments[0].filename == "busy.txt"
