@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_slack import TEAM, assistant_thread, message, rate_limited
+from fake_slack import TEAM, Reply, assistant_thread, message, rate_limited
 from helpers import eventually
 from plugins import EchoAgent, StepsAgent
 from slack_live import live
@@ -219,3 +219,29 @@ def test_the_manifest_asks_for_what_assistant_threads_status_and_files_need():
     assert {"assistant:write", "files:read", "files:write", "chat:write", "im:history"} <= scopes
     events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
     assert {"assistant_thread_started", "assistant_thread_context_changed", "message.im"} <= events
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "assistant_thread_started"},
+        {"type": "assistant_thread_started", "assistant_thread": "D1"},
+        {"type": "assistant_thread_started", "assistant_thread": {"channel_id": "D1"}},
+        {"type": "assistant_thread_context_changed", "assistant_thread": {"channel_id": 5, "thread_ts": ROOT}},
+    ],
+)
+async def test_an_odd_assistant_event_gets_200_and_changes_nothing(redis_url, prefix, config, event):
+    async with live(redis_url, prefix, StepsAgent(), config=config) as gw:
+        await gw.event(event, "Ev1")  # asserts the 200
+        await gw.event(message("steps=1", ts="1720000001.000100", channel=DM, thread_ts=ROOT), "Ev2")
+        await eventually(lambda: gw.status_is(f"{TEAM}/{DM}", "done"))  # an ordinary DM: no assistant thread known
+        assert gw.fake.to("assistant.threads.setSuggestedPrompts", ok=None) == []
+
+
+async def test_prompts_slack_refuses_leave_the_thread_working(redis_url, prefix, config):
+    async with live(redis_url, prefix, StepsAgent(), config=config) as gw:
+        gw.fake.script("assistant.threads.setSuggestedPrompts", Reply(body={"ok": False, "error": "missing_scope"}))
+        await gw.event(assistant_thread(thread_ts=ROOT), "Ev1")
+        await eventually(lambda: gw.fake.to("assistant.threads.setSuggestedPrompts", ok=False))
+        await gw.event(message("steps=1", ts="1720000001.000100", channel=DM, thread_ts=ROOT), "Ev2")
+        await eventually(lambda: gw.status_is(CONVERSATION, "done"))
