@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from fake_slack import RESET, SECRET, TEAM, TOKEN, FakeSlack, Reply, rate_limited
-from helpers import make_settings
-from plugins import EchoAgent
+from fake_slack import RESET, SECRET, TEAM, TOKEN, FakeSlack, Reply, mention, rate_limited
+from helpers import eventually, make_settings
+from plugins import EchoAgent, StepsAgent
+from slack_live import live
 
 import channels.slack as slack
 from channels.slack.stream import _pieces
@@ -142,3 +143,24 @@ def test_pieces_keep_every_character_and_respect_the_bounds():
 def start_ts(fake: FakeSlack) -> str:
     [start] = [c for c in fake.calls if c.method == "chat.startStream"]
     return start.reply["ts"]
+
+
+async def test_through_the_outbox_a_final_answer_streams_with_the_threads_steps(redis_url, prefix, monkeypatch):
+    monkeypatch.setenv("FRONTDESK_SLACK_STREAM", "true")
+    async with live(redis_url, prefix, StepsAgent()) as gw:
+        await gw.event(mention("steps=2", ts="1710000000.000100"), "Ev1")
+        conversation = f"{TEAM}/C1/1710000000.000100"
+        await eventually(lambda: gw.status_is(conversation, "done"))
+        [start] = await eventually(lambda: gw.fake.to("chat.startStream"))
+        assert [c["title"] for c in start["chunks"] if c["type"] == "task_update"] == ["Ran tick", "Ran tick"]
+        await eventually(lambda: gw.fake.to("chat.stopStream"))
+        ts = start_ts(gw.fake)
+        assert gw.fake.stream_text(ts) == "done after 2 steps"
+        thread = await eventually(lambda: _delivered(gw, conversation))
+        [delivery] = [e for e in thread.events if e.type == "delivery"]
+        assert delivery.status == "sent" and delivery.detail == ts
+
+
+async def _delivered(gw, conversation: str):
+    thread = await gw.thread(conversation)
+    return thread if any(e.type == "delivery" for e in thread.events) else None
