@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_slack import TEAM, Reply, assistant_thread, message, rate_limited
-from helpers import eventually
+from fake_slack import APP_TOKEN, TEAM, TOKEN, FakeSlack, Reply, assistant_thread, event_body, message, rate_limited
+from helpers import eventually, make_settings
 from plugins import EchoAgent, StepsAgent
 from slack_live import live
 
+import channels.slack as slack
 from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.events import DoneForNow, RequestHumanInput, Thread, ToolCall, ToolResult
+from gateway.runtime import running
 
 DM = "D1"
 ROOT = "1720000000.000100"
@@ -245,3 +247,27 @@ async def test_prompts_slack_refuses_leave_the_thread_working(redis_url, prefix,
         await eventually(lambda: gw.fake.to("assistant.threads.setSuggestedPrompts", ok=False))
         await gw.event(message("steps=1", ts="1720000001.000100", channel=DM, thread_ts=ROOT), "Ev2")
         await eventually(lambda: gw.status_is(CONVERSATION, "done"))
+
+
+async def test_over_socket_mode_assistant_threads_work_the_same(redis_url, prefix, config):
+    fake_settings = dict(slack_app_token=APP_TOKEN, slack_signing_secret=None, config_path=config)
+    async with FakeSlack() as fake:
+        settings = make_settings(
+            redis_url, prefix, slack_bot_token=TOKEN, slack_api_url=fake.url, default_agent="steps", **fake_settings
+        )
+        async with running(settings, agents=[StepsAgent()], builtins=False, channels=[slack.channel]) as rt:
+            stop = asyncio.Event()
+            serving = asyncio.create_task(rt.channels["slack"].serve(stop))
+            try:
+                await eventually(lambda: fake.to("apps.connections.open"))
+                started = await fake.send_envelope(event_body(assistant_thread(thread_ts=ROOT), "EvA"))
+                await eventually(lambda: any(a.get("envelope_id") == started for a in fake.socket_acks))
+                said = await fake.send_envelope(
+                    event_body(message("steps=1", ts="1720000001.000100", channel=DM, thread_ts=ROOT), "EvB")
+                )
+                await eventually(lambda: any(a.get("envelope_id") == said for a in fake.socket_acks))
+            finally:
+                stop.set()
+                await asyncio.wait_for(serving, timeout=15)
+            assert await rt.ingest.thread_for("slack", CONVERSATION)
+            await eventually(lambda: fake.to("assistant.threads.setSuggestedPrompts"))
