@@ -93,7 +93,8 @@ class SlackChannel(ChannelBase):
             process_before_response=True,
             # Built-in steps that do nothing here, each a cost on every event: from_event
             # already drops our own messages (and any bot's), and we use neither workflow
-            # functions nor the assistant-thread helpers (say, set_status, ...).
+            # functions nor bolt's assistant-thread helpers (say, set_status, ...): assistant
+            # threads are `channels.slack.assistant`, their status comes from the worker.
             ignoring_self_events_enabled=False,
             attaching_function_token_enabled=False,
             attaching_conversation_kwargs_enabled=False,
