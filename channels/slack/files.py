@@ -105,7 +105,8 @@ class Files:
     # ------------------------------------------------------------ out
     def wants(self, message: OutboundMessage, thread_ts: str | None) -> bool:
         over = self.settings.upload_over
-        return bool(over and thread_ts and len(message.text) > over and not message.actions)
+        # Choices and buttons belong in a message, not in a file's comment.
+        return bool(over and thread_ts and len(message.text) > over and not message.actions and not message.choices)
 
     async def upload(self, message: OutboundMessage, channel: str, thread_ts: str) -> Sent:
         key = f"upload:{message.id}"

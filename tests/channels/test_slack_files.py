@@ -159,3 +159,10 @@ async def test_a_file_slack_cannot_serve_now_does_not_hold_the_message_back(rt, 
     )  # nothing listens
     done = await channel.complete(inbound(broken))
     assert done.attachments[0].ref == "" and done.attachments[0].filename == "busy.txt"
+
+
+async def test_a_long_question_with_choices_is_posted_not_uploaded(rt, fake):
+    question = long_answer(LONG).model_copy(update={"kind": "question", "choices": ["yes", "no"]})
+    await rt.channels["slack"].send(question)
+    assert fake.to("files.getUploadURLExternal", ok=None) == []
+    assert "yes" in fake.posts()[-1]["text"]
