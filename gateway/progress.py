@@ -29,26 +29,27 @@ class Reporter:
         }
 
     def started(self, thread: Thread) -> None:
-        doing, details = describe(thread)
-        self._tell(thread, doing, details)
+        self._tell(thread, True)
 
     def ended(self, thread: Thread) -> None:
-        self._tell(thread, None, [])
+        self._tell(thread, False)
 
-    def _tell(self, thread: Thread, doing: str | None, details: list[str]) -> None:
+    def _tell(self, thread: Thread, working: bool) -> None:
         channel = self.channels.get(thread.origin.channel)
-        if channel is None:
+        if channel is None:  # the common case: one look-up, nothing described
             return
-        update = Progress(
-            thread_id=thread.id,
-            agent=thread.agent,
-            conversation=thread.origin.conversation,
-            reply_to=thread.origin.reply_to,
-            doing=doing,
-            details=details,
-        )
         try:
-            channel.progress(update)
+            doing, details = describe(thread) if working else (None, [])
+            channel.progress(
+                Progress(
+                    thread_id=thread.id,
+                    agent=thread.agent,
+                    conversation=thread.origin.conversation,
+                    reply_to=thread.origin.reply_to,
+                    doing=doing,
+                    details=details,
+                )
+            )
         except Exception:  # showing progress is never worth failing a step over
             log.exception("progress not shown", channel=thread.origin.channel, thread_id=thread.id)
 
