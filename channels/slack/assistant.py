@@ -23,14 +23,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from channels.slack.api import Me, SlackApi
+from channels.slack.settings import SlackAgentSettings
 from gateway.errors import DeliveryFailed, Unavailable
 from gateway.messages import InboundMessage
 from gateway.protocols import ChannelState, Inbox
-from gateway.settings import PluginSettings
 
 log = structlog.get_logger("frontdesk.slack")
 EVENTS = frozenset({"assistant_thread_started", "assistant_thread_context_changed"})
@@ -39,22 +37,6 @@ TITLE_LENGTH = 60
 REMEMBER = 30 * 24 * 3600
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
-
-
-class SlackAgentSettings(PluginSettings):
-    """The Slack channel's settings for assistant threads, status, streaming and files."""
-
-    model_config = SettingsConfigDict(env_prefix="FRONTDESK_SLACK_", extra="ignore")
-
-    # Use Slack's agent-session methods (agents.sessions.setStatus / rename) instead of
-    # assistant.threads.setStatus / setTitle: for an app declared as an agent.
-    agent_sessions: bool = False
-    status: bool = True  # show what the thread is doing while a step runs
-    stream: bool = False  # final answers and questions as chat.startStream / appendStream / stopStream
-    stream_chunk: int = Field(600, ge=50, le=12000)  # characters per chat.appendStream
-    stream_appends: int = Field(10, ge=1, le=100)  # at most this many appends per answer (Tier 4: 100+/min)
-    file_max_bytes: int = Field(10 * 1024 * 1024, ge=0)  # inbound files above this are not fetched
-    upload_over: int = Field(12000, ge=0)  # a longer answer goes up as a file as well (0: never)
 
 
 def thread_key(channel: str, thread_ts: str) -> str:

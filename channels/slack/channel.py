@@ -21,10 +21,11 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from channels.slack.api import Me, SlackApi
-from channels.slack.assistant import Assistant, SlackAgentSettings
+from channels.slack.assistant import Assistant
 from channels.slack.files import Files
 from channels.slack.inbound import OUTCOME, Inbound, event_callback
 from channels.slack.outbound import APPROVE, DENY, Outbound
+from channels.slack.settings import SlackAgentSettings
 from channels.slack.status import StatusBoard
 from channels.slack.stream import Streamer
 from gateway.errors import DeliveryFailed, Malformed, Unavailable
@@ -45,6 +46,8 @@ class SlackChannel(ChannelBase):
 
     def __init__(self, context: ChannelContext) -> None:
         settings = context.settings
+        # Read first: a bad value stops start-up (ConfigError) before anything is opened.
+        self.agentic = agentic = plugin_settings(SlackAgentSettings, settings)
         inbox = context.inbox(self.name)
         self.reaction = settings.slack_ack_reaction.strip(":")
         self.app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
@@ -63,7 +66,6 @@ class SlackChannel(ChannelBase):
         self.api = SlackApi(AsyncWebClient(token=self.token, **web))
         state = context.state(self.name)
         self.outbound = Outbound(self.api, inbox, state, settings.dedupe_ttl)
-        self.agentic = agentic = plugin_settings(SlackAgentSettings, settings)
         self.assistant = Assistant(self.api, inbox, state, agentic, self._spawn)
         self.status = (
             StatusBoard(self.api, sessions=agentic.agent_sessions, spawn=self._spawn) if agentic.status else None

@@ -27,8 +27,8 @@ import structlog
 
 from channels.email.store import BlobStore
 from channels.slack.api import SlackApi
-from channels.slack.assistant import SlackAgentSettings
 from channels.slack.mrkdwn import mentions, to_mrkdwn
+from channels.slack.settings import SlackAgentSettings
 from gateway.errors import DeliveryFailed, Unavailable
 from gateway.messages import Attachment, InboundMessage, OutboundMessage, Sent
 from gateway.protocols import ChannelState

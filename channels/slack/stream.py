@@ -30,8 +30,8 @@ from typing import Any
 import structlog
 
 from channels.slack.api import SlackApi
-from channels.slack.assistant import SlackAgentSettings
 from channels.slack.mrkdwn import mentions, to_mrkdwn
+from channels.slack.settings import SlackAgentSettings
 from gateway.errors import DeliveryFailed, Unavailable
 from gateway.messages import OutboundMessage, Sent
 from gateway.protocols import ChannelState

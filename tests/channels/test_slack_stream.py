@@ -10,7 +10,7 @@ from slack_live import live
 
 import channels.slack as slack
 from channels.slack.stream import _pieces
-from gateway.errors import DeliveryFailed
+from gateway.errors import ConfigError, DeliveryFailed
 from gateway.events import OutboundMessage
 from gateway.runtime import running
 
@@ -164,3 +164,13 @@ async def test_through_the_outbox_a_final_answer_streams_with_the_threads_steps(
 async def _delivered(gw, conversation: str):
     thread = await gw.thread(conversation)
     return thread if any(e.type == "delivery" for e in thread.events) else None
+
+
+async def test_a_bad_stream_setting_stops_start_up_naming_it(redis_url, prefix, fake, monkeypatch):
+    monkeypatch.setenv("FRONTDESK_SLACK_STREAM_CHUNK", "10")
+    settings = make_settings(
+        redis_url, prefix, slack_bot_token=TOKEN, slack_signing_secret=SECRET, slack_api_url=fake.url
+    )
+    with pytest.raises(ConfigError, match="FRONTDESK_SLACK_STREAM_CHUNK"):
+        async with running(settings, agents=[EchoAgent()], builtins=False, channels=[slack.channel]):
+            pass
