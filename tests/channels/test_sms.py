@@ -15,7 +15,7 @@ from helpers import make_settings
 from plugins import EchoAgent
 
 import channels.sms as sms
-from channels.sms.text import APPROVAL_HINT, plain_text, render, segments, units
+from channels.twilio.text import APPROVAL_HINT, plain_text, render, segments, units
 from gateway.entries import Entry
 from gateway.errors import DeliveryFailed, Malformed, TooLarge
 from gateway.events import Contact, OutboundMessage, Thread
@@ -481,7 +481,7 @@ def test_the_signature_check_accepts_each_url_form_twilio_may_have_signed_and_no
     from starlette.datastructures import ImmutableMultiDict
     from twilio.request_validator import RequestValidator
 
-    from channels.sms.inbound import signed
+    from channels.twilio.webhook import signed
 
     validator = RequestValidator(AUTH_TOKEN)
     pairs = [("From", "+15550001"), ("Body", "hi there"), ("MediaUrl0", "a"), ("MediaUrl0", "b")]

@@ -23,8 +23,8 @@ from plugins import EchoAgent
 from starlette.datastructures import ImmutableMultiDict
 
 import channels.sms as sms
-from channels.sms.inbound import to_delivery, to_inbound
-from channels.sms.text import MAX_BODY, plain_text, segments, units
+from channels.twilio.text import MAX_BODY, plain_text, segments, units
+from channels.twilio.webhook import to_delivery, to_inbound
 from gateway.errors import InboundRejected
 from gateway.events import DeliveryEvent, InboundMessage
 from gateway.http import create_app
