@@ -17,6 +17,7 @@ Enabled when TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are set.
 from __future__ import annotations
 
 from channels.sms.channel import SmsChannel
+from channels.twilio import missing_account
 from channels.twilio.media import Media
 from gateway.protocols import ChannelContext, Unconfigured
 
@@ -25,9 +26,7 @@ __all__ = ["Media", "SmsChannel", "channel"]
 
 def channel(context: ChannelContext) -> SmsChannel | Unconfigured:
     """The SMS channel, or what is missing when the Twilio credentials are not set."""
-    settings = context.settings
-    account = {"TWILIO_ACCOUNT_SID": settings.twilio_account_sid, "TWILIO_AUTH_TOKEN": settings.twilio_auth_token}
-    missing = [name for name, value in account.items() if not value]
-    if missing:
-        return Unconfigured("sms", f"no Twilio account: {' and '.join(missing)} not set")
+    reason = missing_account(context.settings)
+    if reason:
+        return Unconfigured("sms", reason)
     return SmsChannel(context)

@@ -25,7 +25,7 @@ async def send_once(
     ttl: int,
 ) -> list[str]:
     """The SIDs of `parts` (name, what to send), in order; `create` sends one and returns its SID."""
-    key = f"segments:{message_id}"
+    key = _key(message_id)
     went = await state.fields(key)
     sids = []
     for name, part in parts:
@@ -35,3 +35,12 @@ async def send_once(
             await state.set_field(key, name, sid, ttl=ttl)
         sids.append(sid)
     return sids
+
+
+async def forget(state: ChannelState, message_id: str) -> None:
+    """Drop the record of `message_id`'s parts: Twilio took them but failed them (a retry sends them again)."""
+    await state.delete(_key(message_id))
+
+
+def _key(message_id: str) -> str:
+    return f"segments:{message_id}"

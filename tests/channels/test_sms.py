@@ -12,11 +12,11 @@ import httpx
 import pytest
 from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, Reply, sign
 from helpers import make_settings
+from helpers import stream_entries as entries
 from plugins import EchoAgent
 
 import channels.sms as sms
 from channels.twilio.text import APPROVAL_HINT, plain_text, render, segments, units
-from gateway.entries import Entry
 from gateway.errors import DeliveryFailed, Malformed, TooLarge
 from gateway.events import Contact, OutboundMessage, Thread
 from gateway.http import create_app
@@ -79,16 +79,6 @@ async def post(
     url = signed_for or PUBLIC + path
     headers = {"X-Twilio-Signature": signature if signature is not None else sign(url, params)}
     return await client.post(path, data=params, headers=headers)
-
-
-async def entries(rt, kind: str | None = None) -> list[Entry]:
-    found = []
-    for p in range(rt.keys.partitions):
-        for entry_id, fields in await rt.redis.xrange(rt.keys.inbound(p)):
-            entry = Entry.from_fields(entry_id, fields)
-            if kind is None or entry.kind == kind:
-                found.append(entry)
-    return found
 
 
 def outbound(
