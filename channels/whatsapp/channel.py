@@ -76,8 +76,11 @@ class WhatsAppChannel(ChannelBase):
             their, ours = form.get("To", ""), form.get("From", "")
             await self.window.close(their, ours)
             if outbound_id:
-                await forget(self.state, outbound_id)  # so a retry sends it again, as a template
-            why = "outside WhatsApp's 24-hour window, where free text is refused; a retry goes as a template, if one is set"
+                await forget(self.state, outbound_id)  # a re-send of it sends it again (as a template)
+            why = (
+                "outside WhatsApp's 24-hour window, where free text is refused; until they write again,"
+                " messages go as templates (FRONTDESK_WHATSAPP_TEMPLATE[_<KIND>])"
+            )
         event = to_delivery(form, outbound_id, self.name, why)
         return await record_status(self.inbox, event, form, query.get("t", ""))
 
