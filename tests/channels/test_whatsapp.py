@@ -180,6 +180,13 @@ async def test_a_duplicate_message_sid_is_answered_alike_and_enqueued_once(rt, c
     assert await rt.channels["whatsapp"].window.last(THEM, US) == when  # the retry did not move the window
 
 
+async def test_a_tapped_quick_reply_button_is_the_text(rt, client):
+    params = inbound("SMbtn", "", ButtonText="Approve", ButtonPayload="approve", MessageType="button")
+    assert (await post(client, "/twilio/sms", params)).status_code == 200
+    [entry] = await entries(rt, "inbound")
+    assert entry.data["text"] == "Approve"
+
+
 async def test_without_the_whatsapp_channel_a_whatsapp_message_is_refused_not_taken_as_sms(redis_url, prefix, fake):
     settings = wa_settings(redis_url, prefix, fake)
     async with running(settings, agents=[EchoAgent()], builtins=False, channels=[sms.channel]) as rt:
@@ -231,6 +238,16 @@ async def test_a_thread_an_agent_starts_writes_from_the_configured_sender_with_a
     await rt.channels["whatsapp"].send(outbound("Morning check", reply_to={}))
     [message] = fake.messages
     assert (message["To"], message["From"], message["ContentSid"]) == (THEM, FROM, QUESTION_TEMPLATE)
+
+
+async def test_the_window_closes_five_minutes_early_and_is_kept_per_sender(rt):
+    window = rt.channels["whatsapp"].window
+    now = time.time()
+    await window.opened(THEM, US, at=now - DAY + 600)
+    assert await window.is_open(THEM, US, now=now)
+    assert not await window.is_open(THEM, US, now=now + 301)  # a send now might reach Twilio too late
+    assert not await window.is_open(THEM, FROM, now=now)  # writing to one sender opens no other
+    assert not await window.is_open("whatsapp:+15551230002", US, now=now)
 
 
 async def test_outside_the_window_without_a_template_nothing_is_sent_and_the_failure_says_why(rt, fake):
