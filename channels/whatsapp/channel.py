@@ -101,32 +101,42 @@ class WhatsAppChannel(ChannelBase):
             raise DeliveryFailed(NO_SENDER)
         sent = Sent(conversation=f"{their}/{ours}", reply_to={"to": their, "from": ours})
         callback = status_callback(self.settings, message)
+        closed = "no message from them in the last 24 hours"
         if await self.window.is_open(their, ours):
-            # A retry sends only the parts Twilio has not taken yet (channels.twilio.parts).
-
-            async def free_text(body: str) -> str:
-                return (
-                    await self.rest.create(to=their, sender=ours, service=None, status_callback=callback, body=body)
-                ).sid
-
-            parts = [(str(i), body) for i, body in enumerate(segments(render(message)))]
             try:
-                sent.detail = ",".join(await send_once(self.state, message.id, parts, free_text, ttl=self._ttl))
+                sent.detail = await self._free_text(message, their, ours, callback)
                 return sent
             except TwilioRejected as exc:
                 if exc.code != OUTSIDE_WINDOW:
                     raise
                 await self.window.close(their, ours)  # Twilio knows better: on to the template
+                closed = f"Twilio refused free text with error {OUTSIDE_WINDOW}"
+        sent.detail = await self._template(message, their, ours, callback, closed)
+        return sent
+
+    async def _free_text(self, message: OutboundMessage, their: str, ours: str, callback: str | None) -> str:
+        """Send `message` as text in numbered segments; a retry sends only those Twilio has not taken."""
+
+        async def create(body: str) -> str:
+            created = await self.rest.create(to=their, sender=ours, service=None, status_callback=callback, body=body)
+            return created.sid
+
+        parts = [(str(i), body) for i, body in enumerate(segments(render(message)))]
+        return ",".join(await send_once(self.state, message.id, parts, create, ttl=self._ttl))
+
+    async def _template(
+        self, message: OutboundMessage, their: str, ours: str, callback: str | None, closed: str
+    ) -> str:
+        """Send `message` as its kind's template; with none set, a DeliveryFailed naming the setting (nothing sent)."""
         template = self.own.template_for(message)
         if template is None:
             raise DeliveryFailed(
-                f"not sent: outside WhatsApp's 24-hour window with {their} (no message from them in the last"
-                f" 24 hours), where only an approved template may be sent, and no template is set for"
-                f" {message.kind} messages: set FRONTDESK_WHATSAPP_TEMPLATE_{message.kind.upper()}"
-                " or FRONTDESK_WHATSAPP_TEMPLATE"
+                f"not sent: outside WhatsApp's 24-hour window with {their} ({closed}), where only an approved"
+                f" template may be sent, and no template is set for {message.kind} messages:"
+                f" set FRONTDESK_WHATSAPP_TEMPLATE_{message.kind.upper()} or FRONTDESK_WHATSAPP_TEMPLATE"
             )
 
-        async def from_template(variables: str) -> str:
+        async def create(variables: str) -> str:
             created = await self.rest.create(
                 to=their,
                 sender=ours,
@@ -138,9 +148,9 @@ class WhatsAppChannel(ChannelBase):
             return created.sid
 
         parts = [("template", template_variables(message))]
-        sent.detail = ",".join(await send_once(self.state, message.id, parts, from_template, ttl=self._ttl))
+        sids = await send_once(self.state, message.id, parts, create, ttl=self._ttl)
         log.info("sent as a template", to=their, template=template, kind=message.kind)
-        return sent
+        return ",".join(sids)
 
     @property
     def _ttl(self) -> int:

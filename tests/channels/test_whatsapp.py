@@ -257,6 +257,7 @@ async def test_outside_the_window_without_a_template_nothing_is_sent_and_the_fai
     exc = failed.value
     assert not exc.retryable and not exc.ambiguous
     assert "24-hour window" in str(exc) and "FRONTDESK_WHATSAPP_TEMPLATE_APPROVAL" in str(exc)
+    assert "no message from them in the last 24 hours" in str(exc)
     assert fake.calls == []
 
 
@@ -276,6 +277,7 @@ async def test_a_63016_answer_without_a_template_fails_saying_why(rt, fake):
     with pytest.raises(DeliveryFailed) as failed:
         await rt.channels["whatsapp"].send(outbound("done", kind="final"))
     assert "FRONTDESK_WHATSAPP_TEMPLATE_FINAL" in str(failed.value) and not failed.value.retryable
+    assert "Twilio refused free text with error 63016" in str(failed.value)
     assert fake.messages == [] and len(fake.calls) == 1
 
 
