@@ -27,7 +27,10 @@ class SessionWindow:
 
     async def opened(self, their: str, ours: str, at: float | None = None) -> None:
         """`their` wrote to `ours` (at `at`, default now): the window runs for 24 hours from then."""
-        await self.state.set(_key(their, ours), repr(time.time() if at is None else at), ttl=WINDOW)
+        at = time.time() if at is None else at
+        left = int(at + WINDOW - time.time())
+        if left > 0:  # a message replayed days later opens nothing
+            await self.state.set(_key(their, ours), repr(at), ttl=left)
 
     async def last(self, their: str, ours: str) -> float | None:
         """When `their` last wrote to `ours`, if within the last 24 hours."""

@@ -11,7 +11,6 @@ import contextlib
 import json
 import socket
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -47,13 +46,18 @@ class Stack:
         url = f"{self.base}/twilio/sms"
         return await self.fake.incoming_whatsapp(url, sid or f"SMwa{self._n:04d}", sender, to, body, profile_name="Ann")
 
-    async def age_window(self, their: str = THEM, ours: str = US, hours: float = 25) -> None:
-        """Their last message was `hours` ago, for us and for Twilio."""
-        await self.rt.channels["whatsapp"].window.opened(their, ours, at=time.time() - hours * 3600)
+    async def age_window(self, their: str = THEM, ours: str = US) -> None:
+        """Their last message is now over 24 hours old, for us and for Twilio: the window closed."""
+        await self.rt.channels["whatsapp"].window.close(their, ours)
         self.fake.sessions.discard((their, ours))
 
     def running(self):
         return background(Worker(self.rt, "w1"), Outbox(self.rt, "o1"))
+
+    def worker(self):
+        """The worker alone: replies are composed and wait on the outbox stream."""
+        return background(Worker(self.rt, "w1"))
+
 
     async def threads(self, count: int = 1):
         rows = await eventually(lambda: _rows(self.rt, count))
@@ -133,11 +137,13 @@ async def test_inbound_starts_a_thread_and_replies_inside_the_window_are_free_te
 
 async def test_a_reply_outside_the_window_goes_as_the_kinds_template(stack):
     await stack.write("hello")
-    await stack.age_window()  # they wrote 25 hours ago: free text would be refused
-    async with stack.running():
-        await eventually(lambda: len(stack.sent()) == 1)
+    async with stack.worker():
         [thread] = await stack.threads()
         await eventually(lambda: _status(stack, thread.id, "waiting_human"))
+    assert await stack.rt.channels["whatsapp"].window.last(THEM, US) is not None  # their message opened it
+    await stack.age_window()  # the reply waits a day: free text would be refused now
+    async with stack.running():
+        await eventually(lambda: len(stack.sent()) == 1)
     [message] = stack.sent()
     assert (message["To"], message["From"], message["ContentSid"]) == (THEM, US, QUESTION)
     assert "Body" not in message and "Window" not in message
@@ -149,9 +155,11 @@ async def test_outside_the_window_without_a_template_nothing_is_sent_and_the_thr
 ):
     async with stack_with(redis_url, prefix, tmp_path) as stack:  # no templates
         await stack.write("hello")
-        await stack.age_window()
-        async with stack.running():
+        async with stack.worker():
             [thread] = await stack.threads()
+            await eventually(lambda: _status(stack, thread.id, "waiting_human"))
+        await stack.age_window()
+        async with stack.running():  # the worker too: it writes the failure on the thread
             await eventually(lambda: _status(stack, thread.id, "failed"))
         thread = await stack.rt.store.load(thread.id)
         [delivery] = [e for e in thread.events if e.type == "delivery"]
@@ -161,8 +169,7 @@ async def test_outside_the_window_without_a_template_nothing_is_sent_and_the_thr
 
 
 async def test_a_63016_callback_fails_the_delivery_saying_why_and_closes_the_window(stack):
-    await stack.write("hello")
-    await stack.rt.channels["whatsapp"].window.opened(THEM, US)  # ours says open ...
+    await stack.write("hello")  # it opens our window record ...
     stack.fake.sessions.clear()  # ... but Twilio's closed: it takes the free text and fails it
     async with stack.running():
         await eventually(lambda: len(stack.sent()) == 1)
