@@ -58,7 +58,6 @@ class Stack:
         """The worker alone: replies are composed and wait on the outbox stream."""
         return background(Worker(self.rt, "w1"))
 
-
     async def threads(self, count: int = 1):
         rows = await eventually(lambda: _rows(self.rt, count))
         return [await self.rt.store.load(row["id"]) for row in rows]
