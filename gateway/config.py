@@ -9,6 +9,7 @@
     [agents.helpdesk.routes]
     slack   = ["T0TEAM/C0SUPPORT"]          # team/channel (or just a channel id)
     sms     = ["+15550001111"]
+    whatsapp = ["+15550001111"]             # a WhatsApp sender, as a plain number
     email   = ["help@example.com"]
     webhook = true                          # POST /webhooks/helpdesk
 
@@ -47,6 +48,7 @@ class _Strict(BaseModel):
 class Routes(_Strict):
     slack: list[str] = Field(default_factory=list)
     sms: list[str] = Field(default_factory=list)
+    whatsapp: list[str] = Field(default_factory=list)  # our WhatsApp senders, as plain E.164 numbers
     email: list[str] = Field(default_factory=list)
     webhook: bool = True
 

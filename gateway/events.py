@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal, assert_never
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-ChannelName = Literal["slack", "sms", "email", "webhook", "api", "cron", "dashboard"]
+ChannelName = Literal["slack", "sms", "whatsapp", "email", "webhook", "api", "cron", "dashboard"]
 Status = Literal["running", "waiting_human", "waiting_approval", "done", "failed"]
 STATUSES: tuple[Status, ...] = ("running", "waiting_human", "waiting_approval", "done", "failed")
 # Thread format version: bump when the stored shape changes, and teach `Thread.load` the old one.

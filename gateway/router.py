@@ -81,7 +81,7 @@ class Router:
         self.email_domain = email_domain.lower()
         self._routes: dict[tuple[str, str], str] = {}
         for name, agent in config.agents.items():
-            for channel in ("slack", "sms", "email"):
+            for channel in ("slack", "sms", "whatsapp", "email"):
                 for address in getattr(agent.routes, channel):
                     self._routes[(channel, address.lower())] = name
         # Decided once: config.agent() builds a default model for an unlisted agent on every call.
@@ -119,7 +119,7 @@ class Router:
             if "webhook" in channels and self.config.agent(name).routes.webhook:
                 out[name].append({"channel": "webhook", "address": f"/webhooks/{name}"})
         if self.default_agent in out:
-            for channel in ("slack", "sms"):
+            for channel in ("slack", "sms", "whatsapp"):
                 if channel in channels:
                     out[self.default_agent].append({"channel": channel, "address": "*"})
         return out

@@ -231,6 +231,8 @@ def plugin_settings(cls: type[P], settings: Settings) -> P:
         return cls(_env_file=settings._env_file)
     except ValidationError as exc:
         first = exc.errors()[0]
-        prefix = str(cls.model_config.get("env_prefix", ""))
-        name = (prefix + ".".join(str(part) for part in first["loc"])).upper() or cls.__name__
+        # A field is read as <env_prefix><name>; one with an alias as the alias alone, which is what `loc` holds then.
+        loc = [str(part) for part in first["loc"]]
+        prefix = str(cls.model_config.get("env_prefix", "")) if loc and loc[0] in cls.model_fields else ""
+        name = (prefix + ".".join(loc)).upper() or cls.__name__
         raise ConfigError(f"{name}: {first['msg']} (got {first.get('input')!r})") from None
