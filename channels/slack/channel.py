@@ -68,7 +68,14 @@ class SlackChannel(ChannelBase):
         self.outbound = Outbound(self.api, inbox, state, settings.dedupe_ttl)
         self.assistant = Assistant(self.api, inbox, state, agentic, self._spawn)
         self.status = (
-            StatusBoard(self.api, sessions=agentic.agent_sessions, spawn=self._spawn) if agentic.status else None
+            StatusBoard(
+                self.api,
+                sessions=agentic.agent_sessions,
+                everywhere=agentic.status == "all",
+                spawn=self._spawn,
+            )
+            if agentic.status != "off"
+            else None
         )
         self.files = Files(
             self.api, self.session, self.token, state, agentic, api_url=settings.slack_api_url, ttl=settings.dedupe_ttl

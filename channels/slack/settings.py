@@ -7,6 +7,8 @@ they always were; what came with assistant threads, status, streaming and files 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -21,7 +23,9 @@ class SlackAgentSettings(PluginSettings):
     # Use Slack's agent-session methods (agents.sessions.setStatus / rename) instead of
     # assistant.threads.setStatus / setTitle: for an app declared as an agent.
     agent_sessions: bool = False
-    status: bool = True  # show what the thread is doing while a step runs
+    # Show what the thread is doing while a step runs: in assistant threads, in every Slack
+    # thread (Slack allows setStatus in channels with chat:write since 2026-03), or nowhere.
+    status: Literal["assistant", "all", "off"] = "assistant"
     stream: bool = False  # final answers and questions as chat.startStream / appendStream / stopStream
     stream_chunk: int = Field(600, ge=50, le=12000)  # characters per chat.appendStream
     stream_appends: int = Field(10, ge=1, le=100)  # at most this many appends per answer (Tier 4: 100+/min)

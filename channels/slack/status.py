@@ -1,7 +1,8 @@
 """The thread status while a step runs: "is running lookup_order…" under the person's message, then cleared.
 
-`assistant.threads.setStatus` (an assistant thread; a rate limit of its own, "special")
-shows a status line with rotating `loading_messages` (at most 10) and locks the person's
+`assistant.threads.setStatus` (an assistant thread, or with FRONTDESK_SLACK_STATUS=all any
+thread: Slack takes it with chat:write in channels since its 2026-03-05 changelog; a rate
+limit of its own, "special") shows a status line with rotating `loading_messages` (at most 10) and locks the person's
 composer until it is cleared with an empty status, a reply is posted, or two minutes
 pass. With FRONTDESK_SLACK_AGENT_SESSIONS, `agents.sessions.setStatus` (any thread of an
 app declared as an agent; docs.slack.dev/ai/agent-sessions) says `processing`, then `active`.
@@ -40,9 +41,10 @@ class _Wanted:
 class StatusBoard:
     """The latest status wanted for each Slack thread, sent by one task per thread."""
 
-    def __init__(self, api: SlackApi, *, sessions: bool, spawn) -> None:
+    def __init__(self, api: SlackApi, *, sessions: bool, everywhere: bool, spawn) -> None:
         self.api = api
         self.sessions = sessions
+        self.everywhere = everywhere or sessions  # agent sessions are thread-based anywhere
         self.spawn = spawn
         self._wanted: dict[tuple[str, str], _Wanted] = {}
         self._sending: set[tuple[str, str]] = set()
@@ -52,8 +54,8 @@ class StatusBoard:
         channel, ts = reply.get("channel"), reply.get("thread_ts")
         if not (channel and ts):
             return
-        if not (self.sessions or reply.get("assistant")):
-            return  # assistant.threads.setStatus is for assistant threads only
+        if not (self.everywhere or reply.get("assistant")):
+            return  # FRONTDESK_SLACK_STATUS=assistant: assistant threads only
         key = (str(channel), str(ts))
         self._wanted[key] = _Wanted(update.doing, tuple(update.details))
         if key not in self._sending:

@@ -7,7 +7,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_slack import APP_TOKEN, TEAM, TOKEN, FakeSlack, Reply, assistant_thread, event_body, message, rate_limited
+from fake_slack import (
+    APP_TOKEN,
+    TEAM,
+    TOKEN,
+    FakeSlack,
+    Reply,
+    assistant_thread,
+    event_body,
+    mention,
+    message,
+    rate_limited,
+)
 from helpers import eventually, make_settings
 from plugins import EchoAgent, StepsAgent
 from slack_live import live
@@ -271,3 +282,25 @@ async def test_over_socket_mode_assistant_threads_work_the_same(redis_url, prefi
                 await asyncio.wait_for(serving, timeout=15)
             assert await rt.ingest.thread_for("slack", CONVERSATION)
             await eventually(lambda: fake.to("assistant.threads.setSuggestedPrompts"))
+
+
+async def test_with_status_all_a_channel_thread_shows_it_too(redis_url, prefix, monkeypatch):
+    monkeypatch.setenv("FRONTDESK_SLACK_STATUS", "all")
+    agent = GatedAgent()
+    async with live(redis_url, prefix, agent) as gw:
+        await gw.event(mention("find it", ts="1720000001.000100"), "Ev1")
+        first = await _shown(gw, "is thinking…", agent)
+        assert first["channel_id"] == "C1" and first["thread_ts"] == "1720000001.000100"
+        agent.gate.release()
+        await eventually(lambda: gw.status_is(f"{TEAM}/C1/1720000001.000100", "done"))
+        await eventually(lambda: gw.statuses()[-1] == "")
+
+
+async def test_status_off_sets_none(redis_url, prefix, monkeypatch):
+    monkeypatch.setenv("FRONTDESK_SLACK_STATUS", "off")
+    async with live(redis_url, prefix, StepsAgent()) as gw:
+        await gw.event(assistant_thread(thread_ts=ROOT), "Ev1")
+        await gw.event(message("steps=1", ts="1720000001.000100", channel=DM, thread_ts=ROOT), "Ev2")
+        await eventually(lambda: gw.status_is(CONVERSATION, "done"))
+        await eventually(lambda: gw.fake.posts(thread_ts=ROOT))
+        assert gw.fake.to("assistant.threads.setStatus", ok=None) == []
