@@ -43,6 +43,11 @@ def thread_key(channel: str, thread_ts: str) -> str:
     return f"assistant:{channel}:{thread_ts}"
 
 
+def title_key(channel: str, thread_ts: str) -> str:
+    """The thread's title, set once: whoever sets it names the thread (and an agent session reads it)."""
+    return f"titled:{channel}:{thread_ts}"
+
+
 class Assistant:
     """Assistant-thread events, and which messages belong to an assistant thread."""
 
@@ -111,9 +116,11 @@ class Assistant:
         title = " ".join(text.split())
         title = title if len(title) <= TITLE_LENGTH else title[: TITLE_LENGTH - 1].rstrip() + "…"
         try:
-            if not await self.state.set(f"titled:{channel}:{ts}", "1", ttl=REMEMBER, only_new=True):
+            if not await self.state.set(title_key(channel, ts), title, ttl=REMEMBER, only_new=True):
                 return
             if self.settings.agent_sessions:
+                # The session may not exist yet (the worker's first setStatus creates it, reading
+                # the title stored above); renaming covers a session that does.
                 await self.api.call("agents.sessions.rename", channel_id=channel, thread_ts=ts, title=title)
             else:
                 await self.api.call("assistant.threads.setTitle", channel_id=channel, thread_ts=ts, title=title)

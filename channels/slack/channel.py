@@ -70,6 +70,7 @@ class SlackChannel(ChannelBase):
         self.status = (
             StatusBoard(
                 self.api,
+                state,
                 sessions=agentic.agent_sessions,
                 everywhere=agentic.status == "all",
                 spawn=self._spawn,

@@ -23,11 +23,14 @@ from dataclasses import dataclass
 import structlog
 
 from channels.slack.api import SlackApi
-from gateway.errors import DeliveryFailed
+from channels.slack.assistant import title_key
+from gateway.errors import DeliveryFailed, Unavailable
 from gateway.messages import Progress
+from gateway.protocols import ChannelState
 from gateway.retry import backoff
 
 log = structlog.get_logger("frontdesk.slack")
+NAMED_MAX = 10000  # remembered titled sessions, per process; past it a title is looked up again
 ATTEMPTS = 4
 RETRY_CAP = 10.0  # seconds; Slack's own two-minute timeout clears a status we could not
 
@@ -41,8 +44,10 @@ class _Wanted:
 class StatusBoard:
     """The latest status wanted for each Slack thread, sent by one task per thread."""
 
-    def __init__(self, api: SlackApi, *, sessions: bool, everywhere: bool, spawn) -> None:
+    def __init__(self, api: SlackApi, state: ChannelState, *, sessions: bool, everywhere: bool, spawn) -> None:
         self.api = api
+        self.state = state
+        self._named: set[tuple[str, str]] = set()  # sessions this process has passed a title to
         self.sessions = sessions
         self.everywhere = everywhere or sessions  # agent sessions are thread-based anywhere
         self.spawn = spawn
@@ -84,7 +89,12 @@ class StatusBoard:
         channel, ts = key
         if self.sessions:
             status = "processing" if wanted.doing else "active"
-            await self.api.call("agents.sessions.setStatus", channel_id=channel, thread_ts=ts, status=status)
+            title = await self._title(key)
+            await self.api.call(
+                "agents.sessions.setStatus", channel_id=channel, thread_ts=ts, status=status, title=title
+            )
+            if title:
+                self._named.add(key)
             return
         doing = wanted.doing
         await self.api.call(
@@ -95,3 +105,14 @@ class StatusBoard:
             status=f"is {doing[:1].lower()}{doing[1:]}…" if doing else "",
             loading_messages=list(wanted.details[:10]) if doing and wanted.details else None,
         )
+
+    async def _title(self, key: tuple[str, str]) -> str | None:
+        """The title an assistant thread was given, for the setStatus that may create its session."""
+        if key in self._named:
+            return None  # Slack uses the title only when it creates the session
+        if len(self._named) > NAMED_MAX:
+            self._named.clear()
+        try:
+            return await self.state.get(title_key(*key))
+        except Unavailable:
+            return None

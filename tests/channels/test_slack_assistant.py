@@ -209,13 +209,16 @@ async def test_agent_sessions_use_the_session_methods(redis_url, prefix, monkeyp
         await gw.event(assistant_thread(thread_ts=ROOT), "Ev1")
         await gw.event(message("find it", ts="1720000001.000100", channel=DM, thread_ts=ROOT), "Ev2")
         [processing] = await eventually(lambda: gw.fake.to("agents.sessions.setStatus"))
-        assert processing == {"channel_id": DM, "thread_ts": ROOT, "status": "processing"}
+        assert processing["status"] == "processing" and processing["channel_id"] == DM
+        assert processing["thread_ts"] == ROOT
+        [renamed] = await eventually(lambda: gw.fake.to("agents.sessions.rename"))  # the title is stored by now
+        assert renamed["title"] == "find it"
         agent.gate.release()
         agent.gate.release()
         await eventually(lambda: gw.status_is(CONVERSATION, "done"))
         await eventually(lambda: gw.fake.to("agents.sessions.setStatus")[-1]["status"] == "active")
-        [renamed] = await eventually(lambda: gw.fake.to("agents.sessions.rename"))
-        assert renamed["title"] == "find it"
+        # A session created by setStatus gets the title too, whichever call reached Slack first.
+        assert any(c.get("title") == "find it" for c in gw.fake.to("agents.sessions.setStatus"))
         assert gw.fake.to("assistant.threads.setStatus", ok=None) == []
         assert gw.fake.to("assistant.threads.setTitle", ok=None) == []
 
