@@ -46,15 +46,6 @@ class Link:
     nonce: str
 
 
-async def link_key(settings: Settings, redis: aioredis.Redis, keys: Keys) -> bytes:
-    """The signing key, the same in every process of a deployment."""
-    if settings.api_token is not None:
-        return hmac.new(settings.api_token.get_secret_value().encode(), _LABEL, hashlib.sha256).digest()
-    name = keys.key("links", "secret")
-    await redis.set(name, secrets.token_hex(32), nx=True)
-    return bytes.fromhex(cast(str, await redis.get(name)))
-
-
 def lifetime(settings: Settings) -> int:
     """Seconds a link is valid: a day, or less when the dedupe keys that make it single-use live less."""
     return min(LINK_SECONDS, settings.dedupe_ttl)
@@ -86,14 +77,32 @@ def base_url(settings: Settings) -> str:
 
 
 class Linker:
-    """Mints approval links for the router (which is synchronous: the key is read once at start-up)."""
+    """Mints and checks approval links with the deployment's key.
 
-    def __init__(self, key: bytes, settings: Settings) -> None:
-        self.key = key
+    The router mints synchronously, so the key is read ahead (`ensure`, by the worker
+    before it decides an entry); with FRONTDESK_API_TOKEN set it needs no Redis at all.
+    """
+
+    def __init__(self, settings: Settings, redis: aioredis.Redis, keys: Keys) -> None:
         self.base = base_url(settings)
         self.seconds = lifetime(settings)
+        self._redis, self._name = redis, keys.key("links", "secret")
+        token = settings.api_token
+        self.key: bytes | None = (
+            hmac.new(token.get_secret_value().encode(), _LABEL, hashlib.sha256).digest() if token else None
+        )
 
-    def __call__(self, thread_id: str, call_id: str, identity: str) -> str:
+    async def ensure(self) -> bytes:
+        """The key; without an API token, a random secret shared through Redis (SET NX, once)."""
+        if self.key is None:
+            await self._redis.set(self._name, secrets.token_hex(32), nx=True)
+            self.key = bytes.fromhex(cast(str, await self._redis.get(self._name)))
+        return self.key
+
+    def __call__(self, thread_id: str, call_id: str, identity: str) -> str | None:
+        """The link for one decision; None before the key is read."""
+        if self.key is None:
+            return None
         return f"{self.base}{PATH}{mint(self.key, thread_id, call_id, identity, self.seconds)}"
 
 

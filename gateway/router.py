@@ -81,7 +81,7 @@ class Router:
         agent_names: set[str],
         default_agent: str,
         email_domain: str,
-        approval_link: Callable[[str, str, str], str] | None = None,
+        approval_link: Callable[[str, str, str], str | None] | None = None,
     ) -> None:
         self.config = config
         # (thread id, call id, identity) -> a signed one-time link to decide that call (gateway.links).
@@ -314,8 +314,9 @@ class Router:
             )
         else:
             text = f"Your message could not be authenticated ({reason}), so it was not taken as a decision. "
-            if self.approval_link is not None:
-                text += f"To approve or deny, open this link (it works once): {self.approval_link(thread.id, call_id, msg.identity)}"
+            link = self.approval_link(thread.id, call_id, msg.identity) if self.approval_link else None
+            if link:
+                text += f"To approve or deny, open this link (it works once): {link}"
             else:
                 text += "Please decide from the dashboard or another channel."
         # To the address the sender claims, never to a Reply-To they chose: the link proves that mailbox.

@@ -39,11 +39,11 @@ def _message(request: Request, status: int, title: str, message: str) -> Respons
 
 async def _open(request: Request, token: str) -> tuple[Runtime, links.Link, bytes] | Response:
     rt: Runtime = request.app.state.runtime
-    link = links.verify(rt.links.key, token) if rt.links is not None else None
-    if link is None:
+    key = await rt.links.ensure() if rt.links is not None else None
+    link = links.verify(key, token) if key is not None else None
+    if key is None or link is None:
         return _message(request, 403, "Link not valid", INVALID)
-    assert rt.links is not None
-    return rt, link, rt.links.key
+    return rt, link, key
 
 
 async def approval_page(token: str, request: Request) -> Response:
