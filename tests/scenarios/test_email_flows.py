@@ -10,9 +10,9 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 
+import dkimkit
 import pytest
 from aiosmtpd.smtp import SMTP
-import dkimkit
 from helpers import background, eventually, make_settings
 from plugins import ApprovalAgent, EchoAgent
 
