@@ -156,3 +156,12 @@ def test_organisational_domains_follow_the_public_suffix_list():
 def test_a_bad_relay_address_stops_start_up_naming_the_setting():
     with pytest.raises(ConfigError, match="FRONTDESK_EMAIL_TRUSTED_RELAYS: 'mx.example.com'"):
         checker(Dns(), email_trusted_relays="10.0.0.1,mx.example.com")
+
+
+async def test_a_large_message_is_verified_off_the_loop_with_the_same_answer(key):
+    dns = Dns()
+    dns.publish("example.com", key)
+    big = mail() + (b"y" * 998 + b"\r\n") * 700  # about 700 KB of body, over auth.OFF_LOOP
+    signed = sign(big, "example.com", key)
+    assert (await checker(dns).verify(signed, "alice@example.com")).passed
+    assert not (await checker(dns).verify(signed[:-3] + b"z\r\n", "alice@example.com")).passed
