@@ -40,6 +40,7 @@ from gateway.events import (
 
 _YES = {"yes", "y", "approve", "approved", "ok", "okay"}
 _NO = {"no", "n", "deny", "denied", "reject"}
+MAX_UNVERIFIED_REPLIES = 3  # answers (each with a fresh link) per call and sender to unauthenticated mail
 _FIRST_WORD = re.compile(r"^\s*([A-Za-z]+)[\s.,:;!-]*(.*)$", re.S)
 
 
@@ -307,6 +308,13 @@ class Router:
         """An approver (or responder) whose message the channel could not authenticate: note it, say what works."""
         reason = (msg.unverified or "")[:300]
         note = Note(kind="unverified_sender", text=reason, call_id=call_id, sender=msg.identity, id=msg.id)
+        told = sum(
+            isinstance(e, Note) and e.kind == "unverified_sender" and e.call_id == call_id and e.sender == msg.identity
+            for e in thread.events
+        )
+        if told >= MAX_UNVERIFIED_REPLIES:
+            # Forged mail in a flood would otherwise make us mail the real person a link per forgery.
+            return Decision(event=note)
         if call_id is None:
             text = (
                 f"Your message could not be authenticated ({reason}), so it was not taken as an answer. "

@@ -45,12 +45,12 @@ async def test_the_key_comes_from_the_api_token_without_redis():
     assert links.verify(linker.key, url.rsplit("/", 1)[1]).call_id == "c1"
 
 
-def _unverified(thread: Thread, text: str, config: FrontdeskConfig | None = None):
+def _unverified(thread: Thread, text: str, config: FrontdeskConfig | None = None, mid: str = "<m1@x>"):
     router = Router(
         config or FrontdeskConfig(), {"deploybot"}, "deploybot", "example.test", lambda *a: "LINK/" + "/".join(a)
     )
     msg = InboundMessage(
-        id="<m1@x>",
+        id=mid,
         channel="email",
         conversation="<root@x>",
         sender="alice@example.com",
@@ -81,3 +81,14 @@ def test_an_unverified_answer_counts_unless_the_agent_refuses_them():
     strict = FrontdeskConfig(agents={"deploybot": AgentConfig(unverified_answers=False)})
     refused = _unverified(asked, "the 4th floor", strict)
     assert refused.event.type == "note" and refused.event.kind == "unverified_sender" and not refused.wake
+
+
+def test_a_flood_of_forged_approvals_mails_the_real_person_three_links_at_most():
+    thread = _thread(ApprovalRequested(call_id="c1", tool="deploy"))
+    answered = []
+    for i in range(5):
+        decision = _unverified(thread, "YES", mid=f"<f{i}@x>")
+        answered.append(decision.notice is not None)
+        thread = thread.with_events(decision.event)
+    assert answered == [True, True, True, False, False]
+    assert len([e for e in thread.events if e.type == "note"]) == 5  # each one still recorded
