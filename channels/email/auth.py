@@ -255,8 +255,9 @@ class Authenticator:
         for r in relay:
             if r.method == "dmarc" and r.result == "pass" and r.props.get("header.from") == from_domain:
                 return Verdict(True, f"{self.authserv_id}: dmarc=pass header.from={from_domain}", "relay")
-            if r.method == "dkim" and r.result == "pass" and r.props.get("header.d"):
-                passes.append(("relay dkim", r.props["header.d"]))
+            signer = r.props.get("header.d") or r.props.get("header.i", "").rpartition("@")[2]
+            if r.method == "dkim" and r.result == "pass" and signer:
+                passes.append(("relay dkim", signer))
             elif r.method == "spf" and r.result == "pass" and r.props.get("smtp.mailfrom"):
                 passes.append(("relay spf", r.props["smtp.mailfrom"].rpartition("@")[2]))
             checks.append(f"{self.authserv_id}: {r.method}={r.result}")

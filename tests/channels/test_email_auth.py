@@ -132,6 +132,8 @@ async def test_the_relays_dkim_and_spf_passes_are_aligned_here():
     assert (await trusting.verify(spf, "alice@example.com")).passed
     dkim = crlf("Authentication-Results: mx.example.com; dkim=pass header.d=example.org\n") + mail()
     assert not (await trusting.verify(dkim, "alice@example.com")).passed
+    by_identity = crlf("Authentication-Results: mx.example.com; dkim=pass header.i=@mail.example.com\n") + mail()
+    assert (await trusting.verify(by_identity, "alice@example.com")).passed  # relaxed: same organisation
 
 
 def test_authentication_results_are_read_as_rfc_8601_writes_them():
