@@ -141,6 +141,8 @@ class Inbound:
         text = new_text(mail.text) or data.get("subject", "")
         verdict = await self.auth.verify(raw, message.sender)
         data.update(full=True, html=mail.html, auth=verdict.as_data())
+        if not verdict.passed:
+            log.info("mail sender not authenticated", message_id=message.id, sender=message.sender, why=verdict.detail)
         if mail.problems:
             data["problems"] = mail.problems[:5]
             log.info("mail read with problems", message_id=message.id, problems=mail.problems[:5])
