@@ -284,7 +284,8 @@ class Authenticator:
                 via = "dkim" if method == "dkim" else "relay"
                 return Verdict(True, f"{method}=pass d={domain}, aligned with From {from_domain}", via, checks)
         found = ", ".join(sorted({d for _, d in passes}))
-        return Verdict(False, f"passed only for {found}, not aligned with From {from_domain}", "", checks)
+        failed = "".join(f"; {c}" for c in checks if c.startswith("dmarc=temperror"))
+        return Verdict(False, f"passed only for {found}, not aligned with From {from_domain}{failed}", "", checks)
 
     def _relay_results(self, raw: bytes) -> list[Result]:
         """The trusted relay's results: after `strip`, the one header of its id left in the mail."""

@@ -69,6 +69,9 @@ async def test_relaxed_alignment_by_default_strict_when_the_dmarc_record_says_so
     dns.records["_dmarc.example.com"] = ["v=DMARC1; p=reject; adkim=s"]
     verdict = await checker(dns).verify(signed, "alice@eu.example.com")
     assert not verdict.passed and "not aligned" in verdict.detail
+    dns.failing.add("_dmarc.eu.example.com")
+    verdict = await checker(dns).verify(signed, "alice@eu.example.com")  # the mode unknown: not a pass
+    assert not verdict.passed and verdict.detail.endswith("dmarc=temperror (_dmarc.eu.example.com: timeout)")
 
 
 async def test_a_signature_that_leaves_out_the_message_id_does_not_count(key):
