@@ -24,7 +24,9 @@ from typing import Any
 import structlog
 
 from channels.slack.api import SlackApi
+from channels.slack.files import Files
 from channels.slack.mrkdwn import markdown_block, mentions, split, to_mrkdwn
+from channels.slack.stream import Streamer
 from gateway.errors import DeliveryFailed, Unavailable
 from gateway.markdown import literal
 from gateway.messages import OutAction, OutboundMessage, Sent
@@ -44,6 +46,9 @@ class Outbound:
         self.inbox = inbox
         self.state = state
         self.parts_ttl = parts_ttl  # FRONTDESK_DEDUPE_TTL: as long as a retry of the message may come
+        # Set by the channel when turned on: long answers as files, answers as streams.
+        self.files: Files | None = None
+        self.stream: Streamer | None = None
 
     async def send(self, message: OutboundMessage) -> Sent:
         if message.kind == "notice":
@@ -54,13 +59,18 @@ class Outbound:
 
     # ------------------------------------------------------------ posts
     async def _post(self, message: OutboundMessage) -> Sent:
+        place = _in_thread(message)  # files and streams go only into a thread that exists
+        if place and self.files is not None and self.files.wants(message, place[1]):
+            return await self.files.upload(message, *place)
+        if place and self.stream is not None and self.stream.wants(message, place[1]):
+            return await self.stream.send(message, *place)
         markdown = _with_choices(message.text, message.choices)
         parts = split(to_mrkdwn(markdown))
         if not parts:
             raise DeliveryFailed("nothing to post: the message is empty")
         channel, thread_ts = await self._where(message)
         opened = thread_ts is None
-        block = None if message.actions else markdown_block(markdown, parts=len(parts))
+        block = None if message.actions or message.choices else markdown_block(markdown, parts=len(parts))
         if block:
             data = await self.api.call(
                 "chat.postMessage", posts=True, channel=channel, text=parts[0], thread_ts=thread_ts, blocks=[block]
@@ -187,6 +197,12 @@ def approval_blocks(text: str, actions: list[OutAction]) -> list[dict[str, Any]]
         {"type": "section", "text": {"type": "mrkdwn", "text": text}},
         {"type": "actions", "block_id": APPROVAL_BLOCK, "elements": buttons},
     ]
+
+
+def _in_thread(message: OutboundMessage) -> tuple[str, str] | None:
+    reply = message.reply_to or {}
+    thread_ts = str(reply.get("thread_ts") or "")
+    return (str(reply["channel"]), thread_ts) if reply.get("channel") and _TS.match(thread_ts) else None
 
 
 def _with_choices(text: str, choices: list[str]) -> str:

@@ -63,6 +63,16 @@ async def rt(redis_url, prefix, fake):
 
 
 @pytest.fixture
+async def rt_without_uploads(redis_url, prefix, fake, monkeypatch):
+    """The channel with uploads off, so a text past a markdown block's 12,000 characters goes in mrkdwn parts."""
+    monkeypatch.setenv("FRONTDESK_SLACK_UPLOAD_OVER", "0")
+    async with running(
+        slack_settings(redis_url, prefix, fake), agents=[EchoAgent()], builtins=False, channels=[slack.channel]
+    ) as rt:
+        yield rt
+
+
+@pytest.fixture
 async def http(rt):
     transport = httpx.ASGITransport(app=create_app(rt.settings, rt))
     async with httpx.AsyncClient(transport=transport, base_url="http://frontdesk.test") as client:
@@ -466,7 +476,8 @@ async def test_a_contact_channel_gets_a_root_post_that_becomes_the_thread(rt, fa
     assert sent.conversation == f"{TEAM}/C9/{sent.detail}"
 
 
-async def test_a_long_message_goes_in_parts_in_the_thread(rt, fake):
+async def test_a_long_message_goes_in_parts_in_the_thread(rt_without_uploads, fake):
+    rt = rt_without_uploads
     text = "\n\n".join(f"Paragraph {i}: " + "words " * 150 for i in range(20))  # past a markdown block
     await rt.channels["slack"].send(outbound(text))
     posts = fake.posts()
@@ -475,7 +486,8 @@ async def test_a_long_message_goes_in_parts_in_the_thread(rt, fake):
     assert re.sub(r"\s", "", "".join(p["text"] for p in posts)) == re.sub(r"\s", "", text)
 
 
-async def test_a_retry_after_a_429_mid_message_posts_only_the_rest(rt, fake):
+async def test_a_retry_after_a_429_mid_message_posts_only_the_rest(rt_without_uploads, fake):
+    rt = rt_without_uploads
     text = "\n\n".join(f"Paragraph {i}: " + "words " * 150 for i in range(20))  # past a markdown block
     channel = rt.channels["slack"]
     await channel.send(outbound(text, id="th_x-9"))

@@ -1,4 +1,4 @@
-"""What an outbound message looks like as SMS: plain text, in numbered segments.
+"""What an outbound message looks like as SMS or WhatsApp: plain text, in numbered segments.
 
 The Markdown is rendered by gateway.markdown's `to_text`: no markup characters, links
 as "label (url)", bullets as "-" (in GSM-7, so a bullet does not turn the whole body
