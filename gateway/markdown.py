@@ -14,9 +14,9 @@ holds two rules for every renderer:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
@@ -69,18 +69,41 @@ def _unlink(state: StateCore) -> None:
 _MD.core.ruler.push("frontdesk_unlink", _unlink)
 
 
+# A channel renders one message two or three ways (Slack: mrkdwn, the structure check, the
+# markdown block; mail: text and HTML), and a parse costs about 1 ms for 700 characters
+# (markdown-it-py 4.3, this machine under load), several times the old regexes: so one parse
+# per text, for texts of a message's size (a longer one is parsed each time, not kept).
+# Nothing downstream mutates the tokens or the tree, so sharing them is safe.
+_KEEP = 64
+_KEEP_UP_TO = 40_000  # characters
+
+
 def parse(text: str) -> SyntaxTreeNode:
-    """The syntax tree of `text`."""
-    return SyntaxTreeNode(_tokens(text))
+    """The syntax tree of `text` (shared: read it, do not change it)."""
+    return _tree(text) if len(text) <= _KEEP_UP_TO else SyntaxTreeNode(_parse(text))
 
 
-def _tokens(text: str, env: EnvType | None = None) -> list[Token]:
+def _tokens(text: str) -> list[Token]:
+    return _kept(text) if len(text) <= _KEEP_UP_TO else _parse(text)
+
+
+@functools.lru_cache(maxsize=_KEEP)
+def _tree(text: str) -> SyntaxTreeNode:
+    return SyntaxTreeNode(_kept(text))
+
+
+@functools.lru_cache(maxsize=_KEEP)
+def _kept(text: str) -> list[Token]:
+    return _parse(text)
+
+
+def _parse(text: str) -> list[Token]:
     """markdown-it's tokens of `text`, or one paragraph of its literal text where it nests too deep.
 
     Past maxNesting (20 levels, ten nested lists) markdown-it drops the rest of the text;
     a text that comes near it is shown as written rather than cut.
     """
-    tokens = _MD.parse(text or "", env)
+    tokens = _MD.parse(text or "")
     if max((token.level for token in tokens), default=0) < _MD.options.maxNesting - 1:
         return tokens
     lines = (text or "").splitlines()
@@ -327,5 +350,4 @@ _HTML = _Html()
 
 def to_html(text: str) -> str:
     """`text` as an HTML fragment: every text escaped, links only http, https and mailto."""
-    env: dict[str, Any] = {}
-    return _HTML.render(_tokens(text, env), _MD.options, env)
+    return _HTML.render(_tokens(text), _MD.options, {})  # env: only parsing reads link references

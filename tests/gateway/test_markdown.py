@@ -100,3 +100,13 @@ _TAGS = {
     for name in "p br strong em s code pre a h1 h2 h3 h4 h5 h6 ul ol li blockquote hr table thead tbody tr th td".split()
     for t in (name, "/" + name)
 }
+
+
+def test_a_text_longer_than_a_message_is_parsed_whole_each_time():
+    md = "\n\n".join(f"**{i}** [l{i}](https://x.test/{i}) <i>" for i in range(4000))  # about 130,000 characters
+    assert len(md) > 100_000
+    text = to_text(md)
+    assert text.count("(https://x.test/") == 4000 and text.endswith("3999 l3999 (https://x.test/3999) <i>")
+    assert to_text(md) == text and parse(md) is not parse(md)  # not kept: a new tree each time
+    short = "**kept**"
+    assert parse(short) is parse(short)
