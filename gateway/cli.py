@@ -520,6 +520,7 @@ def eval_run(
     ),
     cassette: Path | None = typer.Option(None, "--cassette", help="Answer from the model answers recorded here."),
     record: bool = typer.Option(False, "--record", help="Ask the model and record its answers in --cassette."),
+    cases: Path | None = typer.Option(None, "--cases", help="Read the cases here, not in the agent's evals/."),
 ) -> None:
     """Re-run each case's turn and compare the model's step with the expected one."""
     settings = load_settings()
@@ -535,6 +536,7 @@ def eval_run(
             min_rate=min_pass_rate,
             cassette=cassette,
             record=record,
+            cases_dir=cases,
             echo=typer.echo,
         )
     )
@@ -550,6 +552,7 @@ def eval_save(
         None, "--expect", help='The right step, when the recorded one was wrong: {"tool": ..., "arguments": {...}}.'
     ),
     note: str | None = typer.Option(None, "--note", help="Why the case matters, or what the right step is."),
+    cases: Path | None = typer.Option(None, "--cases", help="Write the cases here, not in the agent's evals/."),
 ) -> None:
     """Save a thread's model turns as eval cases in its agent's evals/saved.jsonl."""
     settings = load_settings()
@@ -563,7 +566,7 @@ def eval_save(
         threads = [thread]
     configure_logging(settings, stream=sys.stderr)
     save = load_object(f"{EVALS}:save_threads")
-    asyncio.run(save(settings, threads, turn=turn, expect=expect, note=note, echo=typer.echo))
+    asyncio.run(save(settings, threads, turn=turn, expect=expect, note=note, cases_dir=cases, echo=typer.echo))
 
 
 def _threads_in(path: Path) -> list[Thread]:

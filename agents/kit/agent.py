@@ -130,6 +130,10 @@ class Agent:
         """Where this agent's eval cases live (`frontdesk eval`): `evals/` beside its prompt, so beside its code."""
         return self._home / "evals"
 
+    def model_turns(self, thread: Thread) -> list[int]:
+        """The events of `thread` its model's answers made (agents.kit.evals.cases)."""
+        return cases.model_turns(thread)
+
     def save_eval_case(
         self, thread: Thread, turn: int, *, expect: dict[str, Any] | None = None, note: str | None = None
     ) -> Path:

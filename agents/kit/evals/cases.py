@@ -186,9 +186,12 @@ def cut(
     )
 
 
-def save_case(agent: Agent, case: Case, file: str = SAVED) -> Path:
-    """Write `case` to the agent's evals file; a case of the same thread and turn is replaced, not doubled."""
-    path = agent.evals_dir / file
+def save_case(agent: Agent, case: Case, directory: Path | None = None) -> Path:
+    """Write `case` to saved.jsonl in `directory` (default: the agent's evals/).
+
+    A case of the same thread and turn is replaced, not doubled: saving a thread again updates its cases.
+    """
+    path = (directory or agent.evals_dir) / SAVED
     lines = path.read_text().splitlines() if path.exists() else []
     kept = [line for line in lines if line.strip() and _key(line) != (case.thread, case.turn)]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -52,11 +52,12 @@ async def run_evals(
     min_rate: float,
     cassette: Path | None,
     record: bool,
+    cases_dir: Path | None,
     echo: Callable[[str], None],
 ) -> int:
     """Run the cases of one agent (or of every agent that has some); 1 when a column falls below `min_rate`."""
-    if prompts and agent is None:
-        raise ConfigError("--prompt replaces one agent's prompt: name the agent (frontdesk eval AGENT --prompt FILE)")
+    if (prompts or cases_dir) and agent is None:
+        raise ConfigError("--prompt and --cases are one agent's: name the agent (frontdesk eval AGENT ...)")
     if record and cassette is None:
         raise ConfigError("--record writes the model's answers to a cassette: give it with --cassette FILE")
     tape = _cassette(cassette, record) if cassette else None
@@ -65,7 +66,7 @@ async def run_evals(
         suites = []
         for one in chosen:
             try:
-                stored = load_cases(one.evals_dir)
+                stored = load_cases(cases_dir or one.evals_dir)
             except CaseError as exc:
                 raise ConfigError(str(exc)) from None
             if not stored:
@@ -73,9 +74,9 @@ async def run_evals(
             columns = _columns(settings, one, models, prompts, owned)
             if tape is not None:
                 columns = [Column(c.label, c.agent.variant(model=tape.wrap(c.agent.model))) for c in columns]
-            suites.append(Suite(one.name, _shown(one.evals_dir), stored, columns))
+            suites.append(Suite(one.name, _shown(cases_dir or one.evals_dir), stored, columns))
         if not suites:
-            where = _shown(chosen[0].evals_dir) if agent else "agents/<name>/evals/"
+            where = _shown(cases_dir or chosen[0].evals_dir) if agent else "agents/<name>/evals/"
             raise ConfigError(f"no eval cases in {where} (save one with `frontdesk eval save th_...`)")
         for suite in suites:
             await run_suite(suite)
@@ -130,6 +131,7 @@ async def save_threads(
     turn: int | None,
     expect: str | None,
     note: str | None,
+    cases_dir: Path | None,
     echo: Callable[[str], None],
 ) -> None:
     """Save each thread's model turns (or only `turn`) as cases beside their agents; one line said per case."""
@@ -157,5 +159,5 @@ async def save_threads(
     if not made:
         raise ConfigError("no model turns to save (a thread with no step the model took)")
     for agent, case in made:
-        path = save_case(agent, case)
+        path = save_case(agent, case, cases_dir)
         echo(f"saved {case.thread} turn {case.turn} ({case.wanted.tool or case.wanted.error}) to {_shown(path)}")
