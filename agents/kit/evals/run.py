@@ -84,7 +84,8 @@ def report(suites: list[Suite], min_rate: float) -> str:
     """Per agent: a case-by-column table, the pass rates, then each failure with its context and diff."""
     out: list[str] = []
     for suite in suites:
-        out.append(f"{suite.agent}: {len(suite.cases)} cases in {suite.where}")
+        count = len(suite.cases)
+        out.append(f"{suite.agent}: {count} case{'' if count == 1 else 's'} in {suite.where}")
         names = [f"{s.where} @{s.case.turn}" for s in suite.cases] + ["pass rate"]
         width = max(len(n) for n in names)
         widths = [max(len(c.label), 10) for c in suite.columns]
