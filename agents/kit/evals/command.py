@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
@@ -28,7 +27,7 @@ UNDIALLED = "redis://127.0.0.1:6379/0"
 
 
 @contextlib.asynccontextmanager
-async def _agents(settings: Settings) -> Any:
+async def _agents(settings: Settings) -> AsyncIterator[Runtime]:
     async with running(settings, redis_url=settings.redis_url or UNDIALLED) as rt:
         yield rt
 
