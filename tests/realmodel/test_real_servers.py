@@ -105,7 +105,11 @@ def test_the_calculator_eval_cases_run_on_llama_cpp_and_replay_from_their_casset
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
     [agent] = json.loads(recorded.stdout)["agents"]
     steps = [case["results"]["openai:smollm2"]["step"] for case in agent["cases"]]
-    print("llama.cpp on the calculator's cases:", steps, [c["results"]["openai:smollm2"]["detail"] for c in agent["cases"]])
+    print(
+        "llama.cpp on the calculator's cases:",
+        steps,
+        [c["results"]["openai:smollm2"]["detail"] for c in agent["cases"]],
+    )
     assert any(steps), agent  # the model answered, and the answer was read as a step
     assert len(json.loads(tape.read_text())["answers"]) == sum(step is not None for step in steps)
 
