@@ -359,3 +359,26 @@ async def test_assert_next_step_passes_on_the_named_arguments_and_shows_a_diff_o
             await assert_next_step(calc, thread, "add", a=6, b=7)
         assert "* tool: add | tool: multiply" in str(failed.value)
         assert "What is 6 times 7?" in str(failed.value)
+
+
+def test_a_broken_case_file_or_a_bad_option_is_one_line_and_exit_2(env, tmp_path):
+    cases = tmp_path / "cases"
+    assert (
+        invoke(
+            env, "eval", "save", str(export(tmp_path, times_thread())), "--turn", "1", "--cases", str(cases)
+        ).exit_code
+        == 0
+    )
+    with (cases / "saved.jsonl").open("a") as f:
+        f.write('{"agent": "calculator", "thread": "th_x"}\n')
+    broken = invoke(env, "eval", "calculator", "--cases", str(cases))
+    assert broken.exit_code == 2
+    assert f"{cases / 'saved.jsonl'}:2: not an eval case: turn: Field required" in broken.stderr
+    assert len(broken.stderr.strip().splitlines()) == 1 and "Traceback" not in broken.output
+
+    no_agent = invoke(env, "eval", "--prompt", str(PROMPT))
+    assert no_agent.exit_code == 2 and "name the agent" in no_agent.stderr
+    unknown = invoke(env, "eval", "nosuch")
+    assert unknown.exit_code == 2 and "no agent named 'nosuch'" in unknown.stderr
+    empty = invoke(env, "eval", "calculator", "--cases", str(tmp_path / "none"))
+    assert empty.exit_code == 2 and "no eval cases in" in empty.stderr
