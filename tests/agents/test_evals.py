@@ -382,3 +382,17 @@ def test_a_broken_case_file_or_a_bad_option_is_one_line_and_exit_2(env, tmp_path
     assert unknown.exit_code == 2 and "no agent named 'nosuch'" in unknown.stderr
     empty = invoke(env, "eval", "calculator", "--cases", str(tmp_path / "none"))
     assert empty.exit_code == 2 and "no eval cases in" in empty.stderr
+
+
+def test_two_models_are_two_columns(env, tmp_path, model_server):
+    env = {**env, "OPENAI_BASE_URL": model_server.url, "OPENAI_API_KEY": "sk-test"}
+    cases = tmp_path / "cases"
+    assert invoke(env, "eval", "save", str(export(tmp_path, times_thread())), "--cases", str(cases)).exit_code == 0
+    result = invoke(env, "eval", "calculator", "--cases", str(cases), "--model", "demo", "--model", "openai:fake")
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[1].split() == ["demo", "openai:fake"]
+    assert lines[2].split() == ["saved.jsonl:1", "@1", "pass", "pass"]
+    assert lines[3].split() == ["saved.jsonl:2", "@3", "pass", "FAIL"]  # the fake never asks
+    assert "FAIL calculator saved.jsonl:2 [openai:fake]" in result.stdout
+    assert "[demo]:" not in result.stdout
