@@ -80,6 +80,9 @@ class InboundMessage(BaseModel):
     # The shared space it was written in (a Slack channel id): a question asked of
     # that group may be answered by anyone writing there.
     group: str | None = None
+    # Why the channel cannot vouch that `sender` wrote this (mail failing DKIM/DMARC); None when it can.
+    # Such a message may answer a question (if the agent allows it) but never decides an approval.
+    unverified: str | None = None
 
     @property
     def identity(self) -> str:
@@ -120,6 +123,9 @@ class OutboundMessage(BaseModel):
     updates: str | None = None
     choices: list[str] = Field(default_factory=list)
     actions: list[OutAction] = Field(default_factory=list)
+    # For a question or a final answer: the tools the thread ran since a person last spoke, in
+    # order, so a channel that can show work (Slack's streamed task steps) shows it.
+    steps: list[str] = Field(default_factory=list)
     subject: str | None = None
     attempt: int = 0
     held: int = 0  # times the sender put it back behind an earlier message of its thread
