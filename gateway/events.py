@@ -197,6 +197,8 @@ class RequestHumanInput(_Event):
     choices: list[str] = Field(default_factory=list)
     urgency: Literal["low", "normal", "high"] = "normal"
     contact: Contact | None = None  # someone other than the thread's origin
+    # The identities that alone may answer (a HumanLayer call's allowed_responder_ids); None: the usual rule.
+    allowed: list[str] | None = None
     deadline: datetime | None = None
     usage: Usage | None = None
 
@@ -207,6 +209,7 @@ class ApprovalRequested(_Event):
     tool: str
     arguments: dict[str, Any] = Field(default_factory=dict)
     contact: Contact | None = None
+    allowed: list[str] | None = None  # as on RequestHumanInput
     usage: Usage | None = None
 
 

@@ -201,7 +201,7 @@ class Router:
                 return self._refuse(msg, sender_contact, "Thanks — this question is waiting for someone else's answer.")
             return Decision(event=HumanResponse(**said), wake=True)
         # waiting for an approval
-        if msg.identity not in self._approvers(thread, request):
+        if not self._may_approve(thread, request, msg):
             return self._refuse(msg, sender_contact, "Sorry — you are not one of the approvers for this request.")
         if msg.decision is not None:
             if msg.decision.call_id != request.call_id:
@@ -247,7 +247,11 @@ class Router:
         if kind == "human_response" and waiting and waiting[1].type == "request_human_input":
             return Decision(
                 event=HumanResponse(
-                    text=data.get("text", ""), sender=by, channel=by.split(":", 1)[0], id=data.get("id")
+                    text=data.get("text", ""),
+                    sender=by,
+                    channel=by.split(":", 1)[0],
+                    id=data.get("id"),
+                    data=data.get("data"),
                 ),
                 wake=True,
             )
@@ -281,13 +285,19 @@ class Router:
 
     # ------------------------------------------------------------ who may
     def _may_answer(self, thread: Thread, request: Any, msg: InboundMessage) -> bool:
+        if request.allowed is not None:
+            return msg.identity in request.allowed
         asked = request.contact.identity if request.contact else thread.origin.identity
         in_group = msg.group is not None and f"{msg.channel}:{msg.group}" == asked
         return msg.identity in thread.responders or msg.identity == asked or in_group
 
-    def _approvers(self, thread: Thread, request: Any) -> list[str]:
-        asked = [request.contact.identity] if request.contact else []
-        return [*thread.approvers, *asked]
+    def _may_approve(self, thread: Thread, request: Any, msg: InboundMessage) -> bool:
+        if request.allowed is not None:
+            return msg.identity in request.allowed
+        asked = request.contact.identity if request.contact else None
+        # An approval asked of a group (a Slack channel) may be given by anyone writing there.
+        in_group = asked is not None and msg.group is not None and f"{msg.channel}:{msg.group}" == asked
+        return msg.identity in thread.approvers or msg.identity == asked or in_group
 
     def _refuse(self, msg: InboundMessage, to: Contact, text: str) -> Decision:
         note = Note(kind="refused", text=(msg.text or "")[:200], sender=msg.identity, id=msg.id)

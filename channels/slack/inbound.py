@@ -133,6 +133,7 @@ def from_click(body: dict[str, Any], me: Me) -> Parsed | None:
         address=f"{me.team}/{channel}",
         reply_to={"team": me.team, "channel": channel, "thread_ts": root},
         decision=choice,
+        group=None if dm else channel,  # an approval asked of the channel may be given by anyone in it
     )
     return Parsed(message, start=False, prefer=f"{me.team}/{channel}/{root}" if dm else None, react=False)
 

@@ -1,0 +1,71 @@
+"""humanlayer: one request to a person per thread, asked on behalf of a HumanLayer SDK caller.
+
+No model: the call says what to ask. The first turn asks it — an approval of `fn(**kwargs)`
+or the question `msg` — of the contact the call named, and the person's answer ends the
+thread with the outcome recorded. The caller runs the function itself (the SDK does, once it
+reads the approval); nothing runs here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.events import (
+    ApprovalRequested,
+    Contact,
+    DoneForNow,
+    RequestHumanInput,
+    Thread,
+    UserMessage,
+    last_active,
+)
+
+
+def _choices(options: list[dict[str, Any]] | None) -> list[str]:
+    return [o.get("title") or o["name"] for o in options or []]
+
+
+class HumanLayerAgent:
+    name = "humanlayer"
+    description = "Asks a person what a HumanLayer SDK caller needs: an approval of a function call, or a question."
+
+    def __init__(self, runtime: Any = None) -> None:
+        self.runtime = runtime
+
+    def tools(self) -> list[dict[str, Any]]:
+        return []
+
+    async def step(self, thread: Thread, event: Any | None) -> Thread:
+        thread = thread if event is None else thread.with_events(event)
+        last = last_active(thread.events) if thread.status == "running" else None
+        if last is None:
+            return thread  # waiting for the person, or done
+        first = thread.events[0]
+        record = (first.data or {}).get("humanlayer") if isinstance(first, UserMessage) else None
+        if not isinstance(record, dict):
+            return thread.with_events(DoneForNow(text="not a HumanLayer call: nothing to ask"))
+        match last[1].type:
+            case "user_message":
+                return thread.with_events(self._ask(record))
+            case "approval_decision" | "human_response":
+                return thread.with_events(DoneForNow(text=_outcome(last[1])))
+            case _:  # an error or a timeout: the caller keeps polling; nothing is asked twice
+                return thread.with_events(DoneForNow(text=f"stopped after {last[1].type}"))
+
+    def _ask(self, record: dict[str, Any]) -> ApprovalRequested | RequestHumanInput:
+        spec, contact = record["spec"], Contact.model_validate(record["contact"])
+        allowed = record.get("allowed")
+        if record["type"] == "function_call":
+            return ApprovalRequested(
+                call_id=record["call_id"], tool=spec["fn"], arguments=spec["kwargs"], contact=contact, allowed=allowed
+            )
+        return RequestHumanInput(
+            text=spec["msg"], choices=_choices(spec.get("response_options")), contact=contact, allowed=allowed
+        )
+
+
+def _outcome(event: Any) -> str:
+    if event.type == "approval_decision":
+        verdict = "approved" if event.approved else "denied"
+        return f"{verdict} by {event.by}" + (f": {event.comment}" if event.comment else "")
+    return f"answered by {event.sender}: {event.text}"
