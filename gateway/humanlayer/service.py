@@ -137,10 +137,10 @@ class HumanLayerCalls:
         chosen = email.subject or email.experimental_subject_line or subject  # the channel's subject wins
         if chosen:
             reply_to["subject"] = chosen
-        for field in ("to", "cc", "bcc"):
+        for field, key in (("to", "also_to"), ("cc", "cc"), ("bcc", "bcc")):
             found = [r.address for r in email.additional_recipients or [] if (r.field or "to") == field]
             if found:
-                reply_to[field] = found
+                reply_to[key] = found
         if email.template:
             reply_to["html"] = self.render_template(email.template, record)
         return Contact(channel="email", address=email.address, reply_to=reply_to)

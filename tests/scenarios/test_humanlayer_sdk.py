@@ -10,26 +10,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import smtplib
+import socket
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 
 import httpx
+import uvicorn
+from aiosmtpd.smtp import SMTP
 from helpers import background, eventually, make_settings
 from humanlayer import (
     AsyncHumanLayer,
     ContactChannel,
+    EmailContactChannel,
+    EmailRecipient,
     FunctionCallStatus,
     HumanContactStatus,
     HumanLayer,
     ResponseOption,
     SlackContactChannel,
+    SMSContactChannel,
 )
-from servers import app_server
 
+import channels.email as email_channel
 import channels.slack as slack
+import channels.sms as sms
 from agents.humanlayer import HumanLayerAgent
 from gateway.http import create_app
 from gateway.humanlayer.service import thread_id
@@ -41,8 +53,10 @@ _FAKES = str(Path(__file__).resolve().parents[1] / "channels")
 if _FAKES not in sys.path:
     sys.path.append(_FAKES)
 from fake_slack import SECRET, TOKEN, FakeSlack, click, signed  # noqa: E402
+from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio  # noqa: E402
 
 API_TOKEN = "fd-api-token-for-tests"
+OUR_NUMBER, THEIR_NUMBER = "+15550000042", "+15551230001"
 
 
 def quick(_seconds) -> None:
@@ -54,18 +68,45 @@ async def aquick(_seconds) -> None:
 
 
 @dataclass
+class Relay:
+    """The outbound mail relay: a real SMTP server recording each mail with its envelope recipients."""
+
+    mail: list[tuple[list[str], EmailMessage]] = field(default_factory=list)
+
+    async def handle_DATA(self, server, session, envelope):
+        self.mail.append((list(envelope.rcpt_tos), BytesParser(policy=policy.default).parsebytes(envelope.content)))
+        return "250 2.0.0 queued"
+
+
+@dataclass
+class Providers:
+    """What outlives a frontdesk restart: the fakes, the relay, and the port the SDK was told."""
+
+    slack: FakeSlack
+    twilio: FakeTwilio
+    relay: Relay
+    relay_port: int
+    port: int
+
+
+@dataclass
 class Frontdesk:
     url: str
     rt: Runtime
-    fake: FakeSlack
+    p: Providers
     http: httpx.AsyncClient
+    smtp_port: int
+
+    @property
+    def fake(self) -> FakeSlack:
+        return self.p.slack
 
     @property
     def base(self) -> str:
         return f"{self.url}/humanlayer/v1"
 
-    def sdk(self, key: str = API_TOKEN, run_id: str = "run-1") -> HumanLayer:
-        return HumanLayer(api_key=key, api_base_url=self.base, sleep=quick, run_id=run_id)
+    def sdk(self, key: str = API_TOKEN, run_id: str = "run-1", sleep=quick) -> HumanLayer:
+        return HumanLayer(api_key=key, api_base_url=self.base, sleep=sleep, run_id=run_id)
 
     def async_sdk(self, run_id: str = "run-2") -> AsyncHumanLayer:
         return AsyncHumanLayer(api_key=API_TOKEN, api_base_url=self.base, sleep=aquick, run_id=run_id)
@@ -90,6 +131,16 @@ class Frontdesk:
         r = await self.http.post(f"{self.url}/slack/events", content=raw, headers=headers)
         assert r.status_code == 200, r.text
 
+    async def mail(self, raw: str, *, to: str, sender: str) -> None:
+        """`sender` writes `raw` to our address `to`, through frontdesk's own SMTP server."""
+        data = raw.replace("\r\n", "\n").replace("\n", "\r\n").encode()
+
+        def deliver():
+            with smtplib.SMTP("127.0.0.1", self.smtp_port, local_hostname="client.test", timeout=20) as client:
+                client.sendmail(sender, [to], data)
+
+        await asyncio.to_thread(deliver)
+
     async def thread(self, kind: str, call_id: str):
         return await self.rt.store.load(thread_id(kind, call_id))  # type: ignore[arg-type]
 
@@ -99,14 +150,64 @@ class Frontdesk:
 
 
 @contextlib.asynccontextmanager
-async def frontdesk(redis_url: str, prefix: str, **overrides) -> AsyncIterator[Frontdesk]:
-    async with FakeSlack() as fake:
-        values = dict(slack_bot_token=TOKEN, slack_signing_secret=SECRET, slack_api_url=fake.url, api_token=API_TOKEN)
-        settings = make_settings(redis_url, prefix, **{**values, **overrides})
-        async with running(settings, agents=[HumanLayerAgent()], builtins=False, channels=[slack.channel]) as rt:
-            async with app_server(create_app(settings, rt)) as url, httpx.AsyncClient(timeout=10) as http:
-                async with background(Worker(rt, "w1"), Outbox(rt, "o1")):
-                    yield Frontdesk(url, rt, fake, http)
+async def providers() -> AsyncIterator[Providers]:
+    relay = Relay()
+    loop = asyncio.get_running_loop()
+    sink = await loop.create_server(lambda: SMTP(relay, hostname="relay.test", loop=loop), "127.0.0.1", 0)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # a free port, kept for the frontdesk of this test (and its restart)
+        port = sock.getsockname()[1]
+    try:
+        async with FakeSlack() as slack_fake, FakeTwilio() as twilio:
+            yield Providers(slack_fake, twilio, relay, sink.sockets[0].getsockname()[1], port)
+    finally:
+        sink.close()
+        await sink.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def frontdesk(redis_url: str, prefix: str, p: Providers | None = None, **overrides) -> AsyncIterator[Frontdesk]:
+    if p is None:
+        async with providers() as made, frontdesk(redis_url, prefix, made, **overrides) as fd:
+            yield fd
+        return
+    url = f"http://127.0.0.1:{p.port}"
+    values = dict(
+        slack_bot_token=TOKEN,
+        slack_signing_secret=SECRET,
+        slack_api_url=p.slack.url,
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        twilio_api_url=p.twilio.url,
+        twilio_from_number=OUR_NUMBER,
+        smtp_port=0,
+        smtp_relay=f"127.0.0.1:{p.relay_port}",
+        email_token_secret="humanlayer-tests",
+        public_url=url,
+        api_token=API_TOKEN,
+        # A reply to a number no agent answers is refused before its thread is looked up (channel_context.accept);
+        # a deployment has its default agent there (helpdesk), these tests load only the humanlayer one.
+        default_agent="humanlayer",
+    )
+    settings = make_settings(redis_url, prefix, **{**values, **overrides})
+    channels = [slack.channel, sms.channel, email_channel.channel]
+    async with running(settings, agents=[HumanLayerAgent()], builtins=False, channels=channels) as rt:
+        config = uvicorn.Config(
+            create_app(settings, rt), host="127.0.0.1", port=p.port, lifespan="on", ws="none", log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        await eventually(lambda: server.started or serving.done())
+        mail = rt.channels["email"]
+        try:
+            async with httpx.AsyncClient(timeout=10) as http, background(Worker(rt, "w1"), Outbox(rt, "o1")) as stop:
+                smtp = asyncio.create_task(mail.serve(stop))
+                await asyncio.wait_for(mail.listening.wait(), 10)
+                yield Frontdesk(url, rt, p, http, mail.port)
+            await smtp
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(serving, timeout=15)
 
 
 def in_slack(channel: str = "C1", **kw) -> ContactChannel:
@@ -295,3 +396,179 @@ async def test_wire_rules_keys_duplicates_unknown_ids_and_secrets(redis_url, pre
         assert all(c.authorization == f"Bearer {TOKEN}" for c in fd.fake.calls)
         pending = await fd.http.get(f"{fd.base}/agent/function_calls/pending", headers=auth)
         assert [c["call_id"] for c in pending.json()["items"]] == ["call/odd|id"]
+
+
+def reply_to(mail: EmailMessage, mid: str, text: str, *, sender: str) -> str:
+    """A reply as a mail client writes it: threading headers, the new text, the quote under it."""
+    quoted = "\n".join(f"> {line}" for line in mail.get_body(("plain",)).get_content().splitlines())
+    return (
+        f"From: <{sender}>\nTo: {mail['Reply-To']}\nSubject: Re: {mail['Subject']}\nMessage-ID: <{mid}>\n"
+        f"In-Reply-To: {mail['Message-ID']}\nReferences: {mail['Message-ID']}\n"
+        f"Content-Type: text/plain; charset=utf-8\n\n{text}\n\nOn Mon, Jun 3, 2024, humanlayer wrote:\n\n{quoted}\n"
+    )
+
+
+async def test_email_question_goes_out_threaded_and_a_mail_reply_answers_it(redis_url, prefix):
+    async with frontdesk(redis_url, prefix) as fd:
+        hl = fd.sdk()
+        hl.genid = lambda p: f"{p}-mail1"
+        channel = ContactChannel(
+            email=EmailContactChannel(
+                address="alice@example.com",
+                additional_recipients=[
+                    EmailRecipient(address="dave@example.com", field="to"),
+                    EmailRecipient(address="bob@example.com", field="cc"),
+                    EmailRecipient(address="carol@example.com", field="bcc"),
+                ],
+                subject="Re: Quarterly numbers",
+                in_reply_to_message_id="<orig-1@example.com>",
+                references_message_id="<root-0@example.com> <orig-1@example.com>",
+                template="<p>{{ event.spec.msg }} ({{ type }}) <b>{{ event.spec.state.who }}</b></p>",
+            )
+        )
+        ask = hl.human_as_tool(contact_channel=channel)
+        answer = asyncio.create_task(asyncio.to_thread(ask, "Which quarter <first>?", "the LLM's own subject"))
+
+        [(recipients, mail)] = await eventually(lambda: fd.p.relay.mail)
+        assert sorted(recipients) == sorted(
+            ["alice@example.com", "dave@example.com", "bob@example.com", "carol@example.com"]
+        )
+        assert mail["To"] == "alice@example.com, dave@example.com" and mail["Cc"] == "bob@example.com"
+        assert mail["Bcc"] is None
+        assert mail["Subject"] == "Re: Quarterly numbers"  # the channel's subject wins over the LLM's
+        assert mail["In-Reply-To"] == "<orig-1@example.com>"
+        assert mail["References"] == "<root-0@example.com> <orig-1@example.com>"
+        assert "Which quarter <first>?" in mail.get_body(("plain",)).get_content()
+        # The template is rendered with the documented variables, and what it shows is escaped.
+        assert mail.get_body(("html",)).get_content().strip() == (
+            "<p>Which quarter &lt;first&gt;? (v1beta2.human_contact) <b></b></p>"
+        )
+
+        await eventually(lambda: fd.status("human_contact", "call-mail1", "waiting_human"))
+        await fd.mail(
+            reply_to(mail, "r1@example.com", "Q3 please", sender="alice@example.com"),
+            to=mail["Reply-To"],
+            sender="alice@example.com",
+        )
+        assert await answer == "Q3 please"
+
+
+async def test_email_approval_denied_by_reply_carries_the_comment(redis_url, prefix):
+    async with frontdesk(redis_url, prefix) as fd:
+        hl = fd.sdk()
+        hl.genid = lambda p: f"{p}-mail2"
+
+        @hl.require_approval(
+            contact_channel=ContactChannel(
+                email=EmailContactChannel(address="ops@example.com", experimental_subject_line="Approve?")
+            )
+        )
+        def rotate_keys(env: str) -> str:
+            raise AssertionError("a denied call must not run")
+
+        result = asyncio.create_task(asyncio.to_thread(rotate_keys, env="prod"))
+        [(recipients, mail)] = await eventually(lambda: fd.p.relay.mail)
+        assert recipients == ["ops@example.com"] and mail["Subject"] == "Approve?"
+        assert "rotate_keys(env='prod')" in mail.get_body(("plain",)).get_content()
+        await eventually(lambda: fd.status("function_call", "call-mail2", "waiting_approval"))
+
+        # Someone else replying changes nothing.
+        await fd.mail(
+            reply_to(mail, "r0@example.com", "APPROVE", sender="mallory@example.com"),
+            to=mail["Reply-To"],
+            sender="mallory@example.com",
+        )
+        await eventually(lambda: _noted(fd, "function_call", "call-mail2", "refused"))
+        assert (await asyncio.to_thread(hl.get_function_call, "call-mail2")).status.approved is None
+
+        await fd.mail(
+            reply_to(mail, "r1@example.com", "DENY too risky today", sender="ops@example.com"),
+            to=mail["Reply-To"],
+            sender="ops@example.com",
+        )
+        assert await result == "User denied rotate_keys with message: too risky today"
+
+
+async def _noted(fd: Frontdesk, kind: str, call_id: str, note: str) -> bool:
+    thread = await fd.thread(kind, call_id)
+    return any(e.type == "note" and e.kind == note for e in thread.events)
+
+
+async def test_sms_approval_and_question_answered_by_text(redis_url, prefix):
+    async with frontdesk(redis_url, prefix) as fd:
+        hl = fd.sdk()
+        hl.genid = lambda p: f"{p}-sms1"
+        phone = ContactChannel(sms=SMSContactChannel(phone_number=THEIR_NUMBER))
+
+        @hl.require_approval(contact_channel=phone)
+        def refund(order: str) -> str:
+            return f"refunded {order}"
+
+        result = asyncio.create_task(asyncio.to_thread(refund, order="A-17"))
+        [asked] = await eventually(lambda: fd.p.twilio.messages)
+        assert (asked["To"], asked["From"]) == (THEIR_NUMBER, OUR_NUMBER) and "refund(order='A-17')" in asked["Body"]
+        await eventually(lambda: fd.status("function_call", "call-sms1", "waiting_approval"))
+        r = await fd.p.twilio.incoming(f"{fd.url}/twilio/sms", "SMin0001", THEIR_NUMBER, OUR_NUMBER, "Yes")
+        assert r.status_code == 200
+        assert await result == "refunded A-17"
+
+        hl.genid = lambda p: f"{p}-sms2"
+        ask = hl.human_as_tool(contact_channel=phone)
+        answer = asyncio.create_task(asyncio.to_thread(ask, "Which size?"))
+        await eventually(lambda: [m for m in fd.p.twilio.messages if "Which size?" in m["Body"]])
+        await eventually(lambda: fd.status("human_contact", "call-sms2", "waiting_human"))
+        await fd.p.twilio.incoming(f"{fd.url}/twilio/sms", "SMin0002", THEIR_NUMBER, OUR_NUMBER, "large")
+        assert await answer == "large"
+
+
+class Gate:
+    """The SDK's sleep between polls, which a test can hold shut (while frontdesk restarts)."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.open.set()
+        self.waiting = threading.Event()
+        self.polls = 0
+
+    def sleep(self, _seconds) -> None:
+        self.polls += 1
+        if not self.open.is_set():
+            self.waiting.set()
+            self.open.wait(30)
+        time.sleep(0.05)
+
+
+async def test_a_restart_while_the_sdk_polls_loses_nothing(redis_url, prefix):
+    gate = Gate()
+    async with providers() as p:
+        async with frontdesk(redis_url, prefix, p) as fd:
+            hl = fd.sdk(sleep=gate.sleep)
+            hl.genid = lambda p: f"{p}-restart1"
+
+            @hl.require_approval(contact_channel=in_slack("C8"))
+            def migrate(step: int) -> str:
+                return f"migrated {step}"
+
+            result = asyncio.create_task(asyncio.to_thread(migrate, step=3))
+            post = await fd.approval_post()
+            await eventually(lambda: gate.polls >= 2)  # polled at least once
+            gate.open.clear()
+            await eventually(gate.waiting.is_set)  # between two polls: frontdesk goes away
+        r = await asyncio.to_thread(_refused, p.port)
+        assert r, "the first frontdesk still answers"
+
+        async with frontdesk(redis_url, prefix, p) as fd:
+            await fd.click(post, user="U3", approved=True, n=1)
+            await eventually(lambda: fd.status("function_call", "call-restart1", "done"))
+            gate.open.set()
+            assert await result == "migrated 3"
+            [update] = await eventually(lambda: fd.fake.to("chat.update"))
+            assert update["text"].startswith("Approved by <@U3> at ")
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
