@@ -121,6 +121,7 @@ class OutboundMessage(BaseModel):
     choices: list[str] = Field(default_factory=list)
     actions: list[OutAction] = Field(default_factory=list)
     subject: str | None = None
+    payload: dict[str, Any] | None = None  # a structured body a channel sends as is (a webhook's JSON)
     attempt: int = 0
     held: int = 0  # times the sender put it back behind an earlier message of its thread
     traceparent: str | None = None  # W3C trace context of the step that composed it (tracing on only)
@@ -225,6 +226,10 @@ class DoneForNow(_Event):
     type: Literal["done_for_now"] = "done_for_now"
     text: str
     usage: Usage | None = None
+    # Told of the outcome besides the origin (a HumanLayer call's completion webhooks), each sent
+    # `payload` as its body where the channel takes a structured one.
+    notify: list[Contact] | None = None
+    payload: dict[str, Any] | None = None
 
 
 DeliveryStatus = Literal["queued", "sent", "delivered", "failed", "ambiguous"]

@@ -8,7 +8,7 @@ reads the approval); nothing runs here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.events import (
     ApprovalRequested,
@@ -19,6 +19,10 @@ from gateway.events import (
     UserMessage,
     last_active,
 )
+from gateway.humanlayer.service import public
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 
 def _choices(options: list[dict[str, Any]] | None) -> list[str]:
@@ -29,8 +33,8 @@ class HumanLayerAgent:
     name = "humanlayer"
     description = "Asks a person what a HumanLayer SDK caller needs: an approval of a function call, or a question."
 
-    def __init__(self, runtime: Any = None) -> None:
-        self.runtime = runtime
+    def __init__(self, runtime: Runtime) -> None:
+        self.settings = runtime.settings
 
     def tools(self) -> list[dict[str, Any]]:
         return []
@@ -48,7 +52,7 @@ class HumanLayerAgent:
             case "user_message":
                 return thread.with_events(self._ask(record))
             case "approval_decision" | "human_response":
-                return thread.with_events(DoneForNow(text=_outcome(last[1])))
+                return thread.with_events(self._done(thread, record, _outcome(last[1])))
             case _:  # an error or a timeout: the caller keeps polling; nothing is asked twice
                 return thread.with_events(DoneForNow(text=f"stopped after {last[1].type}"))
 
@@ -62,6 +66,14 @@ class HumanLayerAgent:
         return RequestHumanInput(
             text=spec["msg"], choices=_choices(spec.get("response_options")), contact=contact, allowed=allowed
         )
+
+    def _done(self, thread: Thread, record: dict[str, Any], text: str) -> DoneForNow:
+        """The end, with the completed call for each FRONTDESK_HUMANLAYER_WEBHOOK_URLS receiver (v1beta2 envelope)."""
+        urls = [u.strip() for u in self.settings.humanlayer_webhook_urls.split(",") if u.strip()]
+        if not urls:
+            return DoneForNow(text=text)
+        envelope = {"type": f"{record['type']}.completed", "is_test": False, "event": public(thread)}
+        return DoneForNow(text=text, notify=[Contact(channel="webhook", address=u) for u in urls], payload=envelope)
 
 
 def _outcome(event: Any) -> str:

@@ -169,11 +169,7 @@ class HumanLayerCalls:
         return thread
 
     def public(self, thread: Thread) -> dict[str, Any]:
-        record = record_of(thread)
-        assert record is not None
-        out = {"run_id": record["run_id"], "call_id": record["call_id"], "spec": record["spec"]}
-        status = call_status(thread, record) if record["type"] == "function_call" else contact_status(thread, record)
-        return out | {"status": status}
+        return public(thread)
 
     async def pending(self, kind: Kind) -> list[dict[str, Any]]:
         """The calls of `kind` still waiting for a person, newest first (at most 100)."""
@@ -238,6 +234,15 @@ class HumanLayerCalls:
         else:
             answered |= {"response": body.response, "response_option_name": body.response_option_name}
         return self.public(thread) | {"status": answered}
+
+
+def public(thread: Thread) -> dict[str, Any]:
+    """The call as the SDK reads it (a FunctionCall or a HumanContact), from its thread."""
+    record = record_of(thread)
+    assert record is not None
+    out = {"run_id": record["run_id"], "call_id": record["call_id"], "spec": record["spec"]}
+    status = call_status(thread, record) if record["type"] == "function_call" else contact_status(thread, record)
+    return out | {"status": status}
 
 
 def stored_spec(spec: dict[str, Any]) -> dict[str, Any]:

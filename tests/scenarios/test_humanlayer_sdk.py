@@ -8,6 +8,7 @@ and button clicks are signed as Slack signs them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import smtplib
@@ -32,16 +33,24 @@ from humanlayer import (
     EmailContactChannel,
     EmailRecipient,
     FunctionCallStatus,
+    HumanContactSpec,
     HumanContactStatus,
     HumanLayer,
     ResponseOption,
     SlackContactChannel,
     SMSContactChannel,
 )
+from servers import LoopbackServer
+from standardwebhooks import Webhook
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 import channels.email as email_channel
 import channels.slack as slack
 import channels.sms as sms
+import channels.webhook as webhook
 from agents.humanlayer import HumanLayerAgent
 from gateway.http import create_app
 from gateway.humanlayer.service import thread_id
@@ -56,6 +65,7 @@ from fake_slack import SECRET, TOKEN, FakeSlack, click, signed  # noqa: E402
 from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio  # noqa: E402
 
 API_TOKEN = "fd-api-token-for-tests"
+HOOK_SECRET = "whsec_" + base64.b64encode(b"h" * 32).decode()
 OUR_NUMBER, THEIR_NUMBER = "+15550000042", "+15551230001"
 
 
@@ -190,8 +200,8 @@ async def frontdesk(redis_url: str, prefix: str, p: Providers | None = None, **o
         default_agent="humanlayer",
     )
     settings = make_settings(redis_url, prefix, **{**values, **overrides})
-    channels = [slack.channel, sms.channel, email_channel.channel]
-    async with running(settings, agents=[HumanLayerAgent()], builtins=False, channels=channels) as rt:
+    channels = [slack.channel, sms.channel, email_channel.channel, webhook.channel]
+    async with running(settings, agents=[lambda rt: HumanLayerAgent(rt)], builtins=False, channels=channels) as rt:
         config = uvicorn.Config(
             create_app(settings, rt), host="127.0.0.1", port=p.port, lifespan="on", ws="none", log_level="warning"
         )
@@ -572,3 +582,65 @@ def _refused(port: int) -> bool:
     except ConnectionRefusedError:
         return True
     return False
+
+
+class Receiver:
+    """A customer's webhook endpoint: records what it is sent, with the headers."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[dict[str, str], bytes]] = []
+        self.app = Starlette(routes=[Route("/hooks/{name}", self._post, methods=["POST"])])
+
+    async def _post(self, request: Request) -> JSONResponse:
+        self.got.append((dict(request.headers), await request.body()))
+        return JSONResponse({"ok": True})
+
+    def verified(self) -> list[dict]:
+        """Every body, each checked against its Standard Webhooks signature (a bad one raises)."""
+        return [Webhook(HOOK_SECRET).verify(body, headers) for headers, body in self.got]
+
+
+async def test_completion_webhooks_are_signed_v1beta2_envelopes_to_every_url(redis_url, prefix):
+    receiver = Receiver()
+    with LoopbackServer(receiver.app) as hooks:
+        urls = f"{hooks.url}/hooks/a, {hooks.url}/hooks/b"
+        overrides = dict(humanlayer_webhook_urls=urls, webhook_secret=HOOK_SECRET, callback_allow_private=True)
+        async with frontdesk(redis_url, prefix, **overrides) as fd:
+            hl = fd.sdk()
+            hl.genid = lambda p: f"{p}-hook1"
+
+            @hl.require_approval(contact_channel=in_slack("C9"))
+            def ship(box: int) -> str:
+                return f"shipped {box}"
+
+            result = asyncio.create_task(asyncio.to_thread(ship, box=4))
+            await eventually(lambda: fd.status("function_call", "call-hook1", "waiting_approval"))
+            await fd.http.post(
+                f"{fd.base}/agent/function_calls/call-hook1/respond",
+                json={"approved": True, "comment": "go"},
+                headers={"Authorization": f"Bearer {API_TOKEN}"},
+            )
+            assert await result == "shipped 4"
+            await eventually(lambda: len(receiver.got) == 2)
+            first, second = receiver.verified()
+            assert first == second
+            assert first["type"] == "function_call.completed" and first["is_test"] is False
+            call = first["event"]
+            assert call["call_id"] == "call-hook1" and call["run_id"] == "run-1"
+            assert call["spec"]["fn"] == "ship" and call["spec"]["kwargs"] == {"box": 4}
+            assert call["status"]["approved"] is True and call["status"]["comment"] == "go"
+            assert len({h["webhook-id"] for h, _ in receiver.got}) == 2  # one message id per receiver
+
+            hl.genid = lambda p: f"{p}-hook2"
+            state = {"ticket": 42, "tags": ["a", "b"]}
+            contact = await asyncio.to_thread(
+                hl.create_human_contact,
+                HumanContactSpec(msg="Ready?", channel=in_slack("C9"), state=state),
+            )
+            assert contact.spec.state == state
+            await eventually(lambda: fd.status("human_contact", "call-hook2", "waiting_human"))
+            await asyncio.to_thread(hl.respond_to_human_contact, "call-hook2", HumanContactStatus(response="yes"))
+            await eventually(lambda: len(receiver.got) == 4)
+            done = receiver.verified()[2]
+            assert done["type"] == "human_contact.completed"
+            assert done["event"]["spec"]["state"] == state and done["event"]["status"]["response"] == "yes"
