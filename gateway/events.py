@@ -198,6 +198,7 @@ class RequestHumanInput(_Event):
     choices: list[str] = Field(default_factory=list)
     urgency: Literal["low", "normal", "high"] = "normal"
     contact: Contact | None = None  # someone other than the thread's origin
+    note: str | None = None  # said before the question when it is asked again (an escalation)
     # The identities that alone may answer (a HumanLayer call's allowed_responder_ids); None: the usual rule.
     allowed: list[str] | None = None
     deadline: datetime | None = None
@@ -211,6 +212,7 @@ class ApprovalRequested(_Event):
     arguments: dict[str, Any] = Field(default_factory=dict)
     contact: Contact | None = None
     allowed: list[str] | None = None  # as on RequestHumanInput
+    note: str | None = None  # as on RequestHumanInput
     usage: Usage | None = None
 
 

@@ -228,13 +228,15 @@ def _says(thread: Thread, event: Event) -> _Speech | None:
     """The message `event` owes a person; None for an event that speaks to no one."""
     match event.type:
         case "request_human_input":
-            return _Speech("question", event.contact or thread.origin, event.text, choices=event.choices)
+            text = f"{event.note}\n\n{event.text}" if event.note else event.text
+            return _Speech("question", event.contact or thread.origin, text, choices=event.choices)
         case "approval_requested":
             actions = [
                 OutAction(call_id=event.call_id, label="Approve", approved=True),
                 OutAction(call_id=event.call_id, label="Deny", approved=False),
             ]
             text = f"Approval needed: {_describe_call(event.tool, event.arguments)}"
+            text = f"{event.note}\n\n{text}" if event.note else text
             return _Speech("approval", event.contact or _approver_contact(thread), text, actions=actions)
         case "done_for_now":
             return _Speech("final", thread.origin, event.text)

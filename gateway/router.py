@@ -26,6 +26,7 @@ from gateway.events import (
     Contact,
     DeliveryEvent,
     Error,
+    EventAdapter,
     HumanResponse,
     InboundMessage,
     Note,
@@ -57,6 +58,13 @@ def _dead_lettered(thread: Thread) -> bool:
     """Whether the thread stopped because its last step was dead-lettered."""
     last = last_active(thread.events)
     return last is not None and isinstance(last[1], Error) and last[1].kind == DEAD_LETTER
+
+
+def _same_request(waiting: Any, asked: dict[str, Any]) -> bool:
+    """Whether `asked` (an event's data) is the request the thread waits on, asked again."""
+    if asked.get("type") != waiting.type:
+        return False
+    return waiting.type != "approval_requested" or asked.get("call_id") == waiting.call_id
 
 
 def approval_answer(text: str) -> tuple[bool, str | None] | None:
@@ -271,6 +279,9 @@ class Router:
                 ),
                 wake=True,
             )
+        if kind == "escalation" and waiting and _same_request(waiting[1], data.get("event") or {}):
+            # The pending request asked again, of someone else (gateway/humanlayer): it still waits.
+            return Decision(event=EventAdapter.validate_python(data["event"]))
         # A second copy of a resume, or one that lost a race: it changes nothing.
         return Decision(
             event=Note(kind="stale_resume", text=f"{kind} no longer expected", sender=by, id=data.get("id"))

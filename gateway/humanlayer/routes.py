@@ -57,7 +57,7 @@ def _serve(kind: Kind, create: str, aliases: tuple[str, ...], respond: str, call
         return await calls(request).respond(kind, call_id, body, caller)
 
     async def escalate_call(call_id: str, body: EscalationIn, request: Request, caller: Caller) -> dict[str, Any]:
-        return await calls(request).escalate(kind, call_id, body)
+        return await calls(request).escalate(kind, call_id, body, caller)
 
     async def pending_calls(request: Request, caller: Caller) -> dict[str, Any]:
         items = await calls(request).pending(kind)

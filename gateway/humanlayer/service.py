@@ -20,10 +20,11 @@ from jinja2.sandbox import SandboxedEnvironment
 from gateway.config import parse_identity
 from gateway.entries import Entry
 from gateway.errors import Conflict, InboundRejected, NotFound
-from gateway.events import ApprovalDecision, Contact, HumanResponse, Thread, UserMessage
+from gateway.events import ApprovalDecision, Contact, HumanResponse, Thread, UserMessage, pending_request, utcnow
 from gateway.humanlayer.models import (
     ContactChannel,
     EmailChannel,
+    EscalationIn,
     FunctionCallIn,
     FunctionCallStatusIn,
     HumanContactIn,
@@ -41,6 +42,7 @@ Kind = Literal["function_call", "human_contact"]
 # comment as an error ("Rejected with no comment"), never as the denial it is.
 NO_COMMENT = "denied (no comment given)"
 _PREFIX: dict[Kind, str] = {"function_call": "th_hlf_", "human_contact": "th_hlc_"}
+MAX_HTML = 200_000  # a rendered template, kept on the thread and sent with every mail to the contact
 _TEMPLATES = SandboxedEnvironment(autoescape=True, undefined=jinja2.ChainableUndefined)
 
 
@@ -154,9 +156,14 @@ class HumanLayerCalls:
             "urls": {"base_url": f"{base}/dashboard/threads/{thread_id(record['type'], record['call_id'])}"},
         }
         try:
-            return _TEMPLATES.from_string(template).render(**variables)
-        except jinja2.TemplateError as exc:
-            raise InboundRejected(f"spec.channel.email.template: {exc}", status=422) from None
+            html = _TEMPLATES.from_string(template).render(**variables)
+        except Exception as exc:  # the caller's template: a syntax error, a sandbox refusal, a 1/0 in it
+            raise InboundRejected(
+                f"spec.channel.email.template: {type(exc).__name__}: {exc}"[:500], status=422
+            ) from None
+        if len(html) > MAX_HTML:
+            raise InboundRejected(f"spec.channel.email.template renders to more than {MAX_HTML} characters", status=422)
+        return html
 
     # ------------------------------------------------------------ read
     async def get(self, kind: Kind, call_id: str) -> dict[str, Any]:
@@ -186,12 +193,45 @@ class HumanLayerCalls:
                 break
         return found
 
-    async def escalate(self, kind: Kind, call_id: str, body: Any) -> dict[str, Any]:
-        """Not served yet: a 501 that names it, once the call is known to exist and be pending."""
+    async def escalate(self, kind: Kind, call_id: str, body: EscalationIn, by: str) -> dict[str, Any]:
+        """Ask the pending request again by email, with `escalation_msg` on top (the call stays pending).
+
+        The mail goes to the escalation's channel if it names one, else to the call's own email
+        channel; its extra recipients are those of the call, the escalation and its channel. The
+        people asked before may still answer, and so may the address mailed now.
+        """
         thread = await self._thread(kind, call_id)
-        if thread.status == "done":
+        record = record_of(thread)
+        assert record is not None
+        if self.public(thread)["status"].get("approved") is not None or thread.status == "done":
             raise Conflict("call already has a response")
-        raise InboundRejected("escalate_email is not supported by this server yet", status=501)
+        waiting = pending_request(thread.events)
+        if waiting is None:
+            raise Conflict("the call has not been asked yet; escalate once it is pending")
+        asked = waiting[1]
+        own = (record["spec"].get("channel") or {}).get("email")
+        override = body.channel.email if body.channel else None
+        primary = override or (EmailChannel.model_validate(own) if own else None)
+        if primary is None:
+            raise InboundRejected(
+                "no email channel to escalate to: the call has none and the escalation names none", status=422
+            )
+        extra = [*(EmailChannel.model_validate(own).additional_recipients or [] if own else [])]
+        extra += [*(body.additional_recipients or []), *(override.additional_recipients or [] if override else [])]
+        email = primary.model_copy(update={"additional_recipients": extra})
+        contact = self._email_contact(email, record, subject=record["spec"].get("subject"))
+        before = asked.allowed or [asked.contact.identity if asked.contact else thread.origin.identity]
+        again = asked.model_copy(
+            update={
+                "contact": contact,
+                "allowed": [*before, contact.identity],
+                "note": body.escalation_msg,
+                "at": utcnow(),
+            }
+        )
+        data = {"type": "escalation", "event": again.model_dump(mode="json", exclude_none=True), "by": by}
+        await self.rt.ingest.enqueue(Entry(kind="resume", thread_id=thread.id, data=data))
+        return self.public(thread)
 
     # ------------------------------------------------------------ answer
     async def respond(

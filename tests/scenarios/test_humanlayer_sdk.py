@@ -32,6 +32,7 @@ from humanlayer import (
     ContactChannel,
     EmailContactChannel,
     EmailRecipient,
+    Escalation,
     FunctionCallStatus,
     HumanContactSpec,
     HumanContactStatus,
@@ -644,3 +645,56 @@ async def test_completion_webhooks_are_signed_v1beta2_envelopes_to_every_url(red
             done = receiver.verified()[2]
             assert done["type"] == "human_contact.completed"
             assert done["event"]["spec"]["state"] == state and done["event"]["status"]["response"] == "yes"
+
+
+async def test_escalate_email_asks_again_and_the_new_address_may_answer(redis_url, prefix):
+    async with frontdesk(redis_url, prefix) as fd:
+        hl = fd.sdk()
+        hl.genid = lambda p: f"{p}-esc1"
+        first = EmailContactChannel(address="ops@example.com", subject="Approve the purge?")
+
+        @hl.require_approval(contact_channel=ContactChannel(email=first))
+        def purge(days: int) -> str:
+            return f"purged {days} days"
+
+        result = asyncio.create_task(asyncio.to_thread(purge, days=30))
+        await eventually(lambda: fd.status("function_call", "call-esc1", "waiting_approval"))
+        await eventually(lambda: len(fd.p.relay.mail) == 1)
+
+        escalation = Escalation(
+            escalation_msg="Still waiting: please decide today.",
+            additional_recipients=[EmailRecipient(address="team@example.com", field="cc")],
+            channel=ContactChannel(email=EmailContactChannel(address="boss@example.com")),
+        )
+        still = await asyncio.to_thread(hl.escalate_email_function_call, "call-esc1", escalation)
+        assert still.status.approved is None
+        [(recipients, mail)] = await eventually(lambda: fd.p.relay.mail[1:])
+        assert sorted(recipients) == ["boss@example.com", "team@example.com"] and mail["Cc"] == "team@example.com"
+        text = mail.get_body(("plain",)).get_content()
+        assert text.startswith("Still waiting: please decide today.") and "purge(days=30)" in text
+        assert (await fd.thread("function_call", "call-esc1")).status == "waiting_approval"
+
+        await fd.mail(
+            reply_to(mail, "r1@example.com", "approve", sender="boss@example.com"),
+            to=mail["Reply-To"],
+            sender="boss@example.com",
+        )
+        assert await result == "purged 30 days"
+        auth = {"Authorization": f"Bearer {API_TOKEN}"}
+        late = await fd.http.post(
+            f"{fd.base}/agent/function_calls/call-esc1/escalate_email", json={"escalation_msg": "again"}, headers=auth
+        )
+        assert late.status_code == 409
+
+        # A call with no email anywhere has nowhere to escalate to.
+        body = {
+            "run_id": "r",
+            "call_id": "slack-only",
+            "spec": {"fn": "f", "kwargs": {}, "channel": {"slack": {"channel_or_user_id": "C1"}}},
+        }
+        assert (await fd.http.post(f"{fd.base}/function_calls", json=body, headers=auth)).status_code == 200
+        await eventually(lambda: fd.status("function_call", "slack-only", "waiting_approval"))
+        nowhere = await fd.http.post(
+            f"{fd.base}/agent/function_calls/slack-only/escalate_email", json={"escalation_msg": "hi"}, headers=auth
+        )
+        assert nowhere.status_code == 422 and "no email channel" in nowhere.json()["detail"]
