@@ -77,6 +77,8 @@ class InboundMessage(BaseModel):
     full_text: str | None = None  # e.g. the whole mail body, quotes included
     # An explicit answer to an approval (Slack button, dashboard), rather than free text.
     decision: ApprovalChoice | None = None
+    # One of a question's choices, picked (a Slack button) rather than typed; it answers only that question.
+    choice: str | None = None
     # The shared space it was written in (a Slack channel id): a question asked of
     # that group may be answered by anyone writing there.
     group: str | None = None

@@ -193,6 +193,10 @@ class Router:
             return Decision()  # already applied (a forward or replay that slipped past dedupe)
         waiting = pending_request(thread.events)
         sender_contact = Contact(channel=msg.channel, address=msg.sender, reply_to=msg.reply_to)
+        # A click on a question's choice button answers that question only: a stale one must
+        # never be read as YES/NO to an approval asked since.
+        if msg.choice is not None and (waiting is None or waiting[1].type != "request_human_input"):
+            return Decision(event=Note(kind="stale_choice", text=msg.text[:200], sender=msg.identity, id=msg.id))
         if msg.decision is not None and (waiting is None or waiting[1].type != "approval_requested"):
             # A second click on a button already decided: it is not something said to the agent.
             return Decision(

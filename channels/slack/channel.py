@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from channels.slack.api import Me, SlackApi
 from channels.slack.inbound import OUTCOME, Inbound, event_callback
-from channels.slack.outbound import APPROVE, DENY, Outbound
+from channels.slack.outbound import APPROVE, CHOICE, DENY, Outbound
 from gateway.errors import DeliveryFailed, Malformed, Unavailable
 from gateway.messages import OutboundMessage, Sent
 from gateway.protocols import ChannelBase, ChannelContext
@@ -82,7 +82,7 @@ class SlackChannel(ChannelBase):
             attaching_conversation_kwargs_enabled=False,
         )
         self.app.event(re.compile(".*"))(self.inbound.on_event)
-        self.app.action(re.compile(f"^({APPROVE}|{DENY})$"))(self.inbound.on_click)
+        self.app.action(re.compile(f"^({APPROVE}|{DENY}|{CHOICE}_\\d+)$"))(self.inbound.on_click)
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------ inbound

@@ -29,6 +29,8 @@ from gateway.protocols import ChannelState, Inbox
 log = structlog.get_logger("frontdesk.slack")
 APPROVAL_BLOCK = "frontdesk_approval"
 APPROVE, DENY = "frontdesk_approve", "frontdesk_deny"
+CHOICE = "frontdesk_choice"  # + "_<n>": a button answering a question with one of its choices
+CHOICE_BLOCK = "frontdesk_choices"
 _TS = re.compile(r"^\d+\.\d+$")
 
 
@@ -61,7 +63,11 @@ class Outbound:
             ts = done.get(index, "")
             if not ts:
                 last = index == len(parts) - 1
-                blocks = approval_blocks(text, message.actions) if last and message.actions else None
+                blocks = None
+                if last and message.actions:
+                    blocks = approval_blocks(text, message.actions)
+                elif last and message.choices and message.kind == "question":
+                    blocks = choice_blocks(text, message.choices)
                 data = await self.api.call(
                     "chat.postMessage", posts=True, channel=channel, text=text, thread_ts=thread_ts, blocks=blocks
                 )
@@ -174,6 +180,23 @@ def approval_blocks(text: str, actions: list[OutAction]) -> list[dict[str, Any]]
     return [
         {"type": "section", "text": {"type": "mrkdwn", "text": text}},
         {"type": "actions", "block_id": APPROVAL_BLOCK, "elements": buttons},
+    ]
+
+
+def choice_blocks(text: str, choices: list[str]) -> list[dict[str, Any]]:
+    """The question as a section, then a button per choice (Slack shows at most 25); a click answers with it."""
+    buttons = [
+        {
+            "type": "button",
+            "action_id": f"{CHOICE}_{i}",
+            "text": {"type": "plain_text", "text": choice[:75]},
+            "value": json.dumps({"choice": choice[:1900]}),
+        }
+        for i, choice in enumerate(choices[:25])
+    ]
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+        {"type": "actions", "block_id": CHOICE_BLOCK, "elements": buttons},
     ]
 
 

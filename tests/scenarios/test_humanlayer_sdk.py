@@ -22,6 +22,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode
 
 import httpx
 import uvicorn
@@ -62,7 +63,7 @@ from gateway.worker import Worker
 _FAKES = str(Path(__file__).resolve().parents[1] / "channels")
 if _FAKES not in sys.path:
     sys.path.append(_FAKES)
-from fake_slack import SECRET, TOKEN, FakeSlack, click, signed  # noqa: E402
+from fake_slack import SECRET, TOKEN, FakeSlack, click, event_body, message, signed  # noqa: E402
 from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio  # noqa: E402
 
 API_TOKEN = "fd-api-token-for-tests"
@@ -127,19 +128,29 @@ class Frontdesk:
         return post
 
     async def click(self, post: dict, *, user: str, approved: bool, n: int) -> None:
+        """`user` clicks Approve or Deny under the approval request `post`."""
         button = next(b for b in post["blocks"][1]["elements"] if (b["action_id"] == "frontdesk_approve") == approved)
+        await self._press(post, button, user=user, action_ts=f"1710000300.{n}")
+
+    async def pick(self, post: dict, choice: str, *, user: str, n: int) -> None:
+        """`user` clicks the button for `choice` under the question `post`."""
+        [button] = [b for b in post["blocks"][1]["elements"] if b["text"]["text"] == choice]
+        await self._press(post, button, user=user, action_ts=f"1710000400.{n}")
+
+    async def _press(self, post: dict, button: dict, *, user: str, action_ts: str) -> None:
+        """The block_actions request Slack sends for a click on `button`, signed."""
         ts = next(c.reply["ts"] for c in self.fake.calls if c.method == "chat.postMessage" and c.args.get("blocks"))
-        raw = click(
-            user=user,
-            channel=post["channel"],
-            message_ts=ts,
-            thread_ts=None,
-            value=button["value"],
-            approved=approved,
-            action_ts=f"1710000300.{n}",
-        )
+        where = dict(user=user, channel=post["channel"], message_ts=ts, thread_ts=None, action_ts=action_ts)
+        payload = json.loads(parse_qs(click(**where, value=button["value"], approved=True))["payload"][0])
+        payload["actions"][0] |= {"action_id": button["action_id"], "block_id": post["blocks"][1]["block_id"]}
+        raw = urlencode({"payload": json.dumps(payload)})
         headers = signed(raw, content_type="application/x-www-form-urlencoded")
         r = await self.http.post(f"{self.url}/slack/events", content=raw, headers=headers)
+        assert r.status_code == 200, r.text
+
+    async def say(self, event: dict, event_id: str) -> None:
+        raw = json.dumps(event_body(event, event_id))
+        r = await self.http.post(f"{self.url}/slack/events", content=raw, headers=signed(raw))
         assert r.status_code == 200, r.text
 
     async def mail(self, raw: str, *, to: str, sender: str) -> None:
@@ -698,3 +709,61 @@ async def test_escalate_email_asks_again_and_the_new_address_may_answer(redis_ur
             f"{fd.base}/agent/function_calls/slack-only/escalate_email", json={"escalation_msg": "hi"}, headers=auth
         )
         assert nowhere.status_code == 422 and "no email channel" in nowhere.json()["detail"]
+
+
+async def test_slack_question_answered_by_a_choice_button_or_a_threaded_reply(redis_url, prefix):
+    async with frontdesk(redis_url, prefix) as fd:
+        hl = fd.sdk()
+        hl.genid = lambda p: f"{p}-pick1"
+        options = [ResponseOption(name="yes", title="Yes please"), ResponseOption(name="no", prompt_fill="No thanks")]
+        channel = in_slack("C5", allowed_responder_ids=["U7"])
+        ask = hl.human_as_tool(contact_channel=channel, response_options=options)
+        answer = asyncio.create_task(asyncio.to_thread(ask, "Deploy on Friday?"))
+        [post] = await eventually(lambda: [p for p in fd.fake.posts() if p.get("blocks")])
+        assert [b["text"]["text"] for b in post["blocks"][1]["elements"]] == ["Yes please", "no"]
+        await eventually(lambda: fd.status("human_contact", "call-pick1", "waiting_human"))
+
+        await fd.pick(post, "Yes please", user="U9", n=1)  # not allowed: nothing changes
+        await eventually(lambda: fd.fake.to("chat.postEphemeral"))
+        assert (await asyncio.to_thread(hl.get_human_contact, "call-pick1")).status.response is None
+        await fd.pick(post, "no", user="U7", n=2)
+        assert await answer == "No thanks"  # the option's prompt_fill: what the LLM reads
+        got = await asyncio.to_thread(hl.get_human_contact, "call-pick1")
+        assert got.status.response_option_name == "no"
+
+        # No allowed list: anyone in the channel answers, in the message's Slack thread.
+        hl.genid = lambda p: f"{p}-reply1"
+        ask = hl.human_as_tool(contact_channel=in_slack("C6"))
+        answer = asyncio.create_task(asyncio.to_thread(ask, "Which region?"))
+        [question] = await eventually(lambda: fd.fake.posts(channel="C6"))
+        root = next(
+            c.reply["ts"] for c in fd.fake.calls if c.method == "chat.postMessage" and c.args["channel"] == "C6"
+        )
+        await eventually(lambda: fd.status("human_contact", "call-reply1", "waiting_human"))
+        await fd.say(message("eu-west-1", ts="1710000500.000100", user="U4", channel="C6", thread_ts=root), "Ev1")
+        assert await answer == "eu-west-1"
+
+
+async def test_a_null_channel_goes_to_the_configured_default_contact(redis_url, prefix):
+    async with frontdesk(redis_url, prefix, humanlayer_default_contact="slack:C10") as fd:
+        hl = fd.sdk()
+        hl.genid = lambda p: f"{p}-default1"
+
+        @hl.require_approval()
+        def tidy() -> str:
+            return "tidied"
+
+        result = asyncio.create_task(asyncio.to_thread(tidy))
+        post = await fd.approval_post()
+        assert post["channel"] == "C10"
+        await eventually(lambda: fd.status("function_call", "call-default1", "waiting_approval"))
+        await fd.click(post, user="U2", approved=True, n=1)
+        assert await result == "tidied"
+
+    async with frontdesk(redis_url, prefix) as fd:  # no default: the create is refused, with the reason
+        r = await fd.http.post(
+            f"{fd.base}/function_calls",
+            json={"run_id": "r", "call_id": "c", "spec": {"fn": "f", "kwargs": {}, "channel": None}},
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+        )
+        assert r.status_code == 422 and "FRONTDESK_HUMANLAYER_DEFAULT_CONTACT" in r.json()["detail"]
