@@ -200,7 +200,7 @@ class RequestHumanInput(_Event):
     choices: list[str] = Field(default_factory=list)
     urgency: Literal["low", "normal", "high"] = "normal"
     contact: Contact | None = None  # someone other than the thread's origin
-    note: str | None = None  # said before the question when it is asked again (an escalation)
+    note: str | None = None  # said before the question: context for the person, an escalation's urgency
     # The identities that alone may answer (a HumanLayer call's allowed_responder_ids); None: the usual rule.
     allowed: list[str] | None = None
     deadline: datetime | None = None

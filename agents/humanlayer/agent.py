@@ -59,13 +59,21 @@ class HumanLayerAgent:
     def _ask(self, record: dict[str, Any]) -> ApprovalRequested | RequestHumanInput:
         spec, contact = record["spec"], Contact.model_validate(record["contact"])
         allowed = record.get("allowed")
+        slack = (spec.get("channel") or {}).get("slack") or {}
+        # What the caller says about who is asked ("the finance channel"), shown to them too.
+        context = slack.get("context_about_channel_or_user")
+        note = f"Context: {context}" if context else None
         if record["type"] == "function_call":
             return ApprovalRequested(
-                call_id=record["call_id"], tool=spec["fn"], arguments=spec["kwargs"], contact=contact, allowed=allowed
+                call_id=record["call_id"],
+                tool=spec["fn"],
+                arguments=spec["kwargs"],
+                contact=contact,
+                allowed=allowed,
+                note=note,
             )
-        return RequestHumanInput(
-            text=spec["msg"], choices=_choices(spec.get("response_options")), contact=contact, allowed=allowed
-        )
+        choices = _choices(spec.get("response_options"))
+        return RequestHumanInput(text=spec["msg"], choices=choices, contact=contact, allowed=allowed, note=note)
 
     def _done(self, thread: Thread, record: dict[str, Any], text: str) -> DoneForNow:
         """The end, with the completed call for each FRONTDESK_HUMANLAYER_WEBHOOK_URLS receiver (v1beta2 envelope)."""

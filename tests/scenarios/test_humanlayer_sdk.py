@@ -248,6 +248,7 @@ async def test_sync_decorator_approved_from_code_runs_the_function(redis_url, pr
         result = asyncio.create_task(asyncio.to_thread(transfer, amount=5, to="bob"))
         post = await fd.approval_post()
         assert post["channel"] == "C1" and "transfer(amount=5, to='bob')" in post["text"]
+        assert post["text"].startswith("Context: the ops channel")
         await eventually(lambda: fd.status("function_call", "call-sync1", "waiting_approval"))
 
         approver = fd.sdk(run_id="approver")
