@@ -64,6 +64,10 @@ class HumanLayerAgent:
         context = slack.get("context_about_channel_or_user")
         note = f"Context: {context}" if context else None
         if record["type"] == "function_call":
+            rejects = _choices(spec.get("reject_options"))
+            if rejects:
+                offer = "To deny, you may give one of these as the reason: " + " / ".join(rejects)
+                note = f"{note}\n{offer}" if note else offer
             return ApprovalRequested(
                 call_id=record["call_id"],
                 tool=spec["fn"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _ID = Field(min_length=1, max_length=256)
 
@@ -29,10 +29,18 @@ class ResponseOption(_In):
 class SlackChannel(_In):
     channel_or_user_id: str = Field(max_length=64)
     context_about_channel_or_user: str | None = Field(default=None, max_length=2000)
-    bot_token: str | None = None  # never stored, echoed or logged (see service.stored_spec)
     allowed_responder_ids: list[str] | None = None
     experimental_slack_blocks: bool | None = None
     thread_ts: str | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bot_token(cls, value: Any) -> Any:
+        # A customer's own Slack bot token: frontdesk posts as its own app and has no use for it, so it
+        # is dropped before anything else reads the body — not kept, not echoed, not in a 422's detail.
+        if isinstance(value, dict) and "bot_token" in value:
+            value = {k: v for k, v in value.items() if k != "bot_token"}
+        return value
 
     @field_validator("allowed_responder_ids")
     @classmethod

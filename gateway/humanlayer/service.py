@@ -4,7 +4,7 @@ A function call is a thread of the `humanlayer` agent whose first step is an app
 request for `fn(**kwargs)`; a contact request is one whose first step asks `msg`. The
 thread id is derived from the call id, so a second create of the same call finds the
 first thread instead of writing another, and every read is one thread load. The call as
-the SDK sent it (`bot_token` left out) rides in the first event's `data`, and the status
+the SDK sent it (a Slack `bot_token` left out) rides in the first event's `data`, and the status
 the SDK polls is read from the thread's events each time: there is no second copy.
 """
 
@@ -74,7 +74,7 @@ class HumanLayerCalls:
             return self.public(existing)
         if AGENT not in self.rt.agents:
             raise InboundRejected(f"the {AGENT!r} agent is not loaded", status=503)
-        spec = stored_spec(body.spec.model_dump(mode="json"))
+        spec = body.spec.model_dump(mode="json")  # as the SDK sent it, less a Slack bot_token (models.SlackChannel)
         contact, allowed = self.contact_for(body.spec.channel)
         reason = unreachable(self.rt, AGENT, contact)
         if reason is not None:
@@ -283,14 +283,6 @@ def public(thread: Thread) -> dict[str, Any]:
     out = {"run_id": record["run_id"], "call_id": record["call_id"], "spec": record["spec"]}
     status = call_status(thread, record) if record["type"] == "function_call" else contact_status(thread, record)
     return out | {"status": status}
-
-
-def stored_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec as kept and echoed: a Slack `bot_token` is dropped (frontdesk posts as its own app)."""
-    slack = (spec.get("channel") or {}).get("slack")
-    if slack is not None:
-        slack["bot_token"] = None
-    return spec
 
 
 def record_of(thread: Thread) -> dict[str, Any] | None:

@@ -18,7 +18,6 @@ from gateway.humanlayer.service import (
     call_status,
     contact_status,
     public,
-    stored_spec,
     thread_id,
 )
 
@@ -53,9 +52,15 @@ def test_missing_keys_and_nulls_read_the_same_and_an_empty_allowed_list_is_refus
         SlackChannel(channel_or_user_id="C1", allowed_responder_ids=[])
 
 
-def test_the_bot_token_is_not_kept():
-    spec = {"fn": "f", "kwargs": {}, "channel": {"slack": {"channel_or_user_id": "C1", "bot_token": "xoxb-1"}}}
-    assert stored_spec(spec)["channel"]["slack"]["bot_token"] is None
+def test_the_bot_token_is_dropped_on_arrival_even_from_a_refused_body():
+    channel = {"slack": {"channel_or_user_id": "C1", "bot_token": "xoxb-1"}}
+    body = FunctionCallIn.model_validate(
+        {"run_id": "r", "call_id": "c", "spec": {"fn": "f", "kwargs": {}, "channel": channel}}
+    )
+    assert "xoxb-1" not in body.model_dump_json()
+    with pytest.raises(ValidationError) as refused:
+        SlackChannel.model_validate({"bot_token": "xoxb-1"})  # no channel_or_user_id: the error quotes its input
+    assert "xoxb-1" not in str(refused.value) and "channel_or_user_id" in str(refused.value)
 
 
 def test_a_denial_always_has_a_comment_and_names_the_reject_option_it_picked():

@@ -395,7 +395,7 @@ async def test_wire_rules_keys_duplicates_unknown_ids_and_secrets(redis_url, pre
         created = first.json()
         assert created["call_id"] == "call/odd|id" and created["run_id"] == "run-9"
         assert created["spec"]["state"] == body["spec"]["state"]
-        assert created["spec"]["channel"]["slack"]["bot_token"] is None
+        assert "bot_token" not in created["spec"]["channel"]["slack"]
         assert created["status"]["approved"] is None and created["status"]["requested_at"].endswith("Z")
 
         # A second create of the call returns the stored one; it never overwrites.
@@ -542,6 +542,22 @@ async def test_sms_approval_and_question_answered_by_text(redis_url, prefix):
         await eventually(lambda: fd.status("human_contact", "call-sms2", "waiting_human"))
         await fd.p.twilio.incoming(f"{fd.url}/twilio/sms", "SMin0002", THEIR_NUMBER, OUR_NUMBER, "large")
         assert await answer == "large"
+
+        # A denial giving one of the reject options as its reason names that option.
+        hl.genid = lambda p: f"{p}-sms3"
+
+        @hl.require_approval(contact_channel=phone, reject_options=[ResponseOption(name="later", title="Not now")])
+        def cancel(order: str) -> str:
+            raise AssertionError("a denied call must not run")
+
+        result = asyncio.create_task(asyncio.to_thread(cancel, order="A-18"))
+        [offer] = await eventually(lambda: [m for m in fd.p.twilio.messages if "cancel(order='A-18')" in m["Body"]])
+        assert "Not now" in offer["Body"]
+        await eventually(lambda: fd.status("function_call", "call-sms3", "waiting_approval"))
+        await fd.p.twilio.incoming(f"{fd.url}/twilio/sms", "SMin0003", THEIR_NUMBER, OUR_NUMBER, "no, not now")
+        assert await result == "User denied cancel with message: not now"
+        got = await asyncio.to_thread(hl.get_function_call, "call-sms3")
+        assert got.status.reject_option_name == "later"
 
 
 class Gate:

@@ -33,7 +33,24 @@ PUBLIC = {
     ("GET", "/dashboard/static/{name}"),  # the dashboard's one script and stylesheet
 }
 
-PATH_VALUES = {"agent": "echo", "outbound_id": "th_x-1", "ref": "0:0-0", "index": "0", "name": "app.js"}
+PATH_VALUES = {
+    "agent": "echo",
+    "outbound_id": "th_x-1",
+    "ref": "0:0-0",
+    "index": "0",
+    "name": "app.js",
+    "call_id": "call-walk",
+}
+_SLACK = {"slack": {"channel_or_user_id": "C1"}}
+# gateway/humanlayer: a body each route would take (by the end of its path).
+HUMANLAYER_BODIES = {
+    "/function_calls": {"run_id": "r", "call_id": "call-walk", "spec": {"fn": "f", "kwargs": {}, "channel": _SLACK}},
+    "/contact_requests": {"run_id": "r", "call_id": "call-walk", "spec": {"msg": "?", "channel": _SLACK}},
+    "/human_contacts": {"run_id": "r", "call_id": "call-walk", "spec": {"msg": "?", "channel": _SLACK}},
+    "function_calls/{call_id}/respond": {"approved": True},
+    "human_contacts/{call_id}/respond": {"response": "yes"},
+    "/escalate_email": {"escalation_msg": "now"},
+}
 
 
 def app_routes(app) -> list[tuple[str, str]]:
@@ -64,6 +81,10 @@ def _good_body(path: str) -> tuple[bytes, str]:
         return json.dumps({"agent": "echo", "text": "hi"}).encode(), "application/json"
     if path.endswith("/events"):
         return json.dumps({"type": "human_response", "text": "hi"}).encode(), "application/json"
+    if path.startswith("/humanlayer/"):
+        return json.dumps(
+            next(b for end, b in HUMANLAYER_BODIES.items() if path.endswith(end))
+        ).encode(), "application/json"
     if path.startswith("/dashboard/"):
         return urlencode(
             {"text": "hi", "approved": "true", "token": "not-the-token", "csrf": "x", "nonce": "x"}
