@@ -24,6 +24,7 @@ from gateway.api_ops import router as api_ops_router
 from gateway.dashboard import dashboard_router
 from gateway.errors import InboundRejected, Unavailable
 from gateway.humanlayer.routes import CollapseSlashes
+from gateway.humanlayer.routes import root_router as humanlayer_root_router
 from gateway.humanlayer.routes import router as humanlayer_router
 from gateway.runtime import Runtime, running, tune_gc
 from gateway.settings import Settings
@@ -219,6 +220,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(api_router)
     app.include_router(api_ops_router)
     app.include_router(humanlayer_router)
+    app.include_router(humanlayer_root_router)
     app.include_router(dashboard_router())
     return app
 

@@ -24,7 +24,12 @@ from gateway.humanlayer.service import HumanLayerCalls, Kind
 
 PREFIX = "/humanlayer/v1"
 router = APIRouter(prefix=PREFIX, tags=["humanlayer"])
+# The same routes at the root, for a base URL set without the `/humanlayer/v1` suffix (left out of the schema).
+root_router = APIRouter(include_in_schema=False)
 _SLASHES = re.compile(r"/{2,}")
+# Paths of this API, with slashes doubled anywhere: under the prefix, or at the root (a base without it).
+# A call id is the rest of the path (`{call_id:path}`): the SDK puts it in the URL unencoded, slashes and all.
+_OURS = re.compile(r"^/+(humanlayer/+v1/+)?(function_calls|contact_requests|human_contacts|agent|project)(/|$)")
 
 
 class CollapseSlashes:
@@ -34,7 +39,7 @@ class CollapseSlashes:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and "//" in scope["path"] and scope["path"].lstrip("/").startswith("humanlayer/"):
+        if scope["type"] == "http" and "//" in scope["path"] and _OURS.match(scope["path"]):
             path = _SLASHES.sub("/", scope["path"])
             scope = dict(scope, path=path, raw_path=path.encode())
         await self.app(scope, receive, send)
@@ -76,22 +81,29 @@ def _serve(kind: Kind, create: str, aliases: tuple[str, ...], respond: str, call
             ),
             (
                 "GET",
-                f"/{path}/{{call_id}}",
+                f"/{path}/{{call_id:path}}",
                 get_call,
                 i == 0,
                 f"Read a {kind}; its answer is null until a person gives one",
             ),
         ]
     table += [
-        ("POST", f"/agent/{respond}/{{call_id}}/respond", respond_call, True, "Answer from code; 409 once answered"),
-        ("POST", f"/agent/{respond}/{{call_id}}/escalate_email", escalate_call, True, "Send again by email"),
+        (
+            "POST",
+            f"/agent/{respond}/{{call_id:path}}/respond",
+            respond_call,
+            True,
+            "Answer from code; 409 once answered",
+        ),
+        ("POST", f"/agent/{respond}/{{call_id:path}}/escalate_email", escalate_call, True, "Send again by email"),
         ("GET", f"/agent/{respond}/pending", pending_calls, True, f"The {kind}s still waiting for a person"),
     ]
     for method, path, endpoint, listed, summary in table:
-        name = f"{method.lower()}_{path.strip('/').replace('/', '_').replace('{call_id}', 'id')}"
+        name = f"{method.lower()}_{path.strip('/').replace('/', '_').replace('{call_id:path}', 'id')}"
         router.add_api_route(
             path, endpoint, methods=[method], include_in_schema=listed, name=name, operation_id=name, summary=summary
         )
+        root_router.add_api_route(path, endpoint, methods=[method], name=f"root_{name}")
 
 
 _serve("function_call", "function_calls", (), "function_calls", FunctionCallIn, FunctionCallStatusIn)
@@ -100,6 +112,7 @@ _serve("human_contact", "contact_requests", ("human_contacts",), "human_contacts
 
 
 # ---------------------------------------------------------------- the project
+@root_router.get("/project")
 @router.get("/project")
 async def project(request: Request, caller: Caller) -> dict[str, Any]:
     """A key check: 200 with the project's names for a good key, 401 otherwise."""

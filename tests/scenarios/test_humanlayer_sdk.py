@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 import smtplib
 import socket
 import sys
@@ -278,6 +279,17 @@ async def test_sync_decorator_approved_from_code_runs_the_function(redis_url, pr
         got = await asyncio.to_thread(hl.get_function_call, "call-sync1")
         assert got.status.approved is True and got.status.comment == "fine"
 
+        # The dashboard and the API show it like any other thread.
+        async with httpx.AsyncClient(base_url=fd.url) as browser:
+            form = await browser.get("/dashboard/login")
+            nonce = re.search(r'name="nonce" value="([^"]+)"', form.text).group(1)
+            await browser.post("/dashboard/login", data={"token": API_TOKEN, "nonce": nonce, "next": "/"})
+            assert thread.id in (await browser.get("/")).text
+            page = await browser.get(f"/dashboard/threads/{thread.id}")
+            assert page.status_code == 200 and "transfer" in page.text and "approval_decision" in page.text
+        listed = await fd.http.get(f"{fd.url}/api/v1/threads", headers={"Authorization": f"Bearer {API_TOKEN}"})
+        assert {"id": thread.id, "agent": "humanlayer", "status": "done"}.items() <= listed.json()["threads"][0].items()
+
 
 async def test_async_denial_without_a_comment_reaches_the_llm_as_a_denial(redis_url, prefix):
     async with frontdesk(redis_url, prefix) as fd:
@@ -419,6 +431,11 @@ async def test_wire_rules_keys_duplicates_unknown_ids_and_secrets(redis_url, pre
         assert all(c.authorization == f"Bearer {TOKEN}" for c in fd.fake.calls)
         pending = await fd.http.get(f"{fd.base}/agent/function_calls/pending", headers=auth)
         assert [c["call_id"] for c in pending.json()["items"]] == ["call/odd|id"]
+
+        # A base URL without the /humanlayer/v1 suffix (and with a trailing slash) reaches the same calls.
+        bare = HumanLayer(api_key=API_TOKEN, api_base_url=f"{fd.url}/", sleep=quick, run_id="run-9")
+        same = await asyncio.to_thread(bare.get_function_call, "call/odd|id")
+        assert same.spec.kwargs == {"to": "x"} and same.status.approved is None
 
 
 def reply_to(mail: EmailMessage, mid: str, text: str, *, sender: str) -> str:
