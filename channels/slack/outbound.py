@@ -5,6 +5,8 @@
 - Only a conversation the agent opens (a contact with no reply_to yet) starts at
   a root: a user id opens a DM (conversations.open), a channel id is posted to
   directly. That post's ts becomes the thread, returned in Sent.conversation.
+- A contact whose reply_to names a Slack thread with `adopt` (a HumanLayer call's
+  `thread_ts`) is posted in it, and that Slack thread's answers come to ours.
 - Approvals carry Approve / Deny buttons; their receipt updates that message
   (chat.update) to say who decided and when.
 - Notices go to the one person they answer, as an ephemeral message in place.
@@ -77,6 +79,12 @@ class Outbound:
             # The first part of a new conversation is its root; the rest reply under it.
             thread_ts = thread_ts or ts
         if not opened:
+            if (message.reply_to or {}).get("adopt"):
+                # Posted in a Slack thread the frontdesk thread did not start (a HumanLayer call's
+                # thread_ts): answers there, typed or clicked, must find this thread.
+                team = (await self.api.me()).team
+                where = {"team": team, "channel": channel, "thread_ts": thread_ts}
+                return Sent(detail=ts, conversation=f"{team}/{channel}/{thread_ts}", reply_to=where)
             return Sent(detail=ts)
         return await self._opened(message, channel, thread_ts or ts, ts)
 

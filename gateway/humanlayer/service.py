@@ -118,7 +118,9 @@ class HumanLayerCalls:
             return parse_identity(default), None
         if channel.slack is not None:
             slack = channel.slack
-            reply_to = {"channel": slack.channel_or_user_id, "thread_ts": slack.thread_ts} if slack.thread_ts else {}
+            reply_to = {}
+            if slack.thread_ts:  # posted in that Slack thread, whose answers then come to ours
+                reply_to = {"channel": slack.channel_or_user_id, "thread_ts": slack.thread_ts, "adopt": True}
             allowed = [f"slack:{u}" for u in slack.allowed_responder_ids] if slack.allowed_responder_ids else None
             return Contact(channel="slack", address=slack.channel_or_user_id, reply_to=reply_to), allowed
         if channel.sms is not None:

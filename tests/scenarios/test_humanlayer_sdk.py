@@ -128,20 +128,22 @@ class Frontdesk:
         [post] = await eventually(lambda: [p for p in self.fake.posts() if p.get("blocks")])
         return post
 
-    async def click(self, post: dict, *, user: str, approved: bool, n: int) -> None:
-        """`user` clicks Approve or Deny under the approval request `post`."""
+    async def click(self, post: dict, *, user: str, approved: bool, n: int, thread_ts: str | None = None) -> None:
+        """`user` clicks Approve or Deny under the approval request `post` (posted in `thread_ts`, if given)."""
         button = next(b for b in post["blocks"][1]["elements"] if (b["action_id"] == "frontdesk_approve") == approved)
-        await self._press(post, button, user=user, action_ts=f"1710000300.{n}")
+        await self._press(post, button, user=user, action_ts=f"1710000300.{n}", thread_ts=thread_ts)
 
     async def pick(self, post: dict, choice: str, *, user: str, n: int) -> None:
         """`user` clicks the button for `choice` under the question `post`."""
         [button] = [b for b in post["blocks"][1]["elements"] if b["text"]["text"] == choice]
         await self._press(post, button, user=user, action_ts=f"1710000400.{n}")
 
-    async def _press(self, post: dict, button: dict, *, user: str, action_ts: str) -> None:
+    async def _press(
+        self, post: dict, button: dict, *, user: str, action_ts: str, thread_ts: str | None = None
+    ) -> None:
         """The block_actions request Slack sends for a click on `button`, signed."""
         ts = next(c.reply["ts"] for c in self.fake.calls if c.method == "chat.postMessage" and c.args.get("blocks"))
-        where = dict(user=user, channel=post["channel"], message_ts=ts, thread_ts=None, action_ts=action_ts)
+        where = dict(user=user, channel=post["channel"], message_ts=ts, thread_ts=thread_ts, action_ts=action_ts)
         payload = json.loads(parse_qs(click(**where, value=button["value"], approved=True))["payload"][0])
         payload["actions"][0] |= {"action_id": button["action_id"], "block_id": post["blocks"][1]["block_id"]}
         raw = urlencode({"payload": json.dumps(payload)})
@@ -233,6 +235,11 @@ async def frontdesk(redis_url: str, prefix: str, p: Providers | None = None, **o
             await asyncio.wait_for(serving, timeout=15)
 
 
+async def finished(call: asyncio.Task):
+    """What the SDK call returned; a broken run fails here instead of polling forever (a bound, not a measure)."""
+    return await asyncio.wait_for(call, 60)
+
+
 def in_slack(channel: str = "C1", **kw) -> ContactChannel:
     return ContactChannel(slack=SlackContactChannel(channel_or_user_id=channel, **kw))
 
@@ -257,7 +264,7 @@ async def test_sync_decorator_approved_from_code_runs_the_function(redis_url, pr
             approver.respond_to_function_call, "call-sync1", FunctionCallStatus(approved=True, comment="fine")
         )
         assert answered.status.approved is True and answered.status.responded_at is not None
-        assert await result == "sent 5 to bob"
+        assert await finished(result) == "sent 5 to bob"
 
         thread = await fd.thread("function_call", "call-sync1")
         assert [e.type for e in thread.events if e.type not in ("delivery", "note")] == [
@@ -304,7 +311,9 @@ async def test_async_denial_without_a_comment_reaches_the_llm_as_a_denial(redis_
         await fd.approval_post()
         await eventually(lambda: fd.status("function_call", "call-async1", "waiting_approval"))
         await hl.respond_to_function_call("call-async1", FunctionCallStatus(approved=False))
-        assert await result == "User in the finance channel denied wire with message: denied (no comment given)"
+        assert (
+            await finished(result) == "User in the finance channel denied wire with message: denied (no comment given)"
+        )
 
 
 async def test_slack_buttons_only_allowed_responders_decide(redis_url, prefix):
@@ -329,7 +338,7 @@ async def test_slack_buttons_only_allowed_responders_decide(redis_url, prefix):
         assert (await asyncio.to_thread(hl.get_function_call, "call-slack1")).status.approved is None
 
         await fd.click(post, user="U7", approved=False, n=2)
-        assert await result == "User denied drop_table with message: denied (no comment given)"
+        assert await finished(result) == "User denied drop_table with message: denied (no comment given)"
         [update] = await eventually(lambda: fd.fake.to("chat.update"))
         assert update["text"].startswith("Denied by <@U7> at ")
         got = await asyncio.to_thread(hl.get_function_call, "call-slack1")
@@ -349,7 +358,7 @@ async def test_slack_channel_without_allowed_ids_anyone_there_approves(redis_url
         post = await fd.approval_post()
         await eventually(lambda: fd.status("function_call", "call-slack2", "waiting_approval"))
         await fd.click(post, user="U5", approved=True, n=1)
-        assert await result == "restarted api"
+        assert await finished(result) == "restarted api"
         [update] = await eventually(lambda: fd.fake.to("chat.update"))
         assert update["text"].startswith("Approved by <@U5> at ")
 
@@ -369,7 +378,7 @@ async def test_human_as_tool_answered_from_code_with_an_option(redis_url, prefix
             "call-ask1",
             HumanContactStatus(response="after lunch", response_option_name="no"),
         )
-        assert await answer == "after lunch"
+        assert await finished(answer) == "after lunch"
         got = await asyncio.to_thread(hl.get_human_contact, "call-ask1")
         assert got.status.response_option_name == "no" and got.status.responded_at is not None
 
@@ -490,7 +499,7 @@ async def test_email_question_goes_out_threaded_and_a_mail_reply_answers_it(redi
             to=mail["Reply-To"],
             sender="alice@example.com",
         )
-        assert await answer == "Q3 please"
+        assert await finished(answer) == "Q3 please"
 
 
 async def test_email_approval_denied_by_reply_carries_the_comment(redis_url, prefix):
@@ -526,7 +535,7 @@ async def test_email_approval_denied_by_reply_carries_the_comment(redis_url, pre
             to=mail["Reply-To"],
             sender="ops@example.com",
         )
-        assert await result == "User denied rotate_keys with message: too risky today"
+        assert await finished(result) == "User denied rotate_keys with message: too risky today"
 
 
 async def _noted(fd: Frontdesk, kind: str, call_id: str, note: str) -> bool:
@@ -550,7 +559,7 @@ async def test_sms_approval_and_question_answered_by_text(redis_url, prefix):
         await eventually(lambda: fd.status("function_call", "call-sms1", "waiting_approval"))
         r = await fd.p.twilio.incoming(f"{fd.url}/twilio/sms", "SMin0001", THEIR_NUMBER, OUR_NUMBER, "Yes")
         assert r.status_code == 200
-        assert await result == "refunded A-17"
+        assert await finished(result) == "refunded A-17"
 
         hl.genid = lambda p: f"{p}-sms2"
         ask = hl.human_as_tool(contact_channel=phone)
@@ -558,7 +567,7 @@ async def test_sms_approval_and_question_answered_by_text(redis_url, prefix):
         await eventually(lambda: [m for m in fd.p.twilio.messages if "Which size?" in m["Body"]])
         await eventually(lambda: fd.status("human_contact", "call-sms2", "waiting_human"))
         await fd.p.twilio.incoming(f"{fd.url}/twilio/sms", "SMin0002", THEIR_NUMBER, OUR_NUMBER, "large")
-        assert await answer == "large"
+        assert await finished(answer) == "large"
 
         # A denial giving one of the reject options as its reason names that option.
         hl.genid = lambda p: f"{p}-sms3"
@@ -572,7 +581,7 @@ async def test_sms_approval_and_question_answered_by_text(redis_url, prefix):
         assert "Not now" in offer["Body"]
         await eventually(lambda: fd.status("function_call", "call-sms3", "waiting_approval"))
         await fd.p.twilio.incoming(f"{fd.url}/twilio/sms", "SMin0003", THEIR_NUMBER, OUR_NUMBER, "no, not now")
-        assert await result == "User denied cancel with message: not now"
+        assert await finished(result) == "User denied cancel with message: not now"
         got = await asyncio.to_thread(hl.get_function_call, "call-sms3")
         assert got.status.reject_option_name == "later"
 
@@ -617,7 +626,7 @@ async def test_a_restart_while_the_sdk_polls_loses_nothing(redis_url, prefix):
             await fd.click(post, user="U3", approved=True, n=1)
             await eventually(lambda: fd.status("function_call", "call-restart1", "done"))
             gate.open.set()
-            assert await result == "migrated 3"
+            assert await finished(result) == "migrated 3"
             [update] = await eventually(lambda: fd.fake.to("chat.update"))
             assert update["text"].startswith("Approved by <@U3> at ")
 
@@ -666,7 +675,7 @@ async def test_completion_webhooks_are_signed_v1beta2_envelopes_to_every_url(red
                 json={"approved": True, "comment": "go"},
                 headers={"Authorization": f"Bearer {API_TOKEN}"},
             )
-            assert await result == "shipped 4"
+            assert await finished(result) == "shipped 4"
             await eventually(lambda: len(receiver.got) == 2)
             first, second = receiver.verified()
             assert first == second
@@ -724,7 +733,7 @@ async def test_escalate_email_asks_again_and_the_new_address_may_answer(redis_ur
             to=mail["Reply-To"],
             sender="boss@example.com",
         )
-        assert await result == "purged 30 days"
+        assert await finished(result) == "purged 30 days"
         auth = {"Authorization": f"Bearer {API_TOKEN}"}
         late = await fd.http.post(
             f"{fd.base}/agent/function_calls/call-esc1/escalate_email", json={"escalation_msg": "again"}, headers=auth
@@ -761,7 +770,7 @@ async def test_slack_question_answered_by_a_choice_button_or_a_threaded_reply(re
         await eventually(lambda: fd.fake.to("chat.postEphemeral"))
         assert (await asyncio.to_thread(hl.get_human_contact, "call-pick1")).status.response is None
         await fd.pick(post, "no", user="U7", n=2)
-        assert await answer == "No thanks"  # the option's prompt_fill: what the LLM reads
+        assert await finished(answer) == "No thanks"  # the option's prompt_fill: what the LLM reads
         got = await asyncio.to_thread(hl.get_human_contact, "call-pick1")
         assert got.status.response_option_name == "no"
 
@@ -775,7 +784,7 @@ async def test_slack_question_answered_by_a_choice_button_or_a_threaded_reply(re
         )
         await eventually(lambda: fd.status("human_contact", "call-reply1", "waiting_human"))
         await fd.say(message("eu-west-1", ts="1710000500.000100", user="U4", channel="C6", thread_ts=root), "Ev1")
-        assert await answer == "eu-west-1"
+        assert await finished(answer) == "eu-west-1"
 
 
 async def test_a_null_channel_goes_to_the_configured_default_contact(redis_url, prefix):
@@ -792,7 +801,7 @@ async def test_a_null_channel_goes_to_the_configured_default_contact(redis_url, 
         assert post["channel"] == "C10"
         await eventually(lambda: fd.status("function_call", "call-default1", "waiting_approval"))
         await fd.click(post, user="U2", approved=True, n=1)
-        assert await result == "tidied"
+        assert await finished(result) == "tidied"
 
     async with frontdesk(redis_url, prefix) as fd:  # no default: the create is refused, with the reason
         r = await fd.http.post(
@@ -801,3 +810,30 @@ async def test_a_null_channel_goes_to_the_configured_default_contact(redis_url, 
             headers={"Authorization": f"Bearer {API_TOKEN}"},
         )
         assert r.status_code == 422 and "FRONTDESK_HUMANLAYER_DEFAULT_CONTACT" in r.json()["detail"]
+
+
+async def test_asked_inside_an_existing_slack_thread_the_answer_there_counts(redis_url, prefix):
+    async with frontdesk(redis_url, prefix) as fd:
+        hl = fd.sdk()
+        hl.genid = lambda p: f"{p}-inthread1"
+        where = in_slack("C11", thread_ts="1710000600.000100")
+
+        @hl.require_approval(contact_channel=where)
+        def archive(project: str) -> str:
+            return f"archived {project}"
+
+        result = asyncio.create_task(asyncio.to_thread(archive, project="apollo"))
+        post = await fd.approval_post()
+        assert post["channel"] == "C11" and post["thread_ts"] == "1710000600.000100"
+        await eventually(lambda: fd.status("function_call", "call-inthread1", "waiting_approval"))
+        await fd.click(post, user="U3", approved=True, n=1, thread_ts="1710000600.000100")
+        assert await finished(result) == "archived apollo"
+
+        hl.genid = lambda p: f"{p}-inthread2"
+        ask = hl.human_as_tool(contact_channel=where)
+        answer = asyncio.create_task(asyncio.to_thread(ask, "Keep the logs?"))
+        await eventually(lambda: fd.fake.posts(text="Keep the logs?"))
+        await eventually(lambda: fd.status("human_contact", "call-inthread2", "waiting_human"))
+        reply = message("yes, 30 days", ts="1710000700.000100", user="U4", channel="C11", thread_ts="1710000600.000100")
+        await fd.say(reply, "Ev2")
+        assert await finished(answer) == "yes, 30 days"
