@@ -14,6 +14,10 @@ errors mapped to DeliveryFailed (`api`); Markdown as mrkdwn, cut to size
 (`mrkdwn`); always in the thread (`outbound`). A received message gets the
 FRONTDESK_SLACK_ACK_REACTION emoji ("eyes"; empty for none).
 
+As an AI app: assistant threads (`assistant`), the thread status while a step runs
+(`status`, fed by the worker through `progress`), streamed answers (`stream`), and
+files both ways (`files`); their settings are `settings.SlackAgentSettings`.
+
 Enabled when SLACK_BOT_TOKEN is set with SLACK_SIGNING_SECRET (HTTP) or
 SLACK_APP_TOKEN (Socket Mode). The app manifest is deploy/slack/manifest.yaml.
 """

@@ -46,10 +46,15 @@ class SlackApi:
         self._me: Me | None = None
         self._me_lock = asyncio.Lock()
 
-    async def call(self, method: str, *, posts: bool = False, **args: Any) -> dict[str, Any]:
-        """Call `method` with a JSON body; `posts`: whether repeating it could show something twice."""
+    async def call(self, method: str, *, posts: bool = False, form: bool = False, **args: Any) -> dict[str, Any]:
+        """Call `method` with a JSON body (`form`: form-encoded, for methods that take no JSON);
+        `posts`: whether repeating it could show something twice."""
+        body = {k: v for k, v in args.items() if v is not None}
         try:
-            response = await self.client.api_call(method, json={k: v for k, v in args.items() if v is not None})
+            if form:
+                response = await self.client.api_call(method, data=body)
+            else:
+                response = await self.client.api_call(method, json=body)
         except SlackApiError as exc:
             raise _api_failure(method, exc, posts) from exc
         except aiohttp.ClientConnectorError as exc:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import re
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
@@ -20,11 +21,17 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from channels.slack.api import Me, SlackApi
+from channels.slack.assistant import Assistant
+from channels.slack.files import Files
 from channels.slack.inbound import OUTCOME, Inbound, event_callback
 from channels.slack.outbound import APPROVE, CHOICE, DENY, Outbound
+from channels.slack.settings import SlackAgentSettings
+from channels.slack.status import StatusBoard
+from channels.slack.stream import Streamer
 from gateway.errors import DeliveryFailed, Malformed, Unavailable
-from gateway.messages import OutboundMessage, Sent
+from gateway.messages import InboundMessage, OutboundMessage, Progress, Sent
 from gateway.protocols import ChannelBase, ChannelContext
+from gateway.settings import plugin_settings
 
 log = structlog.get_logger("frontdesk.slack")
 
@@ -39,6 +46,8 @@ class SlackChannel(ChannelBase):
 
     def __init__(self, context: ChannelContext) -> None:
         settings = context.settings
+        # Read first: a bad value stops start-up (ConfigError) before anything is opened.
+        self.agentic = agentic = plugin_settings(SlackAgentSettings, settings)
         inbox = context.inbox(self.name)
         self.reaction = settings.slack_ack_reaction.strip(":")
         self.app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
@@ -55,8 +64,26 @@ class SlackChannel(ChannelBase):
             retry_handlers=[],  # see channels.slack.api: the outbox decides what is retried
         )
         self.api = SlackApi(AsyncWebClient(token=self.token, **web))
-        self.outbound = Outbound(self.api, inbox, context.state(self.name), settings.dedupe_ttl)
-        self.inbound = Inbound(inbox, self._me, self._react)
+        state = context.state(self.name)
+        self.outbound = Outbound(self.api, inbox, state, settings.dedupe_ttl)
+        self.assistant = Assistant(self.api, inbox, state, agentic, self._spawn)
+        self.status = (
+            StatusBoard(
+                self.api,
+                state,
+                sessions=agentic.agent_sessions,
+                everywhere=agentic.status == "all",
+                spawn=self._spawn,
+            )
+            if agentic.status != "off"
+            else None
+        )
+        self.files = Files(
+            self.api, self.session, self.token, state, agentic, api_url=settings.slack_api_url, ttl=settings.dedupe_ttl
+        )
+        self.outbound.files = self.files
+        self.outbound.stream = Streamer(self.api, state, agentic, settings.dedupe_ttl) if agentic.stream else None
+        self.inbound = Inbound(inbox, self._me, self._react, self.assistant)
         self.verifies = secret is not None
         self.verifier = SignatureVerifier(secret) if secret else None  # the check bolt's request verification makes
 
@@ -76,7 +103,8 @@ class SlackChannel(ChannelBase):
             process_before_response=True,
             # Built-in steps that do nothing here, each a cost on every event: from_event
             # already drops our own messages (and any bot's), and we use neither workflow
-            # functions nor the assistant-thread helpers (say, set_status, ...).
+            # functions nor bolt's assistant-thread helpers (say, set_status, ...): assistant
+            # threads are `channels.slack.assistant`, their status comes from the worker.
             ignoring_self_events_enabled=False,
             attaching_function_token_enabled=False,
             attaching_conversation_kwargs_enabled=False,
@@ -171,7 +199,11 @@ class SlackChannel(ChannelBase):
         """Acknowledge a received message with a reaction, off the request path."""
         if not self.reaction:
             return
-        task = asyncio.create_task(self._add_reaction(channel, ts))
+        self._spawn(self._add_reaction(channel, ts))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` off the request (or step) path; aclose waits for it a little."""
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -180,6 +212,15 @@ class SlackChannel(ChannelBase):
             await self.api.call("reactions.add", channel=channel, timestamp=ts, name=self.reaction)
         except DeliveryFailed as exc:  # already_reacted, missing scope: never worth more than a line
             log.info("acknowledgement reaction not added", channel=channel, ts=ts, error=str(exc))
+
+    async def complete(self, message: InboundMessage) -> InboundMessage | None:
+        """In the worker: fetch the files a message carries (the bot token, a size cap)."""
+        return await self.files.fetched(message)
+
+    def progress(self, update: Progress) -> None:
+        """The thread status while a step runs (gateway.protocols.ShowsProgress)."""
+        if self.status is not None:
+            self.status.progress(update)
 
     # ------------------------------------------------------------ outbound
     async def send(self, message: OutboundMessage) -> Sent:

@@ -23,7 +23,9 @@ from typing import Any
 import structlog
 
 from channels.slack.api import SlackApi
+from channels.slack.files import Files
 from channels.slack.mrkdwn import mentions, split, to_mrkdwn
+from channels.slack.stream import Streamer
 from gateway.errors import DeliveryFailed, Unavailable
 from gateway.messages import OutAction, OutboundMessage, Sent
 from gateway.protocols import ChannelState, Inbox
@@ -44,6 +46,9 @@ class Outbound:
         self.inbox = inbox
         self.state = state
         self.parts_ttl = parts_ttl  # FRONTDESK_DEDUPE_TTL: as long as a retry of the message may come
+        # Set by the channel when turned on: long answers as files, answers as streams.
+        self.files: Files | None = None
+        self.stream: Streamer | None = None
 
     async def send(self, message: OutboundMessage) -> Sent:
         if message.kind == "notice":
@@ -54,6 +59,11 @@ class Outbound:
 
     # ------------------------------------------------------------ posts
     async def _post(self, message: OutboundMessage) -> Sent:
+        place = _in_thread(message)  # files and streams go only into a thread that exists
+        if place and self.files is not None and self.files.wants(message, place[1]):
+            return await self.files.upload(message, *place)
+        if place and self.stream is not None and self.stream.wants(message, place[1]):
+            return await self.stream.send(message, *place)
         parts = split(to_mrkdwn(_with_choices(message.text, message.choices)))
         if not parts:
             raise DeliveryFailed("nothing to post: the message is empty")
@@ -206,6 +216,12 @@ def choice_blocks(text: str, choices: list[str]) -> list[dict[str, Any]]:
         {"type": "section", "text": {"type": "mrkdwn", "text": text}},
         {"type": "actions", "block_id": CHOICE_BLOCK, "elements": buttons},
     ]
+
+
+def _in_thread(message: OutboundMessage) -> tuple[str, str] | None:
+    reply = message.reply_to or {}
+    thread_ts = str(reply.get("thread_ts") or "")
+    return (str(reply["channel"]), thread_ts) if reply.get("channel") and _TS.match(thread_ts) else None
 
 
 def _with_choices(text: str, choices: list[str]) -> str:

@@ -70,6 +70,7 @@ from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio  # noqa: E402
 API_TOKEN = "fd-api-token-for-tests"
 HOOK_SECRET = "whsec_" + base64.b64encode(b"h" * 32).decode()
 OUR_NUMBER, THEIR_NUMBER = "+15550000042", "+15551230001"
+RELAY_ID = "mx.humanlayer.test"
 
 
 def quick(_seconds) -> None:
@@ -208,6 +209,8 @@ async def frontdesk(redis_url: str, prefix: str, p: Providers | None = None, **o
         smtp_port=0,
         smtp_relay=f"127.0.0.1:{p.relay_port}",
         email_token_secret="humanlayer-tests",
+        # Approvals by mail need an authenticated sender (channels/email/auth.py): the relay in front says so.
+        email_trusted_authserv_id=RELAY_ID,
         public_url=url,
         api_token=API_TOKEN,
         # A reply to a number no agent answers is refused before its thread is looked up (channel_context.accept);
@@ -448,9 +451,11 @@ async def test_wire_rules_keys_duplicates_unknown_ids_and_secrets(redis_url, pre
 
 
 def reply_to(mail: EmailMessage, mid: str, text: str, *, sender: str) -> str:
-    """A reply as a mail client writes it: threading headers, the new text, the quote under it."""
+    """A reply as a mail client writes it, through the relay in front of frontdesk that vouches for its sender."""
     quoted = "\n".join(f"> {line}" for line in mail.get_body(("plain",)).get_content().splitlines())
+    domain = sender.rpartition("@")[2]
     return (
+        f"Authentication-Results: {RELAY_ID}; dmarc=pass header.from={domain}\n"
         f"From: <{sender}>\nTo: {mail['Reply-To']}\nSubject: Re: {mail['Subject']}\nMessage-ID: <{mid}>\n"
         f"In-Reply-To: {mail['Message-ID']}\nReferences: {mail['Message-ID']}\n"
         f"Content-Type: text/plain; charset=utf-8\n\n{text}\n\nOn Mon, Jun 3, 2024, humanlayer wrote:\n\n{quoted}\n"

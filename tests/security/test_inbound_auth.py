@@ -39,6 +39,7 @@ PATH_VALUES = {
     "ref": "0:0-0",
     "index": "0",
     "name": "app.js",
+    "token": "eyJ0IjoidGhfeCJ9.0123456789abcdef0123456789abcdef",  # an approval link not signed by us
     "call_id": "call-walk",
 }
 _SLACK = {"slack": {"channel_or_user_id": "C1"}}
