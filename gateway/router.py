@@ -62,6 +62,11 @@ def _dead_lettered(thread: Thread) -> bool:
     return last is not None and isinstance(last[1], Error) and last[1].kind == DEAD_LETTER
 
 
+def _allowed(allowed: list[str], msg: InboundMessage) -> bool:
+    """Whether a request's own list admits the sender: by identity, or a group it names (`slack:C…`) by writing there."""
+    return msg.identity in allowed or (msg.group is not None and f"{msg.channel}:{msg.group}" in allowed)
+
+
 def _same_request(waiting: Any, asked: dict[str, Any]) -> bool:
     """Whether `asked` (an event's data) is the request the thread waits on, asked again."""
     if asked.get("type") != waiting.type:
@@ -316,14 +321,14 @@ class Router:
     # ------------------------------------------------------------ who may
     def _may_answer(self, thread: Thread, request: Any, msg: InboundMessage) -> bool:
         if request.allowed is not None:
-            return msg.identity in request.allowed
+            return _allowed(request.allowed, msg)
         asked = request.contact.identity if request.contact else thread.origin.identity
         in_group = msg.group is not None and f"{msg.channel}:{msg.group}" == asked
         return msg.identity in thread.responders or msg.identity == asked or in_group
 
     def _may_approve(self, thread: Thread, request: Any, msg: InboundMessage) -> bool:
         if request.allowed is not None:
-            return msg.identity in request.allowed
+            return _allowed(request.allowed, msg)
         asked = request.contact.identity if request.contact else None
         # An approval asked of a group (a Slack channel) may be given by anyone writing there.
         in_group = asked is not None and msg.group is not None and f"{msg.channel}:{msg.group}" == asked

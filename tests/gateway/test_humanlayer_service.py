@@ -9,8 +9,19 @@ import pytest
 from helpers import make_settings
 from pydantic import ValidationError
 
+from gateway.config import FrontdeskConfig
+from gateway.entries import Entry
 from gateway.errors import InboundRejected
-from gateway.events import ApprovalDecision, Contact, HumanResponse, Thread, UserMessage
+from gateway.events import (
+    ApprovalChoice,
+    ApprovalDecision,
+    ApprovalRequested,
+    Contact,
+    HumanResponse,
+    InboundMessage,
+    Thread,
+    UserMessage,
+)
 from gateway.humanlayer.models import FunctionCallIn, SlackChannel
 from gateway.humanlayer.service import (
     NO_COMMENT,
@@ -20,6 +31,7 @@ from gateway.humanlayer.service import (
     public,
     thread_id,
 )
+from gateway.router import Router
 
 
 def _thread(kind: str, spec: dict, *events) -> Thread:
@@ -118,3 +130,35 @@ def test_a_template_that_reaches_out_fails_or_floods_is_refused_with_422(templat
     with pytest.raises(InboundRejected) as refused:
         _calls().render_template(template, RECORD)
     assert refused.value.status == 422 and "template" in str(refused.value)
+
+
+def _asked(allowed: list[str]) -> Thread:
+    asked = ApprovalRequested(
+        call_id="call-1", tool="f", contact=Contact(channel="email", address="boss@x.test"), allowed=allowed
+    )
+    return _thread("function_call", {"fn": "f", "kwargs": {}}, asked)
+
+
+def _click(user: str, channel: str) -> Entry:
+    message = InboundMessage(
+        id=f"click-{user}",
+        channel="slack",
+        conversation=f"T/{channel}/1.2",
+        sender=user,
+        text="approve",
+        decision=ApprovalChoice(call_id="call-1", approved=True),
+        group=channel,
+    )
+    return Entry(kind="inbound", thread_id="t", data=message.model_dump(mode="json"))
+
+
+def test_a_request_allowed_to_a_channel_takes_anyone_there_and_no_one_elsewhere():
+    """After an escalation the list names the Slack channel first asked: its members may still decide."""
+    router = Router(FrontdeskConfig(), {"humanlayer"}, "humanlayer", "frontdesk.localhost")
+    thread = _asked(["slack:C1", "email:boss@x.test"])
+    assert isinstance(router.decide(thread, _click("U5", "C1")).event, ApprovalDecision)
+    refused = router.decide(thread, _click("U5", "C2")).event
+    assert refused.type == "note" and refused.kind == "refused"
+    only_people = _asked(["slack:U7"])
+    assert router.decide(only_people, _click("U5", "C1")).event.type == "note"
+    assert isinstance(router.decide(only_people, _click("U7", "C1")).event, ApprovalDecision)
