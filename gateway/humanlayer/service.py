@@ -298,7 +298,7 @@ def record_of(thread: Thread) -> dict[str, Any] | None:
 def call_status(thread: Thread, record: dict[str, Any]) -> dict[str, Any]:
     """FunctionCallStatus: `approved` null while pending; a denial always carries a comment."""
     status: dict[str, Any] = {"requested_at": iso(thread.created_at), "responded_at": None, "approved": None}
-    status |= {"comment": None, "reject_option_name": None, "slack_message_ts": None}
+    status |= {"comment": None, "reject_option_name": None, "slack_message_ts": _slack_ts(thread)}
     for event in thread.events:
         if isinstance(event, ApprovalDecision) and event.call_id == record["call_id"]:
             comment = event.comment or (None if event.approved else NO_COMMENT)
@@ -308,6 +308,19 @@ def call_status(thread: Thread, record: dict[str, Any]) -> dict[str, Any]:
                 status["reject_option_name"] = _matching(record["spec"].get("reject_options"), event.comment)
             break
     return status
+
+
+def _slack_ts(thread: Thread) -> str | None:
+    """The ts of the Slack message that asked (the first approval request's delivery), if any."""
+    asked = next((i for i, e in enumerate(thread.events) if e.type == "approval_requested"), None)
+    if asked is None:
+        return None
+    outbound_id = f"{thread.id}-{asked}"
+    for event in thread.events:
+        if event.type == "delivery" and event.outbound_id == outbound_id and event.channel == "slack":
+            if event.status == "sent":
+                return event.detail
+    return None
 
 
 def contact_status(thread: Thread, record: dict[str, Any]) -> dict[str, Any]:

@@ -346,6 +346,7 @@ async def test_slack_buttons_only_allowed_responders_decide(redis_url, prefix):
         assert update["text"].startswith("Denied by <@U7> at ")
         got = await asyncio.to_thread(hl.get_function_call, "call-slack1")
         assert got.status.approved is False
+        assert got.status.slack_message_ts == next(c.reply["ts"] for c in fd.fake.calls if c.args.get("blocks"))
 
 
 async def test_slack_channel_without_allowed_ids_anyone_there_approves(redis_url, prefix):
