@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
 import httpx
+import pytest
 import uvicorn
 from aiosmtpd.smtp import SMTP
 from helpers import background, eventually, make_settings
@@ -39,6 +40,7 @@ from humanlayer import (
     HumanContactSpec,
     HumanContactStatus,
     HumanLayer,
+    HumanLayerException,
     ResponseOption,
     SlackContactChannel,
     SMSContactChannel,
@@ -317,6 +319,28 @@ async def test_async_denial_without_a_comment_reaches_the_llm_as_a_denial(redis_
         assert (
             await finished(result) == "User in the finance channel denied wire with message: denied (no comment given)"
         )
+
+
+async def test_async_human_as_tool_configured_only_by_the_two_environment_variables(redis_url, prefix, monkeypatch):
+    async with frontdesk(redis_url, prefix) as fd:
+        monkeypatch.setenv("HUMANLAYER_API_BASE", fd.base)
+        monkeypatch.setenv("HUMANLAYER_API_KEY", API_TOKEN)
+        hl = AsyncHumanLayer(sleep=aquick)  # nothing else: the SDK reads both variables itself
+        hl.genid = lambda p: f"{p}-asyncask1"
+        ask = hl.human_as_tool(contact_channel=in_slack("C12"))
+        answer = asyncio.create_task(ask("Which dashboard is broken?"))
+        await eventually(lambda: fd.fake.posts(channel="C12"))
+        root = next(
+            c.reply["ts"] for c in fd.fake.calls if c.method == "chat.postMessage" and c.args["channel"] == "C12"
+        )
+        await eventually(lambda: fd.status("human_contact", "call-asyncask1", "waiting_human"))
+        await fd.say(
+            message("the billing one", ts="1710000800.000100", user="U4", channel="C12", thread_ts=root), "Ev1"
+        )
+        assert await finished(answer) == "the billing one"
+        monkeypatch.setenv("HUMANLAYER_API_KEY", "wrong")
+        with pytest.raises(HumanLayerException, match="401"):
+            await AsyncHumanLayer(sleep=aquick).get_human_contact("call-asyncask1")
 
 
 async def test_slack_buttons_only_allowed_responders_decide(redis_url, prefix):
