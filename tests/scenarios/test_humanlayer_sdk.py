@@ -469,6 +469,26 @@ async def test_wire_rules_keys_duplicates_unknown_ids_and_secrets(redis_url, pre
         pending = await fd.http.get(f"{fd.base}/agent/function_calls/pending", headers=auth)
         assert [c["call_id"] for c in pending.json()["items"]] == ["call/odd|id"]
 
+        # Creates of one call racing each other: one thread, one request posted, every answer the same call.
+        racing = [
+            fd.http.post(
+                f"{fd.base}/function_calls",
+                json={
+                    "run_id": "run-9",
+                    "call_id": "call-race",
+                    "spec": {"fn": "f", "kwargs": {"n": n}, "channel": body["spec"]["channel"]},
+                },
+                headers=auth,
+            )
+            for n in range(6)
+        ]
+        answers = [r.json() for r in await asyncio.gather(*racing)]
+        assert len({json.dumps(a["spec"]) for a in answers}) == 1
+        await eventually(lambda: [p for p in fd.fake.posts() if "f(n=" in p["text"]])
+        race = await fd.thread("function_call", "call-race")
+        assert [e.type for e in race.events].count("approval_requested") == 1
+        assert len([p for p in fd.fake.posts() if "f(n=" in p["text"]]) == 1
+
         # A base URL without the /humanlayer/v1 suffix (and with a trailing slash) reaches the same calls.
         bare = HumanLayer(api_key=API_TOKEN, api_base_url=f"{fd.url}/", sleep=quick, run_id="run-9")
         same = await asyncio.to_thread(bare.get_function_call, "call/odd|id")
