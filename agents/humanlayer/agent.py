@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 
+NOT_A_CALL = "This address takes no messages: it asks people on behalf of HumanLayer SDK callers only."
+
+
 def _choices(options: list[dict[str, Any]] | None) -> list[str]:
     return [o.get("title") or o["name"] for o in options or []]
 
@@ -47,7 +50,8 @@ class HumanLayerAgent:
         first = thread.events[0]
         record = (first.data or {}).get("humanlayer") if isinstance(first, UserMessage) else None
         if not isinstance(record, dict):
-            return thread.with_events(DoneForNow(text="not a HumanLayer call: nothing to ask"))
+            # Mail to humanlayer@<domain>, a launch naming this agent: it has nothing to say to them.
+            return thread.with_events(DoneForNow(text=NOT_A_CALL))
         match last[1].type:
             case "user_message":
                 return thread.with_events(self._ask(record))

@@ -9,6 +9,7 @@ import pytest
 from helpers import make_settings
 from pydantic import ValidationError
 
+from agents.humanlayer.agent import NOT_A_CALL, HumanLayerAgent
 from gateway.config import FrontdeskConfig
 from gateway.entries import Entry
 from gateway.errors import InboundRejected
@@ -162,3 +163,22 @@ def test_a_request_allowed_to_a_channel_takes_anyone_there_and_no_one_elsewhere(
     only_people = _asked(["slack:U7"])
     assert router.decide(only_people, _click("U5", "C1")).event.type == "note"
     assert isinstance(router.decide(only_people, _click("U7", "C1")).event, ApprovalDecision)
+
+
+async def test_the_agent_asks_once_then_finishes_and_says_so_to_anyone_else():
+    agent = HumanLayerAgent(SimpleNamespace(settings=make_settings("redis://unused", "unused")))  # type: ignore[arg-type]
+    slack = {"slack": {"channel_or_user_id": "C1", "context_about_channel_or_user": "ops"}}
+    spec = {"fn": "f", "kwargs": {"a": 1}, "channel": slack, "reject_options": [{"name": "no", "title": "Not now"}]}
+    thread = _thread("function_call", spec)
+    thread.events[0].data["humanlayer"] |= {"contact": {"channel": "slack", "address": "C1"}, "allowed": None}
+    asked = await agent.step(thread, None)
+    request = asked.events[-1]
+    assert request.type == "approval_requested" and request.arguments == {"a": 1}
+    assert request.note == "Context: ops\nTo deny, you may give one of these as the reason: Not now"
+    assert await agent.step(asked, None) is asked  # waiting: nothing more
+    done = await agent.step(asked, ApprovalDecision(call_id="call-1", approved=True, by="slack:U1"))
+    assert done.events[-1].type == "done_for_now" and done.events[-1].notify is None  # no webhook URLs set
+
+    stranger = Thread(id="t", agent="humanlayer", origin=Contact(channel="email", address="x@y.z"))
+    said = await agent.step(stranger, UserMessage(text="hello", sender="email:x@y.z"))
+    assert said.events[-1].type == "done_for_now" and said.events[-1].text == NOT_A_CALL
