@@ -66,7 +66,7 @@ from gateway.worker import Worker
 _FAKES = str(Path(__file__).resolve().parents[1] / "channels")
 if _FAKES not in sys.path:
     sys.path.append(_FAKES)
-from fake_slack import SECRET, TOKEN, FakeSlack, click, event_body, message, signed  # noqa: E402
+from fake_slack import SECRET, TEAM, TOKEN, FakeSlack, click, event_body, message, signed  # noqa: E402
 from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio  # noqa: E402
 
 API_TOKEN = "fd-api-token-for-tests"
@@ -374,9 +374,14 @@ async def test_slack_buttons_only_allowed_responders_decide(redis_url, prefix):
 
 
 async def test_slack_channel_without_allowed_ids_anyone_there_approves(redis_url, prefix):
-    async with frontdesk(redis_url, prefix) as fd:
+    # Several partitions: the click lands on its conversation's, the call's thread lives in its own.
+    async with frontdesk(redis_url, prefix, partitions=3) as fd:
         hl = fd.sdk()
         hl.genid = lambda p: f"{p}-slack2"
+        keys, posted = fd.rt.keys, "1700000001.000100"  # the fake's first ts: the root of the approval's Slack thread
+        assert keys.thread_partition(thread_id("function_call", "call-slack2")) != keys.conversation_partition(
+            "slack", f"{TEAM}/C4/{posted}"
+        )
 
         @hl.require_approval(contact_channel=in_slack("C4"))
         def restart(service: str) -> str:
@@ -384,6 +389,10 @@ async def test_slack_channel_without_allowed_ids_anyone_there_approves(redis_url
 
         result = asyncio.create_task(asyncio.to_thread(restart, service="api"))
         post = await fd.approval_post()
+        assert (
+            fd.fake.to("chat.postMessage")[0]
+            and next(c.reply["ts"] for c in fd.fake.calls if c.args.get("blocks")) == posted
+        )
         await eventually(lambda: fd.status("function_call", "call-slack2", "waiting_approval"))
         await fd.click(post, user="U5", approved=True, n=1)
         assert await finished(result) == "restarted api"
