@@ -10,5 +10,6 @@ def load_agents(runtime: Any) -> list[Any]:
     from agents.calculator import Calculator
     from agents.deploybot import Deploybot
     from agents.helpdesk import Helpdesk
+    from agents.humanlayer import HumanLayerAgent
 
-    return [Calculator(runtime), Deploybot(runtime), Helpdesk(runtime)]
+    return [Calculator(runtime), Deploybot(runtime), Helpdesk(runtime), HumanLayerAgent(runtime)]

@@ -220,7 +220,8 @@ class WebhookChannel(ChannelBase):
         secrets = secrets_for(self.settings, message.agent)
         if not secrets:
             raise DeliveryFailed(no_secret(message.agent))
-        body = json.dumps(_payload(message), separators=(",", ":")).encode()
+        payload = message.payload if message.payload is not None else _payload(message)
+        body = json.dumps(payload, separators=(",", ":")).encode()
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",

@@ -77,6 +77,8 @@ class InboundMessage(BaseModel):
     full_text: str | None = None  # e.g. the whole mail body, quotes included
     # An explicit answer to an approval (Slack button, dashboard), rather than free text.
     decision: ApprovalChoice | None = None
+    # One of a question's choices, picked (a Slack button) rather than typed; it answers only that question.
+    choice: str | None = None
     # The shared space it was written in (a Slack channel id): a question asked of
     # that group may be answered by anyone writing there.
     group: str | None = None
@@ -127,6 +129,7 @@ class OutboundMessage(BaseModel):
     # order, so a channel that can show work (Slack's streamed task steps) shows it.
     steps: list[str] = Field(default_factory=list)
     subject: str | None = None
+    payload: dict[str, Any] | None = None  # a structured body a channel sends as is (a webhook's JSON)
     attempt: int = 0
     held: int = 0  # times the sender put it back behind an earlier message of its thread
     traceparent: str | None = None  # W3C trace context of the step that composed it (tracing on only)
@@ -203,6 +206,9 @@ class RequestHumanInput(_Event):
     choices: list[str] = Field(default_factory=list)
     urgency: Literal["low", "normal", "high"] = "normal"
     contact: Contact | None = None  # someone other than the thread's origin
+    note: str | None = None  # said before the question: context for the person, an escalation's urgency
+    # The identities that alone may answer (a HumanLayer call's allowed_responder_ids); None: the usual rule.
+    allowed: list[str] | None = None
     deadline: datetime | None = None
     usage: Usage | None = None
 
@@ -213,6 +219,8 @@ class ApprovalRequested(_Event):
     tool: str
     arguments: dict[str, Any] = Field(default_factory=dict)
     contact: Contact | None = None
+    allowed: list[str] | None = None  # as on RequestHumanInput
+    note: str | None = None  # as on RequestHumanInput
     usage: Usage | None = None
 
 
@@ -228,6 +236,10 @@ class DoneForNow(_Event):
     type: Literal["done_for_now"] = "done_for_now"
     text: str
     usage: Usage | None = None
+    # Told of the outcome besides the origin (a HumanLayer call's completion webhooks), each sent
+    # `payload` as its body where the channel takes a structured one.
+    notify: list[Contact] | None = None
+    payload: dict[str, Any] | None = None
 
 
 DeliveryStatus = Literal["queued", "sent", "delivered", "failed", "ambiguous"]

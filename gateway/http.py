@@ -23,6 +23,9 @@ from gateway.api import router as api_router
 from gateway.api_ops import router as api_ops_router
 from gateway.dashboard import dashboard_router
 from gateway.errors import InboundRejected, Unavailable
+from gateway.humanlayer.routes import CollapseSlashes
+from gateway.humanlayer.routes import root_router as humanlayer_root_router
+from gateway.humanlayer.routes import router as humanlayer_router
 from gateway.runtime import Runtime, running, tune_gc
 from gateway.settings import Settings
 
@@ -198,6 +201,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.direct_routes = []
     app.add_middleware(DirectRoutes, routes=app.state.direct_routes)  # innermost: inside the body limit and tracing
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(CollapseSlashes)  # before routing: the HumanLayer SDK may send `//` (gateway/humanlayer)
     app.add_middleware(tracing.TraceRequests)  # outermost; a no-op unless tracing is on
     if runtime is not None:
         _mount(app, runtime)
@@ -215,6 +219,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(probes.router)
     app.include_router(api_router)
     app.include_router(api_ops_router)
+    app.include_router(humanlayer_router)
+    app.include_router(humanlayer_root_router)
     app.include_router(dashboard_router())
     return app
 

@@ -161,19 +161,18 @@ def compose(thread: Thread, start: int) -> list[OutboundMessage]:
     """The messages owed for events `start:` of `thread`, one per event that speaks to a person."""
     out: list[OutboundMessage] = []
     for index in range(start, len(thread.events)):
+        out += _notices_of_outcome(thread, index)
         said = _says(thread, thread.events[index])
         if said is None or not _reachable(said.contact):
             continue
         out.append(
-            OutboundMessage(
-                id=f"{thread.id}-{index}",
-                thread_id=thread.id,
-                agent=thread.agent,
-                channel=said.contact.channel,
-                address=said.contact.address,
-                reply_to=reply_to_for(thread, said.contact),
-                text=said.text,
-                kind=said.kind,
+            _outbound(
+                thread,
+                f"{thread.id}-{index}",
+                said.contact,
+                reply_to_for(thread, said.contact),
+                said.text,
+                said.kind,
                 choices=said.choices,
                 actions=said.actions,
                 updates=said.updates,
@@ -181,6 +180,37 @@ def compose(thread: Thread, start: int) -> list[OutboundMessage]:
             )
         )
     return out
+
+
+def _outbound(
+    thread: Thread, outbound_id: str, to: Contact, reply_to: dict[str, Any], text: str, kind: OutKind, **more: Any
+) -> OutboundMessage:
+    return OutboundMessage(
+        id=outbound_id,
+        thread_id=thread.id,
+        agent=thread.agent,
+        channel=to.channel,
+        address=to.address,
+        reply_to=reply_to,
+        text=text,
+        kind=kind,
+        **more,
+    )
+
+
+def _notices_of_outcome(thread: Thread, index: int) -> list[OutboundMessage]:
+    """A finished thread's outcome for each contact its `done_for_now` names in `notify`.
+
+    Ids `<thread>-n<k>-<index>`: one event, several messages, each still ordered by its index.
+    """
+    event = thread.events[index]
+    if event.type != "done_for_now" or not event.notify:
+        return []
+    return [
+        _outbound(thread, f"{thread.id}-n{k}-{index}", to, to.reply_to, event.text, "final", payload=event.payload)
+        for k, to in enumerate(event.notify)
+        if _reachable(to)
+    ]
 
 
 def _steps_before(thread: Thread, index: int) -> list[str]:
@@ -210,13 +240,15 @@ def _says(thread: Thread, event: Event) -> _Speech | None:
     """The message `event` owes a person; None for an event that speaks to no one."""
     match event.type:
         case "request_human_input":
-            return _Speech("question", event.contact or thread.origin, event.text, choices=event.choices)
+            text = f"{event.note}\n\n{event.text}" if event.note else event.text
+            return _Speech("question", event.contact or thread.origin, text, choices=event.choices)
         case "approval_requested":
             actions = [
                 OutAction(call_id=event.call_id, label="Approve", approved=True),
                 OutAction(call_id=event.call_id, label="Deny", approved=False),
             ]
             text = f"Approval needed: {_describe_call(event.tool, event.arguments)}"
+            text = f"{event.note}\n\n{text}" if event.note else text
             return _Speech("approval", event.contact or _approver_contact(thread), text, actions=actions)
         case "done_for_now":
             return _Speech("final", thread.origin, event.text)
@@ -259,18 +291,7 @@ def notice(thread: Thread, index: int, to: Contact, text: str) -> list[OutboundM
     """A short reply to someone who wrote (a refusal, a re-asked question)."""
     if not _reachable(to):
         return []
-    return [
-        OutboundMessage(
-            id=f"{thread.id}-{index}",
-            thread_id=thread.id,
-            agent=thread.agent,
-            channel=to.channel,
-            address=to.address,
-            reply_to=to.reply_to or reply_to_for(thread, to),
-            text=text,
-            kind="notice",
-        )
-    ]
+    return [_outbound(thread, f"{thread.id}-{index}", to, to.reply_to or reply_to_for(thread, to), text, "notice")]
 
 
 # ---------------------------------------------------------------- sending

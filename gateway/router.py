@@ -27,6 +27,7 @@ from gateway.events import (
     Contact,
     DeliveryEvent,
     Error,
+    EventAdapter,
     HumanResponse,
     InboundMessage,
     Note,
@@ -59,6 +60,18 @@ def _dead_lettered(thread: Thread) -> bool:
     """Whether the thread stopped because its last step was dead-lettered."""
     last = last_active(thread.events)
     return last is not None and isinstance(last[1], Error) and last[1].kind == DEAD_LETTER
+
+
+def _allowed(allowed: list[str], msg: InboundMessage) -> bool:
+    """Whether a request's own list admits the sender: by identity, or a group it names (`slack:C…`) by writing there."""
+    return msg.identity in allowed or (msg.group is not None and f"{msg.channel}:{msg.group}" in allowed)
+
+
+def _same_request(waiting: Any, asked: dict[str, Any]) -> bool:
+    """Whether `asked` (an event's data) is the request the thread waits on, asked again."""
+    if asked.get("type") != waiting.type:
+        return False
+    return waiting.type != "approval_requested" or asked.get("call_id") == waiting.call_id
 
 
 def approval_answer(text: str) -> tuple[bool, str | None] | None:
@@ -196,6 +209,10 @@ class Router:
             return Decision()  # already applied (a forward or replay that slipped past dedupe)
         waiting = pending_request(thread.events)
         sender_contact = Contact(channel=msg.channel, address=msg.sender, reply_to=msg.reply_to)
+        # A click on a question's choice button answers that question only: a stale one must
+        # never be read as YES/NO to an approval asked since.
+        if msg.choice is not None and (waiting is None or waiting[1].type != "request_human_input"):
+            return Decision(event=Note(kind="stale_choice", text=msg.text[:200], sender=msg.identity, id=msg.id))
         if msg.decision is not None and (waiting is None or waiting[1].type != "approval_requested"):
             # A second click on a button already decided: it is not something said to the agent.
             return Decision(
@@ -214,7 +231,7 @@ class Router:
                 return self._unverified(thread, msg, None)
             return Decision(event=HumanResponse(**said), wake=True)
         # waiting for an approval
-        if msg.identity not in self._approvers(thread, request):
+        if not self._may_approve(thread, request, msg):
             return self._refuse(msg, sender_contact, "Sorry — you are not one of the approvers for this request.")
         if msg.unverified:
             return self._unverified(thread, msg, request.call_id)
@@ -262,7 +279,11 @@ class Router:
         if kind == "human_response" and waiting and waiting[1].type == "request_human_input":
             return Decision(
                 event=HumanResponse(
-                    text=data.get("text", ""), sender=by, channel=by.split(":", 1)[0], id=data.get("id")
+                    text=data.get("text", ""),
+                    sender=by,
+                    channel=by.split(":", 1)[0],
+                    id=data.get("id"),
+                    data=data.get("data"),
                 ),
                 wake=True,
             )
@@ -282,6 +303,9 @@ class Router:
                 ),
                 wake=True,
             )
+        if kind == "escalation" and waiting and _same_request(waiting[1], data.get("event") or {}):
+            # The pending request asked again, of someone else (gateway/humanlayer): it still waits.
+            return Decision(event=EventAdapter.validate_python(data["event"]))
         # A second copy of a resume, or one that lost a race: it changes nothing.
         return Decision(
             event=Note(kind="stale_resume", text=f"{kind} no longer expected", sender=by, id=data.get("id"))
@@ -296,13 +320,19 @@ class Router:
 
     # ------------------------------------------------------------ who may
     def _may_answer(self, thread: Thread, request: Any, msg: InboundMessage) -> bool:
+        if request.allowed is not None:
+            return _allowed(request.allowed, msg)
         asked = request.contact.identity if request.contact else thread.origin.identity
         in_group = msg.group is not None and f"{msg.channel}:{msg.group}" == asked
         return msg.identity in thread.responders or msg.identity == asked or in_group
 
-    def _approvers(self, thread: Thread, request: Any) -> list[str]:
-        asked = [request.contact.identity] if request.contact else []
-        return [*thread.approvers, *asked]
+    def _may_approve(self, thread: Thread, request: Any, msg: InboundMessage) -> bool:
+        if request.allowed is not None:
+            return _allowed(request.allowed, msg)
+        asked = request.contact.identity if request.contact else None
+        # An approval asked of a group (a Slack channel) may be given by anyone writing there.
+        in_group = asked is not None and msg.group is not None and f"{msg.channel}:{msg.group}" == asked
+        return msg.identity in thread.approvers or msg.identity == asked or in_group
 
     def _unverified(self, thread: Thread, msg: InboundMessage, call_id: str | None) -> Decision:
         """An approver (or responder) whose message the channel could not authenticate: note it, say what works."""

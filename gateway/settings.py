@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     # Hosts callbacks may reach (exact, or ".example.com" for a domain and its subdomains); empty: any public host.
     callback_allowlist: str = _env("FRONTDESK_CALLBACK_ALLOWLIST", "")
     webhook_tolerance: int = _env("FRONTDESK_WEBHOOK_TOLERANCE", 300, ge=1)
+    # The HumanLayer API (gateway/humanlayer): where a call with a null channel goes ("slack:C123",
+    # "email:ops@example.com"), and the URLs told of every finished call (comma-separated).
+    humanlayer_default_contact: str | None = _env("FRONTDESK_HUMANLAYER_DEFAULT_CONTACT")
+    humanlayer_webhook_urls: str = _env("FRONTDESK_HUMANLAYER_WEBHOOK_URLS", "")
 
     # FRONTDESK_WEBHOOK_SECRET_<AGENT>, keyed by lower-case agent name: no field can name every agent,
     # so `_AgentSecrets` collects them from the environment and from .env (the sources below).

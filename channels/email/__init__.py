@@ -96,7 +96,8 @@ class EmailChannel(ChannelBase):
         if "@" not in to:
             raise DeliveryFailed(f"{to!r} is not a mail address")
         token = tokens.mint(await self.token_key(), message.thread_id)
-        return Envelope(sender=sender, to=to, reply_address=tokens.with_token(sender, token), agent=agent)
+        extra = {k: [str(a) for a in message.reply_to.get(k) or []] for k in ("also_to", "cc", "bcc")}
+        return Envelope(sender=sender, to=to, reply_address=tokens.with_token(sender, token), agent=agent, **extra)
 
     def _address(self, agent: str) -> str:
         """The agent's first configured mail address, else `<agent>@<domain>`."""

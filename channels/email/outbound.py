@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -39,6 +39,13 @@ class Envelope:
     to: str
     reply_address: str  # our address with the reply token
     agent: str
+    also_to: list[str] = field(default_factory=list)  # more To recipients (a HumanLayer call's additional_recipients)
+    cc: list[str] = field(default_factory=list)
+    bcc: list[str] = field(default_factory=list)  # in the envelope only, never in a header
+
+    @property
+    def recipients(self) -> list[str]:
+        return list(dict.fromkeys([self.to, *self.also_to, *self.cc, *self.bcc]))
 
 
 def message_id(outbound_id: str, domain: str) -> str:
@@ -51,7 +58,9 @@ def compose(message: OutboundMessage, env: Envelope) -> EmailMessage:
     chain = [*message.reply_to.get("references", []), parent] if parent else []
     mail = EmailMessage()
     mail["From"] = Address(display_name=env.agent, addr_spec=env.sender)
-    mail["To"] = env.to
+    mail["To"] = ", ".join([env.to, *env.also_to])
+    if env.cc:
+        mail["Cc"] = ", ".join(env.cc)
     mail["Reply-To"] = env.reply_address
     mail["Subject"] = subject_for(message, env.agent)
     mail["Date"] = formatdate(usegmt=True)
@@ -65,7 +74,8 @@ def compose(message: OutboundMessage, env: Envelope) -> EmailMessage:
     mail["X-Auto-Response-Suppress"] = "All"
     markdown = body(message)
     mail.set_content(to_text(markdown) + "\n")
-    mail.add_alternative(_page(to_html(markdown)), subtype="html")
+    # A caller's own HTML (a HumanLayer email template, rendered sandboxed when the call came in).
+    mail.add_alternative(message.reply_to.get("html") or _page(to_html(markdown)), subtype="html")
     return mail
 
 
@@ -75,6 +85,8 @@ def subject_for(message: OutboundMessage, agent: str) -> str:
         return theirs if theirs.lower().startswith("re:") else f"Re: {theirs}".rstrip()
     if message.subject:
         return " ".join(message.subject.split())
+    if theirs:  # a subject the contact was given (a HumanLayer email channel's `subject`)
+        return theirs
     return f"Approval needed by {agent}" if message.kind == "approval" else f"A question from {agent}"
 
 
@@ -138,7 +150,7 @@ class Relay:
             await aiosmtplib.send(
                 mail,
                 sender=env.sender,
-                recipients=[env.to],
+                recipients=env.recipients,
                 hostname=self.host,
                 port=self.port,
                 username=s.smtp_relay_user,

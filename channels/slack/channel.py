@@ -24,7 +24,7 @@ from channels.slack.api import Me, SlackApi
 from channels.slack.assistant import Assistant
 from channels.slack.files import Files
 from channels.slack.inbound import OUTCOME, Inbound, event_callback
-from channels.slack.outbound import APPROVE, DENY, Outbound
+from channels.slack.outbound import APPROVE, CHOICE, DENY, Outbound
 from channels.slack.settings import SlackAgentSettings
 from channels.slack.status import StatusBoard
 from channels.slack.stream import Streamer
@@ -110,7 +110,7 @@ class SlackChannel(ChannelBase):
             attaching_conversation_kwargs_enabled=False,
         )
         self.app.event(re.compile(".*"))(self.inbound.on_event)
-        self.app.action(re.compile(f"^({APPROVE}|{DENY})$"))(self.inbound.on_click)
+        self.app.action(re.compile(f"^({APPROVE}|{DENY}|{CHOICE}_\\d+)$"))(self.inbound.on_click)
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------ inbound

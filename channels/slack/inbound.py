@@ -109,12 +109,16 @@ def from_event(body: dict[str, Any], me: Me) -> Parsed | None:
 
 
 def from_click(body: dict[str, Any], me: Me) -> Parsed | None:
-    """A click on an approval button as a decision on the message's conversation."""
+    """A click on an approval button as a decision, or on a choice button as the answer, on the message's conversation."""
     actions = body.get("actions")
     action = _dict(actions[0] if isinstance(actions, list) and actions else None)
+    choice, answer = None, None
     try:
         value = json.loads(action.get("value") or "")
-        choice = ApprovalChoice(call_id=str(value["call_id"]), approved=bool(value["approved"]))
+        if isinstance(value, dict) and isinstance(value.get("choice"), str) and value["choice"]:
+            answer = value["choice"]
+        else:
+            choice = ApprovalChoice(call_id=str(value["call_id"]), approved=bool(value["approved"]))
     except (ValueError, KeyError, TypeError):
         return None
     user = _str(_dict(body.get("user")).get("id"))
@@ -131,10 +135,12 @@ def from_click(body: dict[str, Any], me: Me) -> Parsed | None:
         channel="slack",
         conversation=f"{me.team}/{channel}" if dm else f"{me.team}/{channel}/{root}",
         sender=user,
-        text="approve" if choice.approved else "deny",
+        text=answer if answer is not None else "approve" if choice and choice.approved else "deny",
         address=f"{me.team}/{channel}",
         reply_to={"team": me.team, "channel": channel, "thread_ts": root},
         decision=choice,
+        choice=answer,
+        group=None if dm else channel,  # an approval asked of the channel may be given by anyone in it
     )
     return Parsed(message, start=False, prefer=f"{me.team}/{channel}/{root}" if dm else None, react=False)
 

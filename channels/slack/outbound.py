@@ -5,6 +5,8 @@
 - Only a conversation the agent opens (a contact with no reply_to yet) starts at
   a root: a user id opens a DM (conversations.open), a channel id is posted to
   directly. That post's ts becomes the thread, returned in Sent.conversation.
+- A contact whose reply_to names a Slack thread with `adopt` (a HumanLayer call's
+  `thread_ts`) is posted in it, and that Slack thread's answers come to ours.
 - Approvals carry Approve / Deny buttons; their receipt updates that message
   (chat.update) to say who decided and when.
 - Notices go to the one person they answer, as an ephemeral message in place.
@@ -35,6 +37,8 @@ from gateway.protocols import ChannelState, Inbox
 log = structlog.get_logger("frontdesk.slack")
 APPROVAL_BLOCK = "frontdesk_approval"
 APPROVE, DENY = "frontdesk_approve", "frontdesk_deny"
+CHOICE = "frontdesk_choice"  # + "_<n>": a button answering a question with one of its choices
+CHOICE_BLOCK = "frontdesk_choices"
 _TS = re.compile(r"^\d+\.\d+$")
 
 
@@ -83,7 +87,11 @@ class Outbound:
             ts = done.get(index, "")
             if not ts:
                 last = index == len(parts) - 1
-                blocks = approval_blocks(text, message.actions) if last and message.actions else None
+                blocks = None
+                if last and message.actions:
+                    blocks = approval_blocks(text, message.actions)
+                elif last and message.choices and message.kind == "question":
+                    blocks = choice_blocks(text, message.choices)
                 data = await self.api.call(
                     "chat.postMessage", posts=True, channel=channel, text=text, thread_ts=thread_ts, blocks=blocks
                 )
@@ -93,6 +101,12 @@ class Outbound:
             # The first part of a new conversation is its root; the rest reply under it.
             thread_ts = thread_ts or ts
         if not opened:
+            if (message.reply_to or {}).get("adopt"):
+                # Posted in a Slack thread the frontdesk thread did not start (a HumanLayer call's
+                # thread_ts): answers there, typed or clicked, must find this thread.
+                team = (await self.api.me()).team
+                where = {"team": team, "channel": channel, "thread_ts": thread_ts}
+                return Sent(detail=ts, conversation=f"{team}/{channel}/{thread_ts}", reply_to=where)
             return Sent(detail=ts)
         return await self._opened(message, channel, thread_ts or ts, ts)
 
@@ -196,6 +210,23 @@ def approval_blocks(text: str, actions: list[OutAction]) -> list[dict[str, Any]]
     return [
         {"type": "section", "text": {"type": "mrkdwn", "text": text}},
         {"type": "actions", "block_id": APPROVAL_BLOCK, "elements": buttons},
+    ]
+
+
+def choice_blocks(text: str, choices: list[str]) -> list[dict[str, Any]]:
+    """The question as a section, then a button per choice (Slack shows at most 25); a click answers with it."""
+    buttons = [
+        {
+            "type": "button",
+            "action_id": f"{CHOICE}_{i}",
+            "text": {"type": "plain_text", "text": choice[:75]},
+            "value": json.dumps({"choice": choice[:1900]}),
+        }
+        for i, choice in enumerate(choices[:25])
+    ]
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+        {"type": "actions", "block_id": CHOICE_BLOCK, "elements": buttons},
     ]
 
 

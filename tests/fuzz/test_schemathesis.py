@@ -1,4 +1,4 @@
-"""Schemathesis against the OpenAPI of /api/v1 and /webhooks: no 5xx, no hang.
+"""Schemathesis against the OpenAPI of /api/v1, /webhooks and /humanlayer/v1: no 5xx, no hang.
 
 The real app is served over HTTP on loopback with a real Redis and every channel
 on; schemathesis runs in a subprocess (its CLI), so its own pytest plugin and
@@ -21,13 +21,17 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "security"))
+from plugins import ApprovalAgent, EchoAgent
 from seckit import API_TOKEN, stack
+
+from agents.humanlayer import HumanLayerAgent
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("schemathesis") is None, reason="schemathesis is not installed (pip install -e '.[test]')"
 )
 
 RUN_TIMEOUT = 600  # seconds: bounds a broken run, measures nothing
+MARKERS = ("/api/v1/", "/webhooks/", "/humanlayer/v1/")
 
 
 async def _schemathesis(
@@ -53,7 +57,7 @@ async def _schemathesis(
         "--seed",
         os.environ.get("FRONTDESK_FUZZ_SEED", "20240603"),
         "--include-path-regex",
-        "^/(api/v1|webhooks)/",
+        "^/(api/v1|webhooks|humanlayer/v1)/",
         "--no-color",
         "--report",
         "ndjson",
@@ -78,7 +82,7 @@ def _operations(report: Path) -> set[str]:
     seen = set()
     for line in report.read_text().splitlines():
         text = json.dumps(json.loads(line))
-        for marker in ("/api/v1/", "/webhooks/"):
+        for marker in MARKERS:
             if marker in text:
                 seen.add(marker)
     return seen
@@ -90,10 +94,13 @@ CONFIG = """
 values = ["echo", "approver"]
 [dictionaries.threads]
 values = [{threads}]
+[dictionaries.calls]
+values = ["call-1", "hl-call-1", "hl-contact-1"]
 [parameters]
 "body.agent" = {{ dictionary = "agents", probability = 0.7 }}
 "path.agent" = {{ dictionary = "agents", probability = 0.7 }}
 "path.thread_id" = {{ dictionary = "threads", probability = 0.7 }}
+"path.call_id" = {{ dictionary = "calls", probability = 0.7 }}
 "body.call_id" = "call-1"
 """
 
@@ -107,12 +114,26 @@ async def _waiting_threads(s) -> list[str]:
             r = await s.http.post("/api/v1/threads", json={"agent": agent, "text": "1.2.3"}, headers=auth)
             ids.append(r.json()["id"])
             await s.wait_status(ids[-1], status)
+        # A pending HumanLayer approval and question (gateway/humanlayer), for the reads and responds to reach.
+        slack = {"slack": {"channel_or_user_id": "C1"}}
+        calls = {
+            "function_calls": {
+                "run_id": "r",
+                "call_id": "hl-call-1",
+                "spec": {"fn": "f", "kwargs": {}, "channel": slack},
+            },
+            "contact_requests": {"run_id": "r", "call_id": "hl-contact-1", "spec": {"msg": "?", "channel": slack}},
+        }
+        for path, body in calls.items():
+            r = await s.http.post(f"/humanlayer/v1/{path}", json=body, headers=auth)
+            assert r.status_code == 200, r.text
     return ids
 
 
 async def _run(redis_url, prefix, tmp_path, examples: int) -> None:
     # Private callbacks refused: fuzzed callback URLs must not reach this machine.
-    async with stack(redis_url, prefix, tmp_path, callback_allow_private=False) as s:
+    agents = [EchoAgent(), ApprovalAgent(), lambda rt: HumanLayerAgent(rt)]
+    async with stack(redis_url, prefix, tmp_path, agents=agents, callback_allow_private=False) as s:
         config = tmp_path / "schemathesis.toml"
         config.write_text(CONFIG.format(threads=", ".join(f'"{t}"' for t in await _waiting_threads(s))))
         report = tmp_path / "schemathesis.ndjson"
@@ -121,7 +142,7 @@ async def _run(redis_url, prefix, tmp_path, examples: int) -> None:
             s.url, report, examples, "--header", f"Authorization: Bearer {API_TOKEN}", config=config
         )
         assert code == 0, out[-6000:]
-        assert _operations(report) == {"/api/v1/", "/webhooks/"}, out[-2000:]
+        assert _operations(report) == set(MARKERS), out[-2000:]
         # Without it: every operation refuses, and still never with a 5xx.
         code, out = await _schemathesis(
             s.url, tmp_path / "anonymous.ndjson", max(5, examples // 10), "--phases", "examples,fuzzing"

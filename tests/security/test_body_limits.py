@@ -38,8 +38,10 @@ async def test_every_post_route_answers_413_declared_and_chunked(redis_url, pref
         )
         thread_id = r.json()["id"]
         posts = [path for method, path in app_routes(s.app) if method == "POST"]
-        values = dict(agent="echo", thread_id=thread_id, outbound_id="th_x-1", ref="0:0-0", token="not.ours")
-        urls = [p.format(**values) for p in posts]
+        values = dict(
+            agent="echo", thread_id=thread_id, outbound_id="th_x-1", ref="0:0-0", token="not.ours", call_id="call-1"
+        )
+        urls = [p.replace(":path}", "}").format(**values) for p in posts]  # {call_id:path}: a converter
         assert set(ROUTES) <= set(urls)
         before, counted = await s.rt.redis.xlen(s.rt.keys.inbound(0)), 0
         for url in urls:

@@ -40,6 +40,17 @@ PATH_VALUES = {
     "index": "0",
     "name": "app.js",
     "token": "eyJ0IjoidGhfeCJ9.0123456789abcdef0123456789abcdef",  # an approval link not signed by us
+    "call_id": "call-walk",
+}
+_SLACK = {"slack": {"channel_or_user_id": "C1"}}
+# gateway/humanlayer: a body each route would take (by the end of its path).
+HUMANLAYER_BODIES = {
+    "/function_calls": {"run_id": "r", "call_id": "call-walk", "spec": {"fn": "f", "kwargs": {}, "channel": _SLACK}},
+    "/contact_requests": {"run_id": "r", "call_id": "call-walk", "spec": {"msg": "?", "channel": _SLACK}},
+    "/human_contacts": {"run_id": "r", "call_id": "call-walk", "spec": {"msg": "?", "channel": _SLACK}},
+    "function_calls/{call_id:path}/respond": {"approved": True},
+    "human_contacts/{call_id:path}/respond": {"response": "yes"},
+    "/escalate_email": {"escalation_msg": "now"},
 }
 
 
@@ -71,6 +82,10 @@ def _good_body(path: str) -> tuple[bytes, str]:
         return json.dumps({"agent": "echo", "text": "hi"}).encode(), "application/json"
     if path.endswith("/events"):
         return json.dumps({"type": "human_response", "text": "hi"}).encode(), "application/json"
+    if any(path.endswith(end) for end in HUMANLAYER_BODIES):
+        return json.dumps(
+            next(b for end, b in HUMANLAYER_BODIES.items() if path.endswith(end))
+        ).encode(), "application/json"
     if path.startswith("/dashboard/"):
         return urlencode(
             {"text": "hi", "approved": "true", "token": "not-the-token", "csrf": "x", "nonce": "x"}
@@ -104,7 +119,7 @@ async def test_every_route_refuses_an_unauthenticated_request(redis_url, prefix,
         for method, path in routes:
             if (method, path) in PUBLIC:
                 continue
-            url = path.format(**values)
+            url = path.replace(":path}", "}").format(**values)  # {call_id:path}: a converter, not a format spec
             if method == "GET":
                 response = await s.http.get(url, follow_redirects=False)
                 to_login = response.status_code == 303 and response.headers["location"].startswith("/dashboard/login")
