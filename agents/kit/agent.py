@@ -20,6 +20,7 @@ many turns without a person, the thread escalates to a person and pauses.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -36,7 +37,7 @@ from agents.kit.models import load_model
 from agents.kit.models.base import Model, ModelError, ModelReply
 from agents.kit.tools import BUILTIN_TOOLS, DoneForNow, RequestHumanInput, Tool, ToolContext
 from gateway import metrics, modelhealth
-from gateway.config import parse_identity
+from gateway.config import McpServerConfig, parse_identity
 from gateway.errors import StepError, Unavailable
 from gateway.events import (
     ApprovalDecision,
@@ -78,6 +79,8 @@ class Agent:
     prompt: Path | None = None
     prefetch: dict[str, Prefetch] = {}
     settings_class: ClassVar[type[PluginSettings] | None] = None
+    # MCP servers whose tools join the toolbox (agents/kit/mcp.py); frontdesk.toml's [agents.NAME.mcp.*] add to them.
+    mcp_servers: ClassVar[dict[str, McpServerConfig]] = {}
 
     def __init__(self, runtime: Runtime, *, model: Model | None = None) -> None:
         self.runtime = runtime
@@ -89,6 +92,8 @@ class Agent:
             self.settings.model_copy(update={"model": cfg.model}) if cfg.model else self.settings, demo=self.demo
         )
         self._steps = {tool.name: tool for tool in (*self.toolbox, *BUILTIN_TOOLS)}
+        self._mcp_pending = {**self.mcp_servers, **cfg.mcp}  # servers whose tools are not in _steps yet
+        self._mcp_lock = asyncio.Lock()
         self._template = self._load_template()
         self._reported: str | None = None  # the shape last shown on the health page by this process
 
@@ -118,11 +123,29 @@ class Agent:
     async def aclose(self) -> None:
         await self.model.aclose()
 
+    async def start(self) -> None:
+        """Reach the agent's MCP servers and add their tools; the runtime calls it at start-up, a step again
+        while a server is still missing (its connection then belongs to the runtime, shared and closed there)."""
+        if not self._mcp_pending:
+            return
+        from agents.kit.mcp import mcp_tools  # the MCP SDK is imported only by agents that use it
+
+        async with self._mcp_lock:
+            for server, tools in (await mcp_tools(self.runtime, self._mcp_pending)).items():
+                del self._mcp_pending[server]
+                for tool in tools:
+                    if tool.name in self._steps:
+                        log.error("an MCP tool's name is taken; it is left out", agent=self.name, tool=tool.name)
+                        continue
+                    self._steps[tool.name] = tool
+
     async def step(self, thread: Thread, event: Any | None) -> Thread:
         if event is not None:
             thread = thread.with_events(event)
         if thread.status != "running":
             return thread
+        if self._mcp_pending:
+            await self.start()
         last = last_active(thread.events)
         if last is not None and isinstance(last[1], ApprovalDecision) and last[1].approved:
             return await self._run_approved(thread, last[1].call_id)
