@@ -1,7 +1,7 @@
 """A real MCP server written with the SDK, for the agent kit's MCP tests: an order desk.
 
     python tests/mcp_orders.py stdio          # over stdin/stdout (the runtime starts it)
-    python tests/mcp_orders.py http           # streamable HTTP on 127.0.0.1, port printed first
+    python tests/mcp_orders.py http [PORT]    # streamable HTTP on 127.0.0.1, port printed first
 
 Every call it runs is appended as a JSON line to $MCP_ORDERS_LOG, so a test can count runs
 across processes (the server is a child process in both modes).
@@ -81,18 +81,20 @@ def server_pid() -> int:
     return os.getpid()
 
 
-def _serve_http() -> None:
+def _serve_http(port: int) -> None:
     import uvicorn
 
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a test restarts it on the port it had
+    sock.bind(("127.0.0.1", port))
+    sock.listen(64)  # connections wait in the backlog from here on, before uvicorn accepts them
     print(f"PORT {sock.getsockname()[1]}", flush=True)
     config = uvicorn.Config(server.streamable_http_app(), log_level="warning", lifespan="on")
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["http"]:
-        _serve_http()
+    if sys.argv[1:2] == ["http"]:
+        _serve_http(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
     else:
         server.run("stdio")

@@ -82,19 +82,11 @@ def stdio(orders_log: Path) -> McpServerConfig:
 @pytest.fixture
 def http_url(orders_log: Path):
     """The orders server over streamable HTTP, a process of its own on 127.0.0.1."""
-    process = subprocess.Popen(
-        [sys.executable, str(ORDERS), "http"], stdout=subprocess.PIPE, text=True, env={**os.environ}
-    )
+    process, port = start_http()
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("PORT "), line
-        yield f"http://127.0.0.1:{int(line.split()[1])}/mcp"
+        yield f"http://127.0.0.1:{port}/mcp"
     finally:
-        process.terminate()
-        process.wait(timeout=10)
-        assert process.stdout is not None
-        process.stdout.close()
+        stop_http(process)
 
 
 @pytest.fixture(params=["stdio", "http"])
@@ -308,13 +300,11 @@ def test_a_server_name_must_make_a_valid_tool_prefix(tmp_path):
 # ---------------------------------------------------------------- end to end: API, worker, outbox
 
 
-async def test_end_to_end_through_the_api_with_the_server_from_frontdesk_toml(settings, orders_log, tmp_path):
+async def test_end_to_end_through_the_api_with_the_server_from_frontdesk_toml(settings, server, orders_log, tmp_path):
+    reach = f"url = {json.dumps(server.url)}" if server.url else f"command = {json.dumps(server.command)}"
     config = tmp_path / "frontdesk.toml"
     config.write_text(
-        "[agents.orderdesk.mcp.orders]\n"
-        f"command = {json.dumps([sys.executable, str(ORDERS)])}\n"
-        'env_from = ["MCP_ORDERS_LOG"]\n'
-        'read_only = ["lookup_order"]\n'
+        f'[agents.orderdesk.mcp.orders]\n{reach}\nenv_from = ["MCP_ORDERS_LOG"]\nread_only = ["lookup_order"]\n'
     )
     settings = settings.model_copy(update={"config_path": config})
     async with running(settings, builtins=False, agents=[lambda rt: OrderDesk(rt)]) as rt:
@@ -355,3 +345,37 @@ async def test_end_to_end_through_the_api_with_the_server_from_frontdesk_toml(se
     ]
     assert [(r["order_id"], r["amount"]) for r in runs(orders_log, "refund")] == [("A1", 5)]
     assert len(runs(orders_log, "lookup_order")) == 1
+
+
+def start_http(port: int = 0) -> tuple[subprocess.Popen[str], int]:
+    process = subprocess.Popen([sys.executable, str(ORDERS), "http", str(port)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("PORT "), line
+    return process, int(line.split()[1])
+
+
+def stop_http(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=10)
+    assert process.stdout is not None
+    process.stdout.close()
+
+
+async def test_an_http_server_that_went_away_is_an_error_event_and_is_reached_again_when_back(settings, orders_log):
+    process, port = start_http()
+    config = McpServerConfig(url=f"http://127.0.0.1:{port}/mcp", read_only=READ_ONLY)
+    try:
+        async with running(settings, builtins=False, agents=[desk({"orders": config})]) as rt:
+            agent = rt.agents["orderdesk"]
+            assert (await script(agent, "orders__lookup_order", {"order_id": "A1"})).events[-1].type == "tool_result"
+            stop_http(process)
+            error = (await script(agent, "orders__lookup_order", {"order_id": "A2"})).events[-1]
+            process, _ = start_http(port)  # back, on the same address
+            back = (await script(agent, "orders__lookup_order", {"order_id": "A3"})).events[-1]
+    finally:
+        stop_http(process)
+    assert error.type == "error" and error.kind == "tool_error"
+    assert f"MCP server 'orders' (http://127.0.0.1:{port}/mcp) could not be reached: ConnectError" in error.message
+    assert back.type == "tool_result" and back.result["order_id"] == "A3", back
