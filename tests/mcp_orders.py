@@ -81,6 +81,18 @@ def server_pid() -> int:
     return os.getpid()
 
 
+def _recording_auth(app):
+    """The app, recording each request's Authorization header (tests check `headers_from` with it)."""
+
+    async def wrapped(scope, receive, send):
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            _record("http", authorization=headers.get(b"authorization", b"").decode())
+        await app(scope, receive, send)
+
+    return wrapped
+
+
 def _serve_http(port: int) -> None:
     import uvicorn
 
@@ -89,7 +101,7 @@ def _serve_http(port: int) -> None:
     sock.bind(("127.0.0.1", port))
     sock.listen(64)  # connections wait in the backlog from here on, before uvicorn accepts them
     print(f"PORT {sock.getsockname()[1]}", flush=True)
-    config = uvicorn.Config(server.streamable_http_app(), log_level="warning", lifespan="on")
+    config = uvicorn.Config(_recording_auth(server.streamable_http_app()), log_level="warning", lifespan="on")
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
 
 

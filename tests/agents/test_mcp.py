@@ -257,6 +257,27 @@ async def test_a_server_that_cannot_start_leaves_its_tools_out_without_stopping_
     assert error.type == "error" and error.kind == "unknown_tool"  # the model hears which tools it has
 
 
+async def test_a_child_gets_only_the_variables_it_is_given(settings, stdio, orders_log, tmp_path):
+    bare = stdio.model_copy(update={"env_from": []})
+    async with running(settings, builtins=False, agents=[desk({"orders": bare})]) as rt:
+        result = (await script(rt.agents["orderdesk"], "orders__lookup_order", {"order_id": "A1"})).events[-1]
+    assert result.type == "tool_result" and not orders_log.exists()  # MCP_ORDERS_LOG is set here, not there
+    elsewhere = tmp_path / "literal.jsonl"
+    literal = stdio.model_copy(update={"env_from": [], "env": {"MCP_ORDERS_LOG": str(elsewhere)}})
+    async with running(settings, builtins=False, agents=[desk({"orders": literal})]) as rt:
+        await script(rt.agents["orderdesk"], "orders__lookup_order", {"order_id": "A2"})
+    assert [r["order_id"] for r in runs(elsewhere, "lookup_order")] == ["A2"]
+
+
+async def test_http_headers_come_from_the_environment_by_name(settings, http_url, orders_log, monkeypatch):
+    monkeypatch.setenv("ORDERS_MCP_AUTH", "Bearer s3cret")
+    config = McpServerConfig(url=http_url, headers_from={"Authorization": "ORDERS_MCP_AUTH"}, read_only=READ_ONLY)
+    async with running(settings, builtins=False, agents=[desk({"orders": config})]) as rt:
+        await script(rt.agents["orderdesk"], "orders__lookup_order", {"order_id": "A1"})
+    seen = {r["authorization"] for r in runs(orders_log, "http")}
+    assert seen == {"Bearer s3cret"}
+
+
 # ---------------------------------------------------------------- configuration
 
 
