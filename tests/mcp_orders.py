@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import TypedDict
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 server = MCPServer("orders")
 
@@ -49,9 +49,10 @@ def search(text: str, limit: int = 3) -> str:
 
 
 @server.tool()
-def refund(order_id: str, amount: float) -> str:
+def refund(order_id: str, amount: float, ctx: Context) -> str:
     """Refund part or all of an order. Writes: a person approves it."""
-    _record("refund", order_id=order_id, amount=amount)
+    meta = ctx.request_context.meta or {}
+    _record("refund", order_id=order_id, amount=amount, key=meta.get("frontdesk/idempotency-key"))
     return f"refunded {amount:g} on {order_id}"
 
 

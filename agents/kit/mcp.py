@@ -47,6 +47,7 @@ log = structlog.get_logger("frontdesk.mcp")
 # OpenAI and Anthropic both accept function names matching ^[a-zA-Z0-9_-]{1,64}$.
 MAX_NAME = 64
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_-]")
+IDEMPOTENCY_META = "frontdesk/idempotency-key"  # a `_meta` key of our own prefix (MCP reserves only its own)
 _SHUTDOWN_WAIT = 10.0  # the SDK's stdio shutdown is bounded at ~6 s (stdin closed, SIGTERM, SIGKILL)
 
 
@@ -79,11 +80,16 @@ class McpConnection:
             assert self._client is not None
             return self._client
 
-    async def call(self, tool: str, arguments: dict[str, Any], *, timeout: float, retry: bool) -> Any:
-        """Call `tool`; a server error, timeout or lost connection leaves as ToolFailed."""
+    async def call(self, tool: str, arguments: dict[str, Any], *, key: str, timeout: float, retry: bool) -> Any:
+        """Call `tool`; a server error, timeout or lost connection leaves as ToolFailed.
+
+        `key` (thread id and call id) goes along in `_meta` as `frontdesk/idempotency-key`, stable across
+        retries of the call, so a server can run a write once however often it is asked.
+        """
+        meta: Any = {IDEMPOTENCY_META: key}
         client = await self._ready(retry)
         try:
-            return await client.call_tool(tool, arguments, read_timeout_seconds=timeout)
+            return await client.call_tool(tool, arguments, read_timeout_seconds=timeout, meta=meta)
         except MCPError as exc:
             if exc.code != mcp_types.CONNECTION_CLOSED:
                 raise _failed(exc, timeout) from None
@@ -95,7 +101,7 @@ class McpConnection:
                 ) from None
         client = await self.client()
         try:
-            return await client.call_tool(tool, arguments, read_timeout_seconds=timeout)
+            return await client.call_tool(tool, arguments, read_timeout_seconds=timeout, meta=meta)
         except MCPError as exc:
             raise _failed(exc, timeout) from None
 
@@ -244,7 +250,11 @@ class McpTool(Tool):
 
     async def run(self, ctx: ToolContext) -> Any:
         result = await self.connection.call(
-            self.remote_name, self.arguments, timeout=self.timeout, retry=not self.requires_approval
+            self.remote_name,
+            self.arguments,
+            key=ctx.idempotency_key,
+            timeout=self.timeout,
+            retry=not self.requires_approval,
         )
         if result.is_error:
             raise ToolFailed(_text(result) or f"{self.remote_name} reported an error")

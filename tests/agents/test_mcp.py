@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -166,7 +167,11 @@ async def test_a_read_tool_runs_and_a_write_tool_pauses_for_approval_then_runs_o
         assert thread.events[-1].result == {"result": "refunded 5 on A1"}  # the SDK wraps a plain return value
         thread = await agent.step(thread, None)
     assert thread.status == "done" and "refunded 5 on A1" in thread.events[-1].text
-    assert [(r["order_id"], r["amount"]) for r in runs(orders_log, "refund")] == [("A1", 5)]
+    call_id = thread.events[-3].call_id
+    # One run, carrying the same idempotency key a built-in tool gets (thread id and call id).
+    assert [(r["order_id"], r["amount"], r["key"]) for r in runs(orders_log, "refund")] == [
+        ("A1", 5, f"th_mcp:{call_id}")
+    ]
 
 
 async def test_arguments_that_fail_the_servers_schema_are_an_error_the_model_sees(settings, stdio, orders_log):
@@ -232,6 +237,16 @@ async def test_a_killed_stdio_server_is_started_again_for_the_next_call(settings
     assert thread.events[-1].type == "tool_result" and thread.events[-1].result == {"result": "refunded 1 on A9"}
     refunds = runs(orders_log, "refund")
     assert len(refunds) == 1 and refunds[0]["pid"] not in (first, second)
+
+
+async def test_concurrent_calls_share_the_session_and_one_reconnect(settings, stdio):
+    async with running(settings, builtins=False, agents=[desk({"orders": stdio})]) as rt:
+        agent = rt.agents["orderdesk"]
+        before = set(await asyncio.gather(*(pid_of(agent) for _ in range(10))))
+        assert len(before) == 1  # ten calls at once, one server
+        os.kill(before.pop(), signal.SIGKILL)
+        after = set(await asyncio.gather(*(pid_of(agent) for _ in range(10))))
+    assert len(after) == 1  # ten calls met the dead session at once; one new server answered them all
 
 
 async def test_a_write_call_that_loses_the_server_midway_is_not_sent_again(settings, stdio, orders_log):
