@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 MAX_ERRORS_IN_A_ROW = 3
+MCP_RETRY_SECONDS = 30.0  # how often a step tries an MCP server that was not reached again
 Prefetch = Callable[[Thread, ToolContext], Awaitable[Any]]
 log = structlog.get_logger("frontdesk.agent")
 
@@ -94,6 +95,7 @@ class Agent:
         self._steps = {tool.name: tool for tool in (*self.toolbox, *BUILTIN_TOOLS)}
         self._mcp_pending = {**self.mcp_servers, **cfg.mcp}  # servers whose tools are not in _steps yet
         self._mcp_lock = asyncio.Lock()
+        self._mcp_retry_at = 0.0
         self._template = self._load_template()
         self._reported: str | None = None  # the shape last shown on the health page by this process
 
@@ -124,28 +126,38 @@ class Agent:
         await self.model.aclose()
 
     async def start(self) -> None:
-        """Reach the agent's MCP servers and add their tools; the runtime calls it at start-up, a step again
-        while a server is still missing (its connection then belongs to the runtime, shared and closed there)."""
+        """Reach the agent's MCP servers and add their tools (the runtime calls it once, at start-up)."""
+        await self._reach_mcp(force=True)
+
+    async def _reach_mcp(self, *, force: bool = False) -> None:
+        """Add the tools of the MCP servers not reached yet; their sessions belong to the runtime.
+
+        A server still missing is tried again at a step, at most every MCP_RETRY_SECONDS, so a
+        server that does not answer holds up one step per interval, not every step.
+        """
         if not self._mcp_pending:
             return
         from agents.kit.mcp import mcp_tools  # the MCP SDK is imported only by agents that use it
 
         async with self._mcp_lock:
-            for server, tools in (await mcp_tools(self.runtime, self._mcp_pending)).items():
+            if not self._mcp_pending or (not force and time.monotonic() < self._mcp_retry_at):
+                return
+            for server, tools in (await mcp_tools(self.runtime, dict(self._mcp_pending))).items():
                 del self._mcp_pending[server]
                 for tool in tools:
                     if tool.name in self._steps:
                         log.error("an MCP tool's name is taken; it is left out", agent=self.name, tool=tool.name)
                         continue
                     self._steps[tool.name] = tool
+            self._mcp_retry_at = time.monotonic() + MCP_RETRY_SECONDS
 
     async def step(self, thread: Thread, event: Any | None) -> Thread:
         if event is not None:
             thread = thread.with_events(event)
         if thread.status != "running":
             return thread
-        if self._mcp_pending:
-            await self.start()
+        if self._mcp_pending and time.monotonic() >= self._mcp_retry_at:
+            await self._reach_mcp()
         last = last_active(thread.events)
         if last is not None and isinstance(last[1], ApprovalDecision) and last[1].approved:
             return await self._run_approved(thread, last[1].call_id)

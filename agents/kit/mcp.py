@@ -206,7 +206,9 @@ class McpPool:
         return pool
 
     def connection(self, name: str, config: McpServerConfig) -> McpConnection:
-        key = json.dumps(config.model_dump(mode="json", include={"command", "url", "cwd", "env", "env_from"}))
+        key = json.dumps(
+            config.model_dump(mode="json", include={"command", "url", "cwd", "env", "env_from", "headers_from"})
+        )
         found = self._connections.get(key)
         if found is None:
             found = self._connections[key] = McpConnection(name, config)

@@ -293,6 +293,27 @@ async def test_http_headers_come_from_the_environment_by_name(settings, http_url
     assert seen == {"Bearer s3cret"}
 
 
+async def test_a_server_down_at_start_up_is_tried_again_at_a_step_once_the_interval_has_passed(
+    settings, orders_log, monkeypatch
+):
+    process, port = start_http()
+    stop_http(process)  # a free port, with nothing listening on it yet
+    config = McpServerConfig(url=f"http://127.0.0.1:{port}/mcp", read_only=READ_ONLY)
+    monkeypatch.setattr("agents.kit.agent.MCP_RETRY_SECONDS", 3600.0)
+    async with running(settings, builtins=False, agents=[desk({"orders": config})]) as rt:
+        agent = rt.agents["orderdesk"]
+        assert "orders__lookup_order" not in [t["name"] for t in agent.tools()]
+        process, _ = start_http(port)
+        try:
+            early = (await script(agent, "orders__lookup_order", {"order_id": "A1"})).events[-1]
+            agent._mcp_retry_at = 0.0  # the interval has passed
+            later = (await script(agent, "orders__lookup_order", {"order_id": "A1"})).events[-1]
+        finally:
+            stop_http(process)
+    assert early.type == "error" and early.kind == "unknown_tool"  # within the interval: not tried again
+    assert later.type == "tool_result" and later.result["order_id"] == "A1"
+
+
 # ---------------------------------------------------------------- configuration
 
 
