@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("frontdesk.mcp")
 
-# OpenAI and Anthropic both accept function names matching ^[a-zA-Z0-9_-]{1,64}$.
+# What every model API here takes as a function name: OpenAI ^[a-zA-Z0-9_-]{1,64}$, Anthropic the same
+# characters up to 128. MCP itself allows `.` and `/` too. The server's key starts with a letter
+# (gateway.config), which the stricter OpenAI-compatible servers want first.
 MAX_NAME = 64
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_-]")
 IDEMPOTENCY_META = "frontdesk/idempotency-key"  # a `_meta` key of our own prefix (MCP reserves only its own)
