@@ -174,6 +174,18 @@ async def test_a_read_tool_runs_and_a_write_tool_pauses_for_approval_then_runs_o
     ]
 
 
+async def test_an_approval_given_after_a_restart_runs_the_stored_call_on_the_new_server(settings, stdio, orders_log):
+    async with running(settings, builtins=False, agents=[desk({"orders": stdio})]) as rt:
+        agent = rt.agents["orderdesk"]
+        thread, first = new_thread()
+        thread = await agent.step(await agent.step(thread, first), None)
+        assert thread.status == "waiting_approval"
+    async with running(settings, builtins=False, agents=[desk({"orders": stdio})]) as rt:  # another process
+        thread = await rt.agents["orderdesk"].step(thread, approve(thread))
+    assert thread.events[-1].type == "tool_result"
+    assert [(r["order_id"], r["amount"]) for r in runs(orders_log, "refund")] == [("A1", 5)]
+
+
 async def test_arguments_that_fail_the_servers_schema_are_an_error_the_model_sees(settings, stdio, orders_log):
     async with running(settings, builtins=False, agents=[desk({"orders": stdio})]) as rt:
         thread = await script(rt.agents["orderdesk"], "orders__lookup_order", {"order_id": 7})
