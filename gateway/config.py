@@ -5,6 +5,7 @@
     approvers  = ["slack:U0LEAD"]           # only they approve (default: origin + contact)
     contacts   = { operator = "slack:C0OPS" }   # named people the agent may ask
     suggested_prompts = ["Reset my password", "Where is my order?"]   # at most 4
+    unverified_answers = false              # unauthenticated mail may not answer questions (default true)
 
     [agents.helpdesk.routes]
     slack   = ["T0TEAM/C0SUPPORT"]          # team/channel (or just a channel id)
@@ -95,6 +96,9 @@ class AgentConfig(_Strict):
     model: str | None = None
     # Conversation starters a channel may offer (Slack's assistant threads show at most 4).
     suggested_prompts: list[str] = Field(default_factory=list, max_length=4)
+    # Whether a message its channel cannot authenticate (unsigned or forged mail) may answer a question.
+    # It never approves: that needs an authenticated message, an approval link, or the dashboard.
+    unverified_answers: bool = True
     mcp: dict[str, McpServerConfig] = Field(default_factory=dict)
 
     @field_validator("mcp")

@@ -80,6 +80,9 @@ class InboundMessage(BaseModel):
     # The shared space it was written in (a Slack channel id): a question asked of
     # that group may be answered by anyone writing there.
     group: str | None = None
+    # Why the channel cannot vouch that `sender` wrote this (mail failing DKIM/DMARC); None when it can.
+    # Such a message may answer a question (if the agent allows it) but never decides an approval.
+    unverified: str | None = None
 
     @property
     def identity(self) -> str:

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     email_token_secret: SecretStr | None = _env("FRONTDESK_EMAIL_TOKEN_SECRET")
     email_attachment_max_bytes: int = _env("FRONTDESK_EMAIL_ATTACHMENT_MAX_BYTES", 5 * 1024 * 1024, ge=0)
     email_retention: int = _env("FRONTDESK_EMAIL_RETENTION", 14 * 24 * 3600, ge=3600)  # raw mail, attachments
+    # The authserv-id of the relay whose Authentication-Results (RFC 8601) we believe; unset: we believe none.
+    email_trusted_authserv_id: str | None = _env("FRONTDESK_EMAIL_TRUSTED_AUTHSERV_ID")
+    # The relay's addresses (comma-separated IPs or CIDRs): its header counts only on mail from them; empty: any.
+    email_trusted_relays: str = _env("FRONTDESK_EMAIL_TRUSTED_RELAYS", "")
     public_url: str | None = _env("FRONTDESK_PUBLIC_URL")
     api_token: SecretStr | None = _env("FRONTDESK_API_TOKEN")
     max_body_bytes: int = _env("FRONTDESK_MAX_BODY_BYTES", 1024 * 1024, ge=1024)

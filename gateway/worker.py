@@ -307,6 +307,8 @@ class Worker:
             if thread is not None and self._starts_afresh(thread, entry):
                 await self._restart(thread, entry)
                 entry = dataclasses.replace(entry, kind="ignored", data=None)
+            if self.rt.links is not None and entry.kind == "inbound" and (entry.data or {}).get("unverified"):
+                await self.rt.links.ensure()  # the router may mint an approval link, synchronously
             decision = self.rt.router.decide(thread, entry)
             if thread is None and decision.new_thread is None:
                 raise Malformed(f"{entry.kind} entry for a thread that does not exist")

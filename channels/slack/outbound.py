@@ -8,8 +8,11 @@
 - Approvals carry Approve / Deny buttons; their receipt updates that message
   (chat.update) to say who decided and when.
 - Notices go to the one person they answer, as an ephemeral message in place.
-- Long texts go out in parts (`mrkdwn.split`); the parts Slack accepted are
-  remembered, so a retry after a 429 on part 3 posts parts 3 onwards only.
+- A text mrkdwn would flatten (headings, nested lists) or cut in parts goes as
+  one `markdown` block (`mrkdwn.markdown_block`), up to its 12,000 characters,
+  with the first mrkdwn part as the `text` notifications show.
+- Longer texts go out in mrkdwn parts (`mrkdwn.split`); the parts Slack accepted
+  are remembered, so a retry after a 429 on part 3 posts parts 3 onwards only.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ import structlog
 
 from channels.slack.api import SlackApi
 from channels.slack.files import Files
-from channels.slack.mrkdwn import mentions, split, to_mrkdwn
+from channels.slack.mrkdwn import markdown_block, mentions, split, to_mrkdwn
 from channels.slack.stream import Streamer
 from gateway.errors import DeliveryFailed, Unavailable
+from gateway.markdown import literal
 from gateway.messages import OutAction, OutboundMessage, Sent
 from gateway.protocols import ChannelState, Inbox
 
@@ -60,11 +64,19 @@ class Outbound:
             return await self.files.upload(message, *place)
         if place and self.stream is not None and self.stream.wants(message, place[1]):
             return await self.stream.send(message, *place)
-        parts = split(to_mrkdwn(_with_choices(message.text, message.choices)))
+        markdown = _with_choices(message.text, message.choices)
+        parts = split(to_mrkdwn(markdown))
         if not parts:
             raise DeliveryFailed("nothing to post: the message is empty")
         channel, thread_ts = await self._where(message)
         opened = thread_ts is None
+        block = None if message.actions or message.choices else markdown_block(markdown, parts=len(parts))
+        if block:
+            data = await self.api.call(
+                "chat.postMessage", posts=True, channel=channel, text=parts[0], thread_ts=thread_ts, blocks=[block]
+            )
+            ts = data.get("ts", "")
+            return Sent(detail=ts) if not opened else await self._opened(message, channel, ts, ts)
         done = await self._parts_done(message) if len(parts) > 1 else {}
         ts = ""
         for index, text in enumerate(parts):
@@ -196,4 +208,4 @@ def _in_thread(message: OutboundMessage) -> tuple[str, str] | None:
 def _with_choices(text: str, choices: list[str]) -> str:
     if not choices:
         return text
-    return f"{text}\n\nReply with one of: " + " / ".join(f"**{choice}**" for choice in choices)
+    return f"{text}\n\nReply with one of: " + " / ".join(f"**{literal(choice)}**" for choice in choices)
