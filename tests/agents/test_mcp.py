@@ -21,6 +21,7 @@ from servers import app_server
 from agents.kit import Agent, parse_blocks
 from agents.kit.demo import done
 from agents.kit.mcp import MAX_NAME, McpPool, tool_name
+from agents.kit.testing import assert_next_step, thread_of
 from gateway.config import McpServerConfig, load_config
 from gateway.errors import ConfigError
 from gateway.events import ApprovalDecision, Contact, Thread, UserMessage
@@ -184,6 +185,13 @@ async def test_an_approval_given_after_a_restart_runs_the_stored_call_on_the_new
         thread = await rt.agents["orderdesk"].step(thread, approve(thread))
     assert thread.events[-1].type == "tool_result"
     assert [(r["order_id"], r["amount"]) for r in runs(orders_log, "refund")] == [("A1", 5)]
+
+
+async def test_an_agent_authors_test_asserts_the_next_mcp_step_without_calling_the_server(settings, stdio, orders_log):
+    async with running(settings, builtins=False, agents=[desk({"orders": stdio})]) as rt:
+        agent = rt.agents["orderdesk"]
+        await assert_next_step(agent, thread_of(agent, "refund order A1"), "orders__lookup_order", order_id="A1")
+    assert runs(orders_log) == []  # an eval's turn runs no tool
 
 
 async def test_arguments_that_fail_the_servers_schema_are_an_error_the_model_sees(settings, stdio, orders_log):
