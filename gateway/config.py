@@ -14,6 +14,10 @@
     email   = ["help@example.com"]
     webhook = true                          # POST /webhooks/helpdesk
 
+    [agents.helpdesk.mcp.orders]            # tools from an MCP server (agents/kit/mcp.py)
+    command   = ["python", "-m", "orders_mcp"]   # stdio: the runtime starts it; or url = "http://..."
+    read_only = ["lookup_order"]            # run without approval; every other tool needs one
+
     [[cron]]
     schedule = "0 9 * * 1-5"
     agent    = "deploybot"
@@ -26,10 +30,11 @@ with a message naming the key.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.errors import ConfigError
 from gateway.events import Contact
@@ -54,6 +59,35 @@ class Routes(_Strict):
     webhook: bool = True
 
 
+class McpServerConfig(_Strict):
+    """One MCP server an agent takes tools from: a command run over stdio, or a streamable HTTP URL.
+
+    Deny by default: a tool not named in `read_only` requires a person's approval before each call.
+    The server's own `readOnlyHint` is not trusted; it is the server describing itself.
+    """
+
+    command: list[str] | None = Field(default=None, min_length=1)
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    cwd: Path | None = None
+    env: dict[str, str] = Field(default_factory=dict)  # literal values for the child (stdio)
+    env_from: list[str] = Field(default_factory=list)  # names copied from frontdesk's environment (secrets)
+    headers_from: dict[str, str] = Field(default_factory=dict)  # HTTP header -> environment variable holding it
+    read_only: list[str] = Field(default_factory=list)
+    tools: list[str] | None = None  # only these of the server's tools (default: all it lists)
+    timeout: float = Field(default=30.0, gt=0)  # seconds one call may take
+    connect_timeout: float = Field(default=15.0, gt=0)  # seconds to start (or reach) the server and list its tools
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of command (stdio) or url (streamable HTTP)")
+        return self
+
+
+# The server's key prefixes its tools' names (`orders__lookup_order`); model APIs allow [A-Za-z0-9_-].
+_MCP_SERVER_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,23}$"
+
+
 class AgentConfig(_Strict):
     routes: Routes = Field(default_factory=Routes)
     responders: list[str] = Field(default_factory=list)
@@ -65,6 +99,15 @@ class AgentConfig(_Strict):
     # Whether a message its channel cannot authenticate (unsigned or forged mail) may answer a question.
     # It never approves: that needs an authenticated message, an approval link, or the dashboard.
     unverified_answers: bool = True
+    mcp: dict[str, McpServerConfig] = Field(default_factory=dict)
+
+    @field_validator("mcp")
+    @classmethod
+    def _mcp_names(cls, values: dict[str, McpServerConfig]) -> dict[str, McpServerConfig]:
+        for name in values:
+            if not re.match(_MCP_SERVER_NAME, name):
+                raise ValueError(f"MCP server name {name!r} must match {_MCP_SERVER_NAME}")
+        return values
 
     @field_validator("responders", "approvers")
     @classmethod

@@ -11,6 +11,7 @@
     ├── DeliveryFailed     a provider said no (or said nothing); carries status and retry_after
     ├── ModelError         the model API failed after the client's own retries
     ├── StepError          the model's answer is no valid step; appended to the thread as an `error` event
+    ├── ToolFailed         a tool's service said no, or nothing in time (an MCP server); a `tool_error` event
     └── LeaseLost          another worker holds the thread now; this one must not write it
 
 Channels turn their SDK's exceptions into DeliveryFailed before they leave the
@@ -147,6 +148,10 @@ class StepError(FrontdeskError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class ToolFailed(FrontdeskError):
+    """A tool's service answered with an error, timed out, or was lost mid-call; the model sees the message."""
 
 
 class LeaseLost(FrontdeskError):

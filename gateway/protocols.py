@@ -282,6 +282,13 @@ class Closes(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class Starts(Protocol):
+    """A plugin with start-up work of its own (an agent reaching its MCP servers), awaited once the runtime is built."""
+
+    async def start(self) -> None: ...
+
+
 # ---------------------------------------------------------------- checks at start-up
 
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_-]*$")

@@ -6,6 +6,7 @@ which closes what it opened in reverse order, even on error.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import os
@@ -25,7 +26,7 @@ from gateway.errors import ConfigError
 from gateway.ingest import Ingest
 from gateway.keys import Keys
 from gateway.links import Linker
-from gateway.protocols import Agent, Channel, ChannelContext, Closes, Unconfigured, checked_channel
+from gateway.protocols import Agent, Channel, ChannelContext, Closes, Starts, Unconfigured, checked_channel
 from gateway.registry import BUILTIN_AGENTS, BUILTIN_CHANNELS, instantiate, load_plugins
 from gateway.router import Router
 from gateway.settings import Settings
@@ -51,6 +52,9 @@ class Runtime:
     links: Linker | None = None  # signs and checks approval links (gateway.links); set by running()
     # What channels are given instead of this runtime (gateway.protocols.ChannelContext).
     channel_context: ChannelContext | None = None
+    # What plugins of this process share, by name (the agent kit's MCP sessions: agents/kit/mcp.py);
+    # each is closed with the runtime, after the agents that use it.
+    shared: dict[str, Closes] = field(default_factory=dict)
 
     def agent_names(self) -> list[str]:
         return sorted(self.agents)
@@ -92,6 +96,7 @@ async def running(
             streams=Streams(redis, keys),
             ingest=Ingest(redis, keys, settings.dedupe_ttl, settings.rate_limit, settings.rate_window),
         )
+        stack.push_async_callback(_close_shared, rt)
         agent_paths = ([BUILTIN_AGENTS] if builtins else []) + settings.agent_modules()
         for agent in [*load_plugins(agent_paths, rt), *instantiate(list(agents), rt)]:
             rt.agents[agent.name] = agent
@@ -111,7 +116,13 @@ async def running(
                 stack.push_async_callback(agent.aclose)
         for channel in rt.channels.values():
             stack.push_async_callback(channel.aclose)
+        await asyncio.gather(*(agent.start() for agent in rt.agents.values() if isinstance(agent, Starts)))
         yield rt
+
+
+async def _close_shared(rt: Runtime) -> None:
+    for name in reversed(list(rt.shared)):
+        await rt.shared.pop(name).aclose()
 
 
 def tune_gc(*, latency: bool = True) -> None:

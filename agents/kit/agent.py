@@ -20,6 +20,7 @@ many turns without a person, the thread escalates to a person and pauses.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import time
@@ -39,7 +40,7 @@ from agents.kit.models import load_model
 from agents.kit.models.base import Model, ModelError, ModelReply, ToolSpec
 from agents.kit.tools import BUILTIN_TOOLS, DoneForNow, RequestHumanInput, Tool, ToolContext
 from gateway import metrics, modelhealth
-from gateway.config import parse_identity
+from gateway.config import McpServerConfig, parse_identity
 from gateway.errors import StepError, Unavailable
 from gateway.events import (
     ApprovalDecision,
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 MAX_ERRORS_IN_A_ROW = 3
+MCP_RETRY_SECONDS = 30.0  # how often a step tries an MCP server that was not reached again
 Prefetch = Callable[[Thread, ToolContext], Awaitable[Any]]
 log = structlog.get_logger("frontdesk.agent")
 
@@ -91,6 +93,8 @@ class Agent:
     prompt: Path | None = None
     prefetch: dict[str, Prefetch] = {}
     settings_class: ClassVar[type[PluginSettings] | None] = None
+    # MCP servers whose tools join the toolbox (agents/kit/mcp.py); frontdesk.toml's [agents.NAME.mcp.*] add to them.
+    mcp_servers: ClassVar[dict[str, McpServerConfig]] = {}
 
     def __init__(self, runtime: Runtime, *, model: Model | None = None) -> None:
         self.runtime = runtime
@@ -102,6 +106,9 @@ class Agent:
             self.settings.model_copy(update={"model": cfg.model}) if cfg.model else self.settings, demo=self.demo
         )
         self._steps = {tool.name: tool for tool in (*self.toolbox, *BUILTIN_TOOLS)}
+        self._mcp_pending = {**self.mcp_servers, **cfg.mcp}  # servers whose tools are not in _steps yet
+        self._mcp_lock = asyncio.Lock()
+        self._mcp_retry_at = 0.0
         self._template = self._load_template()
         self._home = Path(self.prompt or ".").parent  # a variant with another prompt keeps its cases
         self._reported: str | None = None  # the shape last shown on the health page by this process
@@ -155,11 +162,39 @@ class Agent:
     async def aclose(self) -> None:
         await self.model.aclose()
 
+    async def start(self) -> None:
+        """Reach the agent's MCP servers and add their tools (the runtime calls it once, at start-up)."""
+        await self._reach_mcp(force=True)
+
+    async def _reach_mcp(self, *, force: bool = False) -> None:
+        """Add the tools of the MCP servers not reached yet; their sessions belong to the runtime.
+
+        A server still missing is tried again at a step, at most every MCP_RETRY_SECONDS, so a
+        server that does not answer holds up one step per interval, not every step.
+        """
+        if not self._mcp_pending:
+            return
+        from agents.kit.mcp import mcp_tools  # the MCP SDK is imported only by agents that use it
+
+        async with self._mcp_lock:
+            if not self._mcp_pending or (not force and time.monotonic() < self._mcp_retry_at):
+                return
+            for server, tools in (await mcp_tools(self.runtime, dict(self._mcp_pending))).items():
+                del self._mcp_pending[server]
+                for tool in tools:
+                    if tool.name in self._steps:
+                        log.error("an MCP tool's name is taken; it is left out", agent=self.name, tool=tool.name)
+                        continue
+                    self._steps[tool.name] = tool
+            self._mcp_retry_at = time.monotonic() + MCP_RETRY_SECONDS
+
     async def step(self, thread: Thread, event: Any | None) -> Thread:
         if event is not None:
             thread = thread.with_events(event)
         if thread.status != "running":
             return thread
+        if self._mcp_pending and time.monotonic() >= self._mcp_retry_at:
+            await self._reach_mcp()
         last = last_active(thread.events)
         if last is not None and isinstance(last[1], ApprovalDecision) and last[1].approved:
             return await self._run_approved(thread, last[1].call_id)
