@@ -40,9 +40,11 @@ from gateway.events import (
     DeliveryEvent,
     DeliveryStatus,
     Event,
+    HumanResponse,
     OutAction,
     OutboundMessage,
     OutKind,
+    RequestHumanInput,
     Thread,
 )
 from gateway.loops import Slots, loop_failed, redis_down, sleep
@@ -210,7 +212,9 @@ def _says(thread: Thread, event: Event) -> _Speech | None:
             return _Speech("final", thread.origin, event.text)
         case "approval_decision":
             return _receipt(thread, event)
-        case "user_message" | "human_response" | "tool_call" | "tool_result" | "context" | "error" | "timeout":
+        case "human_response":
+            return _choice_receipt(thread, event)
+        case "user_message" | "tool_call" | "tool_result" | "context" | "error" | "timeout":
             return None
         case "delivery" | "note":
             return None  # a notice answering a note is queued by the step that noted it (`notice`)
@@ -226,8 +230,37 @@ def _receipt(thread: Thread, decision: ApprovalDecision) -> _Speech | None:
             break
     else:
         return None
-    outbound_id = f"{thread.id}-{index}"
-    sent = next(
+    sent = _sent(thread, f"{thread.id}-{index}")
+    verdict = "Approved" if decision.approved else "Denied"
+    text = f"{verdict} by {decision.by} at {decision.at:%Y-%m-%d %H:%M} UTC: {_describe_call(request.tool, request.arguments)}"
+    if decision.comment:
+        text += f" ({decision.comment})"
+    contact = request.contact or _approver_contact(thread)
+    return _Speech("receipt", contact, text, updates=sent.detail if sent else None)
+
+
+def _choice_receipt(thread: Thread, response: HumanResponse) -> _Speech | None:
+    """A pick among a question's choices (a button's answer), reported where the question went, naming it."""
+    choice = (response.data or {}).get("choice")
+    if not isinstance(choice, str):
+        return None
+    position = next(i for i in range(len(thread.events) - 1, -1, -1) if thread.events[i] is response)
+    for index in range(position - 1, -1, -1):
+        request = thread.events[index]
+        if isinstance(request, RequestHumanInput):
+            break
+    else:
+        return None
+    sent = _sent(thread, f"{thread.id}-{index}")
+    if choice not in request.choices or sent is None:
+        return None  # typed, not picked, or a question with no message to update
+    text = f"{request.text}\n\n→ {choice} (chosen by {response.sender} at {response.at:%Y-%m-%d %H:%M} UTC)"
+    return _Speech("receipt", request.contact or thread.origin, text, choices=[choice], updates=sent.detail)
+
+
+def _sent(thread: Thread, outbound_id: str) -> DeliveryEvent | None:
+    """The delivery that says `outbound_id` went out, if one does."""
+    return next(
         (
             e
             for e in reversed(thread.events)
@@ -235,12 +268,6 @@ def _receipt(thread: Thread, decision: ApprovalDecision) -> _Speech | None:
         ),
         None,
     )
-    verdict = "Approved" if decision.approved else "Denied"
-    text = f"{verdict} by {decision.by} at {decision.at:%Y-%m-%d %H:%M} UTC: {_describe_call(request.tool, request.arguments)}"
-    if decision.comment:
-        text += f" ({decision.comment})"
-    contact = request.contact or _approver_contact(thread)
-    return _Speech("receipt", contact, text, updates=sent.detail if sent else None)
 
 
 def notice(thread: Thread, index: int, to: Contact, text: str) -> list[OutboundMessage]:

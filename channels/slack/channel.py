@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from channels.slack.api import Me, SlackApi
 from channels.slack.inbound import OUTCOME, Inbound, event_callback
+from channels.slack.interactive import CHOICE_ACTION, from_choice
 from channels.slack.outbound import APPROVE, DENY, Outbound
 from gateway.errors import DeliveryFailed, Malformed, Unavailable
 from gateway.messages import OutboundMessage, Sent
@@ -83,6 +84,11 @@ class SlackChannel(ChannelBase):
         )
         self.app.event(re.compile(".*"))(self.inbound.on_event)
         self.app.action(re.compile(f"^({APPROVE}|{DENY})$"))(self.inbound.on_click)
+
+        async def on_choice(ack, body, context) -> None:
+            await self.inbound.clicked(from_choice, ack, body, context)
+
+        self.app.action(CHOICE_ACTION)(on_choice)
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------ inbound

@@ -108,13 +108,23 @@ def from_event(body: dict[str, Any], me: Me) -> Parsed | None:
 
 def from_click(body: dict[str, Any], me: Me) -> Parsed | None:
     """A click on an approval button as a decision on the message's conversation."""
-    actions = body.get("actions")
-    action = _dict(actions[0] if isinstance(actions, list) and actions else None)
+    action = clicked_action(body)
     try:
         value = json.loads(action.get("value") or "")
         choice = ApprovalChoice(call_id=str(value["call_id"]), approved=bool(value["approved"]))
     except (ValueError, KeyError, TypeError):
         return None
+    return on_clicked_message(body, me, "approve" if choice.approved else "deny", decision=choice)
+
+
+def clicked_action(body: dict[str, Any]) -> dict[str, Any]:
+    """The first action of a block_actions payload ({} if none)."""
+    actions = body.get("actions")
+    return _dict(actions[0] if isinstance(actions, list) and actions else None)
+
+
+def on_clicked_message(body: dict[str, Any], me: Me, text: str, **fields: Any) -> Parsed | None:
+    """A click on a button of a message we posted, as `text` said in that message's conversation."""
     user = _str(_dict(body.get("user")).get("id"))
     container, posted = _dict(body.get("container")), _dict(body.get("message"))
     channel = _str(container.get("channel_id")) or _str(_dict(body.get("channel")).get("id"))
@@ -125,14 +135,14 @@ def from_click(body: dict[str, Any], me: Me) -> Parsed | None:
     dm = channel.startswith("D")
     message = InboundMessage(
         # A click has no event id; the same click retried carries the same action_ts.
-        id=f"{action.get('action_ts')}:{user}:{message_ts}",
+        id=f"{clicked_action(body).get('action_ts')}:{user}:{message_ts}",
         channel="slack",
         conversation=f"{me.team}/{channel}" if dm else f"{me.team}/{channel}/{root}",
         sender=user,
-        text="approve" if choice.approved else "deny",
+        text=text,
         address=f"{me.team}/{channel}",
         reply_to={"team": me.team, "channel": channel, "thread_ts": root},
-        decision=choice,
+        **fields,
     )
     return Parsed(message, start=False, prefer=f"{me.team}/{channel}/{root}" if dm else None, react=False)
 
@@ -149,7 +159,7 @@ class Inbound:
         """An Events API callback, enqueued unless it is to be ignored."""
         parsed = from_event(body, await self.me())
         if parsed is not None:
-            await self._enqueue(parsed, ts=_dict(body.get("event")).get("ts"))
+            await self.enqueue(parsed, ts=_dict(body.get("event")).get("ts"))
 
     async def on_event(self, ack, body: dict[str, Any], context) -> None:
         """Bolt's listener for events (Socket Mode; over HTTP the route calls `event`)."""
@@ -157,13 +167,18 @@ class Inbound:
         await ack()
 
     async def on_click(self, ack, body: dict[str, Any], context) -> None:
+        await self.clicked(from_click, ack, body, context)
+
+    async def clicked(self, parse: Callable[[dict[str, Any], Me], Parsed | None], ack, body: dict[str, Any], context):
+        """A button's listener: `parse` the click, enqueue it, then acknowledge."""
         # Slack does not retry a click: enqueue before the ack, so a failure shows the person an error.
-        parsed = from_click(body, await self.me())
+        parsed = parse(body, await self.me())
         if parsed is not None:
-            await _noted(self._enqueue(parsed), context)
+            await _noted(self.enqueue(parsed), context)
         await ack()
 
-    async def _enqueue(self, parsed: Parsed, ts: str | None = None) -> None:
+    async def enqueue(self, parsed: Parsed, ts: str | None = None) -> None:
+        """Place `parsed` and hand it to the inbox (the route's answer follows from what the inbox did)."""
         message = parsed.message
         conversation = await self._place(parsed)
         if conversation is None:

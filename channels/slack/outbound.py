@@ -5,7 +5,7 @@
 - Only a conversation the agent opens (a contact with no reply_to yet) starts at
   a root: a user id opens a DM (conversations.open), a channel id is posted to
   directly. That post's ts becomes the thread, returned in Sent.conversation.
-- Approvals carry Approve / Deny buttons; their receipt updates that message
+- A question's choices are buttons (`interactive`); approvals carry Approve / Deny buttons; their receipt updates that message
   (chat.update) to say who decided and when.
 - Notices go to the one person they answer, as an ephemeral message in place.
 - Long texts go out in parts (`mrkdwn.split`); the parts Slack accepted are
@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from channels.slack.api import SlackApi
+from channels.slack.interactive import choice_blocks
 from channels.slack.mrkdwn import mentions, split, to_mrkdwn
 from gateway.errors import DeliveryFailed, Unavailable
 from gateway.messages import OutAction, OutboundMessage, Sent
@@ -61,7 +62,7 @@ class Outbound:
             ts = done.get(index, "")
             if not ts:
                 last = index == len(parts) - 1
-                blocks = approval_blocks(text, message.actions) if last and message.actions else None
+                blocks = _blocks(message, text) if last else None
                 data = await self.api.call(
                     "chat.postMessage", posts=True, channel=channel, text=text, thread_ts=thread_ts, blocks=blocks
                 )
@@ -116,7 +117,10 @@ class Outbound:
         if not channel:
             raise DeliveryFailed("no channel for the approval message to update")
         text = mentions(to_mrkdwn(message.text))
-        icon = ":white_check_mark:" if message.text.startswith("Approved") else ":no_entry_sign:"
+        if message.choices:  # a pick among a question's choices
+            icon = ":ballot_box_with_check:"
+        else:
+            icon = ":white_check_mark:" if message.text.startswith("Approved") else ":no_entry_sign:"
         blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {text}"[:3000]}}]
         await self.api.call("chat.update", channel=channel, ts=message.updates, text=text, blocks=blocks)
         return Sent(detail=message.updates)
@@ -175,6 +179,15 @@ def approval_blocks(text: str, actions: list[OutAction]) -> list[dict[str, Any]]
         {"type": "section", "text": {"type": "mrkdwn", "text": text}},
         {"type": "actions", "block_id": APPROVAL_BLOCK, "elements": buttons},
     ]
+
+
+def _blocks(message: OutboundMessage, text: str) -> list[dict[str, Any]] | None:
+    """Buttons under the last part: Approve / Deny, or one per choice of a question."""
+    if message.actions:
+        return approval_blocks(text, message.actions)
+    if message.choices and message.kind == "question":
+        return choice_blocks(text, message.choices)
+    return None
 
 
 def _with_choices(text: str, choices: list[str]) -> str:

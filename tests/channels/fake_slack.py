@@ -264,9 +264,18 @@ def message(
 
 
 def click(
-    *, user: str, channel: str, message_ts: str, thread_ts: str | None, value: str, approved: bool, action_ts: str
+    *,
+    user: str,
+    channel: str,
+    message_ts: str,
+    thread_ts: str | None,
+    value: str,
+    approved: bool = True,
+    action_ts: str,
+    action_id: str | None = None,
+    trigger_id: str = "1.2.3",
 ) -> str:
-    """A block_actions payload for a click on an approval button, form-encoded as Slack posts it."""
+    """A block_actions payload for a click on a button (approval unless `action_id` says), form-encoded as Slack posts it."""
     payload = {
         "type": "block_actions",
         "team": {"id": TEAM, "domain": "test"},
@@ -280,7 +289,7 @@ def click(
             "is_ephemeral": False,
             **({"thread_ts": thread_ts} if thread_ts else {}),
         },
-        "trigger_id": "1.2.3",
+        "trigger_id": trigger_id,
         "channel": {"id": channel, "name": "general"},
         "message": {
             "type": "message",
@@ -291,8 +300,8 @@ def click(
         "response_url": "https://hooks.slack.invalid/actions/1",
         "actions": [
             {
-                "action_id": "frontdesk_approve" if approved else "frontdesk_deny",
-                "block_id": "frontdesk_approval",
+                "action_id": action_id or ("frontdesk_approve" if approved else "frontdesk_deny"),
+                "block_id": "frontdesk_approval" if action_id is None else "frontdesk_choices",
                 "type": "button",
                 "value": value,
                 "action_ts": action_ts,
