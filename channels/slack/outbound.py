@@ -8,6 +8,8 @@
 - A question's choices are buttons (`interactive`); approvals carry Approve / Deny buttons; their receipt updates that message
   (chat.update) to say who decided and when.
 - Notices go to the one person they answer, as an ephemeral message in place.
+- Every post names its outbound id in metadata; a post whose answer is lost is
+  looked up before it is tried again (`lookup`), so it is neither lost nor doubled.
 - Long texts go out in parts (`mrkdwn.split`); the parts Slack accepted are
   remembered, so a retry after a 429 on part 3 posts parts 3 onwards only.
 """
@@ -22,6 +24,7 @@ import structlog
 
 from channels.slack.api import SlackApi
 from channels.slack.interactive import choice_blocks
+from channels.slack.lookup import posted, tag
 from channels.slack.mrkdwn import mentions, split, to_mrkdwn
 from gateway.errors import DeliveryFailed, Unavailable
 from gateway.messages import OutAction, OutboundMessage, Sent
@@ -63,10 +66,9 @@ class Outbound:
             if not ts:
                 last = index == len(parts) - 1
                 blocks = _blocks(message, text) if last else None
-                data = await self.api.call(
-                    "chat.postMessage", posts=True, channel=channel, text=text, thread_ts=thread_ts, blocks=blocks
+                ts = await self._post_once(
+                    message, index, channel=channel, text=text, thread_ts=thread_ts, blocks=blocks
                 )
-                ts = data.get("ts", "")
                 if len(parts) > 1:
                     await self._part_done(message, index, ts)
             # The first part of a new conversation is its root; the rest reply under it.
@@ -74,6 +76,26 @@ class Outbound:
         if not opened:
             return Sent(detail=ts)
         return await self._opened(message, channel, thread_ts or ts, ts)
+
+    async def _post_once(self, message: OutboundMessage, part: int, **args: Any) -> str:
+        """Post one part, tagged with its outbound id; after a lost answer, ask Slack (`lookup`) before again."""
+        metadata = tag(message.id, part)
+        try:
+            data = await self.api.call("chat.postMessage", posts=True, metadata=metadata, **args)
+        except DeliveryFailed as lost:
+            if not lost.ambiguous:
+                raise
+            try:
+                ts = await posted(self.api, args["channel"], args.get("thread_ts"), metadata)
+            except DeliveryFailed as exc:
+                log.warning("cannot tell whether a post reached Slack", outbound_id=message.id, error=str(exc))
+                raise lost from exc
+            if ts is not None:
+                log.info("a post whose answer was lost is in Slack", outbound_id=message.id, part=part, ts=ts)
+                return ts
+            log.info("a post whose answer was lost is not in Slack; posting it again", outbound_id=message.id)
+            data = await self.api.call("chat.postMessage", posts=True, metadata=metadata, **args)
+        return str(data.get("ts", ""))
 
     async def _where(self, message: OutboundMessage) -> tuple[str, str | None]:
         """(channel, thread_ts) to post to; thread_ts None only for a conversation we open."""

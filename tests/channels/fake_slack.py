@@ -2,7 +2,8 @@
 
 `FakeSlack` serves the Web API methods the channel calls (`auth.test`,
 `chat.postMessage`, `chat.update`, `chat.postEphemeral`, `reactions.add`,
-`conversations.open`, `apps.connections.open`) under `/api/`, and a Socket Mode
+`conversations.open`, `conversations.replies`, `conversations.history`,
+`apps.connections.open`) under `/api/`, and a Socket Mode
 WebSocket; it records every call and can be told how to answer the next ones
 (an error, a 429, no answer at all, a dropped connection, a slow answer), in
 order (`script`) or by what they carry (`rule`). `signed` and the body builders make the
@@ -61,6 +62,7 @@ class FakeSlack:
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
+        self.messages: dict[str, list[dict[str, Any]]] = defaultdict(list)  # channel -> what was posted, in order
         self.scripts: dict[str, list[Reply]] = defaultdict(list)
         # (method, args) -> a Reply for this call, or None to go on as usual; asked before the scripts.
         self.rule: Callable[[str, dict[str, Any]], Reply | None] | None = None
@@ -168,7 +170,12 @@ class FakeSlack:
             message = {"type": "message", "text": args.get("text", ""), "ts": ts, "bot_id": BOT_ID, "user": BOT_USER}
             if args.get("thread_ts"):
                 message["thread_ts"] = args["thread_ts"]
+            if isinstance(args.get("metadata"), dict):
+                message["metadata"] = args["metadata"]
+            self.messages[args["channel"]].append(message)
             return Reply(body={"ok": True, "channel": args["channel"], "ts": ts, "message": message})
+        if method in ("conversations.replies", "conversations.history"):
+            return self._read(method, args)
         if method == "chat.update":
             return Reply(
                 body={"ok": True, "channel": args.get("channel"), "ts": args.get("ts"), "text": args.get("text")}
@@ -182,6 +189,31 @@ class FakeSlack:
         if method == "apps.connections.open":
             return Reply(body={"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket"})
         return Reply(body={"ok": False, "error": "unknown_method"})
+
+    def _read(self, method: str, args: dict[str, Any]) -> Reply:
+        """conversations.replies / .history over what was posted here, paged by `limit` and `cursor`.
+
+        Every thread_ts counts as an existing thread (its root is a person's message, which
+        the fake never saw); metadata is shown only with include_all_metadata, as Slack does.
+        """
+        channel = str(args.get("channel") or "")
+        if not channel or channel.startswith("CGONE"):
+            return Reply(body={"ok": False, "error": "channel_not_found"})
+        posted = self.messages[channel]
+        if method == "conversations.replies":
+            if not args.get("ts"):
+                return Reply(body={"ok": False, "error": "invalid_arguments"})
+            found = [m for m in posted if args["ts"] in (m["ts"], m.get("thread_ts"))]
+        else:
+            oldest = float(args.get("oldest") or 0)
+            found = [m for m in reversed(posted) if m.get("thread_ts") in (None, m["ts"]) and float(m["ts"]) > oldest]
+        if str(args.get("include_all_metadata")).lower() not in ("true", "1"):
+            found = [{k: v for k, v in m.items() if k != "metadata"} for m in found]
+        start, limit = int(args.get("cursor") or 0), int(args.get("limit") or 100)
+        page, more = found[start : start + limit], start + limit < len(found)
+        body: dict[str, Any] = {"ok": True, "messages": page, "has_more": more}
+        body["response_metadata"] = {"next_cursor": str(start + limit) if more else ""}
+        return Reply(body=body)
 
     def _next_ts(self) -> str:
         return f"{1700000000 + next(self._ts)}.000100"

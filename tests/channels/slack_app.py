@@ -10,15 +10,29 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from fake_slack import SECRET, TOKEN, FakeSlack, click, event_body, signed
+from fake_slack import SECRET, TEAM, TOKEN, FakeSlack, click, event_body, signed
 from helpers import background, eventually, make_settings
 
 import channels.slack as slack
-from gateway.events import Thread
+from gateway.events import OutboundMessage, Thread
 from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import Runtime, running
 from gateway.worker import Worker
+
+
+def outbound(text: str = "hello", **fields: Any) -> OutboundMessage:
+    """A message for the channel to send: by default a reply in thread 1700000000.000100 of C1."""
+    values: dict[str, Any] = dict(
+        id="th_x-1",
+        thread_id="th_x",
+        channel="slack",
+        address="U1",
+        reply_to={"team": TEAM, "channel": "C1", "thread_ts": "1700000000.000100"},
+        text=text,
+    )
+    values.update(fields)
+    return OutboundMessage(**values)
 
 
 @dataclass

@@ -1,0 +1,113 @@
+"""Exactly once when Slack's answer is lost: each post names its outbound id in metadata, and a
+post whose outcome is unknown is looked up (conversations.replies / .history) before it is tried again."""
+
+from __future__ import annotations
+
+import pytest
+from fake_slack import HANG, RESET, SECRET, TEAM, TOKEN, FakeSlack, Reply, mention
+from helpers import eventually, make_settings
+from plugins import EchoAgent
+from slack_app import outbound, slack_app
+
+import channels.slack as slack
+from channels.slack.lookup import tag
+from gateway.errors import DeliveryFailed
+from gateway.runtime import running
+
+ROOT = "1700000000.000100"
+
+
+@pytest.fixture
+async def fake():
+    async with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def channel(redis_url, prefix, fake):
+    settings = make_settings(
+        redis_url, prefix, slack_bot_token=TOKEN, slack_signing_secret=SECRET, slack_api_url=fake.url, slack_timeout=0.5
+    )
+    async with running(settings, builtins=False, channels=[slack.channel]) as rt:
+        yield rt.channels["slack"]
+
+
+async def test_a_post_whose_answer_is_lost_is_found_and_not_posted_again(channel, fake):
+    fake.script("chat.postMessage", RESET)  # stored, then the connection dropped before the answer
+    sent = await channel.send(outbound())
+    [stored] = fake.messages["C1"]
+    assert sent.detail == stored["ts"]
+    assert stored["metadata"] == tag("th_x-1", 0)
+    assert len(fake.to("chat.postMessage", ok=None)) == 1
+    [lookup] = fake.to("conversations.replies")
+    assert lookup["ts"] == ROOT and lookup["include_all_metadata"] is True
+
+
+async def test_a_post_slack_never_took_is_posted_once_more(channel, fake):
+    fake.script("chat.postMessage", HANG)  # taken, never acted on, never answered
+    sent = await channel.send(outbound())
+    [stored] = fake.messages["C1"]
+    assert sent.detail == stored["ts"] and len(fake.to("chat.postMessage", ok=None)) == 2
+
+
+async def test_slacks_own_maybe_done_error_is_looked_up_too(channel, fake):
+    fake.script("chat.postMessage", Reply(status=200, body={"ok": False, "error": "internal_error"}))
+    await channel.send(outbound())
+    assert len(fake.messages["C1"]) == 1 and len(fake.to("conversations.replies")) == 1
+
+
+async def test_the_lookup_rate_limited_leaves_it_ambiguous(channel, fake):
+    fake.script("chat.postMessage", RESET)
+    fake.script("conversations.replies", Reply(status=429, body={"ok": False, "error": "ratelimited"}))
+    with pytest.raises(DeliveryFailed) as failed:
+        await channel.send(outbound())
+    assert failed.value.ambiguous and not failed.value.retryable
+    assert len(fake.messages["C1"]) == 1  # the one Slack has; nothing posted after the doubt
+
+
+async def test_another_message_of_the_thread_is_not_mistaken_for_it(channel, fake):
+    await channel.send(outbound("first", id="th_x-1"))
+    fake.script("chat.postMessage", HANG)
+    await channel.send(outbound("second", id="th_x-3"))
+    assert [m["text"] for m in fake.messages["C1"]] == ["first", "second"]
+
+
+async def test_a_long_thread_is_read_page_by_page(channel, fake):
+    fake.messages["C1"] += [{"type": "message", "ts": f"1700000000.{i:06d}", "thread_ts": ROOT} for i in range(450)]
+    fake.script("chat.postMessage", RESET)
+    sent = await channel.send(outbound())
+    assert sent.detail == fake.messages["C1"][-1]["ts"] and len(fake.messages["C1"]) == 451
+    assert [c.get("cursor") for c in fake.to("conversations.replies")] == [None, "200", "400"]
+
+
+async def test_a_lost_part_of_a_long_message_is_found_and_the_rest_follow(channel, fake):
+    text = "\n".join(f"line {i} " + "x" * 80 for i in range(100))  # in parts
+    fake.script("chat.postMessage", Reply(body=None), RESET)  # part 1 fine, part 2's answer lost
+    await channel.send(outbound(text))
+    parts = fake.messages["C1"]
+    assert len(parts) > 2 and [m["metadata"]["event_payload"]["part"] for m in parts] == list(range(len(parts)))
+
+
+async def test_a_root_post_is_looked_up_in_the_channel_history(channel, fake):
+    fake.script("chat.postMessage", RESET)
+    sent = await channel.send(outbound("who is on call?", address="C5", reply_to={}))
+    [stored] = fake.messages["C5"]
+    assert sent.conversation == f"{TEAM}/C5/{stored['ts']}"
+    [lookup] = fake.to("conversations.history")
+    assert lookup["channel"] == "C5" and lookup["include_all_metadata"] is True
+
+
+async def test_through_the_outbox_a_lost_answer_is_recorded_sent_once(redis_url, prefix):
+    ts = "1710000000.000100"
+    async with slack_app(redis_url, prefix, EchoAgent(), slack_timeout=0.5) as app:
+        app.fake.script("chat.postMessage", RESET)
+        await app.event(mention("hi", ts=ts), "Ev1")
+        thread = await eventually(lambda: _delivered(app, f"{TEAM}/C1/{ts}"))
+        [stored] = app.fake.messages["C1"]
+        assert [(e.status, e.detail) for e in thread.events if e.type == "delivery"] == [("sent", stored["ts"])]
+        assert thread.status == "waiting_human" and await app.rt.streams.dlq_entries() == []
+
+
+async def _delivered(app, conversation):
+    thread = await app.thread(conversation)
+    return thread if any(e.type == "delivery" for e in thread.events) else None
