@@ -120,6 +120,8 @@ class OutboundMessage(BaseModel):
     updates: str | None = None
     choices: list[str] = Field(default_factory=list)
     actions: list[OutAction] = Field(default_factory=list)
+    # With an approval: every identity that may decide it, so a channel can ask each (Slack DMs a copy).
+    approvers: list[str] = Field(default_factory=list)
     subject: str | None = None
     attempt: int = 0
     held: int = 0  # times the sender put it back behind an earlier message of its thread

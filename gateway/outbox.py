@@ -179,6 +179,7 @@ def compose(thread: Thread, start: int) -> list[OutboundMessage]:
                 choices=said.choices,
                 actions=said.actions,
                 updates=said.updates,
+                approvers=said.approvers,
             )
         )
     return out
@@ -194,6 +195,7 @@ class _Speech:
     choices: list[str] = field(default_factory=list)
     actions: list[OutAction] = field(default_factory=list)
     updates: str | None = None  # the provider id of the message a receipt answers
+    approvers: list[str] = field(default_factory=list)
 
 
 def _says(thread: Thread, event: Event) -> _Speech | None:
@@ -207,7 +209,9 @@ def _says(thread: Thread, event: Event) -> _Speech | None:
                 OutAction(call_id=event.call_id, label="Deny", approved=False),
             ]
             text = f"Approval needed: {_describe_call(event.tool, event.arguments)}"
-            return _Speech("approval", event.contact or _approver_contact(thread), text, actions=actions)
+            contact = event.contact or _approver_contact(thread)
+            approvers = list(dict.fromkeys([*thread.approvers, *([event.contact.identity] if event.contact else [])]))
+            return _Speech("approval", contact, text, actions=actions, approvers=approvers)
         case "done_for_now":
             return _Speech("final", thread.origin, event.text)
         case "approval_decision":

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import re
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
@@ -20,12 +21,15 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from channels.slack.api import Me, SlackApi
+from channels.slack.approvals import DECISION_VIEW, Approvals
 from channels.slack.inbound import OUTCOME, Inbound, event_callback
 from channels.slack.interactive import CHOICE_ACTION, from_choice
+from channels.slack.options import SlackOptions
 from channels.slack.outbound import APPROVE, DENY, Outbound
 from gateway.errors import DeliveryFailed, Malformed, Unavailable
 from gateway.messages import OutboundMessage, Sent
 from gateway.protocols import ChannelBase, ChannelContext
+from gateway.settings import plugin_settings
 
 log = structlog.get_logger("frontdesk.slack")
 
@@ -56,8 +60,11 @@ class SlackChannel(ChannelBase):
             retry_handlers=[],  # see channels.slack.api: the outbox decides what is retried
         )
         self.api = SlackApi(AsyncWebClient(token=self.token, **web))
-        self.outbound = Outbound(self.api, inbox, context.state(self.name), settings.dedupe_ttl)
+        options = plugin_settings(SlackOptions, settings)
+        state = context.state(self.name)
         self.inbound = Inbound(inbox, self._me, self._react)
+        self.approvals = Approvals(self.api, inbox, state, self.inbound, options.reason, settings.dedupe_ttl)
+        self.outbound = Outbound(self.api, inbox, state, settings.dedupe_ttl, self.approvals)
         self.verifies = secret is not None
         self.verifier = SignatureVerifier(secret) if secret else None  # the check bolt's request verification makes
 
@@ -82,8 +89,11 @@ class SlackChannel(ChannelBase):
             attaching_function_token_enabled=False,
             attaching_conversation_kwargs_enabled=False,
         )
+        # Bolt runs the first listener that matches: the specific events before the catch-all.
+        self.app.event("app_home_opened")(self._on_home)
         self.app.event(re.compile(".*"))(self.inbound.on_event)
-        self.app.action(re.compile(f"^({APPROVE}|{DENY})$"))(self.inbound.on_click)
+        self.app.action(re.compile(f"^({APPROVE}|{DENY})$"))(self.approvals.on_click)
+        self.app.view(DECISION_VIEW)(self.approvals.on_submit)
 
         async def on_choice(ack, body, context) -> None:
             await self.inbound.clicked(from_choice, ack, body, context)
@@ -108,6 +118,9 @@ class SlackChannel(ChannelBase):
             # built per request, every listener argument built per call, the request and response
             # copied. Everything else (url_verification, interactivity) and Socket Mode go through bolt.
             callback = event_callback(body, request.headers.get("content-type"))
+            if callback is not None and _event_type(callback) == "app_home_opened":
+                self._home(callback)
+                return Response(status_code=200)
             if callback is not None:
                 await self.inbound.event(callback)  # enqueued before the 200, as process_before_response does
                 return Response(status_code=200)
@@ -173,13 +186,34 @@ class SlackChannel(ChannelBase):
             enterprise_id=None, team_id=me.team, bot_user_id=me.user_id, bot_id=me.bot_id, bot_token=self.token
         )
 
+    async def _on_home(self, ack, body: dict[str, Any]) -> None:
+        self._home(body)
+        await ack()
+
+    def _home(self, body: dict[str, Any]) -> None:
+        """Someone opened the app's Home tab: publish what waits on them, off the request path."""
+        event = body.get("event")
+        event = event if isinstance(event, dict) else {}
+        user = event.get("user")
+        if event.get("tab", "home") == "home" and isinstance(user, str) and user:
+            self._spawn(self._publish_home(user))
+
+    async def _publish_home(self, user: str) -> None:
+        try:
+            await self.approvals.home(user)
+        except (DeliveryFailed, Unavailable) as exc:
+            log.warning("the Home tab was not published", user=user, error=str(exc))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _react(self, channel: str, ts: str) -> None:
         """Acknowledge a received message with a reaction, off the request path."""
         if not self.reaction:
             return
-        task = asyncio.create_task(self._add_reaction(channel, ts))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._add_reaction(channel, ts))
 
     async def _add_reaction(self, channel: str, ts: str) -> None:
         try:
@@ -198,3 +232,8 @@ class SlackChannel(ChannelBase):
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self.session.close()
+
+
+def _event_type(callback: dict[str, Any]) -> str | None:
+    event = callback.get("event")
+    return event.get("type") if isinstance(event, dict) else None

@@ -108,13 +108,19 @@ def from_event(body: dict[str, Any], me: Me) -> Parsed | None:
 
 def from_click(body: dict[str, Any], me: Me) -> Parsed | None:
     """A click on an approval button as a decision on the message's conversation."""
-    action = clicked_action(body)
-    try:
-        value = json.loads(action.get("value") or "")
-        choice = ApprovalChoice(call_id=str(value["call_id"]), approved=bool(value["approved"]))
-    except (ValueError, KeyError, TypeError):
+    choice = approval_choice(clicked_action(body).get("value"))
+    if choice is None:
         return None
     return on_clicked_message(body, me, "approve" if choice.approved else "deny", decision=choice)
+
+
+def approval_choice(value: Any) -> ApprovalChoice | None:
+    """The decision a button's value (JSON with call_id and approved) carries; None if it carries none."""
+    try:
+        data = json.loads(value or "")
+        return ApprovalChoice(call_id=str(data["call_id"]), approved=bool(data["approved"]))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def clicked_action(body: dict[str, Any]) -> dict[str, Any]:
@@ -123,19 +129,36 @@ def clicked_action(body: dict[str, Any]) -> dict[str, Any]:
     return _dict(actions[0] if isinstance(actions, list) and actions else None)
 
 
-def on_clicked_message(body: dict[str, Any], me: Me, text: str, **fields: Any) -> Parsed | None:
-    """A click on a button of a message we posted, as `text` said in that message's conversation."""
+# Where a click happened: (who clicked, channel, the clicked message's ts, its thread's root ts).
+Place = tuple[str, str, str, str]
+
+
+def clicked_place(body: dict[str, Any]) -> Place | None:
+    """Who clicked a button of a message we posted, and where that message is; None if the payload lacks it."""
     user = _str(_dict(body.get("user")).get("id"))
     container, posted = _dict(body.get("container")), _dict(body.get("message"))
     channel = _str(container.get("channel_id")) or _str(_dict(body.get("channel")).get("id"))
     message_ts = _str(container.get("message_ts")) or _str(posted.get("ts"))
     if not (user and channel and message_ts):
         return None
-    root = _str(container.get("thread_ts")) or _str(posted.get("thread_ts")) or message_ts
+    return user, channel, message_ts, _str(container.get("thread_ts")) or _str(posted.get("thread_ts")) or message_ts
+
+
+def on_clicked_message(body: dict[str, Any], me: Me, text: str, **fields: Any) -> Parsed | None:
+    """A click on a button of a message we posted, as `text` said in that message's conversation."""
+    place = clicked_place(body)
+    if place is None:
+        return None
+    # A click has no event id; the same click retried carries the same action_ts.
+    return said_at(place, me, text, f"{clicked_action(body).get('action_ts')}:{place[0]}:{place[2]}", **fields)
+
+
+def said_at(place: Place, me: Me, text: str, message_id: str, **fields: Any) -> Parsed:
+    """`text` from the person at `place`, on the conversation of the message there; it never starts a thread."""
+    user, channel, _, root = place
     dm = channel.startswith("D")
     message = InboundMessage(
-        # A click has no event id; the same click retried carries the same action_ts.
-        id=f"{clicked_action(body).get('action_ts')}:{user}:{message_ts}",
+        id=message_id,
         channel="slack",
         conversation=f"{me.team}/{channel}" if dm else f"{me.team}/{channel}/{root}",
         sender=user,

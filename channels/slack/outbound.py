@@ -5,7 +5,8 @@
 - Only a conversation the agent opens (a contact with no reply_to yet) starts at
   a root: a user id opens a DM (conversations.open), a channel id is posted to
   directly. That post's ts becomes the thread, returned in Sent.conversation.
-- A question's choices are buttons (`interactive`); approvals carry Approve / Deny buttons; their receipt updates that message
+- A question's choices are buttons (`interactive`); approvals carry Approve / Deny buttons,
+  with a copy to every Slack approver (`approvals`); their receipt updates that message
   (chat.update) to say who decided and when.
 - Notices go to the one person they answer, as an ephemeral message in place.
 - Every post names its outbound id in metadata; a post whose answer is lost is
@@ -23,6 +24,7 @@ from typing import Any
 import structlog
 
 from channels.slack.api import SlackApi
+from channels.slack.approvals import Approvals
 from channels.slack.interactive import choice_blocks
 from channels.slack.lookup import posted, tag
 from channels.slack.mrkdwn import mentions, split, to_mrkdwn
@@ -39,8 +41,11 @@ _TS = re.compile(r"^\d+\.\d+$")
 class Outbound:
     """Delivers outbound messages through the Web API."""
 
-    def __init__(self, api: SlackApi, inbox: Inbox, state: ChannelState, parts_ttl: int) -> None:
+    def __init__(
+        self, api: SlackApi, inbox: Inbox, state: ChannelState, parts_ttl: int, approvals: Approvals | None = None
+    ) -> None:
         self.api = api
+        self.approvals = approvals
         self.inbox = inbox
         self.state = state
         self.parts_ttl = parts_ttl  # FRONTDESK_DEDUPE_TTL: as long as a retry of the message may come
@@ -66,18 +71,20 @@ class Outbound:
             if not ts:
                 last = index == len(parts) - 1
                 blocks = _blocks(message, text) if last else None
-                ts = await self._post_once(
+                ts = await self.post_once(
                     message, index, channel=channel, text=text, thread_ts=thread_ts, blocks=blocks
                 )
                 if len(parts) > 1:
                     await self._part_done(message, index, ts)
             # The first part of a new conversation is its root; the rest reply under it.
             thread_ts = thread_ts or ts
+        if message.kind == "approval" and self.approvals is not None:
+            await self.approvals.asked(message, channel, ts, parts[-1], _blocks(message, parts[-1]), self.post_once)
         if not opened:
             return Sent(detail=ts)
         return await self._opened(message, channel, thread_ts or ts, ts)
 
-    async def _post_once(self, message: OutboundMessage, part: int, **args: Any) -> str:
+    async def post_once(self, message: OutboundMessage, part: int, **args: Any) -> str:
         """Post one part, tagged with its outbound id; after a lost answer, ask Slack (`lookup`) before again."""
         metadata = tag(message.id, part)
         try:
@@ -135,6 +142,7 @@ class Outbound:
     # ------------------------------------------------------------ receipts, notices
     async def _update(self, message: OutboundMessage) -> Sent:
         """Rewrite the approval message to say who decided and when; its buttons go."""
+        assert message.updates is not None  # send() routes only such receipts here
         channel = (message.reply_to or {}).get("channel")
         if not channel:
             raise DeliveryFailed("no channel for the approval message to update")
@@ -145,6 +153,8 @@ class Outbound:
             icon = ":white_check_mark:" if message.text.startswith("Approved") else ":no_entry_sign:"
         blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {text}"[:3000]}}]
         await self.api.call("chat.update", channel=channel, ts=message.updates, text=text, blocks=blocks)
+        if self.approvals is not None and not message.choices:
+            await self.approvals.decided(message.updates, text, blocks)  # and every approver's copy
         return Sent(detail=message.updates)
 
     async def _notice(self, message: OutboundMessage) -> Sent:

@@ -3,7 +3,7 @@
 `FakeSlack` serves the Web API methods the channel calls (`auth.test`,
 `chat.postMessage`, `chat.update`, `chat.postEphemeral`, `reactions.add`,
 `conversations.open`, `conversations.replies`, `conversations.history`,
-`apps.connections.open`) under `/api/`, and a Socket Mode
+`views.open`, `views.publish`, `apps.connections.open`) under `/api/`, and a Socket Mode
 WebSocket; it records every call and can be told how to answer the next ones
 (an error, a 429, no answer at all, a dropped connection, a slow answer), in
 order (`script`) or by what they carry (`rule`). `signed` and the body builders make the
@@ -63,6 +63,8 @@ class FakeSlack:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.messages: dict[str, list[dict[str, Any]]] = defaultdict(list)  # channel -> what was posted, in order
+        self.views: dict[str, dict[str, Any]] = {}  # view id -> the modal or Home tab views.open / .publish showed
+        self.homes: dict[str, Any] = {}  # user -> their Home tab, as last published
         self.scripts: dict[str, list[Reply]] = defaultdict(list)
         # (method, args) -> a Reply for this call, or None to go on as usual; asked before the scripts.
         self.rule: Callable[[str, dict[str, Any]], Reply | None] | None = None
@@ -186,6 +188,16 @@ class FakeSlack:
             return Reply(body={"ok": True})
         if method == "conversations.open":
             return Reply(body={"ok": True, "channel": {"id": "D" + str(args.get("users", "")).lstrip("UW")}})
+        if method == "views.open":
+            # A trigger_id is good for 3 seconds and one view; tests name an expired one "expired".
+            if not args.get("trigger_id") or args["trigger_id"] == "expired":
+                return Reply(body={"ok": False, "error": "expired_trigger_id"})
+            return self._view(args.get("view"))
+        if method == "views.publish":
+            if not str(args.get("user_id") or "").startswith(("U", "W")):
+                return Reply(body={"ok": False, "error": "invalid_arguments"})
+            self.homes[args["user_id"]] = args.get("view")
+            return self._view(args.get("view"))
         if method == "apps.connections.open":
             return Reply(body={"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket"})
         return Reply(body={"ok": False, "error": "unknown_method"})
@@ -214,6 +226,13 @@ class FakeSlack:
         body: dict[str, Any] = {"ok": True, "messages": page, "has_more": more}
         body["response_metadata"] = {"next_cursor": str(start + limit) if more else ""}
         return Reply(body=body)
+
+    def _view(self, view: Any) -> Reply:
+        if not isinstance(view, dict) or view.get("type") not in ("modal", "home") or not view.get("blocks"):
+            return Reply(body={"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": ["view"]}})
+        opened = {**view, "id": f"V{next(self._ts):08d}", "hash": "h", "state": {"values": {}}}
+        self.views[opened["id"]] = opened
+        return Reply(body={"ok": True, "view": opened})
 
     def _next_ts(self) -> str:
         return f"{1700000000 + next(self._ts)}.000100"
@@ -341,3 +360,29 @@ def click(
         ],
     }
     return urlencode({"payload": json.dumps(payload)})
+
+
+def submission(view: dict[str, Any], *, user: str, values: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The view_submission payload Slack posts when `user` submits `view` (as views.open returned it)."""
+    state = {"values": values or {}}
+    return {
+        "type": "view_submission",
+        "team": {"id": TEAM, "domain": "test"},
+        "user": {"id": user, "team_id": TEAM},
+        "api_app_id": "A0APP",
+        "token": "legacy",
+        "trigger_id": "2.3.4",
+        "view": {**view, "state": state, "team_id": TEAM, "app_id": "A0APP", "bot_id": BOT_ID},
+        "response_urls": [],
+    }
+
+
+def home_opened(user: str) -> dict[str, Any]:
+    """An app_home_opened event: `user` opened the app's Home tab."""
+    return {
+        "type": "app_home_opened",
+        "user": user,
+        "channel": "D" + user.lstrip("UW"),
+        "tab": "home",
+        "event_ts": "1.0",
+    }
