@@ -44,6 +44,10 @@ class Inbox(Protocol):
         """The agent answering `address` (ours: a number, a mail address, a webhook path), None if none does."""
         ...
 
+    def agents(self) -> list[str]:
+        """The names of the agents a message may address directly (a Slack command's first word)."""
+        ...
+
     def addresses(self, agent: str) -> list[str]:
         """The addresses frontdesk.toml routes to `agent` on this channel (first: the one it writes from)."""
         ...

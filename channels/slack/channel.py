@@ -22,6 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from channels.slack.api import Me, SlackApi
 from channels.slack.approvals import DECISION_VIEW, Approvals
+from channels.slack.commands import SEND_SHORTCUT, Commands
 from channels.slack.inbound import OUTCOME, Inbound, event_callback
 from channels.slack.interactive import CHOICE_ACTION, from_choice
 from channels.slack.options import SlackOptions
@@ -94,6 +95,9 @@ class SlackChannel(ChannelBase):
         self.app.event(re.compile(".*"))(self.inbound.on_event)
         self.app.action(re.compile(f"^({APPROVE}|{DENY})$"))(self.approvals.on_click)
         self.app.view(DECISION_VIEW)(self.approvals.on_submit)
+        self.commands = Commands(self.api, inbox, self.inbound, self._me)
+        self.app.command(re.compile("^/"))(self.commands.on_command)  # the manifest's one command
+        self.app.shortcut(SEND_SHORTCUT)(self.commands.on_shortcut)
 
         async def on_choice(ack, body, context) -> None:
             await self.inbound.clicked(from_choice, ack, body, context)

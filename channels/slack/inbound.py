@@ -27,13 +27,13 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from channels.slack.api import Me
 from gateway.errors import Malformed, Unavailable, answer
-from gateway.messages import ApprovalChoice, Attachment, InboundMessage
+from gateway.messages import Accepted, ApprovalChoice, Attachment, InboundMessage
 from gateway.protocols import Inbox
 
 log = structlog.get_logger("frontdesk.slack")
@@ -43,6 +43,7 @@ OUTCOME = "frontdesk_outcome"
 # Subtypes that are a person writing: a file with a comment, a thread reply also sent to the channel.
 PERSON_SUBTYPES = {"file_share", "thread_broadcast"}
 LIVE = {"waiting_human", "waiting_approval", "running"}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Parsed:
     prefer: str | None = None  # a more specific conversation, used when it has a thread
     live_only: bool = False  # a plain channel reply: only while its thread is live
     react: bool = True  # put the acknowledgement reaction on it
+    agent: str | None = None  # named by the sender (a slash command); else routed by the address
 
 
 def event_callback(body: bytes, content_type: str | None) -> dict[str, Any] | None:
@@ -153,8 +155,10 @@ def on_clicked_message(body: dict[str, Any], me: Me, text: str, **fields: Any) -
     return said_at(place, me, text, f"{clicked_action(body).get('action_ts')}:{place[0]}:{place[2]}", **fields)
 
 
-def said_at(place: Place, me: Me, text: str, message_id: str, **fields: Any) -> Parsed:
-    """`text` from the person at `place`, on the conversation of the message there; it never starts a thread."""
+def said_at(
+    place: Place, me: Me, text: str, message_id: str, *, start: bool = False, agent: str | None = None, **fields: Any
+) -> Parsed:
+    """`text` from the person at `place`, on the conversation of the message there (by default only an existing one)."""
     user, channel, _, root = place
     dm = channel.startswith("D")
     message = InboundMessage(
@@ -167,7 +171,7 @@ def said_at(place: Place, me: Me, text: str, message_id: str, **fields: Any) -> 
         reply_to={"team": me.team, "channel": channel, "thread_ts": root},
         **fields,
     )
-    return Parsed(message, start=False, prefer=f"{me.team}/{channel}/{root}" if dm else None, react=False)
+    return Parsed(message, start=start, prefer=f"{me.team}/{channel}/{root}" if dm else None, react=start, agent=agent)
 
 
 class Inbound:
@@ -200,22 +204,26 @@ class Inbound:
             await _noted(self.enqueue(parsed), context)
         await ack()
 
-    async def enqueue(self, parsed: Parsed, ts: str | None = None) -> None:
-        """Place `parsed` and hand it to the inbox (the route's answer follows from what the inbox did)."""
+    async def enqueue(self, parsed: Parsed, ts: str | None = None) -> Accepted | None:
+        """Place `parsed` and hand it to the inbox (the route's answer follows from what the inbox did).
+
+        None: not enqueued (nowhere to place it, or no agent answers its address).
+        """
         message = parsed.message
         conversation = await self._place(parsed)
         if conversation is None:
-            return
-        agent = self.inbox.route(message.address)
+            return None
+        agent = parsed.agent or self.inbox.route(message.address)
         if agent is None and parsed.start:
             log.info("no agent answers this Slack address", address=message.address)
-            return
+            return None
         message = message.model_copy(update={"conversation": conversation})
         accepted = await self.inbox.accept(message, agent=agent or "", only_existing=not parsed.start)
         # Over the rate: dropped (and counted) with a 200, since Slack retries any error.
         answer("slack", accepted, message)
         if parsed.react and ts and accepted.outcome == "new":
             self.react(message.reply_to["channel"], ts)
+        return accepted
 
     async def _place(self, parsed: Parsed) -> str | None:
         """The conversation to enqueue on; None when the message must not be enqueued."""
@@ -233,10 +241,10 @@ class Inbound:
         return conversation
 
 
-async def _noted(work: Awaitable[None], context) -> None:
+async def _noted(work: Awaitable[T], context) -> T:
     """Run a listener's work; a Redis failure is noted in bolt's context for the HTTP route's 503."""
     try:
-        await work
+        return await work
     except Unavailable as exc:
         outcome = context.get(OUTCOME)
         if outcome is not None:

@@ -386,3 +386,50 @@ def home_opened(user: str) -> dict[str, Any]:
         "tab": "home",
         "event_ts": "1.0",
     }
+
+
+def command(text: str, *, user: str = "U1", channel: str = "C1", name: str = "/frontdesk") -> str:
+    """A slash command as Slack posts it (form-encoded, signed like every request)."""
+    return urlencode(
+        {
+            "token": "legacy",
+            "team_id": TEAM,
+            "team_domain": "test",
+            "channel_id": channel,
+            "channel_name": "general",
+            "user_id": user,
+            "user_name": "someone",
+            "command": name,
+            "text": text,
+            "api_app_id": "A0APP",
+            "is_enterprise_install": "false",
+            "response_url": "https://hooks.slack.invalid/commands/1",
+            "trigger_id": "3.4.5",
+        }
+    )
+
+
+def shortcut(
+    *, user: str, channel: str, ts: str, text: str, author: str, thread_ts: str | None = None
+) -> dict[str, Any]:
+    """A message shortcut ("Send to agent") payload: `user` chose it on `author`'s message."""
+    posted = {
+        "type": "message",
+        "user": author,
+        "ts": ts,
+        "text": text,
+        **({"thread_ts": thread_ts} if thread_ts else {}),
+    }
+    return {
+        "type": "message_action",
+        "callback_id": "frontdesk_send",
+        "trigger_id": "4.5.6",
+        "action_ts": f"{ts}9",
+        "team": {"id": TEAM, "domain": "test"},
+        "user": {"id": user, "team_id": TEAM},
+        "channel": {"id": channel, "name": "general"},
+        "message": posted,
+        "message_ts": ts,
+        "response_url": "https://hooks.slack.invalid/actions/2",
+        "token": "legacy",
+    }
