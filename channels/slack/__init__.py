@@ -14,14 +14,17 @@ errors mapped to DeliveryFailed (`api`); Markdown as mrkdwn, cut to size
 (`mrkdwn`); always in the thread (`outbound`). A received message gets the
 FRONTDESK_SLACK_ACK_REACTION emoji ("eyes"; empty for none).
 
-Enabled when SLACK_BOT_TOKEN is set with SLACK_SIGNING_SECRET (HTTP) or
-SLACK_APP_TOKEN (Socket Mode). The app manifest is deploy/slack/manifest.yaml.
+Enabled when SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and
+SLACK_CLIENT_SECRET (OAuth installs, any workspace: `oauth`) are set, with
+SLACK_SIGNING_SECRET (HTTP) or SLACK_APP_TOKEN (Socket Mode). The app manifest is deploy/slack/manifest.yaml.
 """
 
 from __future__ import annotations
 
 from channels.slack.channel import SlackChannel
+from channels.slack.options import SlackOptions
 from gateway.protocols import ChannelContext, Unconfigured
+from gateway.settings import plugin_settings
 
 __all__ = ["SlackChannel", "channel"]
 
@@ -29,7 +32,8 @@ __all__ = ["SlackChannel", "channel"]
 def channel(context: ChannelContext) -> SlackChannel | Unconfigured:
     """The Slack channel, or what is missing when its tokens are not set."""
     settings = context.settings
-    if settings.slack_bot_token is None:
+    options = plugin_settings(SlackOptions, settings)
+    if settings.slack_bot_token is None and not (options.client_id and options.client_secret):
         return Unconfigured("slack", "SLACK_BOT_TOKEN is not set")
     if settings.slack_signing_secret is None and settings.slack_app_token is None:
         return Unconfigured("slack", "neither SLACK_SIGNING_SECRET (HTTP) nor SLACK_APP_TOKEN (Socket Mode) is set")

@@ -20,11 +20,12 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from channels.slack.api import Me, SlackApi
+from channels.slack.api import WORKSPACE, Me, SlackApi
 from channels.slack.approvals import DECISION_VIEW, Approvals
 from channels.slack.commands import SEND_SHORTCUT, Commands
 from channels.slack.inbound import OUTCOME, Inbound, event_callback
 from channels.slack.interactive import CHOICE_ACTION, from_choice
+from channels.slack.oauth import Installations, oauth_router, workspace_of
 from channels.slack.options import SlackOptions
 from channels.slack.outbound import APPROVE, DENY, Outbound
 from gateway.errors import DeliveryFailed, Malformed, Unavailable
@@ -49,8 +50,8 @@ class SlackChannel(ChannelBase):
         self.reaction = settings.slack_ack_reaction.strip(":")
         self.app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
-        assert settings.slack_bot_token is not None  # the factory checked
-        self.token = settings.slack_bot_token.get_secret_value()
+        # The factory checked there is SLACK_BOT_TOKEN, or OAuth installs (SLACK_CLIENT_ID/SECRET), or both.
+        self.token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
         # One session for every call (bolt copies it into its per-request clients); with
         # a session of its own, slack_sdk applies the session's timeout, not its own.
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.slack_timeout))
@@ -63,6 +64,13 @@ class SlackChannel(ChannelBase):
         self.api = SlackApi(AsyncWebClient(token=self.token, **web))
         options = plugin_settings(SlackOptions, settings)
         state = context.state(self.name)
+        self.installations: Installations | None = None
+        self.oauth: APIRouter | None = None
+        if options.client_id and options.client_secret:
+            secret_value = options.client_secret.get_secret_value()
+            self.installations = Installations(state, self.api, options.client_id, secret_value)
+            self.api.tokens = self.installations
+            self.oauth = oauth_router(self.installations, state, options.scopes, options.state_ttl, settings.public_url)
         self.inbound = Inbound(inbox, self._me, self._react)
         self.approvals = Approvals(self.api, inbox, state, self.inbound, options.reason, settings.dedupe_ttl)
         self.outbound = Outbound(self.api, inbox, state, settings.dedupe_ttl, self.approvals)
@@ -92,6 +100,8 @@ class SlackChannel(ChannelBase):
         )
         # Bolt runs the first listener that matches: the specific events before the catch-all.
         self.app.event("app_home_opened")(self._on_home)
+        self.app.event("app_uninstalled")(self._on_lifecycle)
+        self.app.event("tokens_revoked")(self._on_lifecycle)
         self.app.event(re.compile(".*"))(self.inbound.on_event)
         self.app.action(re.compile(f"^({APPROVE}|{DENY})$"))(self.approvals.on_click)
         self.app.view(DECISION_VIEW)(self.approvals.on_submit)
@@ -122,6 +132,14 @@ class SlackChannel(ChannelBase):
             # built per request, every listener argument built per call, the request and response
             # copied. Everything else (url_verification, interactivity) and Socket Mode go through bolt.
             callback = event_callback(body, request.headers.get("content-type"))
+            if callback is not None:
+                WORKSPACE.set(workspace_of(callback))
+                if _event_type(callback) in LIFECYCLE:
+                    await self._lifecycle(callback)
+                    return Response(status_code=200)
+                if not await self._installed():
+                    log.info("an event from a workspace the app is not installed in", workspace=WORKSPACE.get())
+                    return Response(status_code=200)  # nothing to answer with: no token there
             if callback is not None and _event_type(callback) == "app_home_opened":
                 self._home(callback)
                 return Response(status_code=200)
@@ -141,6 +159,8 @@ class SlackChannel(ChannelBase):
 
         router = APIRouter(tags=["slack"])
         router.add_api_route("/slack/events", events, methods=["POST"], summary="Slack Events API and interactivity")
+        if self.oauth is not None:
+            router.include_router(self.oauth)
         return router
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -178,17 +198,46 @@ class SlackChannel(ChannelBase):
             raise Unavailable(f"Slack auth.test failed: {exc}") from exc
 
     async def _authorize(self, context) -> AuthorizeResult:
-        """Bolt's authorize step from our cached auth.test."""
+        """Bolt's authorize step: the request's workspace noted for every call its listeners make, and who we are there."""
+        WORKSPACE.set((context.enterprise_id, context.team_id))
         try:
             me = await self._me()
+            installed = (
+                await self.installations.find(context.enterprise_id, context.team_id) if self.installations else None
+            )
         except Unavailable as error:
             outcome = context.get(OUTCOME)
             if outcome is not None:
                 outcome["error"] = error
             raise
+        token = installed.token if installed else self.token
         return AuthorizeResult(
-            enterprise_id=None, team_id=me.team, bot_user_id=me.user_id, bot_id=me.bot_id, bot_token=self.token
+            enterprise_id=context.enterprise_id,
+            team_id=me.team,
+            bot_user_id=me.user_id,
+            bot_id=me.bot_id,
+            bot_token=token,
         )
+
+    async def _installed(self) -> bool:
+        """Whether the current workspace has a token: an installation, or the single SLACK_BOT_TOKEN."""
+        if self.installations is None or self.token:
+            return True
+        workspace = WORKSPACE.get() or (None, None)
+        return await self.installations.find(*workspace) is not None
+
+    async def _on_lifecycle(self, ack, body: dict[str, Any]) -> None:
+        await self._lifecycle(body)
+        await ack()
+
+    async def _lifecycle(self, body: dict[str, Any]) -> None:
+        """app_uninstalled, tokens_revoked (of the bot): the workspace's installation goes."""
+        event = body.get("event")
+        event = event if isinstance(event, dict) else {}
+        tokens = event.get("tokens")
+        revoked_bot = isinstance(tokens, dict) and bool(tokens.get("bot"))
+        if self.installations is not None and (event.get("type") == "app_uninstalled" or revoked_bot):
+            await self.installations.remove(*workspace_of(body))
 
     async def _on_home(self, ack, body: dict[str, Any]) -> None:
         self._home(body)
@@ -227,6 +276,9 @@ class SlackChannel(ChannelBase):
 
     # ------------------------------------------------------------ outbound
     async def send(self, message: OutboundMessage) -> Sent:
+        # The workspace whose token posts it: where the person wrote, else the team a route names (T…/C…).
+        team = (message.reply_to or {}).get("team") or _team_of(message.address)
+        WORKSPACE.set((message.reply_to.get("enterprise"), team) if team else None)
         return await self.outbound.send(message)
 
     async def aclose(self) -> None:
@@ -241,3 +293,11 @@ class SlackChannel(ChannelBase):
 def _event_type(callback: dict[str, Any]) -> str | None:
     event = callback.get("event")
     return event.get("type") if isinstance(event, dict) else None
+
+
+LIFECYCLE = {"app_uninstalled", "tokens_revoked"}
+
+
+def _team_of(address: str) -> str | None:
+    team, sep, _ = address.partition("/")
+    return team if sep and team.startswith(("T", "E")) else None

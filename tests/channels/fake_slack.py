@@ -3,7 +3,7 @@
 `FakeSlack` serves the Web API methods the channel calls (`auth.test`,
 `chat.postMessage`, `chat.update`, `chat.postEphemeral`, `reactions.add`,
 `conversations.open`, `conversations.replies`, `conversations.history`,
-`views.open`, `views.publish`, `apps.connections.open`) under `/api/`, and a Socket Mode
+`views.open`, `views.publish`, `oauth.v2.access`, `apps.connections.open`) under `/api/`, and a Socket Mode
 WebSocket; it records every call and can be told how to answer the next ones
 (an error, a 429, no answer at all, a dropped connection, a slow answer), in
 order (`script`) or by what they carry (`rule`). `signed` and the body builders make the
@@ -13,6 +13,7 @@ requests Slack would send, signed with the real v0 scheme (slack_sdk's verifier)
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import time
@@ -31,6 +32,8 @@ BOT_ID = "B0BOT"
 TOKEN = "xoxb-test-token"
 APP_TOKEN = "xapp-test-token"
 SECRET = "test-signing-secret"
+CLIENT_ID = "1111.2222"
+CLIENT_SECRET = "test-client-secret"
 
 
 @dataclass
@@ -65,6 +68,10 @@ class FakeSlack:
         self.messages: dict[str, list[dict[str, Any]]] = defaultdict(list)  # channel -> what was posted, in order
         self.views: dict[str, dict[str, Any]] = {}  # view id -> the modal or Home tab views.open / .publish showed
         self.homes: dict[str, Any] = {}  # user -> their Home tab, as last published
+        self.tokens: dict[str, tuple[str, str]] = {TOKEN: (TEAM, BOT_USER)}  # bot token -> (team, bot user)
+        self.codes: dict[str, dict[str, Any]] = {}  # OAuth code -> what it installs (`grant`)
+        self.refresh_tokens: dict[str, dict[str, Any]] = {}
+        self.expires_in = 43200  # seconds a rotating token lives (Slack's: 12 hours)
         self.scripts: dict[str, list[Reply]] = defaultdict(list)
         # (method, args) -> a Reply for this call, or None to go on as usual; asked before the scripts.
         self.rule: Callable[[str, dict[str, Any]], Reply | None] | None = None
@@ -151,20 +158,17 @@ class FakeSlack:
         return web.json_response(reply.body, status=reply.status, headers=reply.headers)
 
     def _answer(self, method: str, args: dict[str, Any], authorization: str) -> Reply:
-        token = APP_TOKEN if method == "apps.connections.open" else TOKEN
-        if authorization != f"Bearer {token}":
+        if method == "oauth.v2.access":
+            return self._oauth(args, authorization)
+        if method == "apps.connections.open":
+            if authorization != f"Bearer {APP_TOKEN}":
+                return Reply(body={"ok": False, "error": "invalid_auth"})
+        elif authorization.removeprefix("Bearer ") not in self.tokens:
             return Reply(body={"ok": False, "error": "invalid_auth"})
         if method == "auth.test":
-            return Reply(
-                body={
-                    "ok": True,
-                    "team_id": TEAM,
-                    "team": "Test",
-                    "user_id": BOT_USER,
-                    "bot_id": BOT_ID,
-                    "user": "frontdesk",
-                }
-            )
+            team, user = self.tokens[authorization.removeprefix("Bearer ")]
+            body = {"ok": True, "team_id": team, "team": "Test", "user_id": user, "bot_id": BOT_ID, "user": "frontdesk"}
+            return Reply(body=body)
         if method == "chat.postMessage":
             if not args.get("channel") or args["channel"].startswith("CGONE"):
                 return Reply(body={"ok": False, "error": "channel_not_found"})
@@ -225,6 +229,43 @@ class FakeSlack:
         page, more = found[start : start + limit], start + limit < len(found)
         body: dict[str, Any] = {"ok": True, "messages": page, "has_more": more}
         body["response_metadata"] = {"next_cursor": str(start + limit) if more else ""}
+        return Reply(body=body)
+
+    def grant(self, code: str, *, team: str, bot_user: str = "U0BOT2", rotating: bool = False) -> None:
+        """Make `code` an OAuth code that installs the app in `team` (with token rotation if `rotating`)."""
+        self.codes[code] = {"team": team, "bot_user": bot_user, "rotating": rotating}
+
+    def _oauth(self, args: dict[str, Any], authorization: str) -> Reply:
+        """oauth.v2.access: a code, or (token rotation) a refresh token, for a bot token; the app by HTTP Basic."""
+        expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        if authorization != expected:
+            return Reply(body={"ok": False, "error": "invalid_client_id"})
+        if args.get("grant_type") == "refresh_token":
+            grant = self.refresh_tokens.pop(str(args.get("refresh_token")), None)
+            if grant is None:
+                return Reply(body={"ok": False, "error": "invalid_refresh_token"})
+        else:
+            grant = self.codes.pop(str(args.get("code")), None)  # a code is good once
+            if grant is None:
+                return Reply(body={"ok": False, "error": "invalid_code"})
+        n = next(self._ts)
+        token = f"xoxb-{grant['team']}-{n}"
+        self.tokens[token] = (grant["team"], grant["bot_user"])
+        body: dict[str, Any] = {
+            "ok": True,
+            "app_id": "A0APP",
+            "access_token": token,
+            "token_type": "bot",
+            "scope": "chat:write,commands",
+            "bot_user_id": grant["bot_user"],
+            "team": {"id": grant["team"], "name": f"Team {grant['team']}"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+        }
+        if grant["rotating"]:
+            refresh = f"xoxe-1-{grant['team']}-{n}"
+            self.refresh_tokens[refresh] = grant
+            body.update(refresh_token=refresh, expires_in=self.expires_in)
         return Reply(body=body)
 
     def _view(self, view: Any) -> Reply:
