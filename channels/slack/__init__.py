@@ -14,8 +14,8 @@ errors mapped to DeliveryFailed (`api`); Markdown as mrkdwn, cut to size
 (`mrkdwn`); always in the thread (`outbound`). A received message gets the
 FRONTDESK_SLACK_ACK_REACTION emoji ("eyes"; empty for none).
 
-Enabled when SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and
-SLACK_CLIENT_SECRET (OAuth installs, any workspace: `oauth`) are set, with
+Enabled when SLACK_BOT_TOKEN (one workspace) or FRONTDESK_SLACK_CLIENT_ID and
+FRONTDESK_SLACK_CLIENT_SECRET (OAuth installs, any workspace: `oauth`) are set, with
 SLACK_SIGNING_SECRET (HTTP) or SLACK_APP_TOKEN (Socket Mode). The app manifest is deploy/slack/manifest.yaml.
 """
 

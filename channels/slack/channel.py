@@ -50,7 +50,7 @@ class SlackChannel(ChannelBase):
         self.reaction = settings.slack_ack_reaction.strip(":")
         self.app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
-        # The factory checked there is SLACK_BOT_TOKEN, or OAuth installs (SLACK_CLIENT_ID/SECRET), or both.
+        # The factory checked there is SLACK_BOT_TOKEN, or OAuth installs (FRONTDESK_SLACK_CLIENT_ID/SECRET), or both.
         self.token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
         # One session for every call (bolt copies it into its per-request clients); with
         # a session of its own, slack_sdk applies the session's timeout, not its own.

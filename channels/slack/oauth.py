@@ -1,6 +1,6 @@
 """Any workspace: the OAuth install, installations in Redis, the right token per workspace, rotation.
 
-On with SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (the single-token setup, SLACK_BOT_TOKEN,
+On with FRONTDESK_SLACK_CLIENT_ID and FRONTDESK_SLACK_CLIENT_SECRET (the single-token setup, SLACK_BOT_TOKEN,
 works as before, alone or beside it: a workspace without an installation uses it).
 
 - `GET /slack/install` redirects to Slack's authorize page with a `state` kept in

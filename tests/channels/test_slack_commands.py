@@ -78,3 +78,25 @@ async def test_send_to_agent_starts_a_thread_on_that_message(redis_url, prefix):
         await app.interaction(payload)
         thread = await app.thread(f"{TEAM}/C1/{ts}")
         assert [e.type for e in thread.events].count("user_message") == 1
+
+
+def test_the_manifest_has_the_command_the_shortcut_the_home_tab_and_the_install():
+    from pathlib import Path
+
+    import yaml
+
+    from channels.slack.commands import SEND_SHORTCUT
+    from channels.slack.options import SlackOptions
+
+    manifest = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy/slack/manifest.yaml").read_text())
+    features, settings = manifest["features"], manifest["settings"]
+    [cmd] = features["slash_commands"]
+    assert cmd["command"] == "/frontdesk" and cmd["url"] == settings["event_subscriptions"]["request_url"]
+    assert [(s["type"], s["callback_id"]) for s in features["shortcuts"]] == [("message", SEND_SHORTCUT)]
+    assert features["app_home"]["home_tab_enabled"] is True
+    assert {"app_home_opened", "app_uninstalled", "tokens_revoked"} <= set(
+        settings["event_subscriptions"]["bot_events"]
+    )
+    assert [u.rsplit("/", 2)[-2:] for u in manifest["oauth_config"]["redirect_urls"]] == [["slack", "oauth_redirect"]]
+    # An OAuth install asks for exactly what the manifest lists.
+    assert set(SlackOptions.model_fields["scopes"].default.split(",")) == set(manifest["oauth_config"]["scopes"]["bot"])

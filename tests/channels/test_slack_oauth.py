@@ -20,8 +20,8 @@ T2 = "T0OTHER"
 
 @pytest.fixture(autouse=True)
 def oauth_app(monkeypatch):
-    monkeypatch.setenv("SLACK_CLIENT_ID", CLIENT_ID)
-    monkeypatch.setenv("SLACK_CLIENT_SECRET", CLIENT_SECRET)
+    monkeypatch.setenv("FRONTDESK_SLACK_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("FRONTDESK_SLACK_CLIENT_SECRET", CLIENT_SECRET)
 
 
 def callback(event: dict, event_id: str, team: str) -> dict:
