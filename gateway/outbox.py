@@ -48,6 +48,7 @@ from gateway.events import (
     Thread,
 )
 from gateway.loops import Slots, loop_failed, redis_down, sleep
+from gateway.protocols import Channel, Recovers
 from gateway.retry import backoff
 from gateway.streams import delayed_member, flat, missing_group
 
@@ -447,10 +448,17 @@ class Outbox:
                 # A sender (`holder`) stopped after handing this message to the provider and before
                 # recording what it said, or it is still waiting for the answer: the person may have it.
                 holder = cast(str | None, await self.redis.get(marker))  # a decoding client
-                bound.warning("delivery ambiguous: an earlier send was interrupted; not re-sent", holder=holder)
-                reason = f"a send by {holder} was interrupted before its outcome was recorded"
-                await self._finish(self._dead(p, stream, entry_id, message, "ambiguous", reason))
-                return
+                known, found = await self._recover(channel, message, bound)
+                if found is not None:
+                    await self._finish(self._delivered(p, stream, entry_id, message, found))
+                    return
+                if not known:
+                    bound.warning("delivery ambiguous: an earlier send was interrupted; not re-sent", holder=holder)
+                    reason = f"a send by {holder} was interrupted before its outcome was recorded"
+                    await self._finish(self._dead(p, stream, entry_id, message, "ambiguous", reason))
+                    return
+                bound.info("an interrupted send did not reach the provider; sending it", holder=holder)
+                await self.redis.set(marker, self.consumer, ex=self.rt.settings.dedupe_ttl)
         try:
             if channel is None:
                 raise DeliveryFailed(f"no channel {message.channel!r} is configured")
@@ -466,6 +474,16 @@ class Outbox:
             return
         await self._finish(self._delivered(p, stream, entry_id, message, sent))
         bound.info("delivered", detail=sent.detail)
+
+    async def _recover(self, channel: Channel | None, message: OutboundMessage, log) -> tuple[bool, Sent | None]:
+        """(known, sent): whether the provider can say what it has of an interrupted send, and Sent if all of it."""
+        if not isinstance(channel, Recovers):
+            return False, None
+        try:
+            return True, await channel.recover(message)
+        except DeliveryFailed as exc:
+            log.warning("cannot tell whether an interrupted send reached the provider", error=str(exc))
+            return False, None
 
     async def _finish(self, write: Coroutine[Any, Any, None]) -> None:
         """Run an outcome write to its end, even if the delivery is cancelled meanwhile (a shutdown).

@@ -185,6 +185,19 @@ class Channel(Protocol):
 
 
 @runtime_checkable
+class Recovers(Protocol):
+    """A channel that can tell whether a send cut off mid-way reached the provider (Slack reads its posts back).
+
+    The outbox asks it before calling a send ambiguous that a stopped sender left unrecorded.
+    """
+
+    async def recover(self, message: OutboundMessage) -> Sent | None:
+        """What the provider has of `message`: Sent if all of it, None if not all (a send now
+        posts only what is missing); DeliveryFailed when it cannot tell."""
+        ...
+
+
+@runtime_checkable
 class Listener(Protocol):
     """A channel that also listens on a connection of its own (the SMTP server, Slack Socket Mode)."""
 

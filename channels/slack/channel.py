@@ -276,10 +276,13 @@ class SlackChannel(ChannelBase):
 
     # ------------------------------------------------------------ outbound
     async def send(self, message: OutboundMessage) -> Sent:
-        # The workspace whose token posts it: where the person wrote, else the team a route names (T…/C…).
-        team = (message.reply_to or {}).get("team") or _team_of(message.address)
-        WORKSPACE.set((message.reply_to.get("enterprise"), team) if team else None)
+        _for_workspace(message)
         return await self.outbound.send(message)
+
+    async def recover(self, message: OutboundMessage) -> Sent | None:
+        """A send a stopped sender left unrecorded, read back from Slack (see `lookup`)."""
+        _for_workspace(message)
+        return await self.outbound.recover(message)
 
     async def aclose(self) -> None:
         if self._tasks:
@@ -301,3 +304,9 @@ LIFECYCLE = {"app_uninstalled", "tokens_revoked"}
 def _team_of(address: str) -> str | None:
     team, sep, _ = address.partition("/")
     return team if sep and team.startswith(("T", "E")) else None
+
+
+def _for_workspace(message: OutboundMessage) -> None:
+    """The workspace whose token sends `message`: where the person wrote, else the team a route names (T…/C…)."""
+    team = (message.reply_to or {}).get("team") or _team_of(message.address)
+    WORKSPACE.set((message.reply_to.get("enterprise"), team) if team else None)

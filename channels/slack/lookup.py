@@ -23,7 +23,7 @@ EVENT_TYPE = "frontdesk_outbound"
 PAGES = 10  # of up to 200 messages: past 2,000 replies (or root posts since), "not found" is a guess
 
 
-def tag(outbound_id: str, part: int) -> dict[str, Any]:
+def tag(outbound_id: str, part: int | str) -> dict[str, Any]:
     """The metadata that names part `part` of outbound message `outbound_id`."""
     return {"event_type": EVENT_TYPE, "event_payload": {"outbound_id": outbound_id, "part": part}}
 

@@ -84,7 +84,31 @@ class Outbound:
             return Sent(detail=ts)
         return await self._opened(message, channel, thread_ts or ts, ts)
 
-    async def post_once(self, message: OutboundMessage, part: int, **args: Any) -> str:
+    async def recover(self, message: OutboundMessage) -> Sent | None:
+        """What Slack has of a send a stopped sender left unrecorded: its parts are looked up by metadata.
+
+        Found parts are remembered as posted, so sending it again posts only the rest.
+        """
+        if message.kind == "receipt" and message.updates:
+            return None  # chat.update: doing it again changes nothing
+        if message.kind == "notice":
+            raise DeliveryFailed("an ephemeral notice cannot be read back")
+        parts = split(to_mrkdwn(_with_choices(message.text, message.choices)))
+        channel, thread_ts = await self._where(message)
+        root, ts = thread_ts, ""
+        for index in range(len(parts)):
+            ts = await posted(self.api, channel, root, tag(message.id, index)) or ""
+            if not ts:
+                return None
+            if len(parts) > 1:
+                await self._part_done(message, index, ts)
+            root = root or ts
+        log.info("an interrupted send is in Slack", outbound_id=message.id, parts=len(parts))
+        if thread_ts is not None:
+            return Sent(detail=ts)
+        return await self._opened(message, channel, root or ts, ts)
+
+    async def post_once(self, message: OutboundMessage, part: int | str, **args: Any) -> str:
         """Post one part, tagged with its outbound id; after a lost answer, ask Slack (`lookup`) before again."""
         metadata = tag(message.id, part)
         try:

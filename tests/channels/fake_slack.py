@@ -46,6 +46,7 @@ class Reply:
 
 HANG = Reply(status=0)  # take the request, never answer (until the fake stops)
 RESET = Reply(status=-1)  # act on the request as usual, then drop the connection without answering
+TAKEN = Reply(status=-2)  # act on the request as usual, then never answer (until the fake stops)
 
 
 @dataclass
@@ -140,7 +141,9 @@ class FakeSlack:
         reply = self.rule(method, args) if self.rule is not None else None
         if reply is None and self.scripts[method]:
             reply = self.scripts[method].pop(0)
-        if reply is HANG:
+        if reply is HANG or reply is TAKEN:
+            if reply is TAKEN:
+                self._answer(method, args, call.authorization)
             await self._released.wait()
             return web.Response(status=503)
         if reply is RESET:

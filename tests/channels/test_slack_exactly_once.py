@@ -3,16 +3,23 @@ post whose outcome is unknown is looked up (conversations.replies / .history) be
 
 from __future__ import annotations
 
+import asyncio
+import json
+
+import httpx
 import pytest
-from fake_slack import HANG, RESET, SECRET, TEAM, TOKEN, FakeSlack, Reply, mention
-from helpers import eventually, make_settings
+from fake_slack import HANG, RESET, SECRET, TAKEN, TEAM, TOKEN, FakeSlack, Reply, event_body, mention, signed
+from helpers import background, eventually, make_settings
 from plugins import EchoAgent
 from slack_app import outbound, slack_app
 
 import channels.slack as slack
 from channels.slack.lookup import tag
 from gateway.errors import DeliveryFailed
+from gateway.http import create_app
+from gateway.outbox import Outbox
 from gateway.runtime import running
+from gateway.worker import Worker
 
 ROOT = "1700000000.000100"
 
@@ -111,3 +118,45 @@ async def test_through_the_outbox_a_lost_answer_is_recorded_sent_once(redis_url,
 async def _delivered(app, conversation):
     thread = await app.thread(conversation)
     return thread if any(e.type == "delivery" for e in thread.events) else None
+
+
+async def test_recovering_a_long_message_remembers_the_parts_slack_has(channel, fake):
+    text = "\n".join(f"line {i} " + "x" * 80 for i in range(100))
+    fake.script("chat.postMessage", Reply(body=None), TAKEN)  # part 1 posted, part 2 taken and never answered
+    sending = asyncio.create_task(channel.send(outbound(text)))
+    await eventually(lambda: len(fake.messages["C1"]) == 2)
+    sending.cancel()  # the sender stopped while Slack held the answer to part 2
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    assert await channel.recover(outbound(text)) is None  # not all of it
+    await channel.send(outbound(text))
+    parts = fake.messages["C1"]
+    assert [m["metadata"]["event_payload"]["part"] for m in parts] == list(range(len(parts)))
+
+
+@pytest.mark.parametrize("reply, posts", [(TAKEN, 1), (HANG, 2)], ids=["taken", "never-reached"])
+async def test_a_sender_stopped_mid_post_is_settled_by_reading_slack_back(redis_url, prefix, reply, posts):
+    """The sender is stopped while Slack holds the answer; the next one reads the thread instead of guessing."""
+    async with FakeSlack() as fake:
+        values = dict(slack_bot_token=TOKEN, slack_signing_secret=SECRET, slack_api_url=fake.url, default_agent="echo")
+        settings = make_settings(redis_url, prefix, shutdown_grace=0.0, **values)
+        async with running(settings, agents=[EchoAgent()], builtins=False, channels=[slack.channel]) as rt:
+            fake.script("chat.postMessage", reply)
+            raw = json.dumps(event_body(mention("hi", ts="1710000000.000100"), "Ev1"))
+            transport = httpx.ASGITransport(app=create_app(settings, rt))
+            async with httpx.AsyncClient(transport=transport, base_url="http://frontdesk.test") as http:
+                assert (await http.post("/slack/events", content=raw, headers=signed(raw))).status_code == 200
+            async with background(Worker(rt, "w1"), Outbox(rt, "o1")):
+                await eventually(lambda: fake.to("chat.postMessage", ok=None))  # o1 is waiting for the answer
+            async with background(Worker(rt, "w2"), Outbox(rt, "o2")):
+                thread = await eventually(lambda: _settled(rt, f"{TEAM}/C1/1710000000.000100"))
+            [stored] = fake.messages["C1"]
+            assert [(e.status, e.detail) for e in thread.events if e.type == "delivery"] == [("sent", stored["ts"])]
+            assert len(fake.to("chat.postMessage", ok=None)) == posts
+            assert fake.to("conversations.replies")[0]["include_all_metadata"] is True
+
+
+async def _settled(rt, conversation):
+    thread_id = await rt.ingest.thread_for("slack", conversation)
+    thread = await rt.store.load(thread_id) if thread_id else None
+    return thread if thread and any(e.type == "delivery" for e in thread.events) else None
