@@ -122,7 +122,13 @@ class Approvals:
         if raw is None:
             return
         for channel, copy_ts in json.loads(raw).get("copies", []):
-            await self.api.call("chat.update", channel=channel, ts=copy_ts, text=text, blocks=blocks)
+            try:
+                await self.api.call("chat.update", channel=channel, ts=copy_ts, text=text, blocks=blocks)
+            except DeliveryFailed as exc:
+                if exc.retryable:
+                    raise  # the whole receipt again: every update is idempotent
+                # A copy deleted, a DM closed: the decision stands, and the thread must not read as failed.
+                log.warning("an approver's copy was not updated", channel=channel, ts=copy_ts, error=str(exc))
         await self.state.delete(f"approval:{ts}")
 
     # ------------------------------------------------------------ App Home

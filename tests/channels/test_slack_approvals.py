@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_slack import TEAM, home_opened, mention, submission
+from fake_slack import TEAM, Reply, home_opened, mention, submission
 from helpers import eventually
 from plugins import ApprovalAgent
 from slack_app import App, slack_app
@@ -103,7 +103,13 @@ async def test_every_approver_gets_a_copy_and_every_copy_is_settled(redis_url, p
         home = await eventually(lambda: app.fake.homes.get("U2"))
         assert "Approval needed: deploy(version='1.2.3')" in json.dumps(home)
 
-        # U3 approves from their DM copy.
+        # U3 approves from their DM copy; U2 has deleted theirs, which fails nothing.
+        d2_ts = app.fake.messages["D2"][0]["ts"]
+        app.fake.rule = lambda method, args: (
+            Reply(body={"ok": False, "error": "message_not_found"})
+            if method == "chat.update" and args.get("ts") == d2_ts
+            else None
+        )
         await app.click(
             user="U3",
             channel="D3",
@@ -115,22 +121,24 @@ async def test_every_approver_gets_a_copy_and_every_copy_is_settled(redis_url, p
         await eventually(lambda: app.status(THREAD, "done"))
         [decision] = [e for e in (await app.thread(THREAD)).events if e.type == "approval_decision"]
         assert decision.by == "slack:U3" and decision.approved
-        updates = await eventually(lambda: len(app.fake.to("chat.update")) == 3 and app.fake.to("chat.update"))
-        assert {(u["channel"], u["ts"]) for u in updates} == {
-            ("C1", ts),
-            ("D2", app.fake.messages["D2"][0]["ts"]),
-            ("D3", copy_ts),
-        }
+        updates = await eventually(lambda: len(app.fake.to("chat.update", ok=None)) == 3 and app.fake.to("chat.update"))
+        assert {(u["channel"], u["ts"]) for u in updates} == {("C1", ts), ("D3", copy_ts)}
         assert all(u["text"].startswith("Approved by <@U3>") for u in updates)
+        deliveries = await eventually(lambda: _receipt_delivered(app))
+        assert [d.status for d in deliveries] == ["sent"] * 3 and (await app.thread(THREAD)).status == "done"
 
         # Decided: U2's Home tab is empty again.
         await app.event(home_opened("U2"), "Ev3")
         await eventually(lambda: "Nothing waits on you." in json.dumps(app.fake.homes["U2"]))
 
 
-async def test_a_home_tab_that_cannot_be_published_is_only_logged(redis_url, prefix):
-    from fake_slack import Reply
+async def _receipt_delivered(app: App):
+    thread = await app.thread(THREAD)
+    deliveries = [e for e in thread.events if e.type == "delivery"]
+    return deliveries if len(deliveries) == 3 else None  # the request, the final answer, the receipt
 
+
+async def test_a_home_tab_that_cannot_be_published_is_only_logged(redis_url, prefix):
     async with slack_app(redis_url, prefix, ApprovalAgent()) as app:
         app.fake.script("views.publish", Reply(status=429, body={"ok": False, "error": "ratelimited"}))
         await app.event(home_opened("U1"), "Ev9")  # answered 200 all the same

@@ -136,3 +136,16 @@ async def test_a_rotating_token_is_renewed_before_it_expires(redis_url, prefix):
         [refresh] = app.fake.to("oauth.v2.access", ok=True)[1:]
         assert refresh["grant_type"] == "refresh_token" and refresh["refresh_token"] == record["refresh_token"]
         assert renewed["refresh_token"] != record["refresh_token"] and renewed["expires_at"] > time.time() + 40000
+
+
+async def test_an_agent_reaches_someone_in_an_installed_workspace_by_naming_it(redis_url, prefix):
+    async with slack_app(redis_url, prefix, EchoAgent(), slack_bot_token=None) as app:
+        record = await install(app)
+        contact = {"channel": "slack", "address": f"{T2}/U7"}
+        r = await app.http.post("/api/v1/threads", json={"agent": "echo", "text": "build green?", "contact": contact})
+        assert r.status_code == 201, r.text
+        [question] = await eventually(lambda: [c for c in app.fake.calls if c.method == "chat.postMessage" and c.ok])
+        assert question.args["channel"] == "D7" and question.authorization == f"Bearer {record['bot_token']}"
+        [opened] = [c for c in app.fake.calls if c.method == "conversations.open"]
+        assert opened.authorization == question.authorization
+        await eventually(lambda: app.rt.ingest.thread_for("slack", f"{T2}/D7/{question.reply['ts']}"))
