@@ -12,7 +12,7 @@ import importlib
 
 from gateway.protocols import Channel, ChannelContext
 
-BUILTIN = ("channels.webhook", "channels.slack", "channels.sms", "channels.email")
+BUILTIN = ("channels.webhook", "channels.slack", "channels.sms", "channels.whatsapp", "channels.email")
 
 
 def load_channels(context: ChannelContext) -> list[Channel]:

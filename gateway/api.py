@@ -45,7 +45,7 @@ Caller = Annotated[str, Depends(authorized)]
 
 
 class ContactIn(BaseModel):
-    channel: Literal["slack", "sms", "email", "webhook"]
+    channel: Literal["slack", "sms", "whatsapp", "email", "webhook"]
     address: str = Field(min_length=1, max_length=512)
 
 

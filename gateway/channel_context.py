@@ -83,6 +83,9 @@ class RuntimeInbox:
                 return False
             return await self.rt.ingest.enqueue(entry, dedupe_id=dedupe_id)
 
+    def suggested_prompts(self, agent: str) -> list[str]:
+        return list(self.rt.config.agent(agent).suggested_prompts)
+
 
 class RedisState:
     """`gateway.protocols.ChannelState`: keys `<prefix>:<namespace>:<name>`."""

@@ -4,10 +4,13 @@
     responders = ["slack:U0OPS"]            # may answer its questions, besides the origin
     approvers  = ["slack:U0LEAD"]           # only they approve (default: origin + contact)
     contacts   = { operator = "slack:C0OPS" }   # named people the agent may ask
+    suggested_prompts = ["Reset my password", "Where is my order?"]   # at most 4
+    unverified_answers = false              # unauthenticated mail may not answer questions (default true)
 
     [agents.helpdesk.routes]
     slack   = ["T0TEAM/C0SUPPORT"]          # team/channel (or just a channel id)
     sms     = ["+15550001111"]
+    whatsapp = ["+15550001111"]             # a WhatsApp sender, as a plain number
     email   = ["help@example.com"]
     webhook = true                          # POST /webhooks/helpdesk
 
@@ -46,6 +49,7 @@ class _Strict(BaseModel):
 class Routes(_Strict):
     slack: list[str] = Field(default_factory=list)
     sms: list[str] = Field(default_factory=list)
+    whatsapp: list[str] = Field(default_factory=list)  # our WhatsApp senders, as plain E.164 numbers
     email: list[str] = Field(default_factory=list)
     webhook: bool = True
 
@@ -56,6 +60,11 @@ class AgentConfig(_Strict):
     approvers: list[str] = Field(default_factory=list)
     contacts: dict[str, str] = Field(default_factory=dict)
     model: str | None = None
+    # Conversation starters a channel may offer (Slack's assistant threads show at most 4).
+    suggested_prompts: list[str] = Field(default_factory=list, max_length=4)
+    # Whether a message its channel cannot authenticate (unsigned or forged mail) may answer a question.
+    # It never approves: that needs an authenticated message, an approval link, or the dashboard.
+    unverified_answers: bool = True
 
     @field_validator("responders", "approvers")
     @classmethod

@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal, assert_never
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-ChannelName = Literal["slack", "sms", "email", "webhook", "api", "cron", "dashboard"]
+ChannelName = Literal["slack", "sms", "whatsapp", "email", "webhook", "api", "cron", "dashboard"]
 Status = Literal["running", "waiting_human", "waiting_approval", "done", "failed"]
 STATUSES: tuple[Status, ...] = ("running", "waiting_human", "waiting_approval", "done", "failed")
 # Thread format version: bump when the stored shape changes, and teach `Thread.load` the old one.
@@ -80,6 +80,9 @@ class InboundMessage(BaseModel):
     # The shared space it was written in (a Slack channel id): a question asked of
     # that group may be answered by anyone writing there.
     group: str | None = None
+    # Why the channel cannot vouch that `sender` wrote this (mail failing DKIM/DMARC); None when it can.
+    # Such a message may answer a question (if the agent allows it) but never decides an approval.
+    unverified: str | None = None
 
     @property
     def identity(self) -> str:
@@ -122,6 +125,9 @@ class OutboundMessage(BaseModel):
     actions: list[OutAction] = Field(default_factory=list)
     # With an approval: every identity that may decide it, so a channel can ask each (Slack DMs a copy).
     approvers: list[str] = Field(default_factory=list)
+    # For a question or a final answer: the tools the thread ran since a person last spoke, in
+    # order, so a channel that can show work (Slack's streamed task steps) shows it.
+    steps: list[str] = Field(default_factory=list)
     subject: str | None = None
     attempt: int = 0
     held: int = 0  # times the sender put it back behind an earlier message of its thread

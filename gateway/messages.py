@@ -33,6 +33,7 @@ __all__ = [
     "OutAction",
     "OutboundMessage",
     "Outcome",
+    "Progress",
     "Sent",
 ]
 
@@ -68,3 +69,19 @@ class Accepted:
         if self.limited:
             return "limited"
         return "ignored" if self.ignored else "new"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a thread is doing now, for a channel that can show it (`gateway.protocols.ShowsProgress`).
+
+    `doing` None: nothing any more (the thread waits for a person, finished, or its step
+    failed), so whatever the channel shows must go.
+    """
+
+    thread_id: str
+    agent: str
+    conversation: str | None  # the origin's conversation on its channel
+    reply_to: dict[str, Any]  # the origin's reply_to: where the person is
+    doing: str | None  # one short line: "Running lookup_order"
+    details: list[str] = field(default_factory=list)  # more lines a channel may rotate through

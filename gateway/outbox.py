@@ -181,9 +181,21 @@ def compose(thread: Thread, start: int) -> list[OutboundMessage]:
                 actions=said.actions,
                 updates=said.updates,
                 approvers=said.approvers,
+                steps=_steps_before(thread, index) if said.kind in ("question", "final") else [],
             )
         )
     return out
+
+
+def _steps_before(thread: Thread, index: int) -> list[str]:
+    """The tools called between the last thing a person said and event `index`."""
+    steps: list[str] = []
+    for event in reversed(thread.events[:index]):
+        if event.type in ("user_message", "human_response", "approval_decision"):
+            break
+        if event.type == "tool_call":
+            steps.append(event.tool)
+    return steps[::-1]
 
 
 @dataclass(frozen=True)

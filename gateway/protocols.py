@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from gateway.errors import ConfigError
 from gateway.events import Event, Thread
-from gateway.messages import Accepted, Contact, DeliveryEvent, InboundMessage, OutboundMessage, Sent
+from gateway.messages import Accepted, Contact, DeliveryEvent, InboundMessage, OutboundMessage, Progress, Sent
 
 if TYPE_CHECKING:
     import httpx
@@ -76,6 +76,10 @@ class Inbox(Protocol):
 
     async def record_delivery(self, thread_id: str, event: DeliveryEvent, *, dedupe_id: str) -> bool:
         """Append a provider's delivery report to the thread; False if the thread is gone or it was a repeat."""
+        ...
+
+    def suggested_prompts(self, agent: str) -> list[str]:
+        """The conversation starters frontdesk.toml gives `agent` (`suggested_prompts`, at most 4)."""
         ...
 
 
@@ -205,6 +209,19 @@ class Listener(Protocol):
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; run by `frontdesk dev` and by the channel's own command."""
+        ...
+
+
+@runtime_checkable
+class ShowsProgress(Protocol):
+    """A channel that shows a person what their thread is doing while a step runs (Slack's thread status)."""
+
+    def progress(self, update: Progress) -> None:
+        """Called by the worker as a step starts (`doing` set) and when it ends (`doing` None).
+
+        Must not block or raise: it is on the worker's path for every step of every thread of
+        the channel, so the channel queues its own I/O (and coalesces it).
+        """
         ...
 
 

@@ -14,6 +14,7 @@ not answer gets a short note back and a `note` on the thread, nothing more.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ from gateway.events import (
 
 _YES = {"yes", "y", "approve", "approved", "ok", "okay"}
 _NO = {"no", "n", "deny", "denied", "reject"}
+MAX_UNVERIFIED_REPLIES = 3  # answers (each with a fresh link) per call and sender to unauthenticated mail
 _FIRST_WORD = re.compile(r"^\s*([A-Za-z]+)[\s.,:;!-]*(.*)$", re.S)
 
 
@@ -74,14 +76,23 @@ def approval_answer(text: str) -> tuple[bool, str | None] | None:
 
 
 class Router:
-    def __init__(self, config: FrontdeskConfig, agent_names: set[str], default_agent: str, email_domain: str) -> None:
+    def __init__(
+        self,
+        config: FrontdeskConfig,
+        agent_names: set[str],
+        default_agent: str,
+        email_domain: str,
+        approval_link: Callable[[str, str, str], str | None] | None = None,
+    ) -> None:
         self.config = config
+        # (thread id, call id, identity) -> a signed one-time link to decide that call (gateway.links).
+        self.approval_link = approval_link
         self.agent_names = agent_names
         self.default_agent = default_agent
         self.email_domain = email_domain.lower()
         self._routes: dict[tuple[str, str], str] = {}
         for name, agent in config.agents.items():
-            for channel in ("slack", "sms", "email"):
+            for channel in ("slack", "sms", "whatsapp", "email"):
                 for address in getattr(agent.routes, channel):
                     self._routes[(channel, address.lower())] = name
         # Decided once: config.agent() builds a default model for an unlisted agent on every call.
@@ -119,7 +130,7 @@ class Router:
             if "webhook" in channels and self.config.agent(name).routes.webhook:
                 out[name].append({"channel": "webhook", "address": f"/webhooks/{name}"})
         if self.default_agent in out:
-            for channel in ("slack", "sms"):
+            for channel in ("slack", "sms", "whatsapp"):
                 if channel in channels:
                     out[self.default_agent].append({"channel": channel, "address": "*"})
         return out
@@ -199,10 +210,14 @@ class Router:
         if request.type == "request_human_input":
             if not self._may_answer(thread, request, msg):
                 return self._refuse(msg, sender_contact, "Thanks — this question is waiting for someone else's answer.")
+            if msg.unverified and not self.config.agent(thread.agent).unverified_answers:
+                return self._unverified(thread, msg, None)
             return Decision(event=HumanResponse(**said), wake=True)
         # waiting for an approval
         if msg.identity not in self._approvers(thread, request):
             return self._refuse(msg, sender_contact, "Sorry — you are not one of the approvers for this request.")
+        if msg.unverified:
+            return self._unverified(thread, msg, request.call_id)
         if msg.decision is not None:
             if msg.decision.call_id != request.call_id:
                 return Decision(
@@ -288,6 +303,37 @@ class Router:
     def _approvers(self, thread: Thread, request: Any) -> list[str]:
         asked = [request.contact.identity] if request.contact else []
         return [*thread.approvers, *asked]
+
+    def _unverified(self, thread: Thread, msg: InboundMessage, call_id: str | None) -> Decision:
+        """An approver (or responder) whose message the channel could not authenticate: note it, say what works."""
+        reason = (msg.unverified or "")[:300]
+        note = Note(kind="unverified_sender", text=reason, call_id=call_id, sender=msg.identity, id=msg.id)
+        told = sum(
+            isinstance(e, Note) and e.kind == "unverified_sender" and e.call_id == call_id and e.sender == msg.identity
+            for e in thread.events
+        )
+        if told >= MAX_UNVERIFIED_REPLIES:
+            # Forged mail in a flood would otherwise make us mail the real person a link per forgery.
+            return Decision(event=note)
+        if call_id is None:
+            text = (
+                f"Your message could not be authenticated ({reason}), so it was not taken as an answer. "
+                "Please answer from an authenticated account or another channel."
+            )
+        else:
+            text = f"Your message could not be authenticated ({reason}), so it was not taken as a decision. "
+            link = self.approval_link(thread.id, call_id, msg.identity) if self.approval_link else None
+            if link:
+                text += f"To approve or deny, open this link (it works once): {link}"
+            else:
+                text += "Please decide from the dashboard or another channel."
+        # To the address the sender claims, never to a Reply-To they chose: the link proves that mailbox.
+        to = Contact(
+            channel=msg.channel,
+            address=msg.sender,
+            reply_to={k: v for k, v in msg.reply_to.items() if k != "to"},
+        )
+        return Decision(event=note, notice=text, notice_to=to)
 
     def _refuse(self, msg: InboundMessage, to: Contact, text: str) -> Decision:
         note = Note(kind="refused", text=(msg.text or "")[:200], sender=msg.identity, id=msg.id)

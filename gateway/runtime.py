@@ -24,6 +24,7 @@ from gateway.connection import connect_redis
 from gateway.errors import ConfigError
 from gateway.ingest import Ingest
 from gateway.keys import Keys
+from gateway.links import Linker
 from gateway.protocols import Agent, Channel, ChannelContext, Closes, Unconfigured, checked_channel
 from gateway.registry import BUILTIN_AGENTS, BUILTIN_CHANNELS, instantiate, load_plugins
 from gateway.router import Router
@@ -47,6 +48,7 @@ class Runtime:
     # The channels that are off, and the setting each lacks (a launch naming one is refused with it).
     unconfigured: dict[str, str] = field(default_factory=dict)
     router: Router = field(init=False)  # built once the agents are loaded: it routes to them
+    links: Linker | None = None  # signs and checks approval links (gateway.links); set by running()
     # What channels are given instead of this runtime (gateway.protocols.ChannelContext).
     channel_context: ChannelContext | None = None
 
@@ -94,7 +96,8 @@ async def running(
         for agent in [*load_plugins(agent_paths, rt), *instantiate(list(agents), rt)]:
             rt.agents[agent.name] = agent
         _check_config(config, rt.agents)
-        rt.router = Router(config, set(rt.agents), settings.default_agent, settings.email_domain)
+        rt.links = Linker(settings, redis, keys)
+        rt.router = Router(config, set(rt.agents), settings.default_agent, settings.email_domain, rt.links)
         rt.channel_context = context = RuntimeChannelContext(rt)
         channel_paths = ([BUILTIN_CHANNELS] if builtins else []) + settings.channel_modules()
         for found in [*load_plugins(channel_paths, context), *instantiate(list(channels), context)]:

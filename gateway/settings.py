@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     email_token_secret: SecretStr | None = _env("FRONTDESK_EMAIL_TOKEN_SECRET")
     email_attachment_max_bytes: int = _env("FRONTDESK_EMAIL_ATTACHMENT_MAX_BYTES", 5 * 1024 * 1024, ge=0)
     email_retention: int = _env("FRONTDESK_EMAIL_RETENTION", 14 * 24 * 3600, ge=3600)  # raw mail, attachments
+    # The authserv-id of the relay whose Authentication-Results (RFC 8601) we believe; unset: we believe none.
+    email_trusted_authserv_id: str | None = _env("FRONTDESK_EMAIL_TRUSTED_AUTHSERV_ID")
+    # The relay's addresses (comma-separated IPs or CIDRs): its header counts only on mail from them; empty: any.
+    email_trusted_relays: str = _env("FRONTDESK_EMAIL_TRUSTED_RELAYS", "")
     public_url: str | None = _env("FRONTDESK_PUBLIC_URL")
     api_token: SecretStr | None = _env("FRONTDESK_API_TOKEN")
     max_body_bytes: int = _env("FRONTDESK_MAX_BODY_BYTES", 1024 * 1024, ge=1024)
@@ -231,6 +235,8 @@ def plugin_settings(cls: type[P], settings: Settings) -> P:
         return cls(_env_file=settings._env_file)
     except ValidationError as exc:
         first = exc.errors()[0]
-        prefix = str(cls.model_config.get("env_prefix", ""))
-        name = (prefix + ".".join(str(part) for part in first["loc"])).upper() or cls.__name__
+        # A field is read as <env_prefix><name>; one with an alias as the alias alone, which is what `loc` holds then.
+        loc = [str(part) for part in first["loc"]]
+        prefix = str(cls.model_config.get("env_prefix", "")) if loc and loc[0] in cls.model_fields else ""
+        name = (prefix + ".".join(loc)).upper() or cls.__name__
         raise ConfigError(f"{name}: {first['msg']} (got {first.get('input')!r})") from None

@@ -34,6 +34,7 @@ from gateway.errors import LeaseLost, Malformed, Unavailable
 from gateway.events import DEAD_LETTER, Error, InboundMessage, Thread
 from gateway.loops import loop_failed, redis_down, sleep
 from gateway.outbox import compose, notice
+from gateway.progress import Reporter
 from gateway.router import Decision
 from gateway.streams import StreamRows, missing_group
 from gateway.threads import GROUP
@@ -59,6 +60,7 @@ class Worker:
         self._stopping = False  # draining for shutdown: finish the step in flight, start no other
         self._traces: dict[str, str | None] = {}  # thread id -> the trace its current entries belong to
         self._leases: dict[str, float] = {}  # thread id -> when its lease was last extended (monotonic)
+        self.progress = Reporter(runtime.channels)
 
     # ------------------------------------------------------------ loops
     async def run(self, stop: asyncio.Event) -> None:
@@ -305,6 +307,8 @@ class Worker:
             if thread is not None and self._starts_afresh(thread, entry):
                 await self._restart(thread, entry)
                 entry = dataclasses.replace(entry, kind="ignored", data=None)
+            if self.rt.links is not None and entry.kind == "inbound" and (entry.data or {}).get("unverified"):
+                await self.rt.links.ensure()  # the router may mint an approval link, synchronously
             decision = self.rt.router.decide(thread, entry)
             if thread is None and decision.new_thread is None:
                 raise Malformed(f"{entry.kind} entry for a thread that does not exist")
@@ -391,6 +395,23 @@ class Worker:
     ) -> tuple[Thread, str | None]:
         base = decision.new_thread or thread
         assert base is not None
+        if not decision.wake:
+            return await self._applied(base, entry, member, decision, owner)
+        self.progress.started(base)
+        going_on = False
+        try:
+            new, head = await self._applied(base, entry, member, decision, owner)
+            going_on = new.status == "running" and len(new.events) > len(base.events)  # a next turn is queued
+            return new, head
+        finally:
+            # Whatever happened — a pause for a person, the end, a failed step — the channel
+            # stops showing work, unless the saved step queued the thread's next turn.
+            if not going_on:
+                self.progress.ended(base)
+
+    async def _applied(
+        self, base: Thread, entry: Entry, member: str, decision: Decision, owner: str
+    ) -> tuple[Thread, str | None]:
         start = len(base.events)
         new = base
         if decision.wake:

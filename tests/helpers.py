@@ -40,6 +40,19 @@ async def background(*runners) -> AsyncIterator[asyncio.Event]:
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
 
 
+async def stream_entries(rt, kind: str | None = None) -> list:
+    """Every entry on the runtime's inbound streams, oldest first per partition (of `kind`, if given)."""
+    from gateway.entries import Entry
+
+    found = []
+    for p in range(rt.keys.partitions):
+        for entry_id, fields in await rt.redis.xrange(rt.keys.inbound(p)):
+            entry = Entry.from_fields(entry_id, fields)
+            if kind is None or entry.kind == kind:
+                found.append(entry)
+    return found
+
+
 def make_settings(redis_url: str, prefix: str, **overrides) -> Settings:
     values = dict(
         redis_url=redis_url,

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from channels.email import tokens
+from channels.email.auth import Authenticator
 from channels.email.headers import Headers, read_headers
 from channels.email.parse import parse
 from channels.email.quotes import new_text
@@ -42,6 +43,7 @@ class Inbound:
         self.settings = settings
         self.blobs = blobs
         self.token_key = token_key
+        self.auth = Authenticator(settings)
 
     def agent_for(self, address: str) -> str | None:
         """The agent answering `address` (plus-addressing included), None for a stranger."""
@@ -49,8 +51,8 @@ class Inbound:
         return self.inbox.route(base)
 
     # ------------------------------------------------------------ SMTP path
-    async def receive(self, mail_from: str, rcpt_tos: list[str], raw: bytes) -> str:
-        """Enqueue `raw` for each agent it is addressed to; the SMTP reply to give."""
+    async def receive(self, mail_from: str, rcpt_tos: list[str], raw: bytes, peer: str = "") -> str:
+        """Enqueue `raw` for each agent it is addressed to; the SMTP reply to give. `peer`: the client's IP."""
         try:
             facts = read_headers(raw, mail_from)
         except Exception as exc:
@@ -61,6 +63,8 @@ class Inbound:
             metrics.LOOPS_AVOIDED.labels("email", reason).inc()
             log.info("mail not answered", reason=reason, message_id=facts.message_id, sender=facts.sender)
             return "250 2.0.0 Accepted; automatic mail is not answered"
+        # Before anything stores or reads it: a sender's copy of our relay's verdict must not survive.
+        raw = self.auth.strip(raw, peer)
         raw_key, _ = await self.blobs.put("raw", raw)
         for i, (agent, address, token) in enumerate(self._targets(rcpt_tos)):
             conversation = await self._conversation(facts, token)
@@ -135,7 +139,10 @@ class Inbound:
             return None
         attachments = [await self._attachment(part) for part in mail.attachments]
         text = new_text(mail.text) or data.get("subject", "")
-        data.update(full=True, html=mail.html)
+        verdict = await self.auth.verify(raw, message.sender)
+        data.update(full=True, html=mail.html, auth=verdict.as_data())
+        if not verdict.passed:
+            log.info("mail sender not authenticated", message_id=message.id, sender=message.sender, why=verdict.detail)
         if mail.problems:
             data["problems"] = mail.problems[:5]
             log.info("mail read with problems", message_id=message.id, problems=mail.problems[:5])
@@ -145,6 +152,7 @@ class Inbound:
                 "full_text": _cap(mail.text, MAX_FULL_TEXT),
                 "attachments": attachments,
                 "data": data,
+                "unverified": None if verdict.passed else verdict.detail,
             }
         )
 

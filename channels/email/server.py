@@ -109,7 +109,7 @@ class Handler:
         try:
             async with asyncio.timeout(ENQUEUE_TIMEOUT):
                 return await self.inbound.receive(
-                    envelope.mail_from or "", envelope.rcpt_tos, envelope.original_content or b""
+                    envelope.mail_from or "", envelope.rcpt_tos, envelope.original_content or b"", _host(session.peer)
                 )
         except InboundRejected as exc:
             metrics.REJECTED.labels("email", type(exc).__name__.lower()).inc()

@@ -14,6 +14,14 @@ errors mapped to DeliveryFailed (`api`); Markdown as mrkdwn, cut to size
 (`mrkdwn`); always in the thread (`outbound`). A received message gets the
 FRONTDESK_SLACK_ACK_REACTION emoji ("eyes"; empty for none).
 
+As an AI app: assistant threads (`assistant`), the thread status while a step runs
+(`status`, fed by the worker through `progress`), streamed answers (`stream`), and
+files both ways (`files`); their settings are `settings.SlackAgentSettings`. Choices as
+buttons (`interactive`), approvals with a reason, a copy to every approver and the Home
+tab (`approvals`), the slash command and the shortcut (`commands`), posts looked up
+after a lost answer (`lookup`), and OAuth installs for any workspace (`oauth`); their
+settings are `options.SlackOptions`.
+
 Enabled when SLACK_BOT_TOKEN (one workspace) or FRONTDESK_SLACK_CLIENT_ID and
 FRONTDESK_SLACK_CLIENT_SECRET (OAuth installs, any workspace: `oauth`) are set, with
 SLACK_SIGNING_SECRET (HTTP) or SLACK_APP_TOKEN (Socket Mode). The app manifest is deploy/slack/manifest.yaml.

@@ -72,17 +72,25 @@ class SlackApi:
         self._me: Me | None = None
         self._me_lock = asyncio.Lock()
 
-    async def call(self, method: str, *, posts: bool = False, **args: Any) -> dict[str, Any]:
-        """Call `method` with a JSON body; `posts`: whether repeating it could show something twice."""
+    async def call(self, method: str, *, posts: bool = False, form: bool = False, **args: Any) -> dict[str, Any]:
+        """Call `method` with a JSON body (`form`: form-encoded, for methods that take no JSON);
+        `posts`: whether repeating it could show something twice."""
         installed = await self._installed()
         headers = {"Authorization": f"Bearer {installed.token}"} if installed else None
         body = {k: v for k, v in args.items() if v is not None}
+        if form:
+            return await self._send(method, posts, data=body, headers=headers)
         return await self._send(method, posts, json=body, headers=headers)
 
     async def exchange(self, client_id: str, client_secret: str, **form: str) -> dict[str, Any]:
         """oauth.v2.access: a code or a refresh token for tokens; the app authenticates itself (HTTP Basic)."""
         basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
         return await self._send("oauth.v2.access", False, data=form, headers={"Authorization": f"Basic {basic}"})
+
+    async def bearer(self) -> str | None:
+        """The current workspace's installed bot token, if it has one (else the client's own applies)."""
+        installed = await self._installed()
+        return installed.token if installed else None
 
     async def _installed(self) -> Installed | None:
         workspace = WORKSPACE.get()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import re
@@ -22,14 +23,19 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from channels.slack.api import WORKSPACE, Me, SlackApi
 from channels.slack.approvals import DECISION_VIEW, Approvals
+from channels.slack.assistant import Assistant
 from channels.slack.commands import SEND_SHORTCUT, Commands
+from channels.slack.files import Files
 from channels.slack.inbound import OUTCOME, Inbound, event_callback
 from channels.slack.interactive import CHOICE_ACTION, from_choice
 from channels.slack.oauth import Installations, oauth_router, workspace_of
 from channels.slack.options import SlackOptions
 from channels.slack.outbound import APPROVE, DENY, Outbound
+from channels.slack.settings import SlackAgentSettings
+from channels.slack.status import StatusBoard
+from channels.slack.stream import Streamer
 from gateway.errors import DeliveryFailed, Malformed, Unavailable
-from gateway.messages import OutboundMessage, Sent
+from gateway.messages import InboundMessage, OutboundMessage, Progress, Sent
 from gateway.protocols import ChannelBase, ChannelContext
 from gateway.settings import plugin_settings
 
@@ -46,6 +52,9 @@ class SlackChannel(ChannelBase):
 
     def __init__(self, context: ChannelContext) -> None:
         settings = context.settings
+        # Read first: a bad value stops start-up (ConfigError) before anything is opened.
+        self.agentic = agentic = plugin_settings(SlackAgentSettings, settings)
+        options = plugin_settings(SlackOptions, settings)
         inbox = context.inbox(self.name)
         self.reaction = settings.slack_ack_reaction.strip(":")
         self.app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
@@ -62,7 +71,6 @@ class SlackChannel(ChannelBase):
             retry_handlers=[],  # see channels.slack.api: the outbox decides what is retried
         )
         self.api = SlackApi(AsyncWebClient(token=self.token, **web))
-        options = plugin_settings(SlackOptions, settings)
         state = context.state(self.name)
         self.installations: Installations | None = None
         self.oauth: APIRouter | None = None
@@ -71,9 +79,26 @@ class SlackChannel(ChannelBase):
             self.installations = Installations(state, self.api, options.client_id, secret_value)
             self.api.tokens = self.installations
             self.oauth = oauth_router(self.installations, state, options.scopes, options.state_ttl, settings.public_url)
-        self.inbound = Inbound(inbox, self._me, self._react)
+        self.assistant = Assistant(self.api, inbox, state, agentic, self._spawn)
+        self.status = (
+            StatusBoard(
+                self.api,
+                state,
+                sessions=agentic.agent_sessions,
+                everywhere=agentic.status == "all",
+                spawn=self._spawn,
+            )
+            if agentic.status != "off"
+            else None
+        )
+        self.files = Files(
+            self.api, self.session, self.token, state, agentic, api_url=settings.slack_api_url, ttl=settings.dedupe_ttl
+        )
+        self.inbound = Inbound(inbox, self._me, self._react, self.assistant)
         self.approvals = Approvals(self.api, inbox, state, self.inbound, options.reason, settings.dedupe_ttl)
         self.outbound = Outbound(self.api, inbox, state, settings.dedupe_ttl, self.approvals)
+        self.outbound.files = self.files
+        self.outbound.stream = Streamer(self.api, state, agentic, settings.dedupe_ttl) if agentic.stream else None
         self.verifies = secret is not None
         self.verifier = SignatureVerifier(secret) if secret else None  # the check bolt's request verification makes
 
@@ -93,7 +118,8 @@ class SlackChannel(ChannelBase):
             process_before_response=True,
             # Built-in steps that do nothing here, each a cost on every event: from_event
             # already drops our own messages (and any bot's), and we use neither workflow
-            # functions nor the assistant-thread helpers (say, set_status, ...).
+            # functions nor bolt's assistant-thread helpers (say, set_status, ...): assistant
+            # threads are `channels.slack.assistant`, their status comes from the worker.
             ignoring_self_events_enabled=False,
             attaching_function_token_enabled=False,
             attaching_conversation_kwargs_enabled=False,
@@ -257,22 +283,42 @@ class SlackChannel(ChannelBase):
         except (DeliveryFailed, Unavailable) as exc:
             log.warning("the Home tab was not published", user=user, error=str(exc))
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _react(self, channel: str, ts: str) -> None:
         """Acknowledge a received message with a reaction, off the request path."""
         if not self.reaction:
             return
         self._spawn(self._add_reaction(channel, ts))
 
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` off the request (or step) path; aclose waits for it a little."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _add_reaction(self, channel: str, ts: str) -> None:
         try:
             await self.api.call("reactions.add", channel=channel, timestamp=ts, name=self.reaction)
         except DeliveryFailed as exc:  # already_reacted, missing scope: never worth more than a line
             log.info("acknowledgement reaction not added", channel=channel, ts=ts, error=str(exc))
+
+    async def complete(self, message: InboundMessage) -> InboundMessage | None:
+        """In the worker: fetch the files a message carries (the bot token, a size cap)."""
+        token = WORKSPACE.set((None, message.reply_to.get("team")))
+        try:
+            return await self.files.fetched(message)
+        finally:
+            WORKSPACE.reset(token)
+
+    def progress(self, update: Progress) -> None:
+        """The thread status while a step runs (gateway.protocols.ShowsProgress)."""
+        if self.status is not None:
+            # In a context of its own: the calls it spawns use the thread's workspace, the worker's stays unset.
+            contextvars.copy_context().run(self._progress, update)
+
+    def _progress(self, update: Progress) -> None:
+        WORKSPACE.set((None, update.reply_to.get("team")))
+        assert self.status is not None
+        self.status.progress(update)
 
     # ------------------------------------------------------------ outbound
     async def send(self, message: OutboundMessage) -> Sent:

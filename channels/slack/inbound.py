@@ -32,6 +32,8 @@ from typing import Any, TypeVar
 import structlog
 
 from channels.slack.api import Me
+from channels.slack.assistant import EVENTS as ASSISTANT_EVENTS
+from channels.slack.assistant import Assistant
 from gateway.errors import Malformed, Unavailable, answer
 from gateway.messages import Accepted, ApprovalChoice, Attachment, InboundMessage
 from gateway.protocols import Inbox
@@ -177,14 +179,30 @@ def said_at(
 class Inbound:
     """Parse, place, enqueue: for the HTTP route (`event`) and as bolt's listeners, which then acknowledge."""
 
-    def __init__(self, inbox: Inbox, me: Callable[[], Awaitable[Me]], react: Callable[[str, str], None]) -> None:
+    def __init__(
+        self,
+        inbox: Inbox,
+        me: Callable[[], Awaitable[Me]],
+        react: Callable[[str, str], None],
+        assistant: Assistant | None = None,
+    ) -> None:
         self.inbox = inbox
         self.me = me
         self.react = react
+        self.assistant = assistant
 
     async def event(self, body: dict[str, Any]) -> None:
         """An Events API callback, enqueued unless it is to be ignored."""
-        parsed = from_event(body, await self.me())
+        me = await self.me()
+        if self.assistant is not None and _dict(body.get("event")).get("type") in ASSISTANT_EVENTS:
+            await self.assistant.on_event(body, me)
+            return
+        parsed = from_event(body, me)
+        if parsed is not None and self.assistant is not None and parsed.prefer:
+            # A DM's Slack thread: an assistant thread is a conversation of its own, which may start one.
+            placed = await self.assistant.place(parsed.message)
+            if placed is not None:
+                parsed = Parsed(placed, start=True)
         if parsed is not None:
             await self.enqueue(parsed, ts=_dict(body.get("event")).get("ts"))
 
@@ -223,6 +241,8 @@ class Inbound:
         answer("slack", accepted, message)
         if parsed.react and ts and accepted.outcome == "new":
             self.react(message.reply_to["channel"], ts)
+        if self.assistant is not None and accepted.outcome == "new":
+            self.assistant.titled(message)
         return accepted
 
     async def _place(self, parsed: Parsed) -> str | None:

@@ -30,7 +30,7 @@ class SlackOptions(PluginSettings):
     scopes: str = _env(
         "FRONTDESK_SLACK_SCOPES",
         "app_mentions:read,channels:history,groups:history,im:history,im:read,im:write,chat:write,"
-        "reactions:write,commands,mpim:history",
+        "reactions:write,commands,mpim:history,assistant:write,files:read,files:write",
     )
     # Seconds an install link stays good (the `state` it carries).
     state_ttl: int = _env("FRONTDESK_SLACK_STATE_TTL", 600, ge=30)

@@ -25,9 +25,11 @@ import structlog
 
 from channels.slack.api import SlackApi
 from channels.slack.approvals import Approvals
+from channels.slack.files import Files
 from channels.slack.interactive import choice_blocks
 from channels.slack.lookup import posted, tag
 from channels.slack.mrkdwn import mentions, split, to_mrkdwn
+from channels.slack.stream import Streamer
 from gateway.errors import DeliveryFailed, Unavailable
 from gateway.messages import OutAction, OutboundMessage, Sent
 from gateway.protocols import ChannelState, Inbox
@@ -49,6 +51,9 @@ class Outbound:
         self.inbox = inbox
         self.state = state
         self.parts_ttl = parts_ttl  # FRONTDESK_DEDUPE_TTL: as long as a retry of the message may come
+        # Set by the channel when turned on: long answers as files, answers as streams.
+        self.files: Files | None = None
+        self.stream: Streamer | None = None
 
     async def send(self, message: OutboundMessage) -> Sent:
         if message.kind == "notice":
@@ -59,6 +64,11 @@ class Outbound:
 
     # ------------------------------------------------------------ posts
     async def _post(self, message: OutboundMessage) -> Sent:
+        place = _in_thread(message)  # files and streams go only into a thread that exists
+        if place and self.files is not None and self.files.wants(message, place[1]):
+            return await self.files.upload(message, *place)
+        if place and self.stream is not None and self.stream.wants(message, place[1]):
+            return await self.stream.send(message, *place)
         parts = split(to_mrkdwn(_with_choices(message.text, message.choices)))
         if not parts:
             raise DeliveryFailed("nothing to post: the message is empty")
@@ -93,6 +103,10 @@ class Outbound:
             return None  # chat.update: doing it again changes nothing
         if message.kind == "notice":
             raise DeliveryFailed("an ephemeral notice cannot be read back")
+        place = _in_thread(message)
+        for way in (self.files, self.stream):
+            if place and way is not None and way.wants(message, place[1]):
+                raise DeliveryFailed("a file or a stream is not read back by its metadata")
         parts = split(to_mrkdwn(_with_choices(message.text, message.choices)))
         channel, thread_ts = await self._where(message)
         root, ts = thread_ts, ""
@@ -244,6 +258,12 @@ def _blocks(message: OutboundMessage, text: str) -> list[dict[str, Any]] | None:
     if message.choices and message.kind == "question":
         return choice_blocks(text, message.choices)
     return None
+
+
+def _in_thread(message: OutboundMessage) -> tuple[str, str] | None:
+    reply = message.reply_to or {}
+    thread_ts = str(reply.get("thread_ts") or "")
+    return (str(reply["channel"]), thread_ts) if reply.get("channel") and _TS.match(thread_ts) else None
 
 
 def _with_choices(text: str, choices: list[str]) -> str:

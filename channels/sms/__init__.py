@@ -7,8 +7,9 @@ everything else keyed by MessageSid in the conversation `their/our` numbers.
 
 Out: plain text in numbered segments (`text`), from the number the person wrote
 to (or TWILIO_FROM_NUMBER for a contact; TWILIO_MESSAGING_SERVICE_SID when set),
-with a StatusCallback naming the thread; Twilio's errors become DeliveryFailed
-(`rest`). Media is fetched only on demand (`media`).
+with a StatusCallback naming the thread; Twilio's errors become DeliveryFailed.
+The webhook, REST client, text and media code is shared with WhatsApp
+(`channels.twilio`); a `whatsapp:` address on the same webhook is WhatsApp's.
 
 Enabled when TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are set.
 """
@@ -16,7 +17,8 @@ Enabled when TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are set.
 from __future__ import annotations
 
 from channels.sms.channel import SmsChannel
-from channels.sms.media import Media
+from channels.twilio import missing_account
+from channels.twilio.media import Media
 from gateway.protocols import ChannelContext, Unconfigured
 
 __all__ = ["Media", "SmsChannel", "channel"]
@@ -24,9 +26,7 @@ __all__ = ["Media", "SmsChannel", "channel"]
 
 def channel(context: ChannelContext) -> SmsChannel | Unconfigured:
     """The SMS channel, or what is missing when the Twilio credentials are not set."""
-    settings = context.settings
-    account = {"TWILIO_ACCOUNT_SID": settings.twilio_account_sid, "TWILIO_AUTH_TOKEN": settings.twilio_auth_token}
-    missing = [name for name, value in account.items() if not value]
-    if missing:
-        return Unconfigured("sms", f"no Twilio account: {' and '.join(missing)} not set")
+    reason = missing_account(context.settings)
+    if reason:
+        return Unconfigured("sms", reason)
     return SmsChannel(context)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlencode
+from collections.abc import Mapping
 
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
-from twilio.request_validator import RequestValidator
+from starlette.datastructures import ImmutableMultiDict
 
-from channels.sms.inbound import to_delivery, to_inbound, twiml, verified_form
-from channels.sms.media import Media, fetch_media
 from channels.sms.optout import OptOuts, keyword
-from channels.sms.rest import UNSUBSCRIBED, Created, TwilioRejected, TwilioRest
-from channels.sms.text import render, segments
+from channels.twilio.media import Media, fetch_media
+from channels.twilio.parts import send_once
+from channels.twilio.rest import UNSUBSCRIBED, Created, TwilioRejected, TwilioRest
+from channels.twilio.text import render, segments
+from channels.twilio.webhook import record_status, status_callback, to_delivery, to_inbound, twiml, webhook_for
 from gateway.errors import DeliveryFailed, answer
 from gateway.messages import Contact, OutboundMessage, Sent
 from gateway.protocols import ChannelBase, ChannelContext
@@ -25,7 +26,7 @@ NO_SENDER = "no number to send from: set TWILIO_FROM_NUMBER or TWILIO_MESSAGING_
 
 
 class SmsChannel(ChannelBase):
-    """Answers POST /twilio/sms and /twilio/status; sends through Twilio's Messages API."""
+    """Takes the phone numbers' half of POST /twilio/sms and /twilio/status; sends through Twilio's Messages API."""
 
     name = "sms"
     # Twilio has no idempotency key for Messages: a create repeated after a timeout
@@ -39,25 +40,18 @@ class SmsChannel(ChannelBase):
         self.http = context.http
         self.inbox = context.inbox(self.name)
         self.state = context.state(self.name)
-        assert self.settings.twilio_auth_token is not None  # the factory checked
-        self.validator = RequestValidator(self.settings.twilio_auth_token.get_secret_value())
         self.rest = TwilioRest(self.settings)
         self.optouts = OptOuts(self.state)
+        self.webhook = webhook_for(context)
+        self.webhook.attach("", self)  # bare phone numbers; `whatsapp:` ones are WhatsApp's
 
-    def router(self) -> APIRouter:
-        router = APIRouter(tags=["twilio"])
-        router.add_api_route(
-            "/twilio/sms", self.on_message, methods=["POST"], summary="Incoming SMS/MMS (Twilio webhook)"
-        )
-        router.add_api_route(
-            "/twilio/status", self.on_status, methods=["POST"], summary="Message status callback (Twilio)"
-        )
-        return router
+    def router(self) -> APIRouter | None:
+        return self.webhook.router(self)
 
     # ------------------------------------------------------------ inbound
-    async def on_message(self, request: Request) -> Response:
-        """Verify, handle opt-out keywords, enqueue; answer with TwiML at once."""
-        message = to_inbound(await verified_form(request, self.settings, self.validator))
+    async def on_message(self, form: ImmutableMultiDict) -> Response:
+        """Handle opt-out keywords, enqueue; answer with TwiML at once."""
+        message = to_inbound(form)
         word = keyword(message.text)
         if word == "yes" and not await self.optouts.has(message.sender):
             word = None  # an ordinary YES, e.g. an approval
@@ -81,18 +75,11 @@ class SmsChannel(ChannelBase):
         # those itself, and blocks anything we send after a STOP (error 21610).
         return twiml()
 
-    async def on_status(self, request: Request) -> Response:
+    async def on_status(self, form: ImmutableMultiDict, query: Mapping[str, str]) -> Response:
         """A status callback becomes a `delivery` entry on the thread named in its URL."""
-        form = await verified_form(request, self.settings, self.validator)
         if form.get("ErrorCode") == str(UNSUBSCRIBED) and form.get("To"):
             await self.optouts.add(form["To"])
-        thread_id = request.query_params.get("t", "")
-        event = to_delivery(form, request.query_params.get("o", ""))
-        if event is None or not thread_id:
-            return Response(status_code=204)  # nothing to record
-        sid, status = form.get("MessageSid") or form.get("SmsSid"), form.get("MessageStatus") or form.get("SmsStatus")
-        await self.inbox.record_delivery(thread_id, event, dedupe_id=f"{sid}:{status}")  # False: the thread is gone
-        return Response(status_code=204)
+        return await record_status(self.inbox, to_delivery(form, query.get("o", "")), form, query.get("t", ""))
 
     # ------------------------------------------------------------ outbound
     def unreachable_reason(self, agent: str, contact: Contact) -> str | None:
@@ -114,16 +101,16 @@ class SmsChannel(ChannelBase):
             raise DeliveryFailed(NO_SENDER)
         if await self.optouts.has(their):
             raise DeliveryFailed("recipient opted out")
-        key = f"segments:{message.id}"
-        went = await self.state.fields(key)
-        sids = []
-        for index, body in enumerate(segments(render(message))):
-            sid = went.get(str(index))
-            if sid is None:
-                created = await self._create(their, ours, service, body, self._callback_url(message))
-                sid, ours = created.sid, ours or created.sender
-                await self.state.set_field(key, str(index), sid, ttl=self.settings.dedupe_ttl)
-            sids.append(sid)
+        callback = status_callback(self.settings, message)
+
+        async def create(body: str) -> str:
+            nonlocal ours
+            created = await self._create(their, ours, service, body, callback)
+            ours = ours or created.sender
+            return created.sid
+
+        parts = [(str(index), body) for index, body in enumerate(segments(render(message)))]
+        sids = await send_once(self.state, message.id, parts, create, ttl=self.settings.dedupe_ttl)
         if not ours:
             # A Messaging Service chose the sender and Twilio did not say which yet:
             # a reply will start a new conversation.
@@ -140,13 +127,6 @@ class SmsChannel(ChannelBase):
             if exc.code == UNSUBSCRIBED:
                 await self.optouts.add(to)  # they opted out through Twilio (or a carrier)
             raise
-
-    def _callback_url(self, message: OutboundMessage) -> str | None:
-        """Where Twilio reports this message's status; the query names the thread and message."""
-        if not self.settings.public_url:
-            return None  # Twilio needs a URL it can reach; without one, no status callbacks
-        query = urlencode({"o": message.id, "t": message.thread_id})
-        return f"{self.settings.public_url.rstrip('/')}/twilio/status?{query}"
 
     # ------------------------------------------------------------ media, lifecycle
     async def fetch_media(self, ref: str, max_bytes: int | None = None) -> Media:

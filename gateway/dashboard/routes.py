@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from gateway import api_ops
 from gateway.api import ApprovalIn, HumanResponseIn, submit_resume
-from gateway.dashboard import auth, health, live, timeline
+from gateway.dashboard import approval, auth, health, live, timeline
 from gateway.dashboard.listing import Filters, Listing
 from gateway.dashboard.render import HEADERS, HERE, page, render
 from gateway.deadletters import DeadLetters
@@ -114,6 +114,9 @@ def build_router() -> APIRouter:
     router.add_api_route("/dashboard/threads/{thread_id}/replay", replay_entry, methods=["POST"])
     router.add_api_route("/dashboard/dlq/{ref}/replay", replay_dead_letter, methods=["POST"])
     router.add_api_route("/dashboard/static/{name}", static, methods=["GET"])
+    # Opened from an approval link (gateway.links): the token is the credential, no login.
+    router.add_api_route("/dashboard/approve/{token}", approval.approval_page, methods=["GET"])
+    router.add_api_route("/dashboard/approve/{token}", approval.decide, methods=["POST"])
     return router
 
 

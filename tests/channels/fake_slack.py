@@ -2,9 +2,12 @@
 
 `FakeSlack` serves the Web API methods the channel calls (`auth.test`,
 `chat.postMessage`, `chat.update`, `chat.postEphemeral`, `reactions.add`,
-`conversations.open`, `conversations.replies`, `conversations.history`,
-`views.open`, `views.publish`, `oauth.v2.access`, `apps.connections.open`) under `/api/`, and a Socket Mode
-WebSocket; it records every call and can be told how to answer the next ones
+`conversations.open`, `conversations.replies`, `conversations.history`, `views.open`,
+`views.publish`, `oauth.v2.access`, `apps.connections.open`; for AI apps `assistant.threads.setStatus`,
+`setTitle`, `setSuggestedPrompts`, `agents.sessions.setStatus`, `rename`, `chat.startStream`,
+`appendStream`, `stopStream`; for files `files.getUploadURLExternal`, the upload URL it hands
+out and `files.completeUploadExternal`, and `url_private` downloads that need the bot token)
+under `/api/`, and a Socket Mode WebSocket; it records every call and can be told how to answer the next ones
 (an error, a 429, no answer at all, a dropped connection, a slow answer), in
 order (`script`) or by what they carry (`rule`). `signed` and the body builders make the
 requests Slack would send, signed with the real v0 scheme (slack_sdk's verifier).
@@ -81,9 +84,15 @@ class FakeSlack:
         self._sockets: set[web.WebSocketResponse] = set()
         self._released = asyncio.Event()
         self._ts = itertools.count(1)
+        self.streams: dict[str, dict[str, Any]] = {}  # ts -> {channel, thread_ts, text, chunks, open}
+        self.uploads: dict[str, dict[str, Any]] = {}  # file id -> {filename, length, data, shared}
+        self.hosted: dict[str, tuple[bytes, str]] = {}  # url_private path -> (bytes, mimetype)
+        self.downloads: list[str] = []  # the Authorization header of each url_private fetch
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/api/{method}", self._api)
+        app.router.add_get("/files-pri/{path:.*}", self._download)
+        app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, handle_signals=False)
         self.port = 0
@@ -118,6 +127,20 @@ class FakeSlack:
     def posts(self, **match: Any) -> list[dict[str, Any]]:
         """Accepted chat.postMessage calls whose arguments include `match`."""
         return [a for a in self.to("chat.postMessage") if all(a.get(k) == v for k, v in match.items())]
+
+    def host_file(self, name: str, data: bytes, mimetype: str = "text/plain", *, size: int | None = None) -> dict:
+        """A file as Slack lists it on a message event, its bytes served at url_private."""
+        file_id = f"F{next(self._ts):04d}"
+        path = f"{TEAM}-{file_id}/{name}"
+        self.hosted[path] = (data, mimetype)
+        return {
+            "id": file_id,
+            "name": name,
+            "mimetype": mimetype,
+            "size": len(data) if size is None else size,
+            "url_private": f"http://127.0.0.1:{self.port}/files-pri/{path}",
+            "permalink": f"https://test.slack.invalid/files/{file_id}",
+        }
 
     async def send_envelope(self, payload: dict[str, Any], kind: str = "events_api") -> str:
         """Push an envelope to the connected Socket Mode client; its envelope id."""
@@ -207,7 +230,124 @@ class FakeSlack:
             return self._view(args.get("view"))
         if method == "apps.connections.open":
             return Reply(body={"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket"})
-        return Reply(body={"ok": False, "error": "unknown_method"})
+        answer = self._assistant(method, args) or self._stream(method, args) or self._files(method, args)
+        return answer or Reply(body={"ok": False, "error": "unknown_method"})
+
+    # ------------------------------------------------------------ AI apps
+    def _assistant(self, method: str, args: dict[str, Any]) -> Reply | None:
+        if method not in (
+            "assistant.threads.setStatus",
+            "assistant.threads.setTitle",
+            "assistant.threads.setSuggestedPrompts",
+            "agents.sessions.setStatus",
+            "agents.sessions.rename",
+        ):
+            return None
+        if not args.get("channel_id") or (not args.get("thread_ts") and method != "agents.sessions.setStatus"):
+            return _error("invalid_arguments")
+        if method == "assistant.threads.setStatus" and "status" not in args:
+            return _error("invalid_arguments")
+        if method == "assistant.threads.setStatus" and len(args.get("loading_messages") or []) > 10:
+            return _error("invalid_arguments")
+        if method == "assistant.threads.setSuggestedPrompts":
+            prompts = args.get("prompts")
+            valid = isinstance(prompts, list) and all(isinstance(p, dict) and p.get("message") for p in prompts)
+            if not valid or not 1 <= len(prompts) <= 4:
+                return _error("invalid_arguments")
+        if method == "agents.sessions.setStatus" and args.get("status") not in (
+            "active",
+            "processing",
+            "suspended",
+            "closed",
+        ):
+            return _error("invalid_arguments")
+        return Reply(body={"ok": True})
+
+    def _stream(self, method: str, args: dict[str, Any]) -> Reply | None:
+        if method == "chat.startStream":
+            if not args.get("channel") or args["channel"].startswith("CGONE"):
+                return _error("channel_not_found")
+            if not args.get("thread_ts"):
+                return _error("invalid_arguments")
+            ts = self._next_ts()
+            chunks = list(args.get("chunks") or [])
+            self.streams[ts] = {"channel": args["channel"], "thread_ts": args["thread_ts"], "text": "", "open": True}
+            self.streams[ts]["chunks"] = chunks
+            self.streams[ts]["text"] = args.get("markdown_text", "") + "".join(
+                c.get("text", "") for c in chunks if c.get("type") == "markdown_text"
+            )
+            return Reply(body={"ok": True, "channel": args["channel"], "ts": ts})
+        if method in ("chat.appendStream", "chat.stopStream"):
+            stream = self.streams.get(str(args.get("ts")))
+            if stream is None:
+                return _error("message_not_found")
+            if not stream["open"]:
+                return _error("message_not_in_streaming_state")
+            stream["text"] += args.get("markdown_text", "")
+            if method == "chat.stopStream":
+                stream["open"] = False
+            return Reply(body={"ok": True, "channel": stream["channel"], "ts": args["ts"]})
+        return None
+
+    # ------------------------------------------------------------ files
+    def _files(self, method: str, args: dict[str, Any]) -> Reply | None:
+        if method == "files.getUploadURLExternal":
+            if not args.get("filename") or not str(args.get("length", "")).isdigit():
+                return _error("invalid_arguments")
+            file_id = f"F{next(self._ts):04d}"
+            self.uploads[file_id] = {"filename": args["filename"], "length": int(args["length"]), "data": None}
+            return Reply(
+                body={"ok": True, "upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}", "file_id": file_id}
+            )
+        if method == "files.completeUploadExternal":
+            try:
+                files = json.loads(args.get("files") or "")
+            except ValueError:
+                return _error("invalid_arguments")
+            for f in files:
+                upload = self.uploads.get(f.get("id"))
+                if upload is None or upload["data"] is None:
+                    return _error("file_not_found")
+                upload.update(shared=args.get("channel_id"), thread_ts=args.get("thread_ts"), title=f.get("title"))
+                upload["comment"] = args.get("initial_comment")
+            return Reply(body={"ok": True, "files": [{"id": f["id"], "title": f.get("title")} for f in files]})
+        return None
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        upload = self.uploads.get(request.match_info["file_id"])
+        if upload is None:
+            return web.Response(status=404)
+        if request.content_type == "multipart/form-data":
+            form = await request.post()
+            field = next(iter(form.values()), None)
+            data = field.file.read() if isinstance(field, web.FileField) else str(field or "").encode()
+        else:
+            data = await request.read()
+        if len(data) != upload["length"]:
+            return web.Response(status=400, text="length mismatch")  # Slack checks the length it was told
+        upload["data"] = data
+        return web.Response(text=f"OK - {len(data)}")
+
+    async def _download(self, request: web.Request) -> web.Response:
+        authorization = request.headers.get("Authorization", "")
+        self.downloads.append(authorization)
+        hosted = self.hosted.get(request.match_info["path"])
+        if authorization != f"Bearer {TOKEN}":
+            # What Slack does without a valid token: its sign-in page, 200 and HTML.
+            return web.Response(text="<html><body>Sign in to Slack</body></html>", content_type="text/html")
+        if hosted is None:
+            return web.Response(status=404)
+        data, mimetype = hosted
+        return web.Response(body=data, content_type=mimetype)
+
+    def stream_text(self, ts: str) -> str:
+        """What a streamed message reads now: its streamed text, or what chat.update last set."""
+        updated = [a for a in self.to("chat.update") if a.get("ts") == ts]
+        if updated:
+            blocks = updated[-1].get("blocks") or []
+            markdown = [b.get("text", "") for b in blocks if b.get("type") == "markdown"]
+            return markdown[0] if markdown else updated[-1].get("text", "")
+        return self.streams[ts]["text"]
 
     def _read(self, method: str, args: dict[str, Any]) -> Reply:
         """conversations.replies / .history over what was posted here, paged by `limit` and `cursor`.
@@ -304,6 +444,15 @@ class FakeSlack:
             await ws.send_json(envelope)
 
 
+def _error(error: str) -> Reply:
+    return Reply(body={"ok": False, "error": error})
+
+
+def rate_limited(retry_after: int = 0) -> Reply:
+    """Slack's 429: `ratelimited`, and how long to wait in Retry-After."""
+    return Reply(status=429, body={"ok": False, "error": "ratelimited"}, headers={"Retry-After": str(retry_after)})
+
+
 # ---------------------------------------------------------------- what Slack sends
 
 
@@ -356,6 +505,23 @@ def message(
         event["thread_ts"] = thread_ts
     event.update(extra)
     return event
+
+
+def assistant_thread(
+    kind: str = "assistant_thread_started",
+    *,
+    channel: str = "D1",
+    thread_ts: str,
+    user: str = "U1",
+    context_channel: str | None = "C1",
+) -> dict[str, Any]:
+    """An assistant_thread_started / _context_changed event (docs.slack.dev/reference/events)."""
+    context = {"channel_id": context_channel, "team_id": TEAM, "enterprise_id": None} if context_channel else {}
+    return {
+        "type": kind,
+        "assistant_thread": {"user_id": user, "context": context, "channel_id": channel, "thread_ts": thread_ts},
+        "event_ts": thread_ts,
+    }
 
 
 def click(

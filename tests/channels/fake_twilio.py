@@ -1,4 +1,4 @@
-"""A fake Twilio on loopback: the parts of the REST API the SMS channel uses.
+"""A fake Twilio on loopback: the parts of the REST API the SMS and WhatsApp channels use.
 
 It speaks Twilio's wire format — Messages create (`POST /2010-04-01/Accounts/
 {AccountSid}/Messages.json`, form-encoded, basic auth) answering JSON shaped like
@@ -6,14 +6,22 @@ Twilio's, errors as `{code, message, more_info, status}` — and serves media. I
 records every call, can be told how to answer the next creates (in order, or
 by what they carry: `rule`), and plays
 Twilio's side of webhooks: requests signed with the package's RequestValidator.
+
+WhatsApp: addresses are `whatsapp:+E164`; a message from a user opens a 24-hour session
+with the sender it wrote to (`incoming_whatsapp`, or `open_session`). A create with a
+`ContentSid` (a template) is taken at any time; free text outside a session is taken and
+marked `"Window": "closed"`, the way Twilio takes it and then fails it with 63016 in the
+status callback (`callback(message, "failed", 63016)`), or refused at once with 63016 when
+`refuse_outside_window` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -23,6 +31,7 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+OUTSIDE_WINDOW = 63016
 AUTH_TOKEN = "fake-auth-token-" + "0" * 16
 
 
@@ -56,6 +65,8 @@ class FakeTwilio:
         self._media: dict[str, tuple[bytes, str, bool]] = {}
         self._cdn: dict[str, str] = {}  # media path -> CDN path it redirects to
         self._closing = asyncio.Event()
+        self.sessions: set[tuple[str, str]] = set()  # (user, our sender) with an open WhatsApp window
+        self.refuse_outside_window = False  # answer free text outside a session with 400/63016
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)
         app.router.add_get("/2010-04-01/Accounts/{sid}/Messages/{mm}/Media/{me}", self._media_get)
@@ -131,6 +142,44 @@ class FakeTwilio:
         }
         return await self.webhook(url, params)
 
+    def open_session(self, user: str, sender: str) -> None:
+        """`user` wrote to `sender` on WhatsApp: free text between them is allowed for now."""
+        self.sessions.add((user, sender))
+
+    async def incoming_whatsapp(
+        self,
+        url: str,
+        sid: str,
+        sender: str,
+        to: str,
+        body: str,
+        *,
+        profile_name: str | None = None,
+        media: Sequence[tuple[str, str]] = (),
+        token: str | None = None,
+    ) -> httpx.Response:
+        """Deliver an incoming WhatsApp message (addresses `whatsapp:+…`) to our webhook, as Twilio does."""
+        params = {
+            "MessageSid": sid,
+            "SmsMessageSid": sid,
+            "SmsSid": sid,
+            "AccountSid": self.account_sid,
+            "From": sender,
+            "To": to,
+            "Body": body,
+            "NumMedia": str(len(media)),
+            "NumSegments": "1",
+            "MessageType": "image" if media else "text",
+            "WaId": sender.removeprefix("whatsapp:+"),
+            "ApiVersion": "2010-04-01",
+        }
+        if profile_name is not None:
+            params["ProfileName"] = profile_name
+        for i, (media_url, content_type) in enumerate(media):
+            params[f"MediaUrl{i}"], params[f"MediaContentType{i}"] = media_url, content_type
+        self.open_session(sender, to)
+        return await self.webhook(url, params, token=token)
+
     async def webhook(self, url: str, params: dict[str, str], *, token: str | None = None) -> httpx.Response:
         """POST `params` to `url`, signed with the auth token (or `token`)."""
         headers = {"X-Twilio-Signature": sign(url, params, token or self.auth_token)}
@@ -155,6 +204,31 @@ class FakeTwilio:
             return _error(400, 21603, "A 'From' or 'MessagingServiceSid' parameter is required to send a message")
         if len(form.get("Body", "")) > 1600:
             return _error(400, 21617, "The concatenated message body exceeds the 1600 character limit")
+        content_sid = form.get("ContentSid")
+        if content_sid is not None:
+            if not (content_sid.startswith("HX") and len(content_sid) == 34):
+                return _error(400, 21655, "The ContentSid is Invalid")
+            if "Body" in form:
+                return _error(
+                    400, 21619, "A text message body or media urls must be specified, not both with ContentSid"
+                )
+            try:
+                variables = json.loads(form.get("ContentVariables", "{}"))
+            except ValueError:
+                variables = None
+            if not isinstance(variables, dict):
+                return _error(400, 21656, "The ContentVariables Parameter is invalid")
+        elif not form.get("Body") and not form.get("MediaUrl"):
+            return _error(400, 21602, "Message body is required")
+        outside = (
+            form["To"].startswith("whatsapp:")
+            and content_sid is None
+            and (form["To"], form.get("From", "")) not in self.sessions
+        )
+        if outside and self.refuse_outside_window:
+            return _error(
+                400, OUTSIDE_WINDOW, "Failed to send freeform message because you are outside the allowed window."
+            )
         reply = self.rule(form) if self.rule is not None else None
         if reply is None:
             reply = self._script.pop(0) if self._script else Reply()
@@ -167,7 +241,7 @@ class FakeTwilio:
             headers = {"Retry-After": reply.retry_after} if reply.retry_after else None
             return _error(reply.status, reply.code, reply.message, headers)
         sid = "SM" + secrets.token_hex(16)
-        self.messages.append({**form, "Sid": sid})
+        self.messages.append({**form, "Sid": sid, **({"Window": "closed"} if outside else {})})
         if reply.reset:
             request.transport.abort()
             return web.Response(status=500)  # never reaches the client

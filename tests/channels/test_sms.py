@@ -12,11 +12,11 @@ import httpx
 import pytest
 from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, Reply, sign
 from helpers import make_settings
+from helpers import stream_entries as entries
 from plugins import EchoAgent
 
 import channels.sms as sms
-from channels.sms.text import APPROVAL_HINT, plain_text, render, segments, units
-from gateway.entries import Entry
+from channels.twilio.text import APPROVAL_HINT, plain_text, render, segments, units
 from gateway.errors import DeliveryFailed, Malformed, TooLarge
 from gateway.events import Contact, OutboundMessage, Thread
 from gateway.http import create_app
@@ -79,16 +79,6 @@ async def post(
     url = signed_for or PUBLIC + path
     headers = {"X-Twilio-Signature": signature if signature is not None else sign(url, params)}
     return await client.post(path, data=params, headers=headers)
-
-
-async def entries(rt, kind: str | None = None) -> list[Entry]:
-    found = []
-    for p in range(rt.keys.partitions):
-        for entry_id, fields in await rt.redis.xrange(rt.keys.inbound(p)):
-            entry = Entry.from_fields(entry_id, fields)
-            if kind is None or entry.kind == kind:
-                found.append(entry)
-    return found
 
 
 def outbound(
@@ -481,7 +471,7 @@ def test_the_signature_check_accepts_each_url_form_twilio_may_have_signed_and_no
     from starlette.datastructures import ImmutableMultiDict
     from twilio.request_validator import RequestValidator
 
-    from channels.sms.inbound import signed
+    from channels.twilio.webhook import signed
 
     validator = RequestValidator(AUTH_TOKEN)
     pairs = [("From", "+15550001"), ("Body", "hi there"), ("MediaUrl0", "a"), ("MediaUrl0", "b")]

@@ -43,6 +43,7 @@ from pydantic import SecretStr
 import channels.email as email_channel
 import channels.slack as slack_channel
 import channels.sms as sms_channel
+import channels.whatsapp as whatsapp_channel
 from channels.webhook import channel as webhook_channel
 from gateway.events import ApprovalChoice, InboundMessage
 from gateway.outbox import Outbox
@@ -236,7 +237,9 @@ def twilio_rule(provider: Provider) -> Callable[[dict], TwilioReply | None]:
     return rule
 
 
-async def test_sms_provider_faults(redis_url, prefix):
+@pytest.mark.parametrize("channel, scheme", [("sms", ""), ("whatsapp", "whatsapp:")])
+async def test_twilio_provider_faults(redis_url, prefix, channel, scheme):
+    """SMS and WhatsApp alike (one REST client); WhatsApp's replies inside the window, free text."""
     provider = Provider()
     async with FakeTwilio() as fake:
         fake.rule = twilio_rule(provider)
@@ -249,13 +252,15 @@ async def test_sms_provider_faults(redis_url, prefix):
             twilio_from_number="+15550000042",
             twilio_timeout=TIMEOUT,
         )
-        async with running(settings, agents=[EchoAgent()], builtins=False, channels=[sms_channel.channel]) as rt:
+        channels = [sms_channel.channel, whatsapp_channel.channel]
+        async with running(settings, agents=[EchoAgent()], builtins=False, channels=channels) as rt:
 
             def start(text: str, i: int) -> InboundMessage:
-                them, us = f"+1555123{i:04d}", "+15559870000"
+                them, us = f"{scheme}+1555123{i:04d}", f"{scheme}+15559870000"
+                fake.open_session(them, us)
                 return InboundMessage(
                     id=f"SMin{i}",
-                    channel="sms",
+                    channel=channel,
                     conversation=f"{them}/{us}",
                     sender=them,
                     address=us,

@@ -23,8 +23,10 @@ from plugins import EchoAgent
 from starlette.datastructures import ImmutableMultiDict
 
 import channels.sms as sms
-from channels.sms.inbound import to_delivery, to_inbound
-from channels.sms.text import MAX_BODY, plain_text, segments, units
+import channels.whatsapp as whatsapp
+from channels.twilio.text import MAX_BODY, plain_text, segments, units
+from channels.twilio.webhook import to_delivery, to_inbound
+from channels.whatsapp.channel import to_whatsapp
 from gateway.errors import InboundRejected
 from gateway.events import DeliveryEvent, InboundMessage
 from gateway.http import create_app
@@ -47,6 +49,8 @@ FIELDS = [
     "SmsStatus",
     "ErrorCode",
     "AccountSid",
+    "ProfileName",
+    "ButtonText",
 ]
 values = st.text(max_size=40) | st.sampled_from(
     [
@@ -64,6 +68,9 @@ values = st.text(max_size=40) | st.sampled_from(
         "FAILED",
         "undelivered",
         "+15551230001",
+        "whatsapp:+15551230001",
+        "whatsapp:",
+        "63016",
         "SM123",
     ]
 )
@@ -95,6 +102,12 @@ def test_any_form_is_a_message_or_malformed(pairs):
             pass
         else:
             assert isinstance(message, InboundMessage) and len(message.attachments) <= 10
+        try:
+            message = to_whatsapp(form)
+        except InboundRejected:
+            pass
+        else:
+            assert message.channel == "whatsapp" and len(message.attachments) <= 10
         event = to_delivery(form, "th_x-3")
     assert event is None or isinstance(event, DeliveryEvent)
 
@@ -197,7 +210,8 @@ async def http(redis_url, prefix):
         twilio_api_url="http://127.0.0.1:9",
         default_agent="echo",
     )
-    async with running(settings, agents=[EchoAgent()], builtins=False, channels=[sms.channel]) as rt:
+    channels = [sms.channel, whatsapp.channel]  # one webhook: either may take a form
+    async with running(settings, agents=[EchoAgent()], builtins=False, channels=channels) as rt:
         transport = httpx.ASGITransport(app=create_app(settings, rt))
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
             yield client

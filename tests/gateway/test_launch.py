@@ -57,6 +57,9 @@ UNREACHABLE = [
     ("sms-no-account", "sms:+15550100", {}, "'sms' is not configured: no Twilio account: TWILIO_ACCOUNT_SID and"),
     ("sms-no-sender", "sms:+15550100", ACCOUNT, "set TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID"),
     ("sms-not-e164", "sms:555-0100", WITH_SENDER, "not an E.164 number"),
+    ("whatsapp-no-account", "whatsapp:whatsapp:+15550100", {}, "'whatsapp' is not configured: no Twilio account"),
+    ("whatsapp-no-sender", "whatsapp:whatsapp:+15550100", ACCOUNT, "set TWILIO_WHATSAPP_FROM"),
+    ("whatsapp-bare-number", "whatsapp:+15550100", ACCOUNT, "the form is whatsapp:+15551230001"),
     ("slack-no-token", "slack:U1", {}, "channel 'slack' is not configured: SLACK_BOT_TOKEN is not set"),
     ("slack-no-secret", "slack:U1", {"slack_bot_token": SecretStr("xoxb-test")}, "SLACK_SIGNING_SECRET"),
     ("email-no-relay", "email:ann@example.com", {}, "FRONTDESK_SMTP_RELAY is not set"),
@@ -88,3 +91,10 @@ async def test_with_the_setting_in_place_the_same_launch_is_created(redis_url, p
     r, before, after = await _launch(redis_url, prefix, _contact(contact), **overrides)
     assert r.status_code == 201, r.text
     assert r.json()["id"] in "".join(after) and sum(after.values()) > sum(before.values())
+
+
+async def test_a_whatsapp_launch_with_a_sender_is_created(redis_url, prefix, monkeypatch):
+    monkeypatch.setenv("TWILIO_WHATSAPP_FROM", "+15550199")  # the WhatsApp channel's own setting
+    r, before, after = await _launch(redis_url, prefix, _contact("whatsapp:whatsapp:+15550100"), **ACCOUNT)
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] in "".join(after)

@@ -10,6 +10,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 
+import dkimkit
 import pytest
 from aiosmtpd.smtp import SMTP
 from helpers import background, eventually, make_settings
@@ -197,7 +198,14 @@ async def test_approval_by_mail(redis_url, prefix):
         request = w.relay.to(ALICE)[0]
         body = request.get_body(("plain",)).get_content()
         assert "Approval needed: deploy(version='1.4.2')" in body and "Reply APPROVE or DENY on the first line" in body
-        await w.write(gmail_reply(request, "d2@example.com", "APPROVE\n\nLooks good to me."), rcpt=request["Reply-To"])
+        # Only mail whose From is authenticated decides: Alice's domain signs it (DKIM), as Gmail would.
+        key, dns = dkimkit.new_key(), dkimkit.Dns()
+        dns.publish("example.com", key)
+        w.rt.channels["email"].inbound.auth.resolver = dns
+        approve = dkimkit.sign(
+            dkimkit.crlf(gmail_reply(request, "d2@example.com", "APPROVE\n\nLooks good to me.")), "example.com", key
+        )
+        await w.write(approve.decode(), rcpt=request["Reply-To"])
         await eventually(lambda: len(w.relay.to(ALICE)) == 3)  # the receipt and the final answer
         thread = await w.rt.store.load(tid)
         decision = next(e for e in thread.events if e.type == "approval_decision")

@@ -95,7 +95,14 @@ async def test_sms_a_stranger_cannot_answer_nor_approve(redis_url, prefix, tmp_p
 async def test_email_a_stranger_cannot_answer_nor_approve(redis_url, prefix, tmp_path):
     async with relay() as (sink, where):
         async with (
-            stack(redis_url, prefix, tmp_path, smtp_relay=where, email_token_secret="authz") as s,
+            stack(
+                redis_url,
+                prefix,
+                tmp_path,
+                smtp_relay=where,
+                email_token_secret="authz",
+                email_trusted_authserv_id="mx.example.com",
+            ) as s,
             smtp_serving(s.rt) as port,
             s.workers(),
         ):
@@ -148,7 +155,9 @@ async def test_email_a_stranger_cannot_answer_nor_approve(redis_url, prefix, tmp
             await asyncio.to_thread(
                 mail_to,
                 port,
-                reply_mail(request, "a2@example.com", "APPROVE", sender=ALICE),
+                # Alice's decision passed DMARC at our relay, which says so on top (RFC 8601).
+                "Authentication-Results: mx.example.com; dmarc=pass header.from=example.com\n"
+                + reply_mail(request, "a2@example.com", "APPROVE", sender=ALICE),
                 mail_from=ALICE,
                 rcpt=request["Reply-To"],
             )

@@ -38,7 +38,8 @@ async def test_every_post_route_answers_413_declared_and_chunked(redis_url, pref
         )
         thread_id = r.json()["id"]
         posts = [path for method, path in app_routes(s.app) if method == "POST"]
-        urls = [p.format(agent="echo", thread_id=thread_id, outbound_id="th_x-1", ref="0:0-0") for p in posts]
+        values = dict(agent="echo", thread_id=thread_id, outbound_id="th_x-1", ref="0:0-0", token="not.ours")
+        urls = [p.format(**values) for p in posts]
         assert set(ROUTES) <= set(urls)
         before, counted = await s.rt.redis.xlen(s.rt.keys.inbound(0)), 0
         for url in urls:

@@ -33,7 +33,14 @@ PUBLIC = {
     ("GET", "/dashboard/static/{name}"),  # the dashboard's one script and stylesheet
 }
 
-PATH_VALUES = {"agent": "echo", "outbound_id": "th_x-1", "ref": "0:0-0", "index": "0", "name": "app.js"}
+PATH_VALUES = {
+    "agent": "echo",
+    "outbound_id": "th_x-1",
+    "ref": "0:0-0",
+    "index": "0",
+    "name": "app.js",
+    "token": "eyJ0IjoidGhfeCJ9.0123456789abcdef0123456789abcdef",  # an approval link not signed by us
+}
 
 
 def app_routes(app) -> list[tuple[str, str]]:

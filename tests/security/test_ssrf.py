@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from seckit import WEBHOOK_SECRET, Callbacks, stack
 from servers import LoopbackServer
 
-from channels.sms.media import allowed
+from channels.twilio.media import allowed
 from channels.webhook import channel as webhook_channel
 from channels.webhook import check_callback
 from gateway.errors import DeliveryFailed, Malformed

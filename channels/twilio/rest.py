@@ -84,10 +84,28 @@ class TwilioRest:
         self.client.api.base_url = (settings.twilio_api_url or API_URL).rstrip("/")
 
     async def create(
-        self, *, to: str, body: str, sender: str | None, service: str | None, status_callback: str | None
+        self,
+        *,
+        to: str,
+        sender: str | None,
+        service: str | None,
+        status_callback: str | None,
+        body: str | None = None,
+        content_sid: str | None = None,
+        content_variables: str | None = None,
     ) -> Created:
-        """POST /2010-04-01/Accounts/{sid}/Messages.json; every failure is a DeliveryFailed."""
-        params = {"to": to, "body": body}
+        """POST /2010-04-01/Accounts/{sid}/Messages.json; every failure is a DeliveryFailed.
+
+        Either `body` (free text) or `content_sid` (a Content Template, `HX…`, with its
+        `content_variables` as a JSON object string): Twilio refuses a template sent with a Body.
+        """
+        params = {"to": to}
+        if content_sid:
+            params["content_sid"] = content_sid
+            if content_variables:
+                params["content_variables"] = content_variables
+        else:
+            params["body"] = body or ""
         if sender:
             params["from_"] = sender
         if service:
@@ -101,7 +119,7 @@ class TwilioRest:
         except aiohttp.ClientConnectorError as exc:
             raise DeliveryFailed(f"cannot reach Twilio: {exc}", retryable=True) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
-            # The request may have reached Twilio: an SMS sent twice reaches the person twice.
+            # The request may have reached Twilio: a message sent twice reaches the person twice.
             raise DeliveryFailed(f"no answer from Twilio: {type(exc).__name__} {exc}", ambiguous=True) from exc
         return Created(sid=message.sid, sender=message.from_, status=message.status)
 

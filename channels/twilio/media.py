@@ -1,4 +1,4 @@
-"""MMS media, fetched when someone needs the bytes, never on the request path.
+"""Media of an incoming message (MMS, WhatsApp), fetched when someone needs the bytes, never on the request path.
 
 A `MediaUrlN` points at the Messages API (`/2010-04-01/Accounts/{sid}/Messages/
 {MM}/Media/{ME}`), which may require the account's credentials and answers with a
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from channels.sms.rest import API_URL
+from channels.twilio.rest import API_URL
 from gateway.errors import Malformed, TooLarge, Unavailable
 from gateway.settings import Settings
 
