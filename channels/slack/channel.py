@@ -29,7 +29,6 @@ from channels.slack.files import Files
 from channels.slack.inbound import OUTCOME, Inbound, event_callback
 from channels.slack.interactive import CHOICE_ACTION, from_choice
 from channels.slack.oauth import Installations, oauth_router, workspace_of
-from channels.slack.options import SlackOptions
 from channels.slack.outbound import APPROVE, DENY, Outbound
 from channels.slack.settings import SlackAgentSettings
 from channels.slack.status import StatusBoard
@@ -54,7 +53,6 @@ class SlackChannel(ChannelBase):
         settings = context.settings
         # Read first: a bad value stops start-up (ConfigError) before anything is opened.
         self.agentic = agentic = plugin_settings(SlackAgentSettings, settings)
-        options = plugin_settings(SlackOptions, settings)
         inbox = context.inbox(self.name)
         self.reaction = settings.slack_ack_reaction.strip(":")
         self.app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
@@ -74,11 +72,11 @@ class SlackChannel(ChannelBase):
         state = context.state(self.name)
         self.installations: Installations | None = None
         self.oauth: APIRouter | None = None
-        if options.client_id and options.client_secret:
-            secret_value = options.client_secret.get_secret_value()
-            self.installations = Installations(state, self.api, options.client_id, secret_value)
+        if agentic.client_id and agentic.client_secret:
+            secret_value = agentic.client_secret.get_secret_value()
+            self.installations = Installations(state, self.api, agentic.client_id, secret_value)
             self.api.tokens = self.installations
-            self.oauth = oauth_router(self.installations, state, options.scopes, options.state_ttl, settings.public_url)
+            self.oauth = oauth_router(self.installations, state, agentic.scopes, agentic.state_ttl, settings.public_url)
         self.assistant = Assistant(self.api, inbox, state, agentic, self._spawn)
         self.status = (
             StatusBoard(
@@ -95,7 +93,7 @@ class SlackChannel(ChannelBase):
             self.api, self.session, self.token, state, agentic, api_url=settings.slack_api_url, ttl=settings.dedupe_ttl
         )
         self.inbound = Inbound(inbox, self._me, self._react, self.assistant)
-        self.approvals = Approvals(self.api, inbox, state, self.inbound, options.reason, settings.dedupe_ttl)
+        self.approvals = Approvals(self.api, inbox, state, self.inbound, agentic.ask_reason, settings.dedupe_ttl)
         self.outbound = Outbound(self.api, inbox, state, settings.dedupe_ttl, self.approvals)
         self.outbound.files = self.files
         self.outbound.stream = Streamer(self.api, state, agentic, settings.dedupe_ttl) if agentic.stream else None

@@ -86,7 +86,7 @@ def test_the_manifest_has_the_command_the_shortcut_the_home_tab_and_the_install(
     import yaml
 
     from channels.slack.commands import SEND_SHORTCUT
-    from channels.slack.options import SlackOptions
+    from channels.slack.settings import SlackAgentSettings
 
     manifest = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy/slack/manifest.yaml").read_text())
     features, settings = manifest["features"], manifest["settings"]
@@ -99,4 +99,6 @@ def test_the_manifest_has_the_command_the_shortcut_the_home_tab_and_the_install(
     )
     assert [u.rsplit("/", 2)[-2:] for u in manifest["oauth_config"]["redirect_urls"]] == [["slack", "oauth_redirect"]]
     # An OAuth install asks for exactly what the manifest lists.
-    assert set(SlackOptions.model_fields["scopes"].default.split(",")) == set(manifest["oauth_config"]["scopes"]["bot"])
+    assert set(SlackAgentSettings.model_fields["scopes"].default.split(",")) == set(
+        manifest["oauth_config"]["scopes"]["bot"]
+    )
