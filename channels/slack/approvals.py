@@ -8,12 +8,13 @@
 - **Every approver.** Besides the request in place, each Slack approver the core names
   (`OutboundMessage.approvers`) gets a copy by DM, bound to the thread, so a click on
   any copy decides. When one decides, the receipt rewrites every copy.
-- **App Home.** `app_home_opened` publishes (`views.publish`) the approvals still
-  waiting on the person who opened it.
+- **App Home.** `app_home_opened` publishes (`views.publish`) the approvals and the
+  questions still waiting on the person who opened it.
 
-Keys (ChannelState): `approval:<ts>` what was asked and where its copies are, deleted
-once decided; `waiting:<user>` the approvals a person was asked (ts -> "1"), read
-through the records, so a decided one simply drops out.
+Keys (ChannelState): `approval:<ts>` what was asked (an approval or a question) and
+where its copies are, an approval's deleted once decided; `latest:<thread>` the
+thread's latest request; `waiting:<user>` what a person was asked (ts -> "1"), read
+through the records and the thread's status, so what was answered simply drops out.
 """
 
 from __future__ import annotations
@@ -108,13 +109,22 @@ class Approvals:
             except (DeliveryFailed, Unavailable, KeyError, TypeError) as exc:
                 log.warning("an approver's copy was not sent", user=user, error=str(exc))
         record = {"thread": message.thread_id, "text": text, "channel": channel, "ts": ts, "copies": copies}
-        asked = [u for u in dict.fromkeys([message.address, *users]) if u[:1] in ("U", "W")]
+        await self.remember(record, [message.address, *users])
+
+    async def remember(self, record: dict[str, Any], users: list[str]) -> None:
+        """Note a request (an approval, a question) as waiting on `users`, for their Home tab.
+
+        The thread's latest request is the one that counts (`latest:<thread>`), so a question
+        asked again, or answered by text, never lingers.
+        """
+        record = {"kind": "approval", **record}
         try:
-            await self.state.set(f"approval:{ts}", json.dumps(record), ttl=self.ttl)
-            for user in asked:
-                await self.state.set_field(f"waiting:{user}", ts, "1", ttl=self.ttl)
-        except Unavailable as exc:  # as above: the request is out; only the Home tab misses it
-            log.warning("could not record an approval for the Home tab", error=str(exc))
+            await self.state.set(f"approval:{record['ts']}", json.dumps(record), ttl=self.ttl)
+            await self.state.set(f"latest:{record['thread']}", record["ts"], ttl=self.ttl)
+            for user in dict.fromkeys(u for u in users if u[:1] in ("U", "W")):
+                await self.state.set_field(f"waiting:{user}", record["ts"], "1", ttl=self.ttl)
+        except Unavailable as exc:  # the request is out; only the Home tab misses it
+            log.warning("could not note a request for the Home tab", error=str(exc))
 
     async def decided(self, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
         """The receipt for the request at `ts`: every copy rewritten the way the request was (chat.update is idempotent)."""
@@ -133,7 +143,7 @@ class Approvals:
 
     # ------------------------------------------------------------ App Home
     async def home(self, user: str) -> None:
-        """Publish `user`'s Home tab: the approvals still waiting on them."""
+        """Publish `user`'s Home tab: the approvals and questions still waiting on them."""
         waiting = await self.state.fields(f"waiting:{user}")
         items = []
         for ts in sorted(waiting, key=float, reverse=True):
@@ -141,7 +151,9 @@ class Approvals:
             if raw is None:
                 continue
             record = json.loads(raw)
-            if await self.inbox.thread_status(record["thread"]) == "waiting_approval":
+            status = "waiting_human" if record.get("kind") == "question" else "waiting_approval"
+            latest = await self.state.get(f"latest:{record['thread']}")
+            if latest == ts and await self.inbox.thread_status(record["thread"]) == status:
                 items.append(record)
             if len(items) == HOME_MOST:
                 break
@@ -195,12 +207,14 @@ def from_submission(body: dict[str, Any], me: Me) -> Parsed | None:
 
 
 def home_view(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """The Home tab: a header, then each waiting approval and where it was asked."""
+    """The Home tab: a header, then each waiting request and where it was asked."""
     blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": "Waiting on you"}}]
     if not items:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "Nothing waits on you."}})
     for item in items:
         where = f"asked in <#{item['channel']}>" if item["channel"][:1] in ("C", "G") else "asked in a DM"
+        if item.get("kind") == "question":
+            where = f"a question for you, {where}"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": item["text"][:3000]}})
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": where}]})
     return {"type": "home", "blocks": blocks}

@@ -90,6 +90,15 @@ class Outbound:
             thread_ts = thread_ts or ts
         if message.kind == "approval" and self.approvals is not None:
             await self.approvals.asked(message, channel, ts, parts[-1], _blocks(message, parts[-1]), self.post_once)
+        elif message.kind == "question" and self.approvals is not None:
+            question = {
+                "kind": "question",
+                "thread": message.thread_id,
+                "text": parts[-1],
+                "channel": channel,
+                "ts": ts,
+            }
+            await self.approvals.remember(question, [message.address])
         if not opened:
             return Sent(detail=ts)
         return await self._opened(message, channel, thread_ts or ts, ts)

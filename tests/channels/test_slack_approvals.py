@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_slack import TEAM, Reply, home_opened, mention, submission
+from fake_slack import TEAM, Reply, home_opened, mention, message, submission
 from helpers import eventually
-from plugins import ApprovalAgent
+from plugins import ApprovalAgent, EchoAgent
 from slack_app import App, slack_app
 
 from channels.slack.approvals import REASON
@@ -144,3 +144,19 @@ async def test_a_home_tab_that_cannot_be_published_is_only_logged(redis_url, pre
         await app.event(home_opened("U1"), "Ev9")  # answered 200 all the same
         await eventually(lambda: app.fake.to("views.publish", ok=False))
         assert app.fake.homes == {}
+
+
+async def test_the_home_tab_lists_a_question_until_it_is_answered(redis_url, prefix):
+    async with slack_app(redis_url, prefix, EchoAgent()) as app:
+        await app.event(mention("reset my password", ts=TS), "Ev1")
+        await eventually(lambda: app.status(THREAD, "waiting_human"))
+        await app.event(home_opened("U1"), "Ev2")
+        home = await eventually(lambda: app.fake.homes.get("U1"))
+        assert "you said 'reset my password'?" in json.dumps(home) and "a question for you" in json.dumps(home)
+        await app.event(home_opened("U2"), "Ev3")  # someone else: not theirs
+        await eventually(lambda: "Nothing waits on you." in json.dumps(app.fake.homes.get("U2")))
+
+        await app.event(message("yes", ts="1710000050.000100", thread_ts=TS), "Ev4")
+        await eventually(lambda: app.status(THREAD, "done"))
+        await app.event(home_opened("U1"), "Ev5")
+        await eventually(lambda: "Nothing waits on you." in json.dumps(app.fake.homes["U1"]))
