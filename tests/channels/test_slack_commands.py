@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from fake_slack import TEAM, Reply, command, message, shortcut
-from helpers import eventually
+import asyncio
+from urllib.parse import parse_qsl
+
+from fake_slack import APP_TOKEN, TEAM, TOKEN, FakeSlack, Reply, command, message, shortcut
+from helpers import eventually, make_settings
 from plugins import ApprovalAgent, EchoAgent
 from slack_app import slack_app
 
+import channels.slack as slack
 from channels.slack.commands import USAGE, parse_command
+from gateway.runtime import running
 
 
 def test_the_first_word_names_an_agent_only_when_it_is_one():
@@ -102,3 +107,31 @@ def test_the_manifest_has_the_command_the_shortcut_the_home_tab_and_the_install(
     assert set(SlackAgentSettings.model_fields["scopes"].default.split(",")) == set(
         manifest["oauth_config"]["scopes"]["bot"]
     )
+
+
+async def test_over_socket_mode_the_command_and_the_shortcut_work_the_same(redis_url, prefix):
+    async with FakeSlack() as fake:
+        # Socket Mode alone: no signing secret, so no HTTP route either.
+        values = dict(slack_bot_token=TOKEN, slack_app_token=APP_TOKEN, slack_api_url=fake.url, default_agent="echo")
+        settings = make_settings(redis_url, prefix, **values)
+        async with running(settings, agents=[EchoAgent()], builtins=False, channels=[slack.channel]) as rt:
+            stop = asyncio.Event()
+            serving = asyncio.create_task(rt.channels["slack"].serve(stop))
+            try:
+                await eventually(lambda: fake.to("apps.connections.open"))
+                sent = await fake.send_envelope(dict(parse_qsl(command("echo over the socket"))), kind="slash_commands")
+                ack = await eventually(
+                    lambda: next((a for a in fake.socket_acks if a.get("envelope_id") == sent), None)
+                )
+                assert ack["payload"] == {"response_type": "ephemeral", "text": "Started *echo* in the thread."}
+                shortcut_envelope = await fake.send_envelope(
+                    shortcut(user="U1", channel="C1", ts="1800000001.000100", text="look", author="U1"),
+                    kind="interactive",
+                )
+                await eventually(lambda: any(a.get("envelope_id") == shortcut_envelope for a in fake.socket_acks))
+            finally:
+                stop.set()
+                await asyncio.wait_for(serving, timeout=15)
+            root = fake.messages["C1"][0]
+            assert await rt.ingest.thread_for("slack", f"{TEAM}/C1/{root['ts']}")
+            assert await rt.ingest.thread_for("slack", f"{TEAM}/C1/1800000001.000100")
