@@ -7,6 +7,7 @@
     frontdesk launch AGENT TEXT         start a thread, print its id
     frontdesk dlq list | replay         dead letters
     frontdesk check                     validate settings and frontdesk.toml, then exit
+    frontdesk eval [AGENT] | eval save  re-run agents' eval cases; save a thread's turns as cases
 
 With FRONTDESK_REDIS_URL unset every command uses the embedded Redis under
 FRONTDESK_DATA_DIR: the server `frontdesk dev` runs, when it runs, else one
@@ -25,11 +26,13 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, assert_never
 
 import redis
 import typer
 from pydantic import ValidationError
+from typer.core import TyperGroup
 
 from gateway.api import thread_summary
 from gateway.config import FrontdeskConfig, parse_identity
@@ -58,8 +61,23 @@ app = typer.Typer(
 )
 threads_app = typer.Typer(help="Read threads.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: entries that failed every attempt.", no_args_is_help=True)
+
+
+class _RunByDefault(TyperGroup):
+    """`frontdesk eval [AGENT]` is `frontdesk eval run [AGENT]`; `frontdesk eval save` is its own command."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(
+    cls=_RunByDefault, help="Eval cases cut from real threads, re-run against today's prompt and model."
+)
 app.add_typer(threads_app, name="threads")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(eval_app, name="eval")
 
 # click.Choice from the statuses, built from them so it cannot drift (which mypy cannot follow).
 StatusName = enum.Enum("StatusName", {s: s for s in STATUSES}, type=str)  # type: ignore[misc]
@@ -480,3 +498,91 @@ def dlq_replay(
         typer.echo(f"replayed {entry}")
         return
     typer.echo(f"replayed {_query(settings, lambda r, k: _dead_letters(settings, r, k).replay_all(BY))} entries")
+
+
+# ---------------------------------------------------------------- evals
+
+# In the agent kit, as the model check is: the core finds them by name and imports no agent code.
+EVALS = "agents.kit.evals.command"
+
+
+@eval_app.command("run")
+@_errors
+def eval_run(
+    agent: str | None = typer.Argument(None, help="One agent (default: every agent with cases)."),
+    model: list[str] = typer.Option([], "--model", help="A model to run the cases with (repeat: one column each)."),
+    prompt: list[Path] = typer.Option(
+        [], "--prompt", help="A prompt template to use instead of the agent's (repeat: one column each)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="The results as one JSON object."),
+    min_pass_rate: float = typer.Option(
+        1.0, "--min-pass-rate", min=0.0, max=1.0, help="Exit 1 when a column passes fewer than this share."
+    ),
+    cassette: Path | None = typer.Option(None, "--cassette", help="Answer from the model answers recorded here."),
+    record: bool = typer.Option(False, "--record", help="Ask the model and record its answers in --cassette."),
+    cases: Path | None = typer.Option(None, "--cases", help="Read the cases here, not in the agent's evals/."),
+) -> None:
+    """Re-run each case's turn and compare the model's step with the expected one."""
+    settings = load_settings()
+    configure_logging(settings, stream=sys.stderr)
+    run = load_object(f"{EVALS}:run_evals")
+    code = asyncio.run(
+        run(
+            settings,
+            agent=agent,
+            models=model,
+            prompts=prompt,
+            as_json=as_json,
+            min_rate=min_pass_rate,
+            cassette=cassette,
+            record=record,
+            cases_dir=cases,
+            echo=typer.echo,
+        )
+    )
+    raise typer.Exit(code)
+
+
+@eval_app.command("save")
+@_errors
+def eval_save(
+    source: str = typer.Argument(..., help="A thread id (th_...) or a file of threads (`threads show --json`)."),
+    turn: int | None = typer.Option(None, "--turn", help="Only the model turn at this event index."),
+    expect: str | None = typer.Option(
+        None, "--expect", help='The right step, when the recorded one was wrong: {"tool": ..., "arguments": {...}}.'
+    ),
+    note: str | None = typer.Option(None, "--note", help="Why the case matters, or what the right step is."),
+    cases: Path | None = typer.Option(None, "--cases", help="Write the cases here, not in the agent's evals/."),
+) -> None:
+    """Save a thread's model turns as eval cases in its agent's evals/saved.jsonl."""
+    settings = load_settings()
+    path = Path(source)
+    if path.is_file():
+        threads = _threads_in(path)
+    else:
+        thread = _query(settings, lambda r, k: ThreadStore(r, k).load(source))
+        if thread is None:
+            raise _Failed(f"no thread {source!r} (and no file of that name)")
+        threads = [thread]
+    configure_logging(settings, stream=sys.stderr)
+    save = load_object(f"{EVALS}:save_threads")
+    asyncio.run(save(settings, threads, turn=turn, expect=expect, note=note, cases_dir=cases, echo=typer.echo))
+
+
+def _threads_in(path: Path) -> list[Thread]:
+    """The threads of an export: one JSON object (as `threads show --json` prints), or one per line."""
+    text = path.read_text()
+    try:
+        bodies = [json.loads(text)]
+    except json.JSONDecodeError:
+        bodies = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    bodies.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{path}:{number}: not JSON: {exc}") from None
+    try:
+        return [Thread.model_validate(body) for body in bodies]
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: not a thread export: {exc.errors()[0]['msg']}") from None

@@ -23,6 +23,8 @@ from gateway.events import Event, Thread
 from gateway.messages import Accepted, Contact, DeliveryEvent, InboundMessage, OutboundMessage, Progress, Sent
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import httpx
     from fastapi import APIRouter
 
@@ -273,6 +275,21 @@ class ShowsContext(Protocol):
     """An agent that can show the context it would send its model (the dashboard's context panel)."""
 
     def render_context(self, thread: Thread) -> str: ...
+
+
+@runtime_checkable
+class SavesEvalCases(Protocol):
+    """An agent whose threads can be saved as eval cases (the dashboard's "save as test")."""
+
+    def model_turns(self, thread: Thread) -> list[int]:
+        """The indices of the events its model's answers made: the turns a case can be cut at."""
+        ...
+
+    def save_eval_case(
+        self, thread: Thread, turn: int, *, expect: dict[str, Any] | None = None, note: str | None = None
+    ) -> Path:
+        """Save `thread` cut at `turn` where the agent keeps its cases; ValueError says why it cannot."""
+        ...
 
 
 @runtime_checkable

@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # a module added here is a new promise the core makes to every channel.
 CHANNEL_MAY_IMPORT = {
     "gateway.errors",
+    # One Markdown parser for every channel (the model's text is parsed once, the same safe way);
+    # each channel renders the tree in its own format.
+    "gateway.markdown",
     "gateway.messages",
     "gateway.metrics",
     "gateway.protocols",

@@ -6,11 +6,13 @@ asks for approval, and finishes.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
 from agents.kit import Agent, Tool, ToolContext, parse_blocks
 from agents.kit.demo import ask, done, fmt, numbers, said
+from agents.kit.evals.cases import Step
 
 
 class Add(Tool):
@@ -69,6 +71,16 @@ class Calculator(Agent):
     toolbox = (Add, Subtract, Multiply, Divide)
     prompt = Path(__file__).with_name("prompt.md.j2")
 
+    def same_step(self, expected: Step, actual: Step) -> bool:
+        """An eval passes with numbers equal to nine digits: 0.1 + 0.2 is not 0.30000000000000004 to a person."""
+        if (expected.tool, expected.error, expected.arguments.keys()) != (
+            actual.tool,
+            actual.error,
+            actual.arguments.keys(),
+        ):
+            return False
+        return all(_same(expected.arguments[k], actual.arguments[k]) for k in expected.arguments)
+
     def demo(self, context: str, tools: list[str]) -> tuple[str, dict[str, Any]]:
         blocks = parse_blocks(context)
         last, results = blocks[-1], [b for b in blocks if b.tag == "tool_result"]
@@ -95,3 +107,9 @@ class Calculator(Agent):
                 return ask(f"Please give me a number to divide {value} by.")
             return ask(f"I got {value}. What should I divide {value} by?")
         return done(f"The answer is {value}.")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9)
+    return bool(a == b)

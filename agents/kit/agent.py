@@ -20,9 +20,11 @@ many turns without a person, the thread escalates to a person and pauses.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, assert_never
@@ -32,8 +34,9 @@ import structlog
 from pydantic import ValidationError
 
 from agents.kit.context import render_context
+from agents.kit.evals import cases
 from agents.kit.models import load_model
-from agents.kit.models.base import Model, ModelError, ModelReply
+from agents.kit.models.base import Model, ModelError, ModelReply, ToolSpec
 from agents.kit.tools import BUILTIN_TOOLS, DoneForNow, RequestHumanInput, Tool, ToolContext
 from gateway import metrics, modelhealth
 from gateway.config import parse_identity
@@ -55,11 +58,21 @@ from gateway.events import RequestHumanInput as AskEvent
 from gateway.settings import PluginSettings, plugin_settings
 
 if TYPE_CHECKING:
+    from agents.kit.evals.cases import Step
     from gateway.runtime import Runtime
 
 MAX_ERRORS_IN_A_ROW = 3
 Prefetch = Callable[[Thread, ToolContext], Awaitable[Any]]
 log = structlog.get_logger("frontdesk.agent")
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """One turn's request to the model (`Agent.request`), as the loop and the evals send it."""
+
+    system: str
+    context: str
+    tools: list[ToolSpec]
 
 
 class Agent:
@@ -90,6 +103,7 @@ class Agent:
         )
         self._steps = {tool.name: tool for tool in (*self.toolbox, *BUILTIN_TOOLS)}
         self._template = self._load_template()
+        self._home = Path(self.prompt or ".").parent  # a variant with another prompt keeps its cases
         self._reported: str | None = None  # the shape last shown on the health page by this process
 
     # ------------------------------------------------------------ overridable
@@ -110,6 +124,29 @@ class Agent:
             thread=thread,
             now=utcnow(),
         )
+
+    @property
+    def evals_dir(self) -> Path:
+        """Where this agent's eval cases live (`frontdesk eval`): `evals/` beside its prompt, so beside its code."""
+        return self._home / "evals"
+
+    def model_turns(self, thread: Thread) -> list[int]:
+        """The events of `thread` its model's answers made (agents.kit.evals.cases)."""
+        return cases.model_turns(thread)
+
+    def save_eval_case(
+        self, thread: Thread, turn: int, *, expect: dict[str, Any] | None = None, note: str | None = None
+    ) -> Path:
+        """Save `thread` cut at event `turn` as an eval case in `evals_dir` (the dashboard's "save as test")."""
+        return cases.save_case(self, cases.cut(self, thread, turn, expect=expect, note=note))
+
+    def same_step(self, expected: Step, actual: Step) -> bool:
+        """Whether `actual` passes an eval case expecting `expected` (agents.kit.evals).
+
+        The same tool with equal arguments (or the same error kind); override it for a
+        tolerance or a subset of the fields that matter.
+        """
+        return expected == actual
 
     # ------------------------------------------------------------ protocol
     def tools(self) -> list[dict[str, Any]]:
@@ -135,12 +172,31 @@ class Agent:
         return await self._turn(thread)
 
     # ------------------------------------------------------------ the turn
+    def request(self, thread: Thread) -> TurnRequest:
+        """What the model is sent for the next turn of `thread`: the prompt, the context, the tools."""
+        return TurnRequest(
+            self.render_prompt(thread), self.render_context(thread), [t.spec() for t in self._steps.values()]
+        )
+
+    def variant(self, *, model: Model | None = None, prompt: Path | None = None) -> Agent:
+        """This agent with another model or prompt template (an eval's column); nothing else changes."""
+        other = copy.copy(self)
+        if model is not None:
+            other.model = model
+        if prompt is not None:
+            other.prompt = prompt
+            other._template = other._load_template()
+        return other
+
+    def step_class(self, name: str) -> type[Tool] | None:
+        """The tool (or built-in step) of that name this agent offers its model."""
+        return self._steps.get(name)
+
     async def _turn(self, thread: Thread) -> Thread:
         started = time.perf_counter()
         try:
-            reply = await self.model.next_step(
-                self.render_prompt(thread), self.render_context(thread), [t.spec() for t in self._steps.values()]
-            )
+            turn = self.request(thread)
+            reply = await self.model.next_step(turn.system, turn.context, turn.tools)
         except ModelError as exc:
             await self._report_model(error=str(exc))
             return thread.with_events(Error(kind="model_error", message=str(exc)[:2000]))
@@ -157,7 +213,7 @@ class Agent:
         metrics.MODEL_TOKENS.labels(self.model.name, "output").inc(usage.output_tokens)
         call_id = f"call_{len(thread.events)}"
         try:
-            step = self._parse(reply)
+            step = self.parse(reply)
         except StepError as exc:
             return thread.with_events(Error(kind=exc.kind, message=str(exc), usage=usage))
         match step:
@@ -188,7 +244,8 @@ class Agent:
             # The turn's own save will meet the outage and be retried; the page can wait.
             log.warning("could not report model health", model=model.name, error=str(exc))
 
-    def _parse(self, reply: ModelReply) -> Tool:
+    def parse(self, reply: ModelReply) -> Tool:
+        """The step a model reply names, validated; a StepError says what the model did wrong."""
         if reply.tool is None:
             raise StepError("no_tool_call", self._no_call_said(reply.text))
         tool = self._steps.get(reply.tool)

@@ -4,11 +4,14 @@ A reply threads in Gmail, Outlook and Apple Mail when it carries In-Reply-To
 (the parent) and References (the chain, RFC 5322 §3.6.4) and keeps the subject
 after "Re:". The Message-ID comes from the outbound id, so a re-sent message is
 the same message to every receiver that deduplicates.
+
+Both parts come from one parse of the Markdown (gateway.markdown): the text part
+as plain text, the HTML part escaped, with links only to http, https and mailto,
+and images as links (a remote image is a tracking pixel).
 """
 
 from __future__ import annotations
 
-import html
 import re
 import ssl
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ import aiosmtplib
 
 from channels.email.headers import trim_references
 from gateway.errors import DeliveryFailed
+from gateway.markdown import literal, to_html, to_text
 from gateway.messages import OutboundMessage
 from gateway.settings import Settings
 
@@ -59,9 +63,9 @@ def compose(message: OutboundMessage, env: Envelope) -> EmailMessage:
     # keeps a well-behaved autoresponder quiet. Exchange reads only its own header.
     mail["Auto-Submitted"] = "auto-replied" if parent else "auto-generated"
     mail["X-Auto-Response-Suppress"] = "All"
-    paragraphs = body(message)
-    mail.set_content("\n\n".join(paragraphs) + "\n")
-    mail.add_alternative(_html(paragraphs), subtype="html")
+    markdown = body(message)
+    mail.set_content(to_text(markdown) + "\n")
+    mail.add_alternative(_page(to_html(markdown)), subtype="html")
     return mail
 
 
@@ -74,19 +78,18 @@ def subject_for(message: OutboundMessage, agent: str) -> str:
     return f"Approval needed by {agent}" if message.kind == "approval" else f"A question from {agent}"
 
 
-def body(message: OutboundMessage) -> list[str]:
-    """The paragraphs of the message, with how to answer where an answer is wanted."""
+def body(message: OutboundMessage) -> str:
+    """The message as Markdown, with how to answer where an answer is wanted (our words taken literally)."""
     paragraphs = [message.text.strip()]
     if message.kind == "question" and message.choices:
-        paragraphs.append("Reply with one of:\n" + "\n".join(f"- {c}" for c in message.choices))
+        paragraphs.append("Reply with one of:\n" + "\n".join(f"- {literal(c)}" for c in message.choices))
     if message.kind == "approval" or message.actions:
-        paragraphs.append(APPROVAL_HINT)
-    return paragraphs
+        paragraphs.append(literal(APPROVAL_HINT))
+    return "\n\n".join(paragraphs)
 
 
-def _html(paragraphs: list[str]) -> str:
-    blocks = "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
-    return f'<!DOCTYPE html><html><body><div style="font-family: sans-serif">{blocks}</div></body></html>\n'
+def _page(fragment: str) -> str:
+    return f'<!DOCTYPE html><html><body><div style="font-family: sans-serif">{fragment}</div></body></html>\n'
 
 
 # ---------------------------------------------------------------- the relay

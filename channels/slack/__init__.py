@@ -10,8 +10,9 @@ Slack retries for about an hour). With SLACK_APP_TOKEN, `serve` also takes event
 over Socket Mode, for development without a public URL.
 
 Out: slack_sdk's async client at FRONTDESK_SLACK_API_URL, without SDK retries,
-errors mapped to DeliveryFailed (`api`); Markdown as mrkdwn, cut to size
-(`mrkdwn`); always in the thread (`outbound`). A received message gets the
+errors mapped to DeliveryFailed (`api`); Markdown as mrkdwn, cut to size, or as
+one `markdown` block where mrkdwn would flatten it (`mrkdwn`, over gateway.markdown's
+parse); always in the thread (`outbound`). A received message gets the
 FRONTDESK_SLACK_ACK_REACTION emoji ("eyes"; empty for none).
 
 As an AI app: assistant threads (`assistant`), the thread status while a step runs

@@ -1,35 +1,32 @@
-"""Markdown (what models write) to Slack mrkdwn, and mrkdwn cut to Slack's size limits.
+"""Markdown (what models write) as Slack mrkdwn, and mrkdwn cut to Slack's size limits.
 
 mrkdwn differs from Markdown: `*bold*`, `_italic_`, `~strike~`, `<url|label>`
-links, no headings, and `&`, `<`, `>` must be escaped as HTML entities
-(https://docs.slack.dev/messaging/formatting-message-text). Code is kept as is,
-apart from the escaping and the language tag after a fence, which Slack would show.
+links, no headings, and `&`, `<`, `>` in text must be escaped as HTML entities
+(https://docs.slack.dev/messaging/formatting-message-text). The Markdown is parsed
+by gateway.markdown (one parser for every channel); this module only renders it.
+Code keeps its text, escaped, without the language tag after a fence (Slack would show it).
+
+A text whose structure mrkdwn loses (headings, nested lists) or that needs more
+than one mrkdwn part goes as Slack's `markdown` block instead (standard Markdown, up to
+12,000 characters, https://docs.slack.dev/reference/block-kit/blocks/markdown-block),
+re-rendered from the tree so only what the parser accepted is markup, with the mrkdwn
+as the message's `text` (what notifications show).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
+
+from gateway.markdown import Node, Renderer, parse, to_markdown
 
 # A section block's text holds at most 3,000 characters, and Slack advises keeping a
 # message's `text` under 4,000; one limit under both keeps every part postable either way.
 LIMIT = 3000
+MARKDOWN_LIMIT = 12000  # a markdown block's text, cumulative over the message's markdown blocks
 FENCE = "```"
 
-_FENCE_LINE = re.compile(r"^\s*(```|~~~)")
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
-_RULE = re.compile(r"^\s{0,3}([-*_])(\s*\1){2,}\s*$")
-_QUOTE = re.compile(r"^\s{0,3}>\s?(.*)$")
-_BULLET = re.compile(r"^(\s*)[-*+]\s+(?:\[([ xX])\]\s+)?(.*)$")
-_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
-_IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_LINK = re.compile(r"\[([^\]]+)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_AUTOLINK = re.compile(r"<((?:https?|mailto):[^>\s]+)>")
-_SLACK_TOKEN = re.compile(r"<[@#!][A-Za-z0-9^|_.\-]+>")  # <@U123>, <#C123>, <!here>: already Slack syntax
-_BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
-_ITALIC = re.compile(r"(?<![*\w])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![*\w])")
-_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
-_PLACEHOLDER = re.compile("\x00(\\d+)\x00")
-_BOLD_MARK = "\x02"
+_SLACK_TOKEN = re.compile(r"(<[@#!][A-Za-z0-9^|_.\-]+>)")  # <@U123>, <#C123>, <!here>: already Slack syntax
 _IDENTITY = re.compile(r"\bslack:([UW][A-Z0-9]+)\b")
 
 
@@ -37,21 +34,55 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+class _Mrkdwn(Renderer):
+    bullet = "•"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bold = 0  # inside a bold heading, where a nested `*` would end the bold early
+
+    def heading(self, node: Node, level: int) -> str:
+        self.bold += 1
+        try:
+            inner = self.inline(node)
+        finally:
+            self.bold -= 1
+        return f"*{inner}*" if inner.strip() else ""
+
+    def quote(self, body: str) -> str:
+        return "\n".join(f"> {line}".rstrip() for line in body.split("\n"))  # the one `>` left unescaped
+
+    def code(self, code: str, language: str) -> str:
+        return f"{FENCE}\n{escape(code)}\n{FENCE}"
+
+    def rule(self) -> str:
+        return "――――――――"
+
+    def text(self, text: str) -> str:
+        pieces = _SLACK_TOKEN.split(text)  # odd pieces are the tokens, kept as written
+        return "".join(piece if i % 2 else escape(piece) for i, piece in enumerate(pieces))
+
+    def code_span(self, code: str) -> str:
+        return f"`{escape(code)}`"
+
+    def strong(self, inner: str) -> str:
+        return inner if self.bold else f"*{inner}*"
+
+    def em(self, inner: str) -> str:
+        return f"_{inner}_"
+
+    def strike(self, inner: str) -> str:
+        return f"~{inner}~"
+
+    def link(self, url: str, label: str, *, auto: bool) -> str:
+        # The URL is markdown-it's normalised one: `<`, `>`, `|` and spaces are %-encoded, `&` stays.
+        label = label.replace("|", "∣").strip()
+        return f"<{url}>" if auto or not label else f"<{url}|{label}>"
+
+
 def to_mrkdwn(markdown: str) -> str:
     """The Markdown text as Slack mrkdwn."""
-    out: list[str] = []
-    in_code = False
-    for line in (markdown or "").splitlines():
-        if _FENCE_LINE.match(line):
-            in_code = not in_code
-            out.append(FENCE)
-        elif in_code:
-            out.append(escape(line))
-        else:
-            out.append(_line(line))
-    if in_code:
-        out.append(FENCE)
-    return "\n".join(out)
+    return _Mrkdwn().render(markdown)
 
 
 def mentions(mrkdwn: str) -> str:
@@ -59,52 +90,25 @@ def mentions(mrkdwn: str) -> str:
     return _IDENTITY.sub(r"<@\1>", mrkdwn)
 
 
-def _line(line: str) -> str:
-    if _RULE.match(line):
-        return "――――――――"
-    if heading := _HEADING.match(line):
-        return f"*{_inline(heading.group(1)).replace('*', '')}*" if heading.group(1) else ""
-    if quote := _QUOTE.match(line):
-        return "> " + _line(quote.group(1))  # the one `>` that must stay unescaped
-    if bullet := _BULLET.match(line):
-        indent, box, rest = bullet.groups()
-        mark = "•" if box is None else ("☑" if box.lower() == "x" else "☐")
-        return f"{indent}{mark} {_inline(rest)}"
-    return _inline(line)
+def markdown_block(markdown: str, *, parts: int) -> dict[str, Any] | None:
+    """Slack's `markdown` block for `markdown` where it serves better than `parts` mrkdwn posts, else None."""
+    if parts <= 1 and not _loses_structure(parse(markdown)):
+        return None
+    if _SLACK_TOKEN.search(markdown):
+        return None  # mentions are mrkdwn syntax; Slack documents none for the markdown block
+    text = to_markdown(markdown)
+    return {"type": "markdown", "text": text} if 0 < len(text) <= MARKDOWN_LIMIT else None
 
 
-def _inline(text: str) -> str:
-    pieces, last = [], 0
-    for span in _CODE_SPAN.finditer(text):
-        pieces.append(_format(text[last : span.start()]))
-        pieces.append(f"`{escape(span.group(2))}`")
-        last = span.end()
-    pieces.append(_format(text[last:]))
-    return "".join(pieces)
+def _loses_structure(node: Node, lists: int = 0) -> bool:
+    """Whether mrkdwn would flatten something here: a heading, a list in a list.
 
-
-def _format(text: str) -> str:
-    kept: list[str] = []
-
-    def keep(value: str) -> str:
-        kept.append(value)
-        return f"\x00{len(kept) - 1}\x00"
-
-    text = _IMAGE.sub(lambda m: keep(_link(m.group(2), m.group(1))), text)
-    text = _LINK.sub(lambda m: keep(_link(m.group(2), m.group(1))), text)
-    text = _AUTOLINK.sub(lambda m: keep(f"<{escape(m.group(1))}>"), text)
-    text = _SLACK_TOKEN.sub(lambda m: keep(m.group(0)), text)
-    text = escape(text)
-    text = _BOLD.sub(lambda m: f"{_BOLD_MARK}{m.group(2)}{_BOLD_MARK}", text)
-    text = _ITALIC.sub(r"_\1_", text)
-    text = _STRIKE.sub(r"~\1~", text)
-    text = text.replace(_BOLD_MARK, "*")
-    return _PLACEHOLDER.sub(lambda m: kept[int(m.group(1))], text)
-
-
-def _link(url: str, label: str) -> str:
-    label = escape(label.replace("|", "∣").strip())
-    return f"<{escape(url)}|{label}>" if label else f"<{escape(url)}>"
+    Tables do not count: the markdown block has none either (both get one line a row).
+    """
+    if node.type == "heading" or (lists and node.type in ("bullet_list", "ordered_list")):
+        return True
+    inside = lists + (node.type in ("bullet_list", "ordered_list"))
+    return any(_loses_structure(child, inside) for child in node.children if child.type != "inline")
 
 
 def split(text: str, limit: int = LIMIT) -> list[str]:

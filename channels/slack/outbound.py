@@ -11,8 +11,11 @@
 - Notices go to the one person they answer, as an ephemeral message in place.
 - Every post names its outbound id in metadata; a post whose answer is lost is
   looked up before it is tried again (`lookup`), so it is neither lost nor doubled.
-- Long texts go out in parts (`mrkdwn.split`); the parts Slack accepted are
-  remembered, so a retry after a 429 on part 3 posts parts 3 onwards only.
+- A text mrkdwn would flatten (headings, nested lists) or cut in parts goes as
+  one `markdown` block (`mrkdwn.markdown_block`), up to its 12,000 characters,
+  with the first mrkdwn part as the `text` notifications show.
+- Longer texts go out in mrkdwn parts (`mrkdwn.split`); the parts Slack accepted
+  are remembered, so a retry after a 429 on part 3 posts parts 3 onwards only.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from channels.slack.approvals import Approvals
 from channels.slack.files import Files
 from channels.slack.interactive import choice_blocks
 from channels.slack.lookup import posted, tag
-from channels.slack.mrkdwn import mentions, split, to_mrkdwn
+from channels.slack.mrkdwn import markdown_block, mentions, split, to_mrkdwn
 from channels.slack.stream import Streamer
 from gateway.errors import DeliveryFailed, Unavailable
+from gateway.markdown import literal
 from gateway.messages import OutAction, OutboundMessage, Sent
 from gateway.protocols import ChannelState, Inbox
 
@@ -69,11 +73,17 @@ class Outbound:
             return await self.files.upload(message, *place)
         if place and self.stream is not None and self.stream.wants(message, place[1]):
             return await self.stream.send(message, *place)
-        parts = split(to_mrkdwn(_with_choices(message.text, message.choices)))
+        markdown = _with_choices(message.text, message.choices)
+        parts = split(to_mrkdwn(markdown))
         if not parts:
             raise DeliveryFailed("nothing to post: the message is empty")
         channel, thread_ts = await self._where(message)
         opened = thread_ts is None
+        block = None if message.actions or message.choices else markdown_block(markdown, parts=len(parts))
+        if block:
+            ts = await self.post_once(message, 0, channel=channel, text=parts[0], thread_ts=thread_ts, blocks=[block])
+            await self._asked(message, channel, ts, parts[0])
+            return Sent(detail=ts) if not opened else await self._opened(message, channel, ts, ts)
         done = await self._parts_done(message) if len(parts) > 1 else {}
         ts = ""
         for index, text in enumerate(parts):
@@ -88,20 +98,20 @@ class Outbound:
                     await self._part_done(message, index, ts)
             # The first part of a new conversation is its root; the rest reply under it.
             thread_ts = thread_ts or ts
-        if message.kind == "approval" and self.approvals is not None:
-            await self.approvals.asked(message, channel, ts, parts[-1], _blocks(message, parts[-1]), self.post_once)
-        elif message.kind == "question" and self.approvals is not None:
-            question = {
-                "kind": "question",
-                "thread": message.thread_id,
-                "text": parts[-1],
-                "channel": channel,
-                "ts": ts,
-            }
-            await self.approvals.remember(question, [message.address])
+        await self._asked(message, channel, ts, parts[-1])
         if not opened:
             return Sent(detail=ts)
         return await self._opened(message, channel, thread_ts or ts, ts)
+
+    async def _asked(self, message: OutboundMessage, channel: str, ts: str, text: str) -> None:
+        """A request is out at `ts`: an approval's copies to every approver; both noted for the Home tab."""
+        if self.approvals is None:
+            return
+        if message.kind == "approval":
+            await self.approvals.asked(message, channel, ts, text, _blocks(message, text), self.post_once)
+        elif message.kind == "question":
+            question = {"kind": "question", "thread": message.thread_id, "text": text, "channel": channel, "ts": ts}
+            await self.approvals.remember(question, [message.address])
 
     async def recover(self, message: OutboundMessage) -> Sent | None:
         """What Slack has of a send a stopped sender left unrecorded: its parts are looked up by metadata.
@@ -116,7 +126,10 @@ class Outbound:
         for way in (self.files, self.stream):
             if place and way is not None and way.wants(message, place[1]):
                 raise DeliveryFailed("a file or a stream is not read back by its metadata")
-        parts = split(to_mrkdwn(_with_choices(message.text, message.choices)))
+        markdown = _with_choices(message.text, message.choices)
+        parts = split(to_mrkdwn(markdown))
+        if not (message.actions or message.choices) and markdown_block(markdown, parts=len(parts)):
+            parts = parts[:1]  # one post: the markdown block (see _post)
         channel, thread_ts = await self._where(message)
         root, ts = thread_ts, ""
         for index in range(len(parts)):
@@ -278,4 +291,4 @@ def _in_thread(message: OutboundMessage) -> tuple[str, str] | None:
 def _with_choices(text: str, choices: list[str]) -> str:
     if not choices:
         return text
-    return f"{text}\n\nReply with one of: " + " / ".join(f"**{choice}**" for choice in choices)
+    return f"{text}\n\nReply with one of: " + " / ".join(f"**{literal(choice)}**" for choice in choices)

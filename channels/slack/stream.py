@@ -30,9 +30,10 @@ from typing import Any
 import structlog
 
 from channels.slack.api import SlackApi
-from channels.slack.mrkdwn import mentions, to_mrkdwn
+from channels.slack.mrkdwn import MARKDOWN_LIMIT, mentions, to_mrkdwn
 from channels.slack.settings import SlackAgentSettings
 from gateway.errors import DeliveryFailed, Unavailable
+from gateway.markdown import to_markdown
 from gateway.messages import OutboundMessage, Sent
 from gateway.protocols import ChannelState
 from gateway.retry import backoff
@@ -40,7 +41,6 @@ from gateway.retry import backoff
 log = structlog.get_logger("frontdesk.slack")
 RETRY_CAP = 10.0  # seconds one append may wait on a 429 before the send is left to the outbox's retry
 ATTEMPTS = 3
-MARKDOWN_LIMIT = 12000  # a markdown block's text, and markdown_text per call
 FILL = 0.8  # a piece is at least this share of its room (see _pieces)
 
 
@@ -61,14 +61,16 @@ class Streamer:
             and not message.choices
             and not message.actions
             and message.text.strip()
-            # Longer than the pieces can carry (each at most MARKDOWN_LIMIT): posted in parts instead.
+            # Longer than the pieces can carry (each at most MARKDOWN_LIMIT, a markdown block's and
+            # markdown_text's limit): posted in parts instead.
             and len(message.text) <= FILL * MARKDOWN_LIMIT * (self.settings.stream_appends + 1)
         )
 
     async def send(self, message: OutboundMessage, channel: str, thread_ts: str) -> Sent:
         key = f"stream:{message.id}"
         record = await self.state.fields(key)
-        text = mentions(message.text)
+        # Markdown rebuilt from the one parse (gateway.markdown): only what it accepted is markup.
+        text = mentions(to_markdown(message.text))
         if record.get("done"):
             return Sent(detail=record.get("ts"))
         if record.get("ts"):

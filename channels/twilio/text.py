@@ -1,4 +1,8 @@
-"""What an outbound message looks like as SMS: plain text, in numbered segments.
+"""What an outbound message looks like as SMS or WhatsApp: plain text, in numbered segments.
+
+The Markdown is rendered by gateway.markdown's `to_text`: no markup characters, links
+as "label (url)", bullets as "-" (in GSM-7, so a bullet does not turn the whole body
+into 70-character UCS-2 segments).
 
 Twilio refuses a body over 1,600 characters (error 21617), so a longer text goes
 as several messages, each prefixed "(i/n) " inside that limit and split at
@@ -8,43 +12,16 @@ Twilio counts them: an emoji outside the Basic Multilingual Plane is two.
 
 from __future__ import annotations
 
-import re
-
+from gateway.markdown import to_text
 from gateway.messages import OutboundMessage
 
 MAX_BODY = 1600
 APPROVAL_HINT = "Reply YES to approve or NO to deny."
 
-_MARKDOWN: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^```[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M), r"\1"),  # fenced code: keep the code
-    (re.compile(r"!\[([^\]]*)\]\(\s*([^)\s]+)[^)]*\)"), r"\1 (\2)"),  # images
-    (re.compile(r"\[([^\]]+)\]\(\s*([^)\s]+)[^)]*\)"), r"\1 (\2)"),  # links keep their target
-    (re.compile(r"<((?:https?|mailto):[^>\s]+)>"), r"\1"),  # autolinks
-    (re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.*?)[ \t#]*$", re.M), r"\1"),  # headings
-    (re.compile(r"^[ \t]{0,3}>[ \t]?", re.M), ""),  # block quotes
-    (re.compile(r"^[ \t]{0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$", re.M), ""),  # rules
-    (re.compile(r"^([ \t]*)[*+][ \t]+", re.M), r"\1- "),  # bullets, before `*` means emphasis
-    (re.compile(r"`([^`\n]+)`"), r"\1"),
-    (re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", re.S), r"\2"),
-    (re.compile(r"~~(?=\S)(.+?)(?<=\S)~~", re.S), r"\1"),
-    # Single `*`/`_` only around words, so snake_case names and 2*3 survive.
-    (re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])"), r"\1"),
-    (re.compile(r"(?<![\w_])_(?=\S)([^_\n]+?)(?<=\S)_(?![\w_])"), r"\1"),
-    (re.compile(r"\n{3,}"), "\n\n"),
-]
-
-
-def plain_text(markdown: str) -> str:
-    """`markdown` as a phone shows it: markup removed, link targets kept."""
-    text = markdown.replace("\r\n", "\n")
-    for pattern, replacement in _MARKDOWN:
-        text = pattern.sub(replacement, text)
-    return text.strip()
-
 
 def render(message: OutboundMessage) -> str:
     """The SMS text of `message`: plain text, plus how to answer where it asks something."""
-    text = plain_text(message.text)
+    text = to_text(message.text)
     if message.kind == "approval":
         # The core reads YES/NO (and synonyms) as the decision; anything else is re-asked once.
         return f"{text}\n\n{APPROVAL_HINT}"

@@ -10,6 +10,7 @@ back; one posted without script gets a redirect, so the pages work without it.
 
 from __future__ import annotations
 
+import json
 import secrets
 import typing
 from typing import Any
@@ -35,7 +36,7 @@ from gateway.dashboard.render import HEADERS, HERE, page, render
 from gateway.deadletters import DeadLetters
 from gateway.errors import InboundRejected
 from gateway.events import STATUSES, ChannelName, DeliveryEvent, Thread, pending_request
-from gateway.protocols import ShowsContext
+from gateway.protocols import SavesEvalCases, ShowsContext
 from gateway.runtime import Runtime
 
 BY = "dashboard"  # who the dashboard's actions are recorded as: the holder of the API token
@@ -48,6 +49,7 @@ FLASH = {
     "duplicate": "That was sent already.",
     "retried": "The delivery is queued again.",
     "replayed": "The dead letter is back on its stream.",
+    "saved": "Saved as an eval case in the agent's evals/saved.jsonl; `frontdesk eval` runs it.",
 }
 
 
@@ -112,6 +114,7 @@ def build_router() -> APIRouter:
     router.add_api_route("/dashboard/threads/{thread_id}/decide", decide, methods=["POST"])
     router.add_api_route("/dashboard/threads/{thread_id}/deliveries/{outbound_id}/retry", retry, methods=["POST"])
     router.add_api_route("/dashboard/threads/{thread_id}/replay", replay_entry, methods=["POST"])
+    router.add_api_route("/dashboard/threads/{thread_id}/save-test", save_test, methods=["POST"])
     router.add_api_route("/dashboard/dlq/{ref}/replay", replay_dead_letter, methods=["POST"])
     router.add_api_route("/dashboard/static/{name}", static, methods=["GET"])
     # Opened from an approval link (gateway.links): the token is the credential, no login.
@@ -249,11 +252,14 @@ def _can_render(rt: Runtime, thread: Thread) -> bool:
 def _panels(rt: Runtime, thread: Thread, current: auth.Session) -> dict[str, Any]:
     """What the thread page and its live updates render besides the timeline."""
     pending = pending_request(thread.events)
+    turns = _model_turns(rt, thread)
     return dict(
         thread=thread,
         session=current,
         waiting=pending[1] if pending else None,
-        actions_key=f"{thread.status}:{pending[0] if pending else ''}",
+        # A new model turn redraws the panel too, so "save as test" offers it.
+        actions_key=f"{thread.status}:{pending[0] if pending else ''}:{len(turns)}",
+        save_turns=turns,
         nonce=secrets.token_urlsafe(12),
         show_context=_can_render(rt, thread),
         url=_thread_url(thread.id),
@@ -345,6 +351,19 @@ async def context_page(thread_id: str, index: int, request: Request, raw: bool =
     return page(request, current, "context.html", thread=thread, index=index, text=text, url=_thread_url(thread_id))
 
 
+def _model_turns(rt: Runtime, thread: Thread) -> list[tuple[int, str]]:
+    """(index, what the model did) for each turn "save as test" can cut the thread at."""
+    agent = rt.agents.get(thread.agent)
+    if not isinstance(agent, SavesEvalCases):
+        return []
+    turns = []
+    for index in agent.model_turns(thread):
+        event = thread.events[index]
+        what = getattr(event, "tool", None) or getattr(event, "kind", None)
+        turns.append((index, f"{event.type} {what}" if what else event.type))
+    return turns
+
+
 # ---------------------------------------------------------------- acting on a thread
 
 
@@ -419,6 +438,34 @@ async def replay_entry(thread_id: str, request: Request) -> Response:
     if dead is None or not await dlq.replay(dead, BY):
         return _failed(request, 404, "That entry is no longer in the dead-letter stream (replayed already?).", back)
     return _done(request, "replayed", back)
+
+
+async def save_test(thread_id: str, request: Request) -> Response:
+    """Save the thread cut at one model turn as an eval case beside its agent (a development aid)."""
+    gate = await _acting(request)
+    if isinstance(gate, Response):
+        return gate
+    _, fields = gate
+    back, rt = _thread_url(thread_id), _rt(request)
+    thread = await rt.store.load(thread_id)
+    agent = rt.agents.get(thread.agent) if thread is not None else None
+    if thread is None or not isinstance(agent, SavesEvalCases):
+        return _failed(request, 404, "There is no thread here whose agent keeps eval cases.", back)
+    turn = fields.get("turn", "")
+    expect_text = fields.get("expect", "").strip()
+    try:
+        expect = json.loads(expect_text) if expect_text else None
+    except json.JSONDecodeError as exc:
+        return _failed(request, 422, f"The expected step is not JSON: {exc}.", back)
+    if not turn.isdigit() or (expect is not None and not isinstance(expect, dict)):
+        return _failed(request, 422, 'Choose a turn; an expected step is {"tool": ..., "arguments": {...}}.', back)
+    try:
+        agent.save_eval_case(thread, int(turn), expect=expect, note=fields.get("note", "").strip()[:2000] or None)
+    except ValueError as exc:
+        return _failed(request, 422, str(exc), back)
+    except OSError as exc:  # an installed package is often read-only: this is for a checkout
+        return _failed(request, 500, f"Could not write the case: {exc}.", back)
+    return _done(request, "saved", back)
 
 
 async def replay_dead_letter(ref: str, request: Request) -> Response:

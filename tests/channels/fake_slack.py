@@ -195,6 +195,8 @@ class FakeSlack:
             team, user = self.tokens[authorization.removeprefix("Bearer ")]
             body = {"ok": True, "team_id": team, "team": "Test", "user_id": user, "bot_id": BOT_ID, "user": "frontdesk"}
             return Reply(body=body)
+        if method in ("chat.postMessage", "chat.update", "chat.postEphemeral") and (error := _refused(args)):
+            return Reply(body={"ok": False, "error": error})
         if method == "chat.postMessage":
             if not args.get("channel") or args["channel"].startswith("CGONE"):
                 return Reply(body={"ok": False, "error": "channel_not_found"})
@@ -442,6 +444,36 @@ class FakeSlack:
         while True:
             envelope = await self._envelopes.get()
             await ws.send_json(envelope)
+
+
+def _refused(args: dict[str, Any]) -> str | None:
+    """Slack's error for a message's text and blocks past its documented limits, else None.
+
+    `text` holds 40,000 characters (msg_too_long); a section's mrkdwn 3,000; markdown blocks
+    12,000 together (https://docs.slack.dev/reference/block-kit/blocks/markdown-block).
+    """
+    if len(args.get("text") or "") > 40000:
+        return "msg_too_long"
+    blocks = args.get("blocks")
+    if blocks is None:
+        return None
+    blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
+    if not isinstance(blocks, list) or len(blocks) > 50:
+        return "invalid_blocks"
+    markdown = 0
+    for block in blocks:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "markdown":
+            if not isinstance(block.get("text"), str) or not block["text"]:
+                return "invalid_blocks"
+            markdown += len(block["text"])
+        elif kind == "section":
+            text = block.get("text") or {}
+            if text.get("type") not in ("mrkdwn", "plain_text") or not 0 < len(text.get("text") or "") <= 3000:
+                return "invalid_blocks"
+        elif kind != "actions":
+            return "invalid_blocks"
+    return "invalid_blocks" if markdown > 12000 else None
 
 
 def _error(error: str) -> Reply:

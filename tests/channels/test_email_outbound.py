@@ -182,6 +182,60 @@ def test_html_is_escaped():
     assert "<script>" not in html and "&lt;script&gt;" in html
 
 
+def _parts(text: str) -> tuple[str, str]:
+    """(text part, the HTML part's body fragment) of the mail for `text`."""
+    mail = compose(outbound(text=text, kind="final"), ENV)
+    page = mail.get_body(("html",)).get_content()
+    fragment = page.split('<div style="font-family: sans-serif">', 1)[1].rsplit("</div></body></html>", 1)[0]
+    return mail.get_body(("plain",)).get_content().rstrip("\n"), fragment.strip()
+
+
+# Markdown -> (text part, HTML fragment): one parse, both parts; raw HTML and unsafe links stay text.
+MAIL = [
+    ("**b** _i_ ~~s~~ `c<d`", "b i s c<d", "<p><strong>b</strong> <em>i</em> <s>s</s> <code>c&lt;d</code></p>"),
+    (
+        "[doc](https://x.test/?a=1&b=2)",
+        "doc (https://x.test/?a=1&b=2)",
+        '<p><a href="https://x.test/?a=1&amp;b=2">doc</a></p>',
+    ),
+    ("<a@x.test>", "a@x.test", '<p><a href="mailto:a@x.test">a@x.test</a></p>'),
+    ("# Title\n- one\n- two", "Title\n- one\n- two", "<h1>Title</h1>\n<ul>\n<li>one</li>\n<li>two</li>\n</ul>"),
+    ("line one\nline two", "line one\nline two", "<p>line one<br />\nline two</p>"),
+    ("```js\nif (a < b) {}\n```", "if (a < b) {}", '<pre><code class="language-js">if (a &lt; b) {}\n</code></pre>'),
+    # An image is a link: a remote image in a mail would load (a tracking pixel).
+    (
+        "![pixel](https://t.test/p.gif)",
+        "pixel (https://t.test/p.gif)",
+        '<p><a href="https://t.test/p.gif">pixel</a></p>',
+    ),
+    # Hostile input.
+    ("<img src=x onerror=alert(1)>", "<img src=x onerror=alert(1)>", "<p>&lt;img src=x onerror=alert(1)&gt;</p>"),
+    ("<div>\n**x**\n</div>", "<div>\nx\n</div>", "<p>&lt;div&gt;<br />\n<strong>x</strong><br />\n&lt;/div&gt;</p>"),
+    ("[x](javascript:alert(1))", "[x](javascript:alert(1))", "<p>[x](javascript:alert(1))</p>"),
+    ("[x](JaVaScRiPt:alert(1))", "[x](JaVaScRiPt:alert(1))", "<p>[x](JaVaScRiPt:alert(1))</p>"),
+    ("[x](vbscript:msgbox)", "[x](vbscript:msgbox)", "<p>[x](vbscript:msgbox)</p>"),
+    ("![x](data:image/png;base64,AAAA)", "![x](data:image/png;base64,AAAA)", "<p>![x](data:image/png;base64,AAAA)</p>"),
+    (
+        '[x](https://x.test/"onmouseover="a)',
+        "x (https://x.test/%22onmouseover=%22a)",
+        '<p><a href="https://x.test/%22onmouseover=%22a">x</a></p>',
+    ),
+    ("**open `code *nest _deep", "**open `code *nest _deep", "<p>**open `code *nest _deep</p>"),
+]
+
+
+@pytest.mark.parametrize("markdown, text, html", MAIL, ids=[m[:30] for m, _, _ in MAIL])
+def test_markdown_as_mail_parts(markdown, text, html):
+    assert _parts(markdown) == (text, html)
+
+
+def test_very_long_hostile_markdown_keeps_its_text_in_both_parts():
+    md = "> " * 50 + "<script>deep</script>\n" + "[" * 4000 + "**y " * 4000
+    text, html = _parts(md)
+    assert "<script>deep</script>" in text and text.count("y") == 4000
+    assert "<script" not in html and "&lt;script&gt;deep" in html and html.count("y") == 4000
+
+
 # ---------------------------------------------------------------- sending
 
 

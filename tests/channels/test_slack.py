@@ -34,7 +34,7 @@ from slack_app import outbound
 import channels.slack as slack
 from channels.slack.api import Me
 from channels.slack.inbound import from_click, from_event
-from channels.slack.mrkdwn import LIMIT, split, to_mrkdwn
+from channels.slack.mrkdwn import LIMIT, MARKDOWN_LIMIT, markdown_block, split, to_mrkdwn
 from gateway.errors import DeliveryFailed
 from gateway.events import OutAction
 from gateway.http import create_app
@@ -57,6 +57,16 @@ def slack_settings(redis_url: str, prefix: str, fake: FakeSlack, **overrides):
 
 @pytest.fixture
 async def rt(redis_url, prefix, fake):
+    async with running(
+        slack_settings(redis_url, prefix, fake), agents=[EchoAgent()], builtins=False, channels=[slack.channel]
+    ) as rt:
+        yield rt
+
+
+@pytest.fixture
+async def rt_without_uploads(redis_url, prefix, fake, monkeypatch):
+    """The channel with uploads off, so a text past a markdown block's 12,000 characters goes in mrkdwn parts."""
+    monkeypatch.setenv("FRONTDESK_SLACK_UPLOAD_OVER", "0")
     async with running(
         slack_settings(redis_url, prefix, fake), agents=[EchoAgent()], builtins=False, channels=[slack.channel]
     ) as rt:
@@ -87,10 +97,78 @@ def test_markdown_becomes_mrkdwn():
     md = "# Plan\nSome **bold**, *italic*, ~~old~~ and `a<b` see [docs](https://x.test/?a=1&b=2) for <@U9>.\n- one\n> a **quote**"
     assert to_mrkdwn(md).splitlines() == [
         "*Plan*",
-        "Some *bold*, _italic_, ~old~ and `a&lt;b` see <https://x.test/?a=1&amp;b=2|docs> for <@U9>.",
+        "Some *bold*, _italic_, ~old~ and `a&lt;b` see <https://x.test/?a=1&b=2|docs> for <@U9>.",
         "• one",
         "> a *quote*",
     ]
+
+
+MRKDWN = [
+    ("a & b < c > d", "a &amp; b &lt; c &gt; d"),
+    ("***both*** and **_nested_ bold**", "_*both*_ and *_nested_ bold*"),
+    ("## A **bold** heading", "*A bold heading*"),  # no `*` inside the bold line to end it early
+    ("[a | b](https://x.test/p?q=<1>)", "<https://x.test/p?q=%3C1%3E|a ∣ b>"),
+    ("<https://x.test/a&b>", "<https://x.test/a&b>"),
+    ("<someone@x.test>", "<mailto:someone@x.test>"),
+    ("![chart](https://x.test/c.png)", "<https://x.test/c.png|chart>"),
+    ("1. one\n2. two\n   - inner\n- [ ] box", "1. one\n2. two\n   • inner\n• [ ] box"),
+    ("> one\n>\n> two", "> one\n>\n> two"),
+    ("above\n\n---\n\nbelow", "above\n\n――――――――\n\nbelow"),
+    ("| a | b |\n|---|---|\n| 1 | 2 |", "a | b\n1 | 2"),
+    ("<@U9> <#C1> <!here> slack:U9", "<@U9> <#C1> <!here> slack:U9"),  # Slack's own syntax kept
+    # Hostile or broken input: shown as written (escaped), never half-parsed.
+    ("**unclosed bold and `unclosed code", "**unclosed bold and `unclosed code"),
+    ("<b>html</b> <script>x()</script>", "&lt;b&gt;html&lt;/b&gt; &lt;script&gt;x()&lt;/script&gt;"),
+    ("[click](javascript:alert(1))", "[click](javascript:alert(1))"),
+    ("<javascript:alert(1)>", "&lt;javascript:alert(1)&gt;"),
+    ("[x](data:text/html,<b>)", "[x](data:text/html,&lt;b&gt;)"),
+    ("<https://x.test|fake label>", "&lt;https://x.test|fake label&gt;"),  # no mrkdwn link smuggled in
+    ("```\nunclosed < fence", "```\nunclosed &lt; fence\n```"),
+]
+
+
+@pytest.mark.parametrize("markdown, mrkdwn", MRKDWN, ids=[m[:30] for m, _ in MRKDWN])
+def test_markdown_as_mrkdwn(markdown, mrkdwn):
+    assert to_mrkdwn(markdown) == mrkdwn
+
+
+def test_very_long_hostile_markdown_keeps_its_text_in_parts():
+    md = "- " * 40 + "deep\n" + "**x " * 3000 + "[" * 3000 + "<b>"
+    parts = split(to_mrkdwn(md))
+    assert len(parts) > 1 and all(len(p) <= LIMIT for p in parts)
+    joined = "".join(parts)
+    assert "deep" in joined and joined.count("x") == 3000 and joined.endswith("&lt;b&gt;")
+
+
+@pytest.mark.parametrize(
+    "markdown, block",
+    [
+        ("just a line with **bold**", False),  # mrkdwn shows it all
+        ("- flat\n- list", False),
+        ("# Heading\ntext", True),
+        ("- outer\n  - inner", True),
+        ("word " * 700, True),  # more than one mrkdwn part
+        ("# Heading\n" + "word " * 2500, False),  # past the block's 12,000 characters: mrkdwn parts
+        ("# For <@U9>\ntext", False),  # a mention is mrkdwn syntax
+    ],
+    ids=["line", "flat-list", "heading", "nested-list", "long", "too-long", "mention"],
+)
+def test_the_markdown_block_is_used_where_mrkdwn_loses_something(markdown, block):
+    parts = split(to_mrkdwn(markdown))
+    found = markdown_block(markdown, parts=len(parts))
+    assert (found is not None) == block
+    if found:
+        assert found["type"] == "markdown" and 0 < len(found["text"]) <= MARKDOWN_LIMIT
+
+
+def test_the_markdown_block_is_markdown_rebuilt_from_the_parse():
+    md = "# Plan\n- a [doc](https://x.test/d)\n  - <script>x</script> [bad](javascript:alert(1)) **ok**"
+    block = markdown_block(md, parts=1)
+    assert block == {
+        "type": "markdown",
+        "text": "# Plan\n- a [doc](<https://x.test/d>)\n  - \\<script\\>x\\</script\\> "
+        "\\[bad\\](javascript:alert(1)) **ok**",
+    }
 
 
 def test_code_blocks_keep_their_text_but_not_their_language_tag():
@@ -392,8 +470,9 @@ async def test_a_contact_channel_gets_a_root_post_that_becomes_the_thread(rt, fa
     assert sent.conversation == f"{TEAM}/C9/{sent.detail}"
 
 
-async def test_a_long_message_goes_in_parts_in_the_thread(rt, fake):
-    text = "\n\n".join(f"Paragraph {i}: " + "words " * 150 for i in range(12))
+async def test_a_long_message_goes_in_parts_in_the_thread(rt_without_uploads, fake):
+    rt = rt_without_uploads
+    text = "\n\n".join(f"Paragraph {i}: " + "words " * 150 for i in range(20))  # past a markdown block
     await rt.channels["slack"].send(outbound(text))
     posts = fake.posts()
     assert len(posts) > 1
@@ -401,8 +480,9 @@ async def test_a_long_message_goes_in_parts_in_the_thread(rt, fake):
     assert re.sub(r"\s", "", "".join(p["text"] for p in posts)) == re.sub(r"\s", "", text)
 
 
-async def test_a_retry_after_a_429_mid_message_posts_only_the_rest(rt, fake):
-    text = "\n\n".join(f"Paragraph {i}: " + "words " * 150 for i in range(12))
+async def test_a_retry_after_a_429_mid_message_posts_only_the_rest(rt_without_uploads, fake):
+    rt = rt_without_uploads
+    text = "\n\n".join(f"Paragraph {i}: " + "words " * 150 for i in range(20))  # past a markdown block
     channel = rt.channels["slack"]
     await channel.send(outbound(text, id="th_x-9"))
     expected = [p["text"] for p in fake.posts()]
@@ -419,6 +499,50 @@ async def test_a_retry_after_a_429_mid_message_posts_only_the_rest(rt, fake):
     await channel.send(outbound(text, id="th_x-10"))
     assert [p["text"] for p in fake.to("chat.postMessage")] == expected  # each part once
     assert len(fake.to("chat.postMessage", ok=None)) == len(expected) + 1  # and the one refused
+
+
+async def test_a_structured_text_goes_as_a_markdown_block_with_mrkdwn_as_its_text(rt, fake):
+    md = "# Result\n- checked\n  - **all** green\n\nSee [the log](https://x.test/l?a=1&b=2)."
+    sent = await rt.channels["slack"].send(outbound(md, kind="final"))
+    [post] = fake.posts()
+    assert post["blocks"] == [
+        {
+            "type": "markdown",
+            "text": "# Result\n- checked\n  - **all** green\n\nSee [the log](<https://x.test/l?a=1&b=2>).",
+        }
+    ]
+    assert post["text"] == "*Result*\n• checked\n  • *all* green\n\nSee <https://x.test/l?a=1&b=2|the log>."
+    assert sent.detail and sent.conversation is None
+
+
+async def test_a_long_text_within_12000_characters_is_one_markdown_post(rt, fake):
+    text = "\n\n".join(f"Paragraph {i}: " + "words " * 150 for i in range(8))
+    await rt.channels["slack"].send(outbound(text))
+    [post] = fake.posts()
+    assert len(post["text"]) <= LIMIT and post["text"].startswith("Paragraph 0")
+    [block] = post["blocks"]
+    assert block["type"] == "markdown" and re.sub(r"\s", "", block["text"]) == re.sub(r"\s", "", text)
+    assert fake.to("chat.postMessage", ok=False) == []
+
+
+async def test_a_markdown_block_to_a_contact_opens_the_conversation(rt, fake):
+    sent = await rt.channels["slack"].send(outbound("# Hello\nfrom us", address=f"{TEAM}/C9", reply_to={}))
+    [post] = fake.posts(channel="C9")
+    assert "thread_ts" not in post and post["blocks"][0]["type"] == "markdown"
+    assert sent.conversation == f"{TEAM}/C9/{sent.detail}"
+
+
+async def test_the_fake_refuses_blocks_past_slacks_limits(rt, fake):
+    api = rt.channels["slack"].outbound.api
+    for blocks in (
+        [{"type": "markdown", "text": "x" * 6001}, {"type": "markdown", "text": "y" * 6000}],
+        [{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}],
+        [{"type": "rich_text_unknown"}],
+    ):
+        with pytest.raises(DeliveryFailed, match="invalid_blocks") as failed:
+            await api.call("chat.postMessage", posts=True, channel="C1", text="t", blocks=blocks)
+        assert not failed.value.retryable
+    assert fake.posts() == []
 
 
 async def test_an_approval_carries_approve_and_deny_buttons(rt, fake):

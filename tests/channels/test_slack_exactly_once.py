@@ -31,7 +31,8 @@ async def fake():
 
 
 @pytest.fixture
-async def channel(redis_url, prefix, fake):
+async def channel(redis_url, prefix, fake, monkeypatch):
+    monkeypatch.setenv("FRONTDESK_SLACK_UPLOAD_OVER", "0")  # long texts in parts, not as a file
     settings = make_settings(
         redis_url, prefix, slack_bot_token=TOKEN, slack_signing_secret=SECRET, slack_api_url=fake.url, slack_timeout=0.5
     )
@@ -88,7 +89,7 @@ async def test_a_long_thread_is_read_page_by_page(channel, fake):
 
 
 async def test_a_lost_part_of_a_long_message_is_found_and_the_rest_follow(channel, fake):
-    text = "\n".join(f"line {i} " + "x" * 80 for i in range(100))  # in parts
+    text = "\n".join(f"line {i} " + "x" * 80 for i in range(200))  # past a markdown block: in parts
     fake.script("chat.postMessage", Reply(body=None), RESET)  # part 1 fine, part 2's answer lost
     await channel.send(outbound(text))
     parts = fake.messages["C1"]
@@ -121,7 +122,7 @@ async def _delivered(app, conversation):
 
 
 async def test_recovering_a_long_message_remembers_the_parts_slack_has(channel, fake):
-    text = "\n".join(f"line {i} " + "x" * 80 for i in range(100))
+    text = "\n".join(f"line {i} " + "x" * 80 for i in range(200))  # past a markdown block: in parts
     fake.script("chat.postMessage", Reply(body=None), TAKEN)  # part 1 posted, part 2 taken and never answered
     sending = asyncio.create_task(channel.send(outbound(text)))
     await eventually(lambda: len(fake.messages["C1"]) == 2)
@@ -160,3 +161,13 @@ async def _settled(rt, conversation):
     thread_id = await rt.ingest.thread_for("slack", conversation)
     thread = await rt.store.load(thread_id) if thread_id else None
     return thread if thread and any(e.type == "delivery" for e in thread.events) else None
+
+
+async def test_a_markdown_block_post_is_tagged_and_looked_up_too(channel, fake):
+    fake.script("chat.postMessage", RESET)
+    sent = await channel.send(outbound("# Plan\n\n- one\n  - nested\n- two"))
+    [stored] = fake.messages["C1"]
+    post = fake.to("chat.postMessage", ok=None)[0]
+    assert post["blocks"][0]["type"] == "markdown" and stored["metadata"] == tag("th_x-1", 0)
+    assert sent.detail == stored["ts"] and len(fake.to("chat.postMessage", ok=None)) == 1
+    assert await channel.recover(outbound("# Plan\n\n- one\n  - nested\n- two")) is not None

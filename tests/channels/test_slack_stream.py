@@ -174,3 +174,11 @@ async def test_a_bad_stream_setting_stops_start_up_naming_it(redis_url, prefix, 
     with pytest.raises(ConfigError, match="FRONTDESK_SLACK_STREAM_CHUNK"):
         async with running(settings, agents=[EchoAgent()], builtins=False, channels=[slack.channel]):
             pass
+
+
+async def test_a_stream_carries_markdown_rebuilt_from_the_parse_not_the_models_text(channel, fake):
+    text = "**Done** <script>x</script> [bad](javascript:alert(1)) [log](https://x.test/l) for slack:U9"
+    sent = await channel.send(answer(text))
+    assert fake.stream_text(sent.detail) == (
+        "**Done** \\<script\\>x\\</script\\> \\[bad\\](javascript:alert(1)) [log](<https://x.test/l>) for <@U9>"
+    )

@@ -16,7 +16,7 @@ from helpers import stream_entries as entries
 from plugins import EchoAgent
 
 import channels.sms as sms
-from channels.twilio.text import APPROVAL_HINT, plain_text, render, segments, units
+from channels.twilio.text import APPROVAL_HINT, render, segments, units
 from gateway.errors import DeliveryFailed, Malformed, TooLarge
 from gateway.events import Contact, OutboundMessage, Thread
 from gateway.http import create_app
@@ -100,11 +100,52 @@ def outbound(
 
 
 def test_plain_text_strips_markdown():
-    md = "# Plan\n\n**Bold** and *it* and `code`, snake_case_name, 2*3*4.\n\n* one\n* two\n\nSee [the docs](https://x.example/d).\n\n```\nls -l\n```"
+    md = "# Plan\n\n**Bold** and *it* and `code`, snake_case_name, 2 * 3.\n\n* one\n* two\n\nSee [the docs](https://x.example/d).\n\n```\nls -l\n```"
     assert (
-        plain_text(md)
-        == "Plan\n\nBold and it and code, snake_case_name, 2*3*4.\n\n- one\n- two\n\nSee the docs (https://x.example/d).\n\nls -l"
+        render(outbound(md))
+        == "Plan\n\nBold and it and code, snake_case_name, 2 * 3.\n\n- one\n- two\n\nSee the docs (https://x.example/d).\n\nls -l"
     )
+
+
+# What a phone shows: no markup characters, links as "label (url)", bullets in GSM-7.
+SMS_TEXT = [
+    ("**bold** _it_ ~~old~~ `x < y`", "bold it old x < y"),
+    ("***both*** and **_nested_ bold**", "both and nested bold"),
+    ("a [label](https://a.test/p?q=1&r=2) b", "a label (https://a.test/p?q=1&r=2) b"),
+    ("<https://a.test/x> and <someone@a.test>", "https://a.test/x and someone@a.test"),
+    ("[https://a.test](https://a.test)", "https://a.test"),
+    ("![a chart](https://a.test/c.png)", "a chart (https://a.test/c.png)"),
+    ("1. first\n2. second\n   - inner", "1. first\n2. second\n   - inner"),
+    ("* one\n+ two", "- one\n- two"),  # two lists to the parser (the marker changed), no blank line between
+    ("> quoted\n> still", "quoted\nstill"),
+    ("## Heading ##\ntext", "Heading\ntext"),
+    ("line one\nline two", "line one\nline two"),
+    ("above\n\n---\n\nbelow", "above\n\nbelow"),
+    ("| a | b |\n|---|---|\n| 1 | 2 |", "a | b\n1 | 2"),
+    ("2*3*4 is 24", "234 is 24"),  # CommonMark: `*3*` is emphasis even inside a word; `_` is not
+    ("snake_case_name and __init__", "snake_case_name and init"),
+    # Hostile or broken input: shown as written, never half-parsed.
+    ("**unclosed bold and `unclosed code", "**unclosed bold and `unclosed code"),
+    ("<b>html</b> &amp; <script>x()</script>", "<b>html</b> & <script>x()</script>"),
+    ("[click](javascript:alert(1))", "[click](javascript:alert(1))"),
+    ("[rel](/relative/path)", "[rel](/relative/path)"),
+    ("```python\nprint('*not* markup')\n", "print('*not* markup')"),  # a fence left open runs to the end
+    ("\\*escaped\\*", "*escaped*"),
+    ("", ""),
+]
+
+
+@pytest.mark.parametrize("markdown, text", SMS_TEXT, ids=[m[:30] for m, _ in SMS_TEXT])
+def test_markdown_as_sms_text(markdown, text):
+    assert render(outbound(markdown, kind="final")) == text
+
+
+def test_very_long_hostile_markdown_renders_whole_and_segments_fit():
+    md = "[" * 5000 + "**x " * 5000 + ">" * 200 + " deep\n" + "- " * 300 + "item"
+    text = render(outbound(md, kind="final"))
+    assert text.count("x") == 5000 and "deep" in text and text.endswith("item")
+    parts = segments(text)
+    assert len(parts) > 1 and all(units(p) <= 1600 for p in parts)
 
 
 def test_segments_fit_the_limit_and_keep_the_order():

@@ -90,6 +90,7 @@ async def test_every_action_needs_the_csrf_token(settings):
             (f"{url}/answer", {"text": "hi"}),
             (f"{url}/deliveries/{accepted.thread_id}-1/retry", {}),
             (f"{url}/replay", {"source_id": "1-0"}),
+            (f"{url}/save-test", {"turn": "0"}),
             ("/dashboard/dlq/0:1-0/replay", {}),
             ("/dashboard/logout", {}),
         ]

@@ -24,12 +24,13 @@ from starlette.datastructures import ImmutableMultiDict
 
 import channels.sms as sms
 import channels.whatsapp as whatsapp
-from channels.twilio.text import MAX_BODY, plain_text, segments, units
+from channels.twilio.text import MAX_BODY, segments, units
 from channels.twilio.webhook import to_delivery, to_inbound
 from channels.whatsapp.channel import to_whatsapp
 from gateway.errors import InboundRejected
 from gateway.events import DeliveryEvent, InboundMessage
 from gateway.http import create_app
+from gateway.markdown import to_text
 from gateway.runtime import running
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channels"))
@@ -150,7 +151,7 @@ markdownish = st.lists(
 @given(text=markdownish)
 def test_plain_text_terminates_on_any_markdown(text):
     with bounded():
-        out = plain_text(text)
+        out = to_text(text)
     assert isinstance(out, str)
 
 

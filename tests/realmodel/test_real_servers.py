@@ -92,3 +92,29 @@ def test_an_agent_takes_real_model_steps_through_litellms_proxy(litellm, tmp_pat
     print("litellm learned:", [(e["shape"], e.get("server_said")) for e in learned], refusals(litellm) - before)
     assert len(learned) <= 1
     assert refusals(litellm) - before <= 4, litellm.output()[-3000:]
+
+
+def test_the_calculator_eval_cases_run_on_llama_cpp_and_replay_from_their_cassette(llama, tmp_path):
+    """`frontdesk eval` on the shipped cases with a real model: each turn gets the model's own step,
+    recorded in a cassette; replayed with no server, the same steps come back."""
+    tape = tmp_path / "cassette.json"
+    env = clean_env(FRONTDESK_MODEL="openai:smollm2", OPENAI_BASE_URL=llama.url, FRONTDESK_MODEL_TIMEOUT="240")
+    # A 135M model is not judged on its choices: --min-pass-rate 0 exits 0 whatever it chose.
+    args = [FRONTDESK, "eval", "calculator", "--json", "--min-pass-rate", "0", "--cassette", str(tape)]
+    recorded = subprocess.run([*args, "--record"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+    [agent] = json.loads(recorded.stdout)["agents"]
+    steps = [case["results"]["openai:smollm2"]["step"] for case in agent["cases"]]
+    print(
+        "llama.cpp on the calculator's cases:",
+        steps,
+        [c["results"]["openai:smollm2"]["detail"] for c in agent["cases"]],
+    )
+    assert any(steps), agent  # the model answered, and the answer was read as a step
+    assert len(json.loads(tape.read_text())["answers"]) == sum(step is not None for step in steps)
+
+    offline = {**env, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}  # the discard port: no model there
+    replayed = subprocess.run(args, env=offline, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    [again] = json.loads(replayed.stdout)["agents"]
+    assert [case["results"]["openai:smollm2"]["step"] for case in again["cases"]] == steps
