@@ -45,6 +45,9 @@ class RuntimeInbox:
         assert self.rt.router is not None  # built before any channel
         return self.rt.router.route(self.channel, address)
 
+    def agents(self) -> list[str]:
+        return sorted(self.rt.agents)
+
     def addresses(self, agent: str) -> list[str]:
         routed = dict(self.rt.config.agent(agent).routes).get(self.channel)
         return list(routed) if isinstance(routed, list) else []

@@ -125,6 +125,8 @@ class OutboundMessage(BaseModel):
     updates: str | None = None
     choices: list[str] = Field(default_factory=list)
     actions: list[OutAction] = Field(default_factory=list)
+    # With an approval: every identity that may decide it, so a channel can ask each (Slack DMs a copy).
+    approvers: list[str] = Field(default_factory=list)
     # For a question or a final answer: the tools the thread ran since a person last spoke, in
     # order, so a channel that can show work (Slack's streamed task steps) shows it.
     steps: list[str] = Field(default_factory=list)

@@ -40,12 +40,15 @@ from gateway.events import (
     DeliveryEvent,
     DeliveryStatus,
     Event,
+    HumanResponse,
     OutAction,
     OutboundMessage,
     OutKind,
+    RequestHumanInput,
     Thread,
 )
 from gateway.loops import Slots, loop_failed, redis_down, sleep
+from gateway.protocols import Channel, Recovers
 from gateway.retry import backoff
 from gateway.streams import delayed_member, flat, missing_group
 
@@ -176,6 +179,7 @@ def compose(thread: Thread, start: int) -> list[OutboundMessage]:
                 choices=said.choices,
                 actions=said.actions,
                 updates=said.updates,
+                approvers=said.approvers,
                 steps=_steps_before(thread, index) if said.kind in ("question", "final") else [],
             )
         )
@@ -234,6 +238,7 @@ class _Speech:
     choices: list[str] = field(default_factory=list)
     actions: list[OutAction] = field(default_factory=list)
     updates: str | None = None  # the provider id of the message a receipt answers
+    approvers: list[str] = field(default_factory=list)
 
 
 def _says(thread: Thread, event: Event) -> _Speech | None:
@@ -249,12 +254,16 @@ def _says(thread: Thread, event: Event) -> _Speech | None:
             ]
             text = f"Approval needed: {_describe_call(event.tool, event.arguments)}"
             text = f"{event.note}\n\n{text}" if event.note else text
-            return _Speech("approval", event.contact or _approver_contact(thread), text, actions=actions)
+            contact = event.contact or _approver_contact(thread)
+            approvers = list(dict.fromkeys([*thread.approvers, *([event.contact.identity] if event.contact else [])]))
+            return _Speech("approval", contact, text, actions=actions, approvers=approvers)
         case "done_for_now":
             return _Speech("final", thread.origin, event.text)
         case "approval_decision":
             return _receipt(thread, event)
-        case "user_message" | "human_response" | "tool_call" | "tool_result" | "context" | "error" | "timeout":
+        case "human_response":
+            return _choice_receipt(thread, event)
+        case "user_message" | "tool_call" | "tool_result" | "context" | "error" | "timeout":
             return None
         case "delivery" | "note":
             return None  # a notice answering a note is queued by the step that noted it (`notice`)
@@ -270,8 +279,37 @@ def _receipt(thread: Thread, decision: ApprovalDecision) -> _Speech | None:
             break
     else:
         return None
-    outbound_id = f"{thread.id}-{index}"
-    sent = next(
+    sent = _sent(thread, f"{thread.id}-{index}")
+    verdict = "Approved" if decision.approved else "Denied"
+    text = f"{verdict} by {decision.by} at {decision.at:%Y-%m-%d %H:%M} UTC: {_describe_call(request.tool, request.arguments)}"
+    if decision.comment:
+        text += f" ({decision.comment})"
+    contact = request.contact or _approver_contact(thread)
+    return _Speech("receipt", contact, text, updates=sent.detail if sent else None)
+
+
+def _choice_receipt(thread: Thread, response: HumanResponse) -> _Speech | None:
+    """A pick among a question's choices (a button's answer), reported where the question went, naming it."""
+    choice = (response.data or {}).get("choice")
+    if not isinstance(choice, str):
+        return None
+    position = next(i for i in range(len(thread.events) - 1, -1, -1) if thread.events[i] is response)
+    for index in range(position - 1, -1, -1):
+        request = thread.events[index]
+        if isinstance(request, RequestHumanInput):
+            break
+    else:
+        return None
+    sent = _sent(thread, f"{thread.id}-{index}")
+    if choice not in request.choices or sent is None:
+        return None  # typed, not picked, or a question with no message to update
+    text = f"{request.text}\n\n→ {choice} (chosen by {response.sender} at {response.at:%Y-%m-%d %H:%M} UTC)"
+    return _Speech("receipt", request.contact or thread.origin, text, choices=[choice], updates=sent.detail)
+
+
+def _sent(thread: Thread, outbound_id: str) -> DeliveryEvent | None:
+    """The delivery that says `outbound_id` went out, if one does."""
+    return next(
         (
             e
             for e in reversed(thread.events)
@@ -279,12 +317,6 @@ def _receipt(thread: Thread, decision: ApprovalDecision) -> _Speech | None:
         ),
         None,
     )
-    verdict = "Approved" if decision.approved else "Denied"
-    text = f"{verdict} by {decision.by} at {decision.at:%Y-%m-%d %H:%M} UTC: {_describe_call(request.tool, request.arguments)}"
-    if decision.comment:
-        text += f" ({decision.comment})"
-    contact = request.contact or _approver_contact(thread)
-    return _Speech("receipt", contact, text, updates=sent.detail if sent else None)
 
 
 def notice(thread: Thread, index: int, to: Contact, text: str) -> list[OutboundMessage]:
@@ -449,10 +481,17 @@ class Outbox:
                 # A sender (`holder`) stopped after handing this message to the provider and before
                 # recording what it said, or it is still waiting for the answer: the person may have it.
                 holder = cast(str | None, await self.redis.get(marker))  # a decoding client
-                bound.warning("delivery ambiguous: an earlier send was interrupted; not re-sent", holder=holder)
-                reason = f"a send by {holder} was interrupted before its outcome was recorded"
-                await self._finish(self._dead(p, stream, entry_id, message, "ambiguous", reason))
-                return
+                known, found = await self._recover(channel, message, bound)
+                if found is not None:
+                    await self._finish(self._delivered(p, stream, entry_id, message, found))
+                    return
+                if not known:
+                    bound.warning("delivery ambiguous: an earlier send was interrupted; not re-sent", holder=holder)
+                    reason = f"a send by {holder} was interrupted before its outcome was recorded"
+                    await self._finish(self._dead(p, stream, entry_id, message, "ambiguous", reason))
+                    return
+                bound.info("an interrupted send did not reach the provider; sending it", holder=holder)
+                await self.redis.set(marker, self.consumer, ex=self.rt.settings.dedupe_ttl)
         try:
             if channel is None:
                 raise DeliveryFailed(f"no channel {message.channel!r} is configured")
@@ -468,6 +507,16 @@ class Outbox:
             return
         await self._finish(self._delivered(p, stream, entry_id, message, sent))
         bound.info("delivered", detail=sent.detail)
+
+    async def _recover(self, channel: Channel | None, message: OutboundMessage, log) -> tuple[bool, Sent | None]:
+        """(known, sent): whether the provider can say what it has of an interrupted send, and Sent if all of it."""
+        if not isinstance(channel, Recovers):
+            return False, None
+        try:
+            return True, await channel.recover(message)
+        except DeliveryFailed as exc:
+            log.warning("cannot tell whether an interrupted send reached the provider", error=str(exc))
+            return False, None
 
     async def _finish(self, write: Coroutine[Any, Any, None]) -> None:
         """Run an outcome write to its end, even if the delivery is cancelled meanwhile (a shutdown).

@@ -46,6 +46,10 @@ class Inbox(Protocol):
         """The agent answering `address` (ours: a number, a mail address, a webhook path), None if none does."""
         ...
 
+    def agents(self) -> list[str]:
+        """The names of the agents a message may address directly (a Slack command's first word)."""
+        ...
+
     def addresses(self, agent: str) -> list[str]:
         """The addresses frontdesk.toml routes to `agent` on this channel (first: the one it writes from)."""
         ...
@@ -183,6 +187,19 @@ class Channel(Protocol):
 
     async def aclose(self) -> None:
         """Close what the channel opened itself."""
+        ...
+
+
+@runtime_checkable
+class Recovers(Protocol):
+    """A channel that can tell whether a send cut off mid-way reached the provider (Slack reads its posts back).
+
+    The outbox asks it before calling a send ambiguous that a stopped sender left unrecorded.
+    """
+
+    async def recover(self, message: OutboundMessage) -> Sent | None:
+        """What the provider has of `message`: Sent if all of it, None if not all (a send now
+        posts only what is missing); DeliveryFailed when it cannot tell."""
         ...
 
 

@@ -17,16 +17,23 @@ FRONTDESK_SLACK_ACK_REACTION emoji ("eyes"; empty for none).
 
 As an AI app: assistant threads (`assistant`), the thread status while a step runs
 (`status`, fed by the worker through `progress`), streamed answers (`stream`), and
-files both ways (`files`); their settings are `settings.SlackAgentSettings`.
+files both ways (`files`). Around people: choices as buttons (`interactive`),
+approvals with a reason, a copy to every approver and the Home tab (`approvals`), the
+slash command and the shortcut (`commands`), posts looked up after a lost answer
+(`lookup`), and OAuth installs for any workspace (`oauth`). Their settings are
+`settings.SlackAgentSettings`.
 
-Enabled when SLACK_BOT_TOKEN is set with SLACK_SIGNING_SECRET (HTTP) or
-SLACK_APP_TOKEN (Socket Mode). The app manifest is deploy/slack/manifest.yaml.
+Enabled when SLACK_BOT_TOKEN (one workspace) or FRONTDESK_SLACK_CLIENT_ID and
+FRONTDESK_SLACK_CLIENT_SECRET (OAuth installs, any workspace: `oauth`) are set, with
+SLACK_SIGNING_SECRET (HTTP) or SLACK_APP_TOKEN (Socket Mode). The app manifest is deploy/slack/manifest.yaml.
 """
 
 from __future__ import annotations
 
 from channels.slack.channel import SlackChannel
+from channels.slack.settings import SlackAgentSettings
 from gateway.protocols import ChannelContext, Unconfigured
+from gateway.settings import plugin_settings
 
 __all__ = ["SlackChannel", "channel"]
 
@@ -34,7 +41,8 @@ __all__ = ["SlackChannel", "channel"]
 def channel(context: ChannelContext) -> SlackChannel | Unconfigured:
     """The Slack channel, or what is missing when its tokens are not set."""
     settings = context.settings
-    if settings.slack_bot_token is None:
+    options = plugin_settings(SlackAgentSettings, settings)
+    if settings.slack_bot_token is None and not (options.client_id and options.client_secret):
         return Unconfigured("slack", "SLACK_BOT_TOKEN is not set")
     if settings.slack_signing_secret is None and settings.slack_app_token is None:
         return Unconfigured("slack", "neither SLACK_SIGNING_SECRET (HTTP) nor SLACK_APP_TOKEN (Socket Mode) is set")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import re
@@ -20,11 +21,15 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from channels.slack.api import Me, SlackApi
+from channels.slack.api import WORKSPACE, Me, SlackApi
+from channels.slack.approvals import DECISION_VIEW, Approvals
 from channels.slack.assistant import Assistant
+from channels.slack.commands import SEND_SHORTCUT, Commands
 from channels.slack.files import Files
 from channels.slack.inbound import OUTCOME, Inbound, event_callback
-from channels.slack.outbound import APPROVE, CHOICE, DENY, Outbound
+from channels.slack.interactive import CHOICE_ACTION
+from channels.slack.oauth import Installations, oauth_router, workspace_of
+from channels.slack.outbound import APPROVE, DENY, Outbound
 from channels.slack.settings import SlackAgentSettings
 from channels.slack.status import StatusBoard
 from channels.slack.stream import Streamer
@@ -52,8 +57,8 @@ class SlackChannel(ChannelBase):
         self.reaction = settings.slack_ack_reaction.strip(":")
         self.app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
-        assert settings.slack_bot_token is not None  # the factory checked
-        self.token = settings.slack_bot_token.get_secret_value()
+        # The factory checked there is SLACK_BOT_TOKEN, or OAuth installs (FRONTDESK_SLACK_CLIENT_ID/SECRET), or both.
+        self.token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
         # One session for every call (bolt copies it into its per-request clients); with
         # a session of its own, slack_sdk applies the session's timeout, not its own.
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.slack_timeout))
@@ -65,7 +70,13 @@ class SlackChannel(ChannelBase):
         )
         self.api = SlackApi(AsyncWebClient(token=self.token, **web))
         state = context.state(self.name)
-        self.outbound = Outbound(self.api, inbox, state, settings.dedupe_ttl)
+        self.installations: Installations | None = None
+        self.oauth: APIRouter | None = None
+        if agentic.client_id and agentic.client_secret:
+            secret_value = agentic.client_secret.get_secret_value()
+            self.installations = Installations(state, self.api, agentic.client_id, secret_value)
+            self.api.tokens = self.installations
+            self.oauth = oauth_router(self.installations, state, agentic.scopes, agentic.state_ttl, settings.public_url)
         self.assistant = Assistant(self.api, inbox, state, agentic, self._spawn)
         self.status = (
             StatusBoard(
@@ -81,9 +92,11 @@ class SlackChannel(ChannelBase):
         self.files = Files(
             self.api, self.session, self.token, state, agentic, api_url=settings.slack_api_url, ttl=settings.dedupe_ttl
         )
+        self.inbound = Inbound(inbox, self._me, self._react, self.assistant)
+        self.approvals = Approvals(self.api, inbox, state, self.inbound, agentic.ask_reason, settings.dedupe_ttl)
+        self.outbound = Outbound(self.api, inbox, state, settings.dedupe_ttl, self.approvals)
         self.outbound.files = self.files
         self.outbound.stream = Streamer(self.api, state, agentic, settings.dedupe_ttl) if agentic.stream else None
-        self.inbound = Inbound(inbox, self._me, self._react, self.assistant)
         self.verifies = secret is not None
         self.verifier = SignatureVerifier(secret) if secret else None  # the check bolt's request verification makes
 
@@ -109,8 +122,17 @@ class SlackChannel(ChannelBase):
             attaching_function_token_enabled=False,
             attaching_conversation_kwargs_enabled=False,
         )
+        # Bolt runs the first listener that matches: the specific events before the catch-all.
+        self.app.event("app_home_opened")(self._on_home)
+        self.app.event("app_uninstalled")(self._on_lifecycle)
+        self.app.event("tokens_revoked")(self._on_lifecycle)
         self.app.event(re.compile(".*"))(self.inbound.on_event)
-        self.app.action(re.compile(f"^({APPROVE}|{DENY}|{CHOICE}_\\d+)$"))(self.inbound.on_click)
+        self.app.action(re.compile(f"^({APPROVE}|{DENY})$"))(self.approvals.on_click)
+        self.app.action(CHOICE_ACTION)(self.inbound.on_click)  # a choice's answer, through from_click
+        self.app.view(DECISION_VIEW)(self.approvals.on_submit)
+        self.commands = Commands(self.api, inbox, self.inbound, self._me)
+        self.app.command(re.compile("^/"))(self.commands.on_command)  # the manifest's one command
+        self.app.shortcut(SEND_SHORTCUT)(self.commands.on_shortcut)
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------ inbound
@@ -131,6 +153,17 @@ class SlackChannel(ChannelBase):
             # copied. Everything else (url_verification, interactivity) and Socket Mode go through bolt.
             callback = event_callback(body, request.headers.get("content-type"))
             if callback is not None:
+                WORKSPACE.set(workspace_of(callback))
+                if _event_type(callback) in LIFECYCLE:
+                    await self._lifecycle(callback)
+                    return Response(status_code=200)
+                if not await self._installed():
+                    log.info("an event from a workspace the app is not installed in", workspace=WORKSPACE.get())
+                    return Response(status_code=200)  # nothing to answer with: no token there
+            if callback is not None and _event_type(callback) == "app_home_opened":
+                self._home(callback)
+                return Response(status_code=200)
+            if callback is not None:
                 await self.inbound.event(callback)  # enqueued before the 200, as process_before_response does
                 return Response(status_code=200)
             outcome: dict[str, Exception] = {}
@@ -146,6 +179,8 @@ class SlackChannel(ChannelBase):
 
         router = APIRouter(tags=["slack"])
         router.add_api_route("/slack/events", events, methods=["POST"], summary="Slack Events API and interactivity")
+        if self.oauth is not None:
+            router.include_router(self.oauth)
         return router
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -183,17 +218,64 @@ class SlackChannel(ChannelBase):
             raise Unavailable(f"Slack auth.test failed: {exc}") from exc
 
     async def _authorize(self, context) -> AuthorizeResult:
-        """Bolt's authorize step from our cached auth.test."""
+        """Bolt's authorize step: the request's workspace noted for every call its listeners make, and who we are there."""
+        WORKSPACE.set((context.enterprise_id, context.team_id))
         try:
             me = await self._me()
+            installed = (
+                await self.installations.find(context.enterprise_id, context.team_id) if self.installations else None
+            )
         except Unavailable as error:
             outcome = context.get(OUTCOME)
             if outcome is not None:
                 outcome["error"] = error
             raise
+        token = installed.token if installed else self.token
         return AuthorizeResult(
-            enterprise_id=None, team_id=me.team, bot_user_id=me.user_id, bot_id=me.bot_id, bot_token=self.token
+            enterprise_id=context.enterprise_id,
+            team_id=me.team,
+            bot_user_id=me.user_id,
+            bot_id=me.bot_id,
+            bot_token=token,
         )
+
+    async def _installed(self) -> bool:
+        """Whether the current workspace has a token: an installation, or the single SLACK_BOT_TOKEN."""
+        if self.installations is None or self.token:
+            return True
+        workspace = WORKSPACE.get() or (None, None)
+        return await self.installations.find(*workspace) is not None
+
+    async def _on_lifecycle(self, ack, body: dict[str, Any]) -> None:
+        await self._lifecycle(body)
+        await ack()
+
+    async def _lifecycle(self, body: dict[str, Any]) -> None:
+        """app_uninstalled, tokens_revoked (of the bot): the workspace's installation goes."""
+        event = body.get("event")
+        event = event if isinstance(event, dict) else {}
+        tokens = event.get("tokens")
+        revoked_bot = isinstance(tokens, dict) and bool(tokens.get("bot"))
+        if self.installations is not None and (event.get("type") == "app_uninstalled" or revoked_bot):
+            await self.installations.remove(*workspace_of(body))
+
+    async def _on_home(self, ack, body: dict[str, Any]) -> None:
+        self._home(body)
+        await ack()
+
+    def _home(self, body: dict[str, Any]) -> None:
+        """Someone opened the app's Home tab: publish what waits on them, off the request path."""
+        event = body.get("event")
+        event = event if isinstance(event, dict) else {}
+        user = event.get("user")
+        if event.get("tab", "home") == "home" and isinstance(user, str) and user:
+            self._spawn(self._publish_home(user))
+
+    async def _publish_home(self, user: str) -> None:
+        try:
+            await self.approvals.home(user)
+        except (DeliveryFailed, Unavailable) as exc:
+            log.warning("the Home tab was not published", user=user, error=str(exc))
 
     def _react(self, channel: str, ts: str) -> None:
         """Acknowledge a received message with a reaction, off the request path."""
@@ -215,16 +297,32 @@ class SlackChannel(ChannelBase):
 
     async def complete(self, message: InboundMessage) -> InboundMessage | None:
         """In the worker: fetch the files a message carries (the bot token, a size cap)."""
-        return await self.files.fetched(message)
+        token = WORKSPACE.set((None, message.reply_to.get("team")))
+        try:
+            return await self.files.fetched(message)
+        finally:
+            WORKSPACE.reset(token)
 
     def progress(self, update: Progress) -> None:
         """The thread status while a step runs (gateway.protocols.ShowsProgress)."""
         if self.status is not None:
-            self.status.progress(update)
+            # In a context of its own: the calls it spawns use the thread's workspace, the worker's stays unset.
+            contextvars.copy_context().run(self._progress, update)
+
+    def _progress(self, update: Progress) -> None:
+        WORKSPACE.set((None, update.reply_to.get("team")))
+        assert self.status is not None
+        self.status.progress(update)
 
     # ------------------------------------------------------------ outbound
     async def send(self, message: OutboundMessage) -> Sent:
+        _for_workspace(message)
         return await self.outbound.send(message)
+
+    async def recover(self, message: OutboundMessage) -> Sent | None:
+        """A send a stopped sender left unrecorded, read back from Slack (see `lookup`)."""
+        _for_workspace(message)
+        return await self.outbound.recover(message)
 
     async def aclose(self) -> None:
         if self._tasks:
@@ -233,3 +331,22 @@ class SlackChannel(ChannelBase):
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self.session.close()
+
+
+def _event_type(callback: dict[str, Any]) -> str | None:
+    event = callback.get("event")
+    return event.get("type") if isinstance(event, dict) else None
+
+
+LIFECYCLE = {"app_uninstalled", "tokens_revoked"}
+
+
+def _team_of(address: str) -> str | None:
+    team, sep, _ = address.partition("/")
+    return team if sep and team.startswith(("T", "E")) else None
+
+
+def _for_workspace(message: OutboundMessage) -> None:
+    """The workspace whose token sends `message`: where the person wrote, else the team a route names (T…/C…)."""
+    team = (message.reply_to or {}).get("team") or _team_of(message.address)
+    WORKSPACE.set((message.reply_to.get("enterprise"), team) if team else None)

@@ -45,7 +45,7 @@ class Files:
         self,
         api: SlackApi,
         session: aiohttp.ClientSession,
-        token: str,
+        token: str | None,
         state: ChannelState,
         settings: SlackAgentSettings,
         *,
@@ -91,7 +91,8 @@ class Files:
 
     async def _download(self, url: str, cap: int) -> bytes | None:
         """The file's bytes; None when it is over `cap` or Slack refuses it for good."""
-        headers = {"Authorization": f"Bearer {self.token}"}
+        # The workspace's own token where the app was installed by OAuth, else SLACK_BOT_TOKEN.
+        headers = {"Authorization": f"Bearer {await self.api.bearer() or self.token}"}
         async with self.session.get(url, headers=headers, allow_redirects=False) as response:
             if response.status != 200 or response.content_type == "text/html":
                 # Slack answers a request without a valid token with its sign-in page (HTML).

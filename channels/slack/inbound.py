@@ -27,7 +27,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -35,7 +35,7 @@ from channels.slack.api import Me
 from channels.slack.assistant import EVENTS as ASSISTANT_EVENTS
 from channels.slack.assistant import Assistant
 from gateway.errors import Malformed, Unavailable, answer
-from gateway.messages import ApprovalChoice, Attachment, InboundMessage
+from gateway.messages import Accepted, ApprovalChoice, Attachment, InboundMessage
 from gateway.protocols import Inbox
 
 log = structlog.get_logger("frontdesk.slack")
@@ -45,6 +45,7 @@ OUTCOME = "frontdesk_outcome"
 # Subtypes that are a person writing: a file with a comment, a thread reply also sent to the channel.
 PERSON_SUBTYPES = {"file_share", "thread_broadcast"}
 LIVE = {"waiting_human", "waiting_approval", "running"}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Parsed:
     prefer: str | None = None  # a more specific conversation, used when it has a thread
     live_only: bool = False  # a plain channel reply: only while its thread is live
     react: bool = True  # put the acknowledgement reaction on it
+    agent: str | None = None  # named by the sender (a slash command); else routed by the address
 
 
 def event_callback(body: bytes, content_type: str | None) -> dict[str, Any] | None:
@@ -110,39 +112,78 @@ def from_event(body: dict[str, Any], me: Me) -> Parsed | None:
 
 def from_click(body: dict[str, Any], me: Me) -> Parsed | None:
     """A click on an approval button as a decision, or on a choice button as the answer, on the message's conversation."""
-    actions = body.get("actions")
-    action = _dict(actions[0] if isinstance(actions, list) and actions else None)
-    choice, answer = None, None
     try:
-        value = json.loads(action.get("value") or "")
-        if isinstance(value, dict) and isinstance(value.get("choice"), str) and value["choice"]:
-            answer = value["choice"]
-        else:
-            choice = ApprovalChoice(call_id=str(value["call_id"]), approved=bool(value["approved"]))
+        value = json.loads(clicked_action(body).get("value") or "")
+    except (ValueError, TypeError):
+        return None
+    if isinstance(value, dict) and isinstance(value.get("choice"), str) and value["choice"]:
+        answer = value["choice"]
+        # `data` too: the core then rewrites the question to show the pick (a receipt).
+        return on_clicked_message(body, me, answer, choice=answer, data={"choice": answer})
+    choice = approval_choice(value)
+    if choice is None:
+        return None
+    return on_clicked_message(body, me, "approve" if choice.approved else "deny", decision=choice)
+
+
+def approval_choice(value: Any) -> ApprovalChoice | None:
+    """The decision a button's value (JSON with call_id and approved, or its text) carries; None if none."""
+    try:
+        data = json.loads(value or "") if isinstance(value, str) else value
+        return ApprovalChoice(call_id=str(data["call_id"]), approved=bool(data["approved"]))
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def clicked_action(body: dict[str, Any]) -> dict[str, Any]:
+    """The first action of a block_actions payload ({} if none)."""
+    actions = body.get("actions")
+    return _dict(actions[0] if isinstance(actions, list) and actions else None)
+
+
+# Where a click happened: (who clicked, channel, the clicked message's ts, its thread's root ts).
+Place = tuple[str, str, str, str]
+
+
+def clicked_place(body: dict[str, Any]) -> Place | None:
+    """Who clicked a button of a message we posted, and where that message is; None if the payload lacks it."""
     user = _str(_dict(body.get("user")).get("id"))
     container, posted = _dict(body.get("container")), _dict(body.get("message"))
     channel = _str(container.get("channel_id")) or _str(_dict(body.get("channel")).get("id"))
     message_ts = _str(container.get("message_ts")) or _str(posted.get("ts"))
     if not (user and channel and message_ts):
         return None
-    root = _str(container.get("thread_ts")) or _str(posted.get("thread_ts")) or message_ts
+    return user, channel, message_ts, _str(container.get("thread_ts")) or _str(posted.get("thread_ts")) or message_ts
+
+
+def on_clicked_message(body: dict[str, Any], me: Me, text: str, **fields: Any) -> Parsed | None:
+    """A click on a button of a message we posted, as `text` said in that message's conversation."""
+    place = clicked_place(body)
+    if place is None:
+        return None
+    # A click has no event id; the same click retried carries the same action_ts.
+    return said_at(place, me, text, f"{clicked_action(body).get('action_ts')}:{place[0]}:{place[2]}", **fields)
+
+
+def said_at(
+    place: Place, me: Me, text: str, message_id: str, *, start: bool = False, agent: str | None = None, **fields: Any
+) -> Parsed:
+    """`text` from the person at `place`, on the conversation of the message there (by default only an existing one)."""
+    user, channel, _, root = place
     dm = channel.startswith("D")
     message = InboundMessage(
-        # A click has no event id; the same click retried carries the same action_ts.
-        id=f"{action.get('action_ts')}:{user}:{message_ts}",
+        id=message_id,
         channel="slack",
         conversation=f"{me.team}/{channel}" if dm else f"{me.team}/{channel}/{root}",
         sender=user,
-        text=answer if answer is not None else "approve" if choice and choice.approved else "deny",
+        text=text,
         address=f"{me.team}/{channel}",
         reply_to={"team": me.team, "channel": channel, "thread_ts": root},
-        decision=choice,
-        choice=answer,
-        group=None if dm else channel,  # an approval asked of the channel may be given by anyone in it
+        # An approval or a question asked of the channel may be answered by anyone in it.
+        group=None if dm else channel,
+        **fields,
     )
-    return Parsed(message, start=False, prefer=f"{me.team}/{channel}/{root}" if dm else None, react=False)
+    return Parsed(message, start=start, prefer=f"{me.team}/{channel}/{root}" if dm else None, react=start, agent=agent)
 
 
 class Inbound:
@@ -173,7 +214,7 @@ class Inbound:
             if placed is not None:
                 parsed = Parsed(placed, start=True)
         if parsed is not None:
-            await self._enqueue(parsed, ts=_dict(body.get("event")).get("ts"))
+            await self.enqueue(parsed, ts=_dict(body.get("event")).get("ts"))
 
     async def on_event(self, ack, body: dict[str, Any], context) -> None:
         """Bolt's listener for events (Socket Mode; over HTTP the route calls `event`)."""
@@ -181,21 +222,29 @@ class Inbound:
         await ack()
 
     async def on_click(self, ack, body: dict[str, Any], context) -> None:
+        await self.clicked(from_click, ack, body, context)
+
+    async def clicked(self, parse: Callable[[dict[str, Any], Me], Parsed | None], ack, body: dict[str, Any], context):
+        """A button's listener: `parse` the click, enqueue it, then acknowledge."""
         # Slack does not retry a click: enqueue before the ack, so a failure shows the person an error.
-        parsed = from_click(body, await self.me())
+        parsed = parse(body, await self.me())
         if parsed is not None:
-            await _noted(self._enqueue(parsed), context)
+            await _noted(self.enqueue(parsed), context)
         await ack()
 
-    async def _enqueue(self, parsed: Parsed, ts: str | None = None) -> None:
+    async def enqueue(self, parsed: Parsed, ts: str | None = None) -> Accepted | None:
+        """Place `parsed` and hand it to the inbox (the route's answer follows from what the inbox did).
+
+        None: not enqueued (nowhere to place it, or no agent answers its address).
+        """
         message = parsed.message
         conversation = await self._place(parsed)
         if conversation is None:
-            return
-        agent = self.inbox.route(message.address)
+            return None
+        agent = parsed.agent or self.inbox.route(message.address)
         if agent is None and parsed.start:
             log.info("no agent answers this Slack address", address=message.address)
-            return
+            return None
         message = message.model_copy(update={"conversation": conversation})
         accepted = await self.inbox.accept(message, agent=agent or "", only_existing=not parsed.start)
         # Over the rate: dropped (and counted) with a 200, since Slack retries any error.
@@ -204,6 +253,7 @@ class Inbound:
             self.react(message.reply_to["channel"], ts)
         if self.assistant is not None and accepted.outcome == "new":
             self.assistant.titled(message)
+        return accepted
 
     async def _place(self, parsed: Parsed) -> str | None:
         """The conversation to enqueue on; None when the message must not be enqueued."""
@@ -221,10 +271,10 @@ class Inbound:
         return conversation
 
 
-async def _noted(work: Awaitable[None], context) -> None:
+async def _noted(work: Awaitable[T], context) -> T:
     """Run a listener's work; a Redis failure is noted in bolt's context for the HTTP route's 503."""
     try:
-        await work
+        return await work
     except Unavailable as exc:
         outcome = context.get(OUTCOME)
         if outcome is not None:

@@ -7,9 +7,12 @@
   directly. That post's ts becomes the thread, returned in Sent.conversation.
 - A contact whose reply_to names a Slack thread with `adopt` (a HumanLayer call's
   `thread_ts`) is posted in it, and that Slack thread's answers come to ours.
-- Approvals carry Approve / Deny buttons; their receipt updates that message
+- A question's choices are buttons (`interactive`); approvals carry Approve / Deny buttons,
+  with a copy to every Slack approver (`approvals`); their receipt updates that message
   (chat.update) to say who decided and when.
 - Notices go to the one person they answer, as an ephemeral message in place.
+- Every post names its outbound id in metadata; a post whose answer is lost is
+  looked up before it is tried again (`lookup`), so it is neither lost nor doubled.
 - A text mrkdwn would flatten (headings, nested lists) or cut in parts goes as
   one `markdown` block (`mrkdwn.markdown_block`), up to its 12,000 characters,
   with the first mrkdwn part as the `text` notifications show.
@@ -26,7 +29,10 @@ from typing import Any
 import structlog
 
 from channels.slack.api import SlackApi
+from channels.slack.approvals import Approvals
 from channels.slack.files import Files
+from channels.slack.interactive import choice_blocks
+from channels.slack.lookup import posted, tag
 from channels.slack.mrkdwn import markdown_block, mentions, split, to_mrkdwn
 from channels.slack.stream import Streamer
 from gateway.errors import DeliveryFailed, Unavailable
@@ -37,16 +43,17 @@ from gateway.protocols import ChannelState, Inbox
 log = structlog.get_logger("frontdesk.slack")
 APPROVAL_BLOCK = "frontdesk_approval"
 APPROVE, DENY = "frontdesk_approve", "frontdesk_deny"
-CHOICE = "frontdesk_choice"  # + "_<n>": a button answering a question with one of its choices
-CHOICE_BLOCK = "frontdesk_choices"
 _TS = re.compile(r"^\d+\.\d+$")
 
 
 class Outbound:
     """Delivers outbound messages through the Web API."""
 
-    def __init__(self, api: SlackApi, inbox: Inbox, state: ChannelState, parts_ttl: int) -> None:
+    def __init__(
+        self, api: SlackApi, inbox: Inbox, state: ChannelState, parts_ttl: int, approvals: Approvals | None = None
+    ) -> None:
         self.api = api
+        self.approvals = approvals
         self.inbox = inbox
         self.state = state
         self.parts_ttl = parts_ttl  # FRONTDESK_DEDUPE_TTL: as long as a retry of the message may come
@@ -76,10 +83,8 @@ class Outbound:
         opened = thread_ts is None
         block = None if message.actions or message.choices else markdown_block(markdown, parts=len(parts))
         if block:
-            data = await self.api.call(
-                "chat.postMessage", posts=True, channel=channel, text=parts[0], thread_ts=thread_ts, blocks=[block]
-            )
-            ts = data.get("ts", "")
+            ts = await self.post_once(message, 0, channel=channel, text=parts[0], thread_ts=thread_ts, blocks=[block])
+            await self._asked(message, channel, ts, parts[0])
             return Sent(detail=ts) if not opened else await self._opened(message, channel, ts, ts)
         done = await self._parts_done(message) if len(parts) > 1 else {}
         ts = ""
@@ -87,19 +92,15 @@ class Outbound:
             ts = done.get(index, "")
             if not ts:
                 last = index == len(parts) - 1
-                blocks = None
-                if last and message.actions:
-                    blocks = approval_blocks(text, message.actions)
-                elif last and message.choices and message.kind == "question":
-                    blocks = choice_blocks(text, message.choices)
-                data = await self.api.call(
-                    "chat.postMessage", posts=True, channel=channel, text=text, thread_ts=thread_ts, blocks=blocks
+                blocks = _blocks(message, text) if last else None
+                ts = await self.post_once(
+                    message, index, channel=channel, text=text, thread_ts=thread_ts, blocks=blocks
                 )
-                ts = data.get("ts", "")
                 if len(parts) > 1:
                     await self._part_done(message, index, ts)
             # The first part of a new conversation is its root; the rest reply under it.
             thread_ts = thread_ts or ts
+        await self._asked(message, channel, ts, parts[-1])
         if not opened:
             if (message.reply_to or {}).get("adopt"):
                 # Posted in a Slack thread the frontdesk thread did not start (a HumanLayer call's
@@ -109,6 +110,67 @@ class Outbound:
                 return Sent(detail=ts, conversation=f"{team}/{channel}/{thread_ts}", reply_to=where)
             return Sent(detail=ts)
         return await self._opened(message, channel, thread_ts or ts, ts)
+
+    async def _asked(self, message: OutboundMessage, channel: str, ts: str, text: str) -> None:
+        """A request is out at `ts`: an approval's copies to every approver; both noted for the Home tab."""
+        if self.approvals is None:
+            return
+        if message.kind == "approval":
+            await self.approvals.asked(message, channel, ts, text, _blocks(message, text), self.post_once)
+        elif message.kind == "question":
+            question = {"kind": "question", "thread": message.thread_id, "text": text, "channel": channel, "ts": ts}
+            await self.approvals.remember(question, [message.address])
+
+    async def recover(self, message: OutboundMessage) -> Sent | None:
+        """What Slack has of a send a stopped sender left unrecorded: its parts are looked up by metadata.
+
+        Found parts are remembered as posted, so sending it again posts only the rest.
+        """
+        if message.kind == "receipt" and message.updates:
+            return None  # chat.update: doing it again changes nothing
+        if message.kind == "notice":
+            raise DeliveryFailed("an ephemeral notice cannot be read back")
+        place = _in_thread(message)
+        for way in (self.files, self.stream):
+            if place and way is not None and way.wants(message, place[1]):
+                raise DeliveryFailed("a file or a stream is not read back by its metadata")
+        markdown = _with_choices(message.text, message.choices)
+        parts = split(to_mrkdwn(markdown))
+        if not (message.actions or message.choices) and markdown_block(markdown, parts=len(parts)):
+            parts = parts[:1]  # one post: the markdown block (see _post)
+        channel, thread_ts = await self._where(message)
+        root, ts = thread_ts, ""
+        for index in range(len(parts)):
+            ts = await posted(self.api, channel, root, tag(message.id, index)) or ""
+            if not ts:
+                return None
+            if len(parts) > 1:
+                await self._part_done(message, index, ts)
+            root = root or ts
+        log.info("an interrupted send is in Slack", outbound_id=message.id, parts=len(parts))
+        if thread_ts is not None:
+            return Sent(detail=ts)
+        return await self._opened(message, channel, root or ts, ts)
+
+    async def post_once(self, message: OutboundMessage, part: int | str, **args: Any) -> str:
+        """Post one part, tagged with its outbound id; after a lost answer, ask Slack (`lookup`) before again."""
+        metadata = tag(message.id, part)
+        try:
+            data = await self.api.call("chat.postMessage", posts=True, metadata=metadata, **args)
+        except DeliveryFailed as lost:
+            if not lost.ambiguous:
+                raise
+            try:
+                ts = await posted(self.api, args["channel"], args.get("thread_ts"), metadata)
+            except DeliveryFailed as exc:
+                log.warning("cannot tell whether a post reached Slack", outbound_id=message.id, error=str(exc))
+                raise lost from exc
+            if ts is not None:
+                log.info("a post whose answer was lost is in Slack", outbound_id=message.id, part=part, ts=ts)
+                return ts
+            log.info("a post whose answer was lost is not in Slack; posting it again", outbound_id=message.id)
+            data = await self.api.call("chat.postMessage", posts=True, metadata=metadata, **args)
+        return str(data.get("ts", ""))
 
     async def _where(self, message: OutboundMessage) -> tuple[str, str | None]:
         """(channel, thread_ts) to post to; thread_ts None only for a conversation we open."""
@@ -148,13 +210,19 @@ class Outbound:
     # ------------------------------------------------------------ receipts, notices
     async def _update(self, message: OutboundMessage) -> Sent:
         """Rewrite the approval message to say who decided and when; its buttons go."""
+        assert message.updates is not None  # send() routes only such receipts here
         channel = (message.reply_to or {}).get("channel")
         if not channel:
             raise DeliveryFailed("no channel for the approval message to update")
         text = mentions(to_mrkdwn(message.text))
-        icon = ":white_check_mark:" if message.text.startswith("Approved") else ":no_entry_sign:"
+        if message.choices:  # a pick among a question's choices
+            icon = ":ballot_box_with_check:"
+        else:
+            icon = ":white_check_mark:" if message.text.startswith("Approved") else ":no_entry_sign:"
         blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {text}"[:3000]}}]
         await self.api.call("chat.update", channel=channel, ts=message.updates, text=text, blocks=blocks)
+        if self.approvals is not None and not message.choices:
+            await self.approvals.decided(message.updates, text, blocks)  # and every approver's copy
         return Sent(detail=message.updates)
 
     async def _notice(self, message: OutboundMessage) -> Sent:
@@ -213,21 +281,13 @@ def approval_blocks(text: str, actions: list[OutAction]) -> list[dict[str, Any]]
     ]
 
 
-def choice_blocks(text: str, choices: list[str]) -> list[dict[str, Any]]:
-    """The question as a section, then a button per choice (Slack shows at most 25); a click answers with it."""
-    buttons = [
-        {
-            "type": "button",
-            "action_id": f"{CHOICE}_{i}",
-            "text": {"type": "plain_text", "text": choice[:75]},
-            "value": json.dumps({"choice": choice[:1900]}),
-        }
-        for i, choice in enumerate(choices[:25])
-    ]
-    return [
-        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-        {"type": "actions", "block_id": CHOICE_BLOCK, "elements": buttons},
-    ]
+def _blocks(message: OutboundMessage, text: str) -> list[dict[str, Any]] | None:
+    """Buttons under the last part: Approve / Deny, or one per choice of a question."""
+    if message.actions:
+        return approval_blocks(text, message.actions)
+    if message.choices and message.kind == "question":
+        return choice_blocks(text, message.choices)
+    return None
 
 
 def _in_thread(message: OutboundMessage) -> tuple[str, str] | None:

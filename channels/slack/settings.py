@@ -1,22 +1,23 @@
-"""The Slack channel's own settings for its AI-app features (FRONTDESK_SLACK_*), beside the core's.
+"""The Slack channel's own settings (FRONTDESK_SLACK_*), beside the core's.
 
 The tokens, the API URL and the acknowledgement reaction stay in `gateway.settings`, where
-they always were; what came with assistant threads, status, streaming and files is a
-`PluginSettings` of the channel's own, read from the same environment and .env.
+they always were; what came with assistant threads, status, streaming, files, approvals
+with a reason and OAuth installs is a `PluginSettings` of the channel's own, read from the
+same environment and .env.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from gateway.settings import PluginSettings
 
 
 class SlackAgentSettings(PluginSettings):
-    """The Slack channel's settings for assistant threads, status, streaming and files."""
+    """The Slack channel's settings for assistant threads, status, streaming, files, approvals and installs."""
 
     model_config = SettingsConfigDict(env_prefix="FRONTDESK_SLACK_", extra="ignore")
 
@@ -31,3 +32,16 @@ class SlackAgentSettings(PluginSettings):
     stream_appends: int = Field(10, ge=1, le=100)  # at most this many appends per answer (Tier 4: 100+/min)
     file_max_bytes: int = Field(10 * 1024 * 1024, ge=0)  # inbound files above this are not fetched
     upload_over: int = Field(12000, ge=0)  # a longer answer goes up as a file instead (0: never)
+    # Which approval buttons open a modal asking why: "deny" (the default), "both", or "none".
+    ask_reason: Literal["deny", "both", "none"] = "deny"
+    # OAuth installs (`/slack/install`): the app's credentials, from its Basic Information page.
+    # Not bolt's SLACK_CLIENT_ID / SLACK_CLIENT_SECRET: with those set, bolt starts an OAuth flow
+    # of its own, with installations in files under $HOME.
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    # The bot scopes an install asks for: the manifest's list.
+    scopes: str = (
+        "app_mentions:read,channels:history,groups:history,im:history,im:read,im:write,chat:write,"
+        "reactions:write,commands,mpim:history,assistant:write,files:read,files:write"
+    )
+    state_ttl: int = Field(600, ge=30)  # seconds an install link (the `state` it carries) stays good

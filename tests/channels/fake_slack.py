@@ -2,7 +2,8 @@
 
 `FakeSlack` serves the Web API methods the channel calls (`auth.test`,
 `chat.postMessage`, `chat.update`, `chat.postEphemeral`, `reactions.add`,
-`conversations.open`, `apps.connections.open`; for AI apps `assistant.threads.setStatus`,
+`conversations.open`, `conversations.replies`, `conversations.history`, `views.open`,
+`views.publish`, `oauth.v2.access`, `apps.connections.open`; for AI apps `assistant.threads.setStatus`,
 `setTitle`, `setSuggestedPrompts`, `agents.sessions.setStatus`, `rename`, `chat.startStream`,
 `appendStream`, `stopStream`; for files `files.getUploadURLExternal`, the upload URL it hands
 out and `files.completeUploadExternal`, and `url_private` downloads that need the bot token)
@@ -15,6 +16,7 @@ requests Slack would send, signed with the real v0 scheme (slack_sdk's verifier)
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import time
@@ -33,6 +35,8 @@ BOT_ID = "B0BOT"
 TOKEN = "xoxb-test-token"
 APP_TOKEN = "xapp-test-token"
 SECRET = "test-signing-secret"
+CLIENT_ID = "1111.2222"
+CLIENT_SECRET = "test-client-secret"
 
 
 @dataclass
@@ -45,6 +49,7 @@ class Reply:
 
 HANG = Reply(status=0)  # take the request, never answer (until the fake stops)
 RESET = Reply(status=-1)  # act on the request as usual, then drop the connection without answering
+TAKEN = Reply(status=-2)  # act on the request as usual, then never answer (until the fake stops)
 
 
 @dataclass
@@ -64,6 +69,13 @@ class FakeSlack:
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
+        self.messages: dict[str, list[dict[str, Any]]] = defaultdict(list)  # channel -> what was posted, in order
+        self.views: dict[str, dict[str, Any]] = {}  # view id -> the modal or Home tab views.open / .publish showed
+        self.homes: dict[str, Any] = {}  # user -> their Home tab, as last published
+        self.tokens: dict[str, tuple[str, str]] = {TOKEN: (TEAM, BOT_USER)}  # bot token -> (team, bot user)
+        self.codes: dict[str, dict[str, Any]] = {}  # OAuth code -> what it installs (`grant`)
+        self.refresh_tokens: dict[str, dict[str, Any]] = {}
+        self.expires_in = 43200  # seconds a rotating token lives (Slack's: 12 hours)
         self.scripts: dict[str, list[Reply]] = defaultdict(list)
         # (method, args) -> a Reply for this call, or None to go on as usual; asked before the scripts.
         self.rule: Callable[[str, dict[str, Any]], Reply | None] | None = None
@@ -152,7 +164,9 @@ class FakeSlack:
         reply = self.rule(method, args) if self.rule is not None else None
         if reply is None and self.scripts[method]:
             reply = self.scripts[method].pop(0)
-        if reply is HANG:
+        if reply is HANG or reply is TAKEN:
+            if reply is TAKEN:
+                self._answer(method, args, call.authorization)
             await self._released.wait()
             return web.Response(status=503)
         if reply is RESET:
@@ -170,20 +184,17 @@ class FakeSlack:
         return web.json_response(reply.body, status=reply.status, headers=reply.headers)
 
     def _answer(self, method: str, args: dict[str, Any], authorization: str) -> Reply:
-        token = APP_TOKEN if method == "apps.connections.open" else TOKEN
-        if authorization != f"Bearer {token}":
+        if method == "oauth.v2.access":
+            return self._oauth(args, authorization)
+        if method == "apps.connections.open":
+            if authorization != f"Bearer {APP_TOKEN}":
+                return Reply(body={"ok": False, "error": "invalid_auth"})
+        elif authorization.removeprefix("Bearer ") not in self.tokens:
             return Reply(body={"ok": False, "error": "invalid_auth"})
         if method == "auth.test":
-            return Reply(
-                body={
-                    "ok": True,
-                    "team_id": TEAM,
-                    "team": "Test",
-                    "user_id": BOT_USER,
-                    "bot_id": BOT_ID,
-                    "user": "frontdesk",
-                }
-            )
+            team, user = self.tokens[authorization.removeprefix("Bearer ")]
+            body = {"ok": True, "team_id": team, "team": "Test", "user_id": user, "bot_id": BOT_ID, "user": "frontdesk"}
+            return Reply(body=body)
         if method in ("chat.postMessage", "chat.update", "chat.postEphemeral") and (error := _refused(args)):
             return Reply(body={"ok": False, "error": error})
         if method == "chat.postMessage":
@@ -193,7 +204,12 @@ class FakeSlack:
             message = {"type": "message", "text": args.get("text", ""), "ts": ts, "bot_id": BOT_ID, "user": BOT_USER}
             if args.get("thread_ts"):
                 message["thread_ts"] = args["thread_ts"]
+            if isinstance(args.get("metadata"), dict):
+                message["metadata"] = args["metadata"]
+            self.messages[args["channel"]].append(message)
             return Reply(body={"ok": True, "channel": args["channel"], "ts": ts, "message": message})
+        if method in ("conversations.replies", "conversations.history"):
+            return self._read(method, args)
         if method == "chat.update":
             return Reply(
                 body={"ok": True, "channel": args.get("channel"), "ts": args.get("ts"), "text": args.get("text")}
@@ -204,6 +220,16 @@ class FakeSlack:
             return Reply(body={"ok": True})
         if method == "conversations.open":
             return Reply(body={"ok": True, "channel": {"id": "D" + str(args.get("users", "")).lstrip("UW")}})
+        if method == "views.open":
+            # A trigger_id is good for 3 seconds and one view; tests name an expired one "expired".
+            if not args.get("trigger_id") or args["trigger_id"] == "expired":
+                return Reply(body={"ok": False, "error": "expired_trigger_id"})
+            return self._view(args.get("view"))
+        if method == "views.publish":
+            if not str(args.get("user_id") or "").startswith(("U", "W")):
+                return Reply(body={"ok": False, "error": "invalid_arguments"})
+            self.homes[args["user_id"]] = args.get("view")
+            return self._view(args.get("view"))
         if method == "apps.connections.open":
             return Reply(body={"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket"})
         answer = self._assistant(method, args) or self._stream(method, args) or self._files(method, args)
@@ -324,6 +350,75 @@ class FakeSlack:
             markdown = [b.get("text", "") for b in blocks if b.get("type") == "markdown"]
             return markdown[0] if markdown else updated[-1].get("text", "")
         return self.streams[ts]["text"]
+
+    def _read(self, method: str, args: dict[str, Any]) -> Reply:
+        """conversations.replies / .history over what was posted here, paged by `limit` and `cursor`.
+
+        Every thread_ts counts as an existing thread (its root is a person's message, which
+        the fake never saw); metadata is shown only with include_all_metadata, as Slack does.
+        """
+        channel = str(args.get("channel") or "")
+        if not channel or channel.startswith("CGONE"):
+            return Reply(body={"ok": False, "error": "channel_not_found"})
+        posted = self.messages[channel]
+        if method == "conversations.replies":
+            if not args.get("ts"):
+                return Reply(body={"ok": False, "error": "invalid_arguments"})
+            found = [m for m in posted if args["ts"] in (m["ts"], m.get("thread_ts"))]
+        else:
+            oldest = float(args.get("oldest") or 0)
+            found = [m for m in reversed(posted) if m.get("thread_ts") in (None, m["ts"]) and float(m["ts"]) > oldest]
+        if str(args.get("include_all_metadata")).lower() not in ("true", "1"):
+            found = [{k: v for k, v in m.items() if k != "metadata"} for m in found]
+        start, limit = int(args.get("cursor") or 0), int(args.get("limit") or 100)
+        page, more = found[start : start + limit], start + limit < len(found)
+        body: dict[str, Any] = {"ok": True, "messages": page, "has_more": more}
+        body["response_metadata"] = {"next_cursor": str(start + limit) if more else ""}
+        return Reply(body=body)
+
+    def grant(self, code: str, *, team: str, bot_user: str = "U0BOT2", rotating: bool = False) -> None:
+        """Make `code` an OAuth code that installs the app in `team` (with token rotation if `rotating`)."""
+        self.codes[code] = {"team": team, "bot_user": bot_user, "rotating": rotating}
+
+    def _oauth(self, args: dict[str, Any], authorization: str) -> Reply:
+        """oauth.v2.access: a code, or (token rotation) a refresh token, for a bot token; the app by HTTP Basic."""
+        expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        if authorization != expected:
+            return Reply(body={"ok": False, "error": "invalid_client_id"})
+        if args.get("grant_type") == "refresh_token":
+            grant = self.refresh_tokens.pop(str(args.get("refresh_token")), None)
+            if grant is None:
+                return Reply(body={"ok": False, "error": "invalid_refresh_token"})
+        else:
+            grant = self.codes.pop(str(args.get("code")), None)  # a code is good once
+            if grant is None:
+                return Reply(body={"ok": False, "error": "invalid_code"})
+        n = next(self._ts)
+        token = f"xoxb-{grant['team']}-{n}"
+        self.tokens[token] = (grant["team"], grant["bot_user"])
+        body: dict[str, Any] = {
+            "ok": True,
+            "app_id": "A0APP",
+            "access_token": token,
+            "token_type": "bot",
+            "scope": "chat:write,commands",
+            "bot_user_id": grant["bot_user"],
+            "team": {"id": grant["team"], "name": f"Team {grant['team']}"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+        }
+        if grant["rotating"]:
+            refresh = f"xoxe-1-{grant['team']}-{n}"
+            self.refresh_tokens[refresh] = grant
+            body.update(refresh_token=refresh, expires_in=self.expires_in)
+        return Reply(body=body)
+
+    def _view(self, view: Any) -> Reply:
+        if not isinstance(view, dict) or view.get("type") not in ("modal", "home") or not view.get("blocks"):
+            return Reply(body={"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": ["view"]}})
+        opened = {**view, "id": f"V{next(self._ts):08d}", "hash": "h", "state": {"values": {}}}
+        self.views[opened["id"]] = opened
+        return Reply(body={"ok": True, "view": opened})
 
     def _next_ts(self) -> str:
         return f"{1700000000 + next(self._ts)}.000100"
@@ -462,9 +557,18 @@ def assistant_thread(
 
 
 def click(
-    *, user: str, channel: str, message_ts: str, thread_ts: str | None, value: str, approved: bool, action_ts: str
+    *,
+    user: str,
+    channel: str,
+    message_ts: str,
+    thread_ts: str | None,
+    value: str,
+    approved: bool = True,
+    action_ts: str,
+    action_id: str | None = None,
+    trigger_id: str = "1.2.3",
 ) -> str:
-    """A block_actions payload for a click on an approval button, form-encoded as Slack posts it."""
+    """A block_actions payload for a click on a button (approval unless `action_id` says), form-encoded as Slack posts it."""
     payload = {
         "type": "block_actions",
         "team": {"id": TEAM, "domain": "test"},
@@ -478,7 +582,7 @@ def click(
             "is_ephemeral": False,
             **({"thread_ts": thread_ts} if thread_ts else {}),
         },
-        "trigger_id": "1.2.3",
+        "trigger_id": trigger_id,
         "channel": {"id": channel, "name": "general"},
         "message": {
             "type": "message",
@@ -489,8 +593,8 @@ def click(
         "response_url": "https://hooks.slack.invalid/actions/1",
         "actions": [
             {
-                "action_id": "frontdesk_approve" if approved else "frontdesk_deny",
-                "block_id": "frontdesk_approval",
+                "action_id": action_id or ("frontdesk_approve" if approved else "frontdesk_deny"),
+                "block_id": "frontdesk_approval" if action_id is None else "frontdesk_choices",
                 "type": "button",
                 "value": value,
                 "action_ts": action_ts,
@@ -498,3 +602,76 @@ def click(
         ],
     }
     return urlencode({"payload": json.dumps(payload)})
+
+
+def submission(view: dict[str, Any], *, user: str, values: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The view_submission payload Slack posts when `user` submits `view` (as views.open returned it)."""
+    state = {"values": values or {}}
+    return {
+        "type": "view_submission",
+        "team": {"id": TEAM, "domain": "test"},
+        "user": {"id": user, "team_id": TEAM},
+        "api_app_id": "A0APP",
+        "token": "legacy",
+        "trigger_id": "2.3.4",
+        "view": {**view, "state": state, "team_id": TEAM, "app_id": "A0APP", "bot_id": BOT_ID},
+        "response_urls": [],
+    }
+
+
+def home_opened(user: str) -> dict[str, Any]:
+    """An app_home_opened event: `user` opened the app's Home tab."""
+    return {
+        "type": "app_home_opened",
+        "user": user,
+        "channel": "D" + user.lstrip("UW"),
+        "tab": "home",
+        "event_ts": "1.0",
+    }
+
+
+def command(text: str, *, user: str = "U1", channel: str = "C1", name: str = "/frontdesk") -> str:
+    """A slash command as Slack posts it (form-encoded, signed like every request)."""
+    return urlencode(
+        {
+            "token": "legacy",
+            "team_id": TEAM,
+            "team_domain": "test",
+            "channel_id": channel,
+            "channel_name": "general",
+            "user_id": user,
+            "user_name": "someone",
+            "command": name,
+            "text": text,
+            "api_app_id": "A0APP",
+            "is_enterprise_install": "false",
+            "response_url": "https://hooks.slack.invalid/commands/1",
+            "trigger_id": "3.4.5",
+        }
+    )
+
+
+def shortcut(
+    *, user: str, channel: str, ts: str, text: str, author: str, thread_ts: str | None = None
+) -> dict[str, Any]:
+    """A message shortcut ("Send to agent") payload: `user` chose it on `author`'s message."""
+    posted = {
+        "type": "message",
+        "user": author,
+        "ts": ts,
+        "text": text,
+        **({"thread_ts": thread_ts} if thread_ts else {}),
+    }
+    return {
+        "type": "message_action",
+        "callback_id": "frontdesk_send",
+        "trigger_id": "4.5.6",
+        "action_ts": f"{ts}9",
+        "team": {"id": TEAM, "domain": "test"},
+        "user": {"id": user, "team_id": TEAM},
+        "channel": {"id": channel, "name": "general"},
+        "message": posted,
+        "message_ts": ts,
+        "response_url": "https://hooks.slack.invalid/actions/2",
+        "token": "legacy",
+    }

@@ -29,13 +29,14 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from plugins import EchoAgent
+from slack_app import outbound
 
 import channels.slack as slack
 from channels.slack.api import Me
 from channels.slack.inbound import from_click, from_event
 from channels.slack.mrkdwn import LIMIT, MARKDOWN_LIMIT, markdown_block, split, to_mrkdwn
 from gateway.errors import DeliveryFailed
-from gateway.events import OutAction, OutboundMessage
+from gateway.events import OutAction
 from gateway.http import create_app
 from gateway.runtime import running
 
@@ -87,19 +88,6 @@ async def post_event(http: httpx.AsyncClient, body: dict, **signing) -> httpx.Re
 
 async def inbound_count(rt) -> int:
     return await rt.redis.xlen(rt.keys.inbound(0))
-
-
-def outbound(text: str = "hello", **fields) -> OutboundMessage:
-    values = dict(
-        id="th_x-1",
-        thread_id="th_x",
-        channel="slack",
-        address="U1",
-        reply_to={"team": TEAM, "channel": "C1", "thread_ts": "1700000000.000100"},
-        text=text,
-    )
-    values.update(fields)
-    return OutboundMessage(**values)
 
 
 # ---------------------------------------------------------------- mrkdwn
@@ -402,7 +390,12 @@ async def test_the_reaction_can_be_turned_off(redis_url, prefix, fake):
 async def test_a_reply_is_posted_in_its_thread_as_mrkdwn(rt, fake):
     sent = await rt.channels["slack"].send(outbound("**done**: see [it](https://x.test)"))
     [post] = fake.posts()
-    assert post == {"channel": "C1", "thread_ts": "1700000000.000100", "text": "*done*: see <https://x.test|it>"}
+    assert post == {
+        "channel": "C1",
+        "thread_ts": "1700000000.000100",
+        "text": "*done*: see <https://x.test|it>",
+        "metadata": {"event_type": "frontdesk_outbound", "event_payload": {"outbound_id": "th_x-1", "part": 0}},
+    }
     assert sent.detail and sent.conversation is None
 
 
@@ -424,9 +417,8 @@ async def test_without_a_valid_thread_ts_nothing_is_posted(rt, fake, reply_to):
         (Reply(status=200, body={"ok": False, "error": "channel_not_found"}), False, False, None),
         (Reply(status=200, body={"ok": False, "error": "not_in_channel"}), False, False, None),
         (Reply(status=200, body={"ok": False, "error": "invalid_auth"}), False, False, None),
-        (Reply(status=200, body={"ok": False, "error": "fatal_error"}), False, True, None),
     ],
-    ids=["429", "503", "channel_not_found", "not_in_channel", "invalid_auth", "fatal_error"],
+    ids=["429", "503", "channel_not_found", "not_in_channel", "invalid_auth"],
 )
 async def test_slack_errors_become_delivery_failures(rt, fake, reply, retryable, ambiguous, retry_after):
     fake.script("chat.postMessage", reply)
@@ -437,10 +429,12 @@ async def test_slack_errors_become_delivery_failures(rt, fake, reply, retryable,
     assert len(fake.to("chat.postMessage", ok=None)) == 1  # the SDK never retried on its own
 
 
-async def test_no_answer_after_sending_is_ambiguous_and_not_repeated(redis_url, prefix, fake):
+async def test_no_answer_and_no_way_to_look_it_up_is_ambiguous_and_not_repeated(redis_url, prefix, fake):
+    # Losing the answer is tests/channels/test_slack_exactly_once.py; here Slack cannot be asked either.
     settings = slack_settings(redis_url, prefix, fake, slack_timeout=0.5)
     async with running(settings, builtins=False, channels=[slack.channel]) as rt:
         fake.script("chat.postMessage", HANG)
+        fake.script("conversations.replies", Reply(status=503, body={"ok": False, "error": "service_unavailable"}))
         with pytest.raises(DeliveryFailed) as failed:
             await rt.channels["slack"].send(outbound())
     assert failed.value.ambiguous and not failed.value.retryable
