@@ -57,6 +57,7 @@ import channels.slack as slack
 import channels.sms as sms
 import channels.webhook as webhook
 from agents.humanlayer import HumanLayerAgent
+from channels.slack.approvals import REASON
 from gateway.http import create_app
 from gateway.humanlayer.service import thread_id
 from gateway.outbox import Outbox
@@ -66,7 +67,7 @@ from gateway.worker import Worker
 _FAKES = str(Path(__file__).resolve().parents[1] / "channels")
 if _FAKES not in sys.path:
     sys.path.append(_FAKES)
-from fake_slack import SECRET, TEAM, TOKEN, FakeSlack, click, event_body, message, signed  # noqa: E402
+from fake_slack import SECRET, TEAM, TOKEN, FakeSlack, click, event_body, message, signed, submission  # noqa: E402
 from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio  # noqa: E402
 
 API_TOKEN = "fd-api-token-for-tests"
@@ -128,13 +129,24 @@ class Frontdesk:
         return AsyncHumanLayer(api_key=API_TOKEN, api_base_url=self.base, sleep=aquick, run_id=run_id)
 
     async def approval_post(self) -> dict:
-        [post] = await eventually(lambda: [p for p in self.fake.posts() if p.get("blocks")])
-        return post
+        """The approval request where it was asked (each approver may also get a copy in a DM, posted after it)."""
+        posts = await eventually(lambda: [p for p in self.fake.posts() if p.get("blocks")])
+        return posts[0]
 
     async def click(self, post: dict, *, user: str, approved: bool, n: int, thread_ts: str | None = None) -> None:
         """`user` clicks Approve or Deny under the approval request `post` (posted in `thread_ts`, if given)."""
         button = next(b for b in post["blocks"][1]["elements"] if (b["action_id"] == "frontdesk_approve") == approved)
         await self._press(post, button, user=user, action_ts=f"1710000300.{n}", thread_ts=thread_ts)
+
+    async def give_reason(self, user: str, reason: str) -> None:
+        """`user` submits the reason modal a Deny click opened."""
+        [view] = await eventually(lambda: list(self.fake.views.values()))
+        state = {REASON: {REASON: {"type": "plain_text_input", "value": reason}}}
+        payload = submission(view, user=user, values=state)
+        raw = urlencode({"payload": json.dumps(payload)})
+        headers = signed(raw, content_type="application/x-www-form-urlencoded")
+        r = await self.http.post(f"{self.url}/slack/events", content=raw, headers=headers)
+        assert r.status_code == 200 and r.content == b"", r.text  # an empty answer closes the modal
 
     async def pick(self, post: dict, choice: str, *, user: str, n: int) -> None:
         """`user` clicks the button for `choice` under the question `post`."""
@@ -364,10 +376,19 @@ async def test_slack_buttons_only_allowed_responders_decide(redis_url, prefix):
         assert thread.status == "waiting_approval" and fd.fake.to("chat.update") == []
         assert (await asyncio.to_thread(hl.get_function_call, "call-slack1")).status.approved is None
 
+        # The allowed responder is also asked in a DM; a copy is not a second request.
+        assert [p["channel"] for p in fd.fake.posts() if p.get("blocks")][1:] == [
+            "D7"
+        ]  # conversations.open gave U7 the DM D7
+        # Deny asks for a reason first (a modal); the reason is the denial's comment the SDK returns.
         await fd.click(post, user="U7", approved=False, n=2)
-        assert await finished(result) == "User denied drop_table with message: denied (no comment given)"
-        [update] = await eventually(lambda: fd.fake.to("chat.update"))
-        assert update["text"].startswith("Denied by <@U7> at ")
+        assert (
+            fd.fake.to("views.open") and (await fd.thread("function_call", "call-slack1")).status == "waiting_approval"
+        )
+        await fd.give_reason("U7", "not the users table")
+        assert await finished(result) == "User denied drop_table with message: not the users table"
+        updates = await eventually(lambda: fd.fake.to("chat.update"))
+        assert all(u["text"].startswith("Denied by <@U7> at ") for u in updates)  # every copy says who decided
         got = await asyncio.to_thread(hl.get_function_call, "call-slack1")
         assert got.status.approved is False
         assert got.status.slack_message_ts == next(c.reply["ts"] for c in fd.fake.calls if c.args.get("blocks"))
