@@ -45,7 +45,8 @@ async def test_worker_and_sender_lines_carry_the_thread_context(settings, json_l
             bad = await rt.ingest.accept(
                 InboundMessage(id="m2", channel="rec", conversation="c2", sender="bob", text="hi"), "broken"
             )
-            await eventually(lambda: recorder.texts(ok.thread_id))
+            # The sender logs "delivered" after the send returns and its outcome is written: wait for the line.
+            await eventually(lambda: any(line.get("event") == "delivered" for line in json_lines()))
             await eventually(lambda: any(line.get("thread_id") == bad.thread_id for line in json_lines()))
 
     lines = [line for line in json_lines() if line.get("logger") in ("frontdesk.worker", "frontdesk.outbox")]
