@@ -129,6 +129,9 @@ class ChannelContext(Protocol):
 
     settings: Settings
     http: httpx.AsyncClient  # the process's one client; the caller closes it
+    # For every URL someone outside supplied (callbacks): pinned to the address it checked
+    # (gateway/egress.py); the caller closes it too.
+    egress: httpx.AsyncClient
 
     def inbox(self, channel: str) -> Inbox: ...
 
