@@ -40,6 +40,7 @@ from gateway.errors import BadSignature, DeliveryFailed, Malformed, Replayed, Un
 from gateway.messages import Accepted, ApprovalChoice, Contact, InboundMessage, OutboundMessage, Sent
 from gateway.protocols import ChannelBase, ChannelContext
 from gateway.retry import retry_after
+from gateway.settings import secret_values
 
 
 class WebhookBody(BaseModel):
@@ -52,8 +53,7 @@ class WebhookBody(BaseModel):
 
 def secrets_for(settings, agent: str) -> list[str]:
     """The agent's accepted secrets, signing one first (FRONTDESK_WEBHOOK_SECRET[_<AGENT>])."""
-    value = settings.webhook_secrets.get(agent.lower()) or settings.webhook_secret
-    return [s.strip() for s in value.get_secret_value().split(",") if s.strip()] if value else []
+    return secret_values(settings.webhook_secrets.get(agent.lower()) or settings.webhook_secret)
 
 
 def no_secret(agent: str) -> str:
