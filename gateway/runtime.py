@@ -115,6 +115,7 @@ async def running(
                 continue
             channel = checked_channel(found)
             rt.channels[channel.name] = channel
+        rt.router.decisions_where_asked = {n for n, c in rt.channels.items() if c.decisions_where_asked}
         for agent in rt.agents.values():
             if isinstance(agent, Closes):
                 stack.push_async_callback(agent.aclose)

@@ -48,6 +48,8 @@ class SlackChannel(ChannelBase):
     # chat.postMessage has no idempotency key: a post repeated after a lost answer
     # is a second message in the thread.
     resend_safe = False
+    # A conversation is team/channel/thread: a decision counts only in the team and place it was posted.
+    decisions_where_asked = True
 
     def __init__(self, context: ChannelContext) -> None:
         settings = context.settings
