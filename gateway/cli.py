@@ -589,6 +589,8 @@ def _threads_in(path: Path) -> list[Thread]:
         return [Thread.model_validate(body) for body in bodies]
     except ValidationError as exc:
         raise ConfigError(f"{path}: not a thread export: {exc.errors()[0]['msg']}") from None
+
+
 @dashboard_app.command("sessions")
 @_errors
 def dashboard_sessions(
