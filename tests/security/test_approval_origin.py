@@ -10,9 +10,13 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qs, urlencode
 
-from fake_slack import click
+from fake_slack import TEAM, click
 from helpers import eventually
 from seckit import APPROVALS_NUMBER, OUR_NUMBER, stack
+
+from channels.slack.api import Me
+from channels.slack.approvals import decision_view, from_submission
+from gateway.messages import ApprovalChoice
 
 THEM = "+15551230001"
 
@@ -76,3 +80,19 @@ def _payload(form: str) -> str:
 
 def _form(payload: dict) -> str:
     return urlencode({"payload": json.dumps(payload)})
+
+
+def test_a_reason_modal_submitted_by_a_user_of_another_team_decides_as_that_team_user():
+    """The modal path (Approve, then a reason) names the submitter the same way the click path does."""
+    view = decision_view(ApprovalChoice(call_id="call-1", approved=True), ("U1", "C2", "1.1", "1.0"), "deploy")
+    me = Me(team=TEAM, user_id="UBOT")
+    for home, expected in ((TEAM, "U1"), ("T0OTHER", "T0OTHER/U1")):
+        body = {
+            "type": "view_submission",
+            "team": {"id": TEAM},
+            "user": {"id": "U1", "team_id": home},
+            "view": {**view, "id": f"V-{home}", "state": {"values": {}}},
+        }
+        parsed = from_submission(body, me)
+        assert parsed is not None and parsed.message.decision is not None
+        assert parsed.message.sender == expected
