@@ -13,16 +13,15 @@ agent's first secret. The outbound id is the `webhook-id`, so a receiver that
 deduplicates by it makes a re-send after a timeout harmless (`resend_safe`).
 Callback URLs must be public unless FRONTDESK_CALLBACK_ALLOW_PRIVATE is set:
 they come from outside, and a URL pointing into our network would be an SSRF.
+They are checked on arrival and called through the context's `egress` client,
+which connects only to the address it resolved and checked (gateway/egress.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hmac
-import ipaddress
 import json
-import socket
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -36,10 +35,12 @@ from pydantic import BaseModel, Field, ValidationError
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
+from gateway.egress import check_url as check_callback
 from gateway.errors import BadSignature, DeliveryFailed, Malformed, Replayed, UnknownAgent, answer
 from gateway.messages import Accepted, ApprovalChoice, Contact, InboundMessage, OutboundMessage, Sent
 from gateway.protocols import ChannelBase, ChannelContext
 from gateway.retry import retry_after
+from gateway.settings import secret_values
 
 
 class WebhookBody(BaseModel):
@@ -52,8 +53,7 @@ class WebhookBody(BaseModel):
 
 def secrets_for(settings, agent: str) -> list[str]:
     """The agent's accepted secrets, signing one first (FRONTDESK_WEBHOOK_SECRET[_<AGENT>])."""
-    value = settings.webhook_secrets.get(agent.lower()) or settings.webhook_secret
-    return [s.strip() for s in value.get_secret_value().split(",") if s.strip()] if value else []
+    return secret_values(settings.webhook_secrets.get(agent.lower()) or settings.webhook_secret)
 
 
 def no_secret(agent: str) -> str:
@@ -105,45 +105,13 @@ def verify(
     raise BadSignature("no signature matches")
 
 
-def check_callback(url: str, settings) -> str:
-    """Refuse a callback URL we must not call: not http(s), not allowlisted, private or loopback."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a port that is not a number
-    except ValueError:  # e.g. "http://[" (an unclosed IPv6 literal)
-        raise Malformed("callback_url is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Malformed("callback_url must be an http(s) URL")
-    host = parts.hostname.lower()
-    allow = [h.strip().lower() for h in settings.callback_allowlist.split(",") if h.strip()]
-    if allow and not any(host == a or (a.startswith(".") and host.endswith(a)) for a in allow):
-        raise Malformed(f"callback host {host!r} is not in FRONTDESK_CALLBACK_ALLOWLIST")
-    if not settings.callback_allow_private:
-        try:
-            if not ipaddress.ip_address(host).is_global:
-                raise Malformed("callback_url points to a private or loopback address")
-        except ValueError:
-            if host == "localhost" or host.endswith(".localhost") or host.endswith(".internal"):
-                raise Malformed("callback_url points to a private or loopback address") from None
-    return url
-
-
-async def resolves_public(host: str) -> bool:
-    """Whether every address `host` resolves to is public (checked again at send time)."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return False
-    return all(ipaddress.ip_address(info[4][0]).is_global for info in infos)
-
-
 class WebhookChannel(ChannelBase):
     name = "webhook"
     resend_safe = True
 
     def __init__(self, context: ChannelContext) -> None:
         self.settings = context.settings
-        self.http = context.http
+        self.http = context.egress
         self.inbox = context.inbox(self.name)
 
     def router(self) -> APIRouter:
@@ -215,8 +183,6 @@ class WebhookChannel(ChannelBase):
         except Malformed as exc:
             raise DeliveryFailed(str(exc)) from None
         host = urlsplit(url).hostname or ""
-        if not self.settings.callback_allow_private and not await resolves_public(host):
-            raise DeliveryFailed(f"callback host {host!r} does not resolve to a public address")
         secrets = secrets_for(self.settings, message.agent)
         if not secrets:
             raise DeliveryFailed(no_secret(message.agent))

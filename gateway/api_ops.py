@@ -3,6 +3,8 @@
     GET  /api/v1/dlq                                            dead letters, newest first
     POST /api/v1/dlq/{partition}:{id}/replay                    put one back where it came from
     POST /api/v1/threads/{id}/deliveries/{outbound_id}/retry    re-queue a failed delivery
+    GET  /api/v1/dashboard/sessions                             the live dashboard sessions
+    DELETE /api/v1/dashboard/sessions                           end them all (gateway.dashboard.sessions)
 
 The work is done in gateway.deadletters, shared with the CLI and the dashboard: an action on a
 thread is recorded on it as a `note` naming who did it, before the entry goes back; the
@@ -17,6 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from gateway.api import Caller, runtime
+from gateway.dashboard.sessions import DashboardSessions
 from gateway.deadletters import DeadLetter, DeadLetters
 from gateway.errors import NotFound
 from gateway.runtime import Runtime
@@ -58,3 +61,17 @@ async def replay_dead_letter(ref: str, request: Request, caller: Caller) -> dict
 async def retry(thread_id: str, outbound_id: str, request: Request, caller: Caller) -> dict[str, Any]:
     dead = await retry_delivery(runtime(request), thread_id, outbound_id, caller)
     return {"retried": outbound_id, "dead_letter": dead.ref}
+
+
+@router.get("/dashboard/sessions")
+async def dashboard_sessions(request: Request, caller: Caller) -> dict[str, Any]:
+    """The live dashboard sessions, newest first (a digest of each id, never the id)."""
+    rt = runtime(request)
+    return {"sessions": [s.public() for s in await DashboardSessions(rt.redis, rt.keys).active()]}
+
+
+@router.delete("/dashboard/sessions")
+async def end_dashboard_sessions(request: Request, caller: Caller) -> dict[str, int]:
+    """End every dashboard session: each viewer logs in again with the token."""
+    rt = runtime(request)
+    return {"ended": await DashboardSessions(rt.redis, rt.keys).end_all()}

@@ -142,6 +142,7 @@ class RuntimeChannelContext:
         self.rt = rt
         self.settings: Settings = rt.settings
         self.http: httpx.AsyncClient = rt.http
+        self.egress: httpx.AsyncClient = rt.egress
 
     def inbox(self, channel: str) -> RuntimeInbox:
         return RuntimeInbox(self.rt, channel)

@@ -37,6 +37,7 @@ from typer.core import TyperGroup
 from gateway.api import thread_summary
 from gateway.config import FrontdeskConfig, parse_identity
 from gateway.connection import connect_redis, redacted
+from gateway.dashboard.sessions import DashboardSessions
 from gateway.deadletters import DeadLetters, parse_ref
 from gateway.embedded import URL_FILE, embedded_redis, running_url
 from gateway.errors import ConfigError, InboundRejected, Malformed, Unavailable
@@ -78,6 +79,8 @@ eval_app = typer.Typer(
 app.add_typer(threads_app, name="threads")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(eval_app, name="eval")
+dashboard_app = typer.Typer(help="The dashboard's login sessions.", no_args_is_help=True)
+app.add_typer(dashboard_app, name="dashboard")
 
 # click.Choice from the statuses, built from them so it cannot drift (which mypy cannot follow).
 StatusName = enum.Enum("StatusName", {s: s for s in STATUSES}, type=str)  # type: ignore[misc]
@@ -586,3 +589,22 @@ def _threads_in(path: Path) -> list[Thread]:
         return [Thread.model_validate(body) for body in bodies]
     except ValidationError as exc:
         raise ConfigError(f"{path}: not a thread export: {exc.errors()[0]['msg']}") from None
+
+
+@dashboard_app.command("sessions")
+@_errors
+def dashboard_sessions(
+    end_all: bool = typer.Option(False, "--end-all", help="End every session: each viewer logs in again."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line (as the API gives)."),
+) -> None:
+    """The live dashboard sessions (a digest of each id, where it logged in from, when it expires)."""
+    settings = load_settings()
+    if end_all:
+        typer.echo(f"ended {_query(settings, lambda r, k: DashboardSessions(r, k).end_all())} sessions")
+        return
+    for found in _query(settings, lambda r, k: DashboardSessions(r, k).active()):
+        if as_json:
+            typer.echo(json.dumps(found.public()))
+        else:
+            issued, expires = (_short_time(datetime.fromtimestamp(t, UTC)) for t in (found.issued, found.expires))
+            typer.echo(f"{found.ref}  {issued}  until {expires}  {found.client:<15} {found.agent[:60]}")

@@ -9,6 +9,7 @@
     │   └── RateLimited    a sender over FRONTDESK_RATE_LIMIT: 429 with Retry-After, SMTP 451 4.7.1
     ├── Unavailable        Redis (or another dependency) is unreachable: try again later
     ├── DeliveryFailed     a provider said no (or said nothing); carries status and retry_after
+    │   └── RefusedDestination  a caller-supplied URL leads somewhere we must not call (gateway/egress.py)
     ├── ModelError         the model API failed after the client's own retries
     ├── StepError          the model's answer is no valid step; appended to the thread as an `error` event
     ├── ToolFailed         a tool's service said no, or nothing in time (an MCP server); a `tool_error` event
@@ -131,6 +132,10 @@ class DeliveryFailed(FrontdeskError):
         self.retryable = retryable
         self.ambiguous = ambiguous
         self.retry_after = retry_after
+
+
+class RefusedDestination(DeliveryFailed):
+    """A caller-supplied URL resolves to an address we must not call (private, loopback, none); never retried."""
 
 
 class ModelError(FrontdeskError):

@@ -5,12 +5,25 @@ provider retry by its id (a key with a TTL, holding the thread id so the retry i
 answered like the original), finds the conversation's thread or claims a new id
 for it, and appends the entry. All of it happens at once or not at all.
 
-The same script counts the sender's messages in a fixed window (a key in the
-conversation's partition, so it stays one round trip on one slot); a sender over
-FRONTDESK_RATE_LIMIT gets `limited` back and nothing is appended. A provider
-retry of an accepted message is answered before it is counted. A sender's first
-message in a window opens it with one SET NX EX rather than INCR and EXPIRE: one
-write fewer for Redis to run and append to its AOF (benchmarks/, scenario 1).
+Rate limits are per (channel, sender), whatever conversation or partition the
+message falls in, over a sliding window: the sender's key is a sorted set of the
+ids of the messages taken in the last FRONTDESK_RATE_WINDOW seconds (scored by
+Redis's own clock, so every gateway counts on one), at most FRONTDESK_RATE_LIMIT
+of them. A sender over it gets `limited` back, with the seconds until its oldest
+message leaves the window, and nothing is appended. A provider retry of an
+accepted message is answered before it is counted, and an id already in the
+window is never counted twice.
+
+On one Redis server the count runs inside the accept script: one round trip,
+atomic with the dedupe. A Redis Cluster refuses a script whose keys lie on two
+slots, and a sender's key cannot share a slot with every partition its messages
+fall in, so there the count is a script of its own on the sender's slot, run
+just before the accept script: two round trips. Counting by message id keeps that
+pair safe to repeat (a request cut off between the two is retried by its
+provider with the same id, which is not counted again); what it loses is the
+order "dedupe, then count": a retry that arrives after its window has passed
+meets the count before the dedupe, so over the limit it is answered `limited`
+rather than as a duplicate (its provider tries again later, and then it is).
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ from __future__ import annotations
 from typing import cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from gateway import metrics, tracing
 from gateway.batch import ScriptBatch
@@ -28,14 +42,38 @@ from gateway.messages import Accepted
 from gateway.scripts import Script
 from gateway.streams import Streams
 
-_ACCEPT = """
+# over_rate(): nil when `member` may pass (now counted, or counted already), else the
+# seconds until the oldest message in the window leaves it. Needs `rate`, `member`,
+# `limit` and `window` bound; a limit of '0' is off.
+_RATE = """
+local function over_rate()
+  if limit == '0' then return nil end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local span = tonumber(window) * 1000
+  redis.call('ZREMRANGEBYSCORE', rate, '-inf', now - span)
+  if redis.call('ZSCORE', rate, member) then return nil end
+  if redis.call('ZCARD', rate) >= tonumber(limit) then
+    local oldest = redis.call('ZRANGE', rate, 0, 0, 'WITHSCORES')
+    return math.max(1, math.ceil((tonumber(oldest[2]) + span - now) / 1000))
+  end
+  redis.call('ZADD', rate, now, member)
+  redis.call('PEXPIRE', rate, span)
+  return nil
+end
+"""
+
+_DEDUPE = """
 local prev = redis.call('GET', seen)
 if prev then return {0, prev} end
-if limit ~= '0' then
-  local n = 1
-  if not redis.call('SET', rate, 1, 'EX', window, 'NX') then n = redis.call('INCR', rate) end
-  if n > tonumber(limit) then return {3, redis.call('TTL', rate)} end
-end
+"""
+
+_COUNT = """
+local wait = over_rate()
+if wait then return {3, wait} end
+"""
+
+_APPEND = """
 local tid = redis.call('GET', conversation)
 if not tid then
   if only_existing == '1' then
@@ -54,14 +92,27 @@ end
 return {1, tid}
 """
 
+_ACCEPT_ARGS = ["candidate", "ttl", "agent", "data", "only_existing", "traceparent"]
+
 
 def accept_script() -> Script:
-    """{0, thread} a duplicate, {1, thread} appended, {2, ''} ignored (only_existing), {3, ttl} over the rate."""
+    """Dedupe, count, append, on one server: {0, thread} a duplicate, {1, thread} appended,
+    {2, ''} ignored (only_existing), {3, seconds} over the rate."""
     return Script(
-        _ACCEPT,
+        _RATE + _DEDUPE + _COUNT + _APPEND,
         keys=["seen", "conversation", "inbound", "rate"],
-        args=["candidate", "ttl", "agent", "data", "only_existing", "traceparent", "limit", "window"],
+        args=[*_ACCEPT_ARGS, "member", "limit", "window"],
     )
+
+
+def append_script() -> Script:
+    """Dedupe and append, on the conversation's slot (a Cluster: `rate_script` counted first)."""
+    return Script(_DEDUPE + _APPEND, keys=["seen", "conversation", "inbound"], args=_ACCEPT_ARGS)
+
+
+def rate_script() -> Script:
+    """Count `member` for its sender, on the sender's slot: {1, ''} it may pass, {3, seconds} over the rate."""
+    return Script(_RATE + _COUNT + "return {1, ''}\n", keys=["rate"], args=["member", "limit", "window"])
 
 
 def rebind_script() -> Script:
@@ -77,7 +128,7 @@ return cur
     return Script(body, keys=["conversation"], args=["old", "new"])
 
 
-ACCEPT, REBIND = accept_script(), rebind_script()
+ACCEPT, APPEND, RATE, REBIND = accept_script(), append_script(), rate_script(), rebind_script()
 
 
 class Ingest:
@@ -92,7 +143,11 @@ class Ingest:
         self.rate_limit = rate_limit  # messages per sender per window; 0: none
         self.rate_window = rate_window
         self.streams = Streams(redis, keys)
+        # A Cluster cannot run one script over the sender's slot and the partition's (module docstring).
+        self.split = isinstance(redis, RedisCluster)
         self._accept = ScriptBatch(redis, ACCEPT.source)  # concurrent requests share a round trip
+        self._append = ScriptBatch(redis, APPEND.source)
+        self._rate = ScriptBatch(redis, RATE.source)
         self._rebind = redis.register_script(REBIND.source)
 
     async def accept(self, message: InboundMessage, agent: str, *, only_existing: bool = False) -> Accepted:
@@ -104,21 +159,34 @@ class Ingest:
             exclude_none=True
         )  # the entry's "d": pydantic's JSON, a quarter of json.dumps' cost
         with tracing.span("frontdesk.inbound", channel=message.channel, agent=agent, inbound_id=message.id):
-            keys, args = ACCEPT.pack(
+            common = dict(
                 seen=k.seen(p, message.channel, message.id),
                 conversation=k.conversation(message.channel, message.conversation),
                 inbound=k.inbound(p),
-                rate=k.rate(p, message.channel, message.sender),
                 candidate=candidate,
                 ttl=self.ttl,
                 agent=agent,
                 data=data,
                 only_existing="1" if only_existing else "0",
                 traceparent=tracing.traceparent() or "",
+            )
+            rate = dict(
+                rate=k.rate(message.channel, message.sender),
+                member=message.id,
                 limit=self.rate_limit,
                 window=self.rate_window,
             )
-            status, thread_id = await self._accept(keys=keys, args=args)
+            if not self.split:
+                keys, args = ACCEPT.pack(**common, **rate)
+                status, thread_id = await self._accept(keys=keys, args=args)
+            else:
+                status, thread_id = 1, ""
+                if self.rate_limit:
+                    keys, args = RATE.pack(**rate)
+                    status, thread_id = await self._rate(keys=keys, args=args)
+                if status != 3:
+                    keys, args = APPEND.pack(**common)
+                    status, thread_id = await self._append(keys=keys, args=args)
         if status == 0:
             metrics.DUPLICATES.labels(message.channel).inc()
             return Accepted(thread_id=thread_id, duplicate=True, ignored=not thread_id)

@@ -111,9 +111,13 @@ class Keys:
         """Set while a message that must not be repeated is with its provider (gateway.outbox)."""
         return f"{self.part(p)}:sending:{outbound_id}"
 
-    def rate(self, p: int, channel: str, sender: str) -> str:
-        """A sender's message count in the current rate window, in its conversation's partition."""
-        return f"{self.part(p)}:rate:{channel}/{sender}"
+    def rate(self, channel: str, sender: str) -> str:
+        """A sender's messages in the rate window (gateway.ingest), one key per sender across partitions.
+
+        In no partition's hash tag: on a Cluster it lives on a slot of its own, and the
+        ingest counts there in a script of its own.
+        """
+        return f"{self.prefix}:rate:{channel}/{sender}"
 
     # --- global, single-key
     def workers(self) -> str:

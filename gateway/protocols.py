@@ -129,6 +129,9 @@ class ChannelContext(Protocol):
 
     settings: Settings
     http: httpx.AsyncClient  # the process's one client; the caller closes it
+    # For every URL someone outside supplied (callbacks): pinned to the address it checked
+    # (gateway/egress.py); the caller closes it too.
+    egress: httpx.AsyncClient
 
     def inbox(self, channel: str) -> Inbox: ...
 
@@ -160,6 +163,10 @@ class Channel(Protocol):
     # True where a conversation never ends (an SMS number pair): a message after the
     # thread finished starts a new thread instead of waking it.
     fresh_after_done: bool
+    # True where a conversation names both ends (an SMS pair, a Slack team/channel/thread):
+    # a decision on an approval counts only from a conversation the request was sent on
+    # (or one inside it: a Slack DM's root holds the threads of the DM). gateway/router.py.
+    decisions_where_asked: bool
 
     def router(self) -> APIRouter | None:
         """The HTTP routes the provider calls, mounted at their own paths; None for none."""
@@ -233,6 +240,7 @@ class ChannelBase:
     name: str
     resend_safe = False  # unknown outcome: record it, never post twice
     fresh_after_done = False
+    decisions_where_asked = False
 
     def router(self) -> APIRouter | None:
         return None

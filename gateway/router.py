@@ -110,6 +110,9 @@ class Router:
                     self._routes[(channel, address.lower())] = name
         # Decided once: config.agent() builds a default model for an unlisted agent on every call.
         self._webhooks = {name for name in agent_names if config.agent(name).routes.webhook}
+        # The channels whose decisions count only where the request was sent (set once the
+        # channels are loaded, from `Channel.decisions_where_asked`; see `_asked_here`).
+        self.decisions_where_asked: set[str] = set()
 
     # ------------------------------------------------------------ ingest
     def route(self, channel: str, address: str) -> str | None:
@@ -223,7 +226,7 @@ class Router:
         if waiting is None:
             # A running thread already has a `continue` queued; it will read this message.
             return Decision(event=UserMessage(**said), wake=thread.status != "running")
-        _, request = waiting
+        index, request = waiting
         if request.type == "request_human_input":
             if not self._may_answer(thread, request, msg):
                 return self._refuse(msg, sender_contact, "Thanks — this question is waiting for someone else's answer.")
@@ -235,6 +238,8 @@ class Router:
             return self._refuse(msg, sender_contact, "Sorry — you are not one of the approvers for this request.")
         if msg.unverified:
             return self._unverified(thread, msg, request.call_id)
+        if msg.channel in self.decisions_where_asked and not _asked_here(thread, index, msg):
+            return self._refuse(msg, sender_contact, "Sorry — please answer this request where it was sent to you.")
         if msg.decision is not None:
             if msg.decision.call_id != request.call_id:
                 return Decision(
@@ -368,3 +373,31 @@ class Router:
     def _refuse(self, msg: InboundMessage, to: Contact, text: str) -> Decision:
         note = Note(kind="refused", text=(msg.text or "")[:200], sender=msg.identity, id=msg.id)
         return Decision(event=note, notice=text, notice_to=to)
+
+
+def _asked_here(thread: Thread, index: int, msg: InboundMessage) -> bool:
+    """Whether a decision comes from a conversation the approval request (event `index`) was sent on.
+
+    For a channel whose conversations name both ends (`Channel.decisions_where_asked`:
+    an SMS pair `theirs/ours`, a Slack `team/channel/thread`) each send records the
+    conversation it opened. A decision from another conversation of that channel —
+    the approver's number writing to another of our numbers, a different `To`, a
+    click from another team — is refused, even when that conversation is bound to
+    this thread too. A conversation *containing* the one sent on counts (a Slack DM's
+    root, `team/D1`, holds its threads `team/D1/ts`). Where the send named no
+    conversation (a Messaging Service that had not said which number it used),
+    nothing is known to compare with, and the sender check alone decides.
+    """
+    outbound_id = f"{thread.id}-{index}"
+    sent_on = {
+        e.contact.conversation
+        for e in thread.events
+        if isinstance(e, DeliveryEvent)
+        and e.outbound_id == outbound_id
+        and e.status in ("sent", "delivered")
+        and e.contact is not None
+        and e.contact.channel == msg.channel
+        and e.contact.conversation
+    }
+    here = msg.conversation
+    return not sent_on or any(here == sent or sent.startswith(here + "/") for sent in sent_on)

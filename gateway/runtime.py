@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from gateway import tracing
+from gateway import egress, tracing
 from gateway.channel_context import RuntimeChannelContext
 from gateway.config import FrontdeskConfig, load_config
 from gateway.connection import connect_redis
@@ -40,6 +40,8 @@ class Runtime:
     config: FrontdeskConfig
     redis: aioredis.Redis
     http: httpx.AsyncClient
+    # For URLs a caller supplied (callbacks): connects only to the address it checked (gateway/egress.py).
+    egress: httpx.AsyncClient
     keys: Keys
     store: ThreadStore
     streams: Streams
@@ -86,11 +88,13 @@ async def running(
             stack.callback(tracing.flush)  # last out: spans of the shutdown included
         redis = await stack.enter_async_context(connect_redis(settings, redis_url))
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=10, follow_redirects=False))
+        callbacks = await stack.enter_async_context(egress.client(settings))
         rt = Runtime(
             settings=settings,
             config=config,
             redis=redis,
             http=http,
+            egress=callbacks,
             keys=keys,
             store=ThreadStore(redis, keys),
             streams=Streams(redis, keys),
@@ -111,6 +115,7 @@ async def running(
                 continue
             channel = checked_channel(found)
             rt.channels[channel.name] = channel
+        rt.router.decisions_where_asked = {n for n, c in rt.channels.items() if c.decisions_where_asked}
         for agent in rt.agents.values():
             if isinstance(agent, Closes):
                 stack.push_async_callback(agent.aclose)

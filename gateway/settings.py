@@ -26,6 +26,18 @@ from gateway.errors import ConfigError
 WEBHOOK_SECRET_PREFIX = "FRONTDESK_WEBHOOK_SECRET_"
 
 
+def secret_values(secret: SecretStr | None) -> list[str]:
+    """A secret's accepted values, the one that signs first: comma-separated during a rotation.
+
+    Used for every secret a provider or caller signs with (webhook secrets,
+    SLACK_SIGNING_SECRET, TWILIO_AUTH_TOKEN): inbound checks accept any of them,
+    anything outbound uses the first.
+    """
+    if secret is None:
+        return []
+    return [value.strip() for value in secret.get_secret_value().split(",") if value.strip()]
+
+
 def _env(name: str, default=None, **kw):
     return Field(default, validation_alias=AliasChoices(name), **kw)
 

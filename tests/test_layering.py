@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The gateway modules a channel may import today. The contract work narrows this set;
 # a module added here is a new promise the core makes to every channel.
 CHANNEL_MAY_IMPORT = {
+    "gateway.egress",  # the one check and client for URLs a caller supplied (SSRF), shared with the core
     "gateway.errors",
     # One Markdown parser for every channel (the model's text is parsed once, the same safe way);
     # each channel renders the tree in its own format.

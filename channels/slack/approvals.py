@@ -34,6 +34,7 @@ from channels.slack.inbound import (
     approval_choice,
     clicked_action,
     clicked_place,
+    clicker,
     from_click,
     said_at,
 )
@@ -188,7 +189,7 @@ def decision_view(choice: ApprovalChoice, place: tuple[str, str, str, str], requ
 def from_submission(body: dict[str, Any], me: Me) -> Parsed | None:
     """A submitted reason modal as the decision it records; None for any other view."""
     view = _dict(body.get("view"))
-    user = _str(_dict(body.get("user")).get("id"))
+    user = clicker(body)  # a user of another team is `team/user` here too
     if view.get("callback_id") != DECISION_VIEW or not user or not _str(view.get("id")):
         return None
     choice = approval_choice(view.get("private_metadata"))

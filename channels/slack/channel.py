@@ -36,7 +36,7 @@ from channels.slack.stream import Streamer
 from gateway.errors import DeliveryFailed, Malformed, Unavailable
 from gateway.messages import InboundMessage, OutboundMessage, Progress, Sent
 from gateway.protocols import ChannelBase, ChannelContext
-from gateway.settings import plugin_settings
+from gateway.settings import plugin_settings, secret_values
 
 log = structlog.get_logger("frontdesk.slack")
 
@@ -48,6 +48,8 @@ class SlackChannel(ChannelBase):
     # chat.postMessage has no idempotency key: a post repeated after a lost answer
     # is a second message in the thread.
     resend_safe = False
+    # A conversation is team/channel/thread: a decision counts only in the team and place it was posted.
+    decisions_where_asked = True
 
     def __init__(self, context: ChannelContext) -> None:
         settings = context.settings
@@ -56,7 +58,8 @@ class SlackChannel(ChannelBase):
         inbox = context.inbox(self.name)
         self.reaction = settings.slack_ack_reaction.strip(":")
         self.app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
-        secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+        # Several during a rotation (comma-separated): a request signed with any of them is taken.
+        secrets = secret_values(settings.slack_signing_secret)
         # The factory checked there is SLACK_BOT_TOKEN, or OAuth installs (FRONTDESK_SLACK_CLIENT_ID/SECRET), or both.
         self.token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
         # One session for every call (bolt copies it into its per-request clients); with
@@ -97,8 +100,8 @@ class SlackChannel(ChannelBase):
         self.outbound = Outbound(self.api, inbox, state, settings.dedupe_ttl, self.approvals)
         self.outbound.files = self.files
         self.outbound.stream = Streamer(self.api, state, agentic, settings.dedupe_ttl) if agentic.stream else None
-        self.verifies = secret is not None
-        self.verifier = SignatureVerifier(secret) if secret else None  # the check bolt's request verification makes
+        self.verifies = bool(secrets)
+        self.verifiers = [SignatureVerifier(s) for s in secrets]  # the check bolt's request verification makes
 
         async def authorize(context) -> AuthorizeResult:  # bolt passes arguments by name, `self` included
             return await self._authorize(context)
@@ -108,9 +111,10 @@ class SlackChannel(ChannelBase):
             logger=logging.getLogger("frontdesk.slack.bolt"),
             client=AsyncWebClient(**web),
             authorize=authorize,
-            signing_secret=secret or "",
-            # Socket Mode alone has no signing secret; then no HTTP route is mounted either.
-            request_verification_enabled=self.verifies,
+            signing_secret=secrets[0] if secrets else "",
+            # Our route checks every request against all the secrets before bolt sees it (bolt
+            # knows one secret); Socket Mode needs no signature, and alone mounts no HTTP route.
+            request_verification_enabled=False,
             # The listeners only enqueue (one Redis script), so they finish before the
             # answer goes back, and a failure to enqueue is an error Slack retries.
             process_before_response=True,
@@ -198,11 +202,10 @@ class SlackChannel(ChannelBase):
             await handler.close_async()
 
     def _signed(self, request: Request, body: bytes) -> bool:
-        if self.verifier is None:  # Socket Mode only: no route is mounted
-            return False
         timestamp = request.headers.get("x-slack-request-timestamp", "0")
-        try:
-            return self.verifier.is_valid(body, timestamp, request.headers.get("x-slack-signature", ""))
+        signature = request.headers.get("x-slack-signature", "")
+        try:  # no verifier (Socket Mode only) never gets here: no route is mounted
+            return any(verifier.is_valid(body, timestamp, signature) for verifier in self.verifiers)
         except ValueError:  # a timestamp that is not a number
             return False
 

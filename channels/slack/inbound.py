@@ -14,6 +14,12 @@ Conversations (the key a thread is found by):
 - a click on Approve / Deny: the conversation of the message it sits on; it never
   starts a thread.
 
+A person is known by their user id when they belong to the installing team
+(`Me.team` for a message; for a click or a modal, the `team` the interaction came
+through), and as `team/user` when their own team is another (a Slack Connect channel, another workspace of an org): such an
+identity matches no approver or responder configured as `slack:U…`, so a click by a
+user of another team never decides an approval.
+
 Never enqueued: messages from bots (ours included), edits, deletions and other
 subtypes (file shares and replies also sent to the channel excepted), and root
 messages in channels. Slack sends a mention twice — as `app_mention` and as a
@@ -97,7 +103,7 @@ def from_event(body: dict[str, Any], me: Me) -> Parsed | None:
         id=_str(body.get("event_id")) or f"{channel}/{ts}",
         channel="slack",
         conversation=f"{me.team}/{channel}" if dm else f"{me.team}/{channel}/{root}",
-        sender=user,
+        sender=_person(user, _str(event.get("user_team")) or _str(event.get("team")), me),
         text=_strip_mention(text, me.user_id),
         address=f"{me.team}/{channel}",
         attachments=_files(event.get("files")),
@@ -147,7 +153,7 @@ Place = tuple[str, str, str, str]
 
 def clicked_place(body: dict[str, Any]) -> Place | None:
     """Who clicked a button of a message we posted, and where that message is; None if the payload lacks it."""
-    user = _str(_dict(body.get("user")).get("id"))
+    user = clicker(body)
     container, posted = _dict(body.get("container")), _dict(body.get("message"))
     channel = _str(container.get("channel_id")) or _str(_dict(body.get("channel")).get("id"))
     message_ts = _str(container.get("message_ts")) or _str(posted.get("ts"))
@@ -184,6 +190,21 @@ def said_at(
         **fields,
     )
     return Parsed(message, start=start, prefer=f"{me.team}/{channel}/{root}" if dm else None, react=start, agent=agent)
+
+
+def _person(user: str, team: str | None, me: Me) -> str:
+    """`user` for a member of the installing team (or when Slack names no team), else `team/user`."""
+    return user if not team or team == me.team else f"{team}/{user}"
+
+
+def clicker(body: dict[str, Any]) -> str | None:
+    """Who clicked or submitted (an interaction payload): the user id, as `team/user` when their own
+    team (`user.team_id`) is not the team the interaction came through (`team.id`, the installing one)."""
+    person = _dict(body.get("user"))
+    user, home, via = _str(person.get("id")), _str(person.get("team_id")), _str(_dict(body.get("team")).get("id"))
+    if user is None:
+        return None
+    return f"{home}/{user}" if home and via and home != via else user
 
 
 class Inbound:

@@ -34,6 +34,8 @@ class SmsChannel(ChannelBase):
     resend_safe = False
     # A number's conversation never ends: a text after a finished thread starts a new one.
     fresh_after_done = True
+    # A conversation is (their number, our number): an approval counts only from the pair it went on.
+    decisions_where_asked = True
 
     def __init__(self, context: ChannelContext) -> None:
         self.settings = context.settings

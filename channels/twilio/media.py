@@ -17,7 +17,7 @@ import httpx
 
 from channels.twilio.rest import API_URL
 from gateway.errors import Malformed, TooLarge, Unavailable
-from gateway.settings import Settings
+from gateway.settings import Settings, secret_values
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ async def fetch_media(http: httpx.AsyncClient, settings: Settings, ref: str, max
     cap = max_bytes or settings.sms_media_max_bytes
     if not allowed(ref, settings):
         raise Malformed(f"not a Twilio media URL of this account: {ref}")
-    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
+    token = next(iter(secret_values(settings.twilio_auth_token)), "")  # the first of a rotation
     try:
         async with http.stream("GET", ref, auth=(settings.twilio_account_sid or "", token), follow_redirects=True) as r:
             if r.status_code >= 500:

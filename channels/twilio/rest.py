@@ -21,7 +21,7 @@ from twilio.rest import Client
 
 from gateway.errors import DeliveryFailed
 from gateway.retry import retry_after
-from gateway.settings import Settings
+from gateway.settings import Settings, secret_values
 
 API_URL = "https://api.twilio.com"
 UNSUBSCRIBED = 21610  # "Attempt to send to unsubscribed recipient"
@@ -77,7 +77,7 @@ class TwilioRest:
     """Sends one message per call; closes its HTTP session in `aclose`."""
 
     def __init__(self, settings: Settings) -> None:
-        token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+        token = next(iter(secret_values(settings.twilio_auth_token)), None)  # the first of a rotation
         self._http = _HttpClient(settings.twilio_timeout)
         self.client = Client(settings.twilio_account_sid, token, http_client=self._http)
         self.client.edge = self.client.region = None  # read from TWILIO_EDGE/REGION otherwise

@@ -15,7 +15,7 @@ the package's RequestValidator checks it, trying the URL with and without the po
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 from urllib.parse import parse_qsl, urlencode
 
@@ -28,7 +28,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from gateway.errors import BadSignature, Malformed
 from gateway.messages import Attachment, DeliveryEvent, DeliveryStatus, InboundMessage, OutboundMessage
 from gateway.protocols import ChannelContext, Inbox
-from gateway.settings import Settings
+from gateway.settings import Settings, secret_values
 
 MAX_MEDIA = 10  # Twilio delivers at most ten media items per message
 
@@ -56,15 +56,18 @@ def signed_url(request: Request, settings: Settings) -> str:
     return settings.public_url.rstrip("/") + request.url.path + (f"?{query}" if query else "")
 
 
-async def verified_form(request: Request, settings: Settings, validator: RequestValidator) -> ImmutableMultiDict:
-    """The request's form fields, once X-Twilio-Signature has been checked against them."""
+async def verified_form(
+    request: Request, settings: Settings, validators: Sequence[RequestValidator]
+) -> ImmutableMultiDict:
+    """The request's form fields, once X-Twilio-Signature has been checked against them (any token of a rotation)."""
     try:
         body = (await request.body()).decode("utf-8")
     except UnicodeDecodeError:
         raise Malformed("the form body is not UTF-8") from None
     pairs = parse_qsl(body, keep_blank_values=True)
     signature = request.headers.get("X-Twilio-Signature", "")
-    if not signature or not signed(validator, signed_url(request, settings), pairs, signature):
+    url = signed_url(request, settings)
+    if not signature or not any(signed(v, url, pairs, signature) for v in validators):
         # Twilio's own guidance answers a request that fails validation with 403.
         raise BadSignature("X-Twilio-Signature does not match", status=403)
     return ImmutableMultiDict(pairs)
@@ -184,9 +187,10 @@ class TwilioWebhook:
     """POST /twilio/sms and /twilio/status for every Twilio channel of one runtime."""
 
     def __init__(self, settings: Settings) -> None:
-        assert settings.twilio_auth_token is not None  # the channel factories checked
         self.settings = settings
-        self.validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
+        # Several tokens during a rotation (comma-separated): Twilio's signature may use any of
+        # them; the first authenticates our REST calls (TwilioRest, fetch_media).
+        self.validators = [RequestValidator(token) for token in secret_values(settings.twilio_auth_token)]
         self.handlers: dict[str, Handler] = {}
         self._owner: Handler | None = None
 
@@ -213,12 +217,12 @@ class TwilioWebhook:
 
     async def on_message(self, request: Request) -> Response:
         """Verify, then hand to the channel of the address written to."""
-        form = await verified_form(request, self.settings, self.validator)
+        form = await verified_form(request, self.settings, self.validators)
         return await self._handler(form).on_message(form)
 
     async def on_status(self, request: Request) -> Response:
         """Verify, then hand to the channel of the address the message went to."""
-        form = await verified_form(request, self.settings, self.validator)
+        form = await verified_form(request, self.settings, self.validators)
         return await self._handler(form).on_status(form, request.query_params)
 
     def _handler(self, form: ImmutableMultiDict) -> Handler:

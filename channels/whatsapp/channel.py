@@ -41,6 +41,8 @@ class WhatsAppChannel(ChannelBase):
     resend_safe = False
     # A sender's chat with a user never ends: a message after a finished thread starts a new one.
     fresh_after_done = True
+    # A conversation is (their address, our sender): an approval counts only from the pair it went on.
+    decisions_where_asked = True
 
     def __init__(self, context: ChannelContext, own: WhatsAppSettings | None = None) -> None:
         self.settings = context.settings

@@ -2,15 +2,18 @@
 
 With FRONTDESK_API_TOKEN set, the login form takes that token (compared in
 constant time) and sets an HttpOnly, SameSite=Strict cookie: a random session id,
-when it was issued, and an HMAC of both under a key derived from the token. No
-session store: replicas share nothing but the token, and changing the token ends
-every session. The CSRF token is an HMAC of the session id under the same key,
+when it was issued, and an HMAC of both under a key derived from the token. The
+session is also recorded in Redis (gateway.dashboard.sessions) and counts only
+while it is there: logging out, or an operator ending all sessions, ends it on
+every replica, and a copied cookie stops working. Changing the token ends every
+session too. The CSRF token is an HMAC of the session id under the same key,
 sent back with every POST (form field `csrf` or header X-CSRF-Token).
 
 With no token the dashboard is open, but only while the server listens on
 loopback (anyone who can reach the port is on this machine). Actions still need
 the CSRF token: a web page in the same browser could otherwise post to 127.0.0.1.
-The key then comes from a random secret kept in Redis, shared by every process.
+The key then comes from a random secret kept in Redis, shared by every process;
+nobody logs in, so these sessions are not recorded (there is nothing to end).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from urllib.parse import parse_qs
 
 from fastapi import HTTPException, Request
 
+from gateway.dashboard.sessions import DashboardSessions
 from gateway.runtime import Runtime
 
 COOKIE = "frontdesk_session"
@@ -88,6 +92,18 @@ def session_id(key: bytes, value: str | None) -> str | None:
     return sid
 
 
+def sessions(rt: Runtime) -> DashboardSessions:
+    return DashboardSessions(rt.redis, rt.keys)
+
+
+async def log_in(request: Request) -> str:
+    """A new recorded session for a login that gave the token; the cookie value to set."""
+    sid, cookie = new_cookie(await signing_key(request))
+    client = request.client.host if request.client else ""
+    await sessions(request.app.state.runtime).add(sid, SESSION_SECONDS, client, request.headers.get("user-agent", ""))
+    return cookie
+
+
 def csrf_for(key: bytes, sid: str) -> str:
     return _mac(key, f"csrf:{sid}")[:40]
 
@@ -113,7 +129,7 @@ async def session(request: Request) -> Session:
     is_open = check_open(rt)
     key = await signing_key(request)
     sid = session_id(key, request.cookies.get(COOKIE))
-    if sid is not None:
+    if sid is not None and (is_open or await sessions(rt).live(sid)):
         return Session(sid=sid, csrf=csrf_for(key, sid), open=is_open)
     if not is_open:
         raise LoginRequired()

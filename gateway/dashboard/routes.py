@@ -33,6 +33,7 @@ from gateway.api import ApprovalIn, HumanResponseIn, submit_resume
 from gateway.dashboard import approval, auth, health, live, timeline
 from gateway.dashboard.listing import Filters, Listing
 from gateway.dashboard.render import HEADERS, HERE, page, render
+from gateway.dashboard.sessions import ref_of
 from gateway.deadletters import DeadLetters
 from gateway.errors import InboundRejected
 from gateway.events import STATUSES, ChannelName, DeliveryEvent, Thread, pending_request
@@ -107,6 +108,7 @@ def build_router() -> APIRouter:
     router.add_api_route("/dashboard/login", login, methods=["POST"])
     router.add_api_route("/dashboard/logout", logout, methods=["POST"])
     router.add_api_route("/dashboard/health", health_page, methods=["GET"])
+    router.add_api_route("/dashboard/sessions/end", end_sessions, methods=["POST"])
     router.add_api_route("/dashboard/threads/{thread_id}", thread_page, methods=["GET"])
     router.add_api_route("/dashboard/threads/{thread_id}/stream", thread_stream, methods=["GET"])
     router.add_api_route("/dashboard/threads/{thread_id}/context/{index}", context_page, methods=["GET"])
@@ -172,7 +174,7 @@ async def login(request: Request) -> Response:
         return _login_form(request, fields.get("next", "/"), "The form expired; please try again.", 403)
     if not auth.token_matches(rt, fields.get("token", "")):
         return _login_form(request, fields.get("next", "/"), "That is not the API token.", 403)
-    _, cookie = auth.new_cookie(await auth.signing_key(request))
+    cookie = await auth.log_in(request)
     response = RedirectResponse(_safe_next(fields.get("next", "/")), status_code=303)
     auth.set_session_cookie(response, request, cookie)
     response.delete_cookie(auth.LOGIN_COOKIE, path="/dashboard/login")
@@ -180,9 +182,12 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
+    """End this session (in Redis, so a copy of the cookie ends with it) and drop the cookie."""
     gate = await _acting(request)
     if isinstance(gate, Response):
         return gate
+    current, _ = gate
+    await auth.sessions(_rt(request)).end(current.sid)
     response = RedirectResponse("/dashboard/login", status_code=303)
     response.delete_cookie(auth.COOKIE, path="/")
     return response
@@ -492,6 +497,8 @@ async def health_page(request: Request) -> Response:
     rt = _rt(request)
     context: dict[str, Any] = dict(
         health=await health.gather(rt),
+        sessions=await auth.sessions(rt).active(),
+        this_session=ref_of(current.sid),
         dead=await DeadLetters.of(rt).newest(100),
         stale=health.STALE_WORKER,
         flash=FLASH.get(request.query_params.get("flash", "")),
@@ -500,3 +507,16 @@ async def health_page(request: Request) -> Response:
     if request.query_params.get("partial") == "body":
         return HTMLResponse(render("_health.html", session=current, **context), headers=HEADERS)
     return page(request, current, "health.html", **context)
+
+
+async def end_sessions(request: Request) -> Response:
+    """End every dashboard session, this one included: whoever holds the token logs in again."""
+    gate = await _acting(request)
+    if isinstance(gate, Response):
+        return gate
+    ended = await auth.sessions(_rt(request)).end_all()
+    if _wants_json(request):
+        return JSONResponse({"ended": ended})
+    response = RedirectResponse("/dashboard/login", status_code=303)
+    response.delete_cookie(auth.COOKIE, path="/")
+    return response

@@ -116,6 +116,29 @@ async def test_a_thread_runs_through_a_three_master_cluster(cluster_url, monkeyp
         assert recorder.refused >= {m.id for m in recorder.sent}  # every message was retried once
 
 
+async def test_the_rate_limit_is_per_sender_across_a_clusters_partitions(cluster_url):
+    """The sender's window is on its own slot, counted by its own script; the partitions' scripts stay on theirs."""
+    settings = make_settings(
+        cluster_url, f"fdr-{secrets.token_hex(3)}", partitions=4, default_agent="echo", rate_limit=3, rate_window=60
+    )
+    async with running(settings, agents=[EchoAgent()], builtins=False) as rt:
+        assert rt.ingest.split
+        await rt.redis.initialize()
+        spread: dict[int, InboundMessage] = {}
+        for i in range(1000):
+            spread.setdefault(rt.keys.conversation_partition("rec", f"r{i}"), _message(f"r{i}", "hi", f"r{i}"))
+        messages = [spread[p] for p in range(4)]
+        nodes = {rt.redis.get_node_from_key(rt.keys.inbound(p)).name for p in range(4)}
+        assert len(nodes) >= 2  # the conversations really are on different nodes
+        outcomes = [await rt.ingest.accept(m, "echo") for m in messages]
+        assert [a.limited for a in outcomes] == [False, False, False, True]
+        # A provider's retry of an accepted message, inside the window: a duplicate, not counted, not refused.
+        again = await rt.ingest.accept(messages[0], "echo")
+        assert again.duplicate and again.thread_id == outcomes[0].thread_id
+        assert await rt.redis.zcard(rt.keys.rate("rec", "ann")) == 3
+        assert sum([await rt.redis.xlen(rt.keys.inbound(p)) for p in range(4)]) == 3
+
+
 async def test_a_cluster_that_is_gone_reads_as_redis_down(tmp_path):
     """No node answers: the same error family as a single server that is down (503, retry)."""
     from redis_procs import free_port

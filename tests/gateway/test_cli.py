@@ -27,6 +27,7 @@ from starlette.routing import Route
 from typer.testing import CliRunner
 
 from gateway.cli import app
+from gateway.dashboard.sessions import DashboardSessions, ref_of
 from gateway.deadletters import DeadLetters
 from gateway.entries import stream_order
 from gateway.events import Contact, RequestHumanInput
@@ -359,3 +360,30 @@ def test_check_model_fails_with_the_servers_words_when_it_is_down(env):
         result = invoke({**env, **model}, "check", "--model")
     assert result.exit_code == 1
     assert "FAILED: openai: 401 Incorrect API key provided" in result.stdout
+
+
+async def _seed_sessions(settings, *sids: str) -> None:
+    async with running(settings, builtins=False) as rt:
+        for sid in sids:
+            await DashboardSessions(rt.redis, rt.keys).add(sid, 3600, "10.0.0.9", "cli-test")
+
+
+async def _live_sessions(settings) -> list[bool]:
+    async with running(settings, builtins=False) as rt:
+        store = DashboardSessions(rt.redis, rt.keys)
+        return [await store.live(sid) for sid in ("s-one", "s-two")]
+
+
+def test_dashboard_sessions_lists_and_ends_them_all(env, settings):
+    asyncio.run(_seed_sessions(settings, "s-one", "s-two"))
+    listed = invoke(env, "dashboard", "sessions", "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert sorted(r["ref"] for r in rows) == sorted(ref_of(s) for s in ("s-one", "s-two"))
+    assert "s-one" not in listed.stdout  # a digest, never the id a cookie carries
+    plain = invoke(env, "dashboard", "sessions")
+    assert plain.exit_code == 0 and len(plain.stdout.splitlines()) == 2 and "10.0.0.9" in plain.stdout
+    ended = invoke(env, "dashboard", "sessions", "--end-all")
+    assert ended.exit_code == 0 and ended.stdout.strip() == "ended 2 sessions"
+    assert asyncio.run(_live_sessions(settings)) == [False, False]
+    assert invoke(env, "dashboard", "sessions").stdout == ""

@@ -207,6 +207,31 @@ async def test_an_approval_is_taken_by_text_only_from_the_number_it_went_to(stac
     assert decision.approved and decision.by == f"whatsapp:{THEM}" and decision.comment == "ship it"
 
 
+async def test_an_approval_written_to_another_of_our_senders_is_refused(stack):
+    """The right person, but not to the sender the request went from (SECURITY.md, where an approval may come from)."""
+    async with stack.running():
+        async with httpx.AsyncClient(base_url=stack.base) as client:
+            contact = {"channel": "whatsapp", "address": THEM}
+            r = await client.post("/api/v1/threads", json={"agent": "approver", "text": "1.2.3", "contact": contact})
+            thread_id = r.json()["id"]
+        await eventually(lambda: len(stack.sent()) == 1)
+        assert await _status(stack, thread_id, "waiting_approval")
+        # The thread once wrote to THEM from US as well, so that pair reaches it too.
+        await stack.rt.ingest.bind("whatsapp", f"{THEM}/{US}", thread_id)
+        await stack.write("approve", sender=THEM, to=US)
+
+        async def refused() -> bool:
+            thread = await stack.rt.store.load(thread_id)
+            return any(
+                e.type == "note" and e.kind == "refused" and e.sender == f"whatsapp:{THEM}" for e in thread.events
+            )
+
+        await eventually(refused)
+        assert await _status(stack, thread_id, "waiting_approval")
+        await stack.write("approve", sender=THEM, to=FROM)
+        await eventually(lambda: _status(stack, thread_id, "done"))
+
+
 @pytest.mark.parametrize("refusal", [Reply(status=429, code=20429, retry_after="0"), Reply(status=503, code=20503)])
 async def test_a_429_or_5xx_is_retried_and_the_person_gets_one_message(stack, refusal):
     stack.fake.answer_next(refusal)

@@ -102,6 +102,20 @@ class Stack:
         }
         return await self.http.post(f"/webhooks/{agent}", content=body, headers=headers)
 
+    async def slack_approval(self, ts: str = "1710000100.000100", channel: str = "C2"):
+        """A mention in the approver agent's channel, once its approval is posted: (thread, click placement)."""
+        await self.slack_event(fake_slack.mention("1.2.3", ts=ts, channel=channel))
+        approval = await self.thread_of("slack", f"{fake_slack.TEAM}/{channel}/{ts}")
+        await self.wait_status(approval.id, "waiting_approval")
+        posted = next(
+            c
+            for c in self.slack.calls
+            if c.method == "chat.postMessage" and c.args.get("blocks") and c.args["channel"] == channel
+        )
+        value = json.dumps({"call_id": "call-1", "approved": True})
+        where = dict(channel=channel, message_ts=posted.reply["ts"], thread_ts=ts, value=value, approved=True)
+        return approval, where
+
     # ------------------------------------------------------------ reading state
     async def thread_of(self, channel: str, conversation: str):
         """The thread of a conversation, once a worker has written it."""

@@ -9,7 +9,6 @@ person answers and the decision's `by` is their channel identity.
 from __future__ import annotations
 
 import asyncio
-import json
 
 from fake_slack import TEAM, click, mention, message
 from helpers import eventually
@@ -44,18 +43,7 @@ async def test_slack_a_stranger_cannot_answer_nor_approve(redis_url, prefix, tmp
         assert not any(e.type == "human_response" for e in thread.events)
 
         # An approval in C2 (the approver agent's channel): U2's click is refused, U1's decides.
-        await s.slack_event(mention("1.2.3", ts="1710000100.000100", channel="C2"))
-        approval = await s.thread_of("slack", f"{TEAM}/C2/1710000100.000100")
-        await s.wait_status(approval.id, "waiting_approval")
-        posted = next(
-            c
-            for c in s.slack.calls
-            if c.method == "chat.postMessage" and c.args.get("blocks") and c.args["channel"] == "C2"
-        )
-        value = json.dumps({"call_id": "call-1", "approved": True})
-        where = dict(
-            channel="C2", message_ts=posted.reply["ts"], thread_ts="1710000100.000100", value=value, approved=True
-        )
+        approval, where = await s.slack_approval()
         assert (await s.slack_click(click(user="U2", action_ts="1.1", **where))).status_code == 200
         await eventually(lambda: len(s.slack.to("chat.postEphemeral")) == 2)
         approval = await s.rt.store.load(approval.id)

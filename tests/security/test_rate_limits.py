@@ -62,10 +62,52 @@ async def test_the_accept_script_counts_per_sender_and_window(settings):
         await eventually(accepted, timeout=10, interval=0.2)
 
 
+def _spread(keys: Keys, n: int, sender: str = "ann") -> list[InboundMessage]:
+    """`n` messages of one sender in conversations that fall in `n` different partitions (n <= partitions)."""
+    found: dict[int, InboundMessage] = {}
+    for i in range(1000):
+        found.setdefault(keys.conversation_partition("rec", f"s{i}"), said(i, sender, f"s{i}"))
+        if len(found) == n:
+            return list(found.values())
+    raise AssertionError("no spread of conversations found")
+
+
+async def test_the_limit_is_per_sender_across_partitions(settings):
+    """A sender writing in conversations of four partitions gets the limit once, not four times."""
+    settings = settings.model_copy(update={"rate_limit": 3, "rate_window": 60, "partitions": 4})
+    async with running(settings, agents=[EchoAgent()], builtins=False) as rt:
+        messages = _spread(rt.keys, 4)
+        assert len({rt.keys.conversation_partition("rec", m.conversation) for m in messages}) == 4
+        outcomes = [await rt.ingest.accept(m, "echo") for m in messages]
+        assert [a.limited for a in outcomes] == [False, False, False, True]
+        more = _spread(rt.keys, 4)  # the same conversations again, new messages
+        more = [m.model_copy(update={"id": f"{m.id}-again"}) for m in more]
+        assert all([(await rt.ingest.accept(m, "echo")).limited for m in more])
+        entries = sum([await rt.redis.xlen(rt.keys.inbound(p)) for p in range(4)])
+        assert entries == 3
+
+
+async def test_the_window_slides_retry_after_is_when_the_oldest_message_leaves_it(settings):
+    """Two messages taken 50 s ago and one now, limit 3 per 60 s: the next may come in about 10 s, not 60."""
+    async with running(
+        settings.model_copy(update={"rate_limit": 3, "rate_window": 60}), agents=[EchoAgent()], builtins=False
+    ) as rt:
+        seconds, micros = await rt.redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        await rt.redis.zadd(rt.keys.rate("rec", "ann"), {"earlier-1": now_ms - 50_000, "earlier-2": now_ms - 49_000})
+        assert not (await rt.ingest.accept(said(1), "echo")).limited
+        over = await rt.ingest.accept(said(2), "echo")
+        assert over.limited and 5 <= over.retry_after <= 11
+        # A message taken more than a window ago no longer counts at all.
+        await rt.redis.zadd(rt.keys.rate("rec", "bob"), {f"old-{i}": now_ms - 61_000 for i in range(3)})
+        assert not (await rt.ingest.accept(said(3, sender="bob"), "echo")).limited
+        assert await rt.redis.zrange(rt.keys.rate("rec", "bob"), 0, -1) == ["m3-bob"]
+
+
 async def test_a_limit_of_zero_turns_it_off(settings):
     async with running(settings.model_copy(update={"rate_limit": 0}), agents=[EchoAgent()], builtins=False) as rt:
         assert not any([(await rt.ingest.accept(said(i, conversation=f"z{i}"), "echo")).limited for i in range(50)])
-        assert await rt.redis.keys(f"{settings.key_prefix}:*:rate:*") == []
+        assert await rt.redis.keys(f"{settings.key_prefix}:*rate*") == []
 
 
 class _Counting(Connection):

@@ -8,6 +8,9 @@ fetched only under our own account on the configured Twilio API origin.
 
 from __future__ import annotations
 
+import socket
+
+import httpcore
 import pytest
 from helpers import eventually
 from plugins import EchoAgent
@@ -92,6 +95,40 @@ async def test_a_name_that_resolves_to_loopback_is_refused_when_sending(rt):
         assert callbacks.received == []
 
 
+async def test_a_name_that_rebinds_to_loopback_after_the_check_is_never_called(rt, monkeypatch):
+    """DNS rebinding: the name answers a public address, then 127.0.0.1. We connect to the one we checked."""
+    lookups: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def rebinding(host, port, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if name != "rebind.example":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        lookups.append(name)
+        address = "93.184.216.34" if len(lookups) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, int(port or 0)))]
+
+    connected: list[str] = []
+    real_connect = httpcore.AnyIOBackend.connect_tcp
+
+    async def connect_tcp(self, host, port, *args, **kwargs):
+        connected.append(host)
+        if host == "93.184.216.34":  # the test machine has no route to the internet; say so at once
+            raise httpcore.ConnectError("no route to the public address in this test")
+        return await real_connect(self, host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(httpcore.AnyIOBackend, "connect_tcp", connect_tcp)
+    callbacks = Callbacks()
+    with LoopbackServer(callbacks.app) as server:
+        port = server.url.rsplit(":", 1)[1]
+        with pytest.raises(DeliveryFailed, match="cannot connect") as failed:
+            await rt.channels["webhook"].send(_out(f"http://rebind.example:{port}/x"))
+    assert failed.value.retryable  # the public address may answer later; loopback never gets the call
+    assert callbacks.received == []
+    assert lookups == ["rebind.example"] and connected == ["93.184.216.34"]
+
+
 async def test_a_redirect_from_a_callback_is_not_followed(settings):
     # Private addresses allowed here only so that the loopback receiver is reachable at all.
     settings = settings.model_copy(update={"webhook_secret": SecretStr(WEBHOOK_SECRET), "callback_allow_private": True})
@@ -99,7 +136,7 @@ async def test_a_redirect_from_a_callback_is_not_followed(settings):
     callbacks.script = {"/moved": [307]}
     async with running(settings, builtins=False, agents=[EchoAgent()], channels=[webhook_channel]) as rt:
         with LoopbackServer(callbacks.app) as server:
-            assert rt.http.follow_redirects is False
+            assert rt.egress.follow_redirects is False
             with pytest.raises(DeliveryFailed, match="307"):
                 await rt.channels["webhook"].send(_out(f"{server.url}/moved"))
     assert [m["path"] for m in callbacks.received] == ["/moved"]
