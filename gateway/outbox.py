@@ -30,9 +30,8 @@ from pydantic import ValidationError
 
 from gateway import metrics, tracing
 from gateway.config import parse_identity
-from gateway.connection import REDIS_DOWN
 from gateway.entries import Entry
-from gateway.errors import DeliveryFailed
+from gateway.errors import DeliveryFailed, Unavailable
 from gateway.events import (
     ApprovalDecision,
     ApprovalRequested,
@@ -339,7 +338,7 @@ class Outbox:
                 entries, taken = await self.rt.streams.read_within(
                     self.slots, stop, stream, GROUP, self.consumer, READ_MOST
                 )
-            except REDIS_DOWN as exc:
+            except Unavailable as exc:
                 await redis_down(stop, exc)
                 continue
             except Exception:
@@ -367,7 +366,7 @@ class Outbox:
                         self._spawn(p, entry_id, fields)
                         started += 1
                 await self.rt.streams.record_backlog(stream, GROUP, "outbox", p)
-            except REDIS_DOWN as exc:
+            except Unavailable as exc:
                 await redis_down(stop, exc)
                 continue
             except Exception as exc:
@@ -380,14 +379,14 @@ class Outbox:
             if rounds % 10 == 0:
                 try:
                     await self.rt.streams.trim(stream, GROUP)
-                except REDIS_DOWN as exc:
+                except Unavailable as exc:
                     await redis_down(stop, exc)
 
     async def _release(self, p: int, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await self.rt.streams.release_due(self.keys.delayed(p, "outbox"), self.keys.outbox(p))
-            except REDIS_DOWN as exc:
+            except Unavailable as exc:
                 await redis_down(stop, exc)
             await sleep(stop, 0.2)
 
@@ -428,7 +427,7 @@ class Outbox:
                 attributes = {"thread_id": message.thread_id, "channel": message.channel, "outbound_id": message.id}
                 with tracing.span("frontdesk.deliver", parent=message.traceparent, span_kind="producer", **attributes):
                     await self._attempt(p, stream, entry_id, message)
-            except REDIS_DOWN as exc:
+            except Unavailable as exc:
                 log.warning("redis unavailable while delivering; the entry stays pending", error=str(exc))
 
     async def _attempt(self, p: int, stream: str, entry_id: str, message: OutboundMessage) -> None:
