@@ -118,7 +118,7 @@ async def test_a_thread_runs_through_a_three_master_cluster(cluster_url, monkeyp
 
 async def test_a_cluster_that_is_gone_reads_as_redis_down(tmp_path):
     """No node answers: the same error family as a single server that is down (503, retry)."""
-    from redis_procs import free_port
+    from helpers import free_port
 
     from gateway.connection import make_client
     from gateway.errors import Unavailable
