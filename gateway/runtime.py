@@ -10,9 +10,9 @@ import contextlib
 import gc
 import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import redis.asyncio as aioredis
@@ -30,6 +30,33 @@ from gateway.router import Router
 from gateway.settings import Settings
 from gateway.streams import Streams
 from gateway.threads import ThreadStore
+
+_Made = TypeVar("_Made")
+
+
+class SharedClients:
+    """Clients that plugins share, one per key, built on first use and closed with the runtime.
+
+    Agents key their model clients by spec: every agent on `openai:gpt-4o-mini` uses
+    one client and its connection pool, not one each (agents/kit/agent.py).
+    """
+
+    def __init__(self) -> None:
+        self._made: dict[Hashable, Any] = {}
+
+    def get(self, key: Hashable, build: Callable[[], _Made]) -> _Made:
+        """The client under `key`; `build()` makes it the first time."""
+        if key not in self._made:
+            self._made[key] = build()
+        return self._made[key]
+
+    async def aclose(self) -> None:
+        """Close every client that closes (`Closes`), the last made first, all of them even if one fails."""
+        made, self._made = list(self._made.values()), {}
+        async with contextlib.AsyncExitStack() as stack:
+            for client in made:
+                if isinstance(client, Closes):
+                    stack.push_async_callback(client.aclose)
 
 
 @dataclass
@@ -49,6 +76,7 @@ class Runtime:
     router: Router = field(init=False)  # built once the agents are loaded: it routes to them
     # What channels are given instead of this runtime (gateway.protocols.ChannelContext).
     channel_context: ChannelContext | None = None
+    clients: SharedClients = field(default_factory=SharedClients)
 
     def agent_names(self) -> list[str]:
         return sorted(self.agents)
@@ -90,6 +118,7 @@ async def running(
             streams=Streams(redis, keys),
             ingest=Ingest(redis, keys, settings.dedupe_ttl, settings.rate_limit, settings.rate_window),
         )
+        stack.push_async_callback(rt.clients.aclose)  # after the agents and channels that use them
         agent_paths = ([BUILTIN_AGENTS] if builtins else []) + settings.agent_modules()
         for agent in [*load_plugins(agent_paths, rt), *instantiate(list(agents), rt)]:
             rt.agents[agent.name] = agent

@@ -52,7 +52,7 @@ from gateway.events import (
 )
 from gateway.events import DoneForNow as DoneEvent
 from gateway.events import RequestHumanInput as AskEvent
-from gateway.settings import PluginSettings, plugin_settings
+from gateway.settings import PluginSettings, Settings, plugin_settings
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -85,12 +85,21 @@ class Agent:
         self.own_settings = plugin_settings(self.settings_class, self.settings) if self.settings_class else None
         cfg = runtime.config.agent(self.name)
         self.contacts = dict(cfg.contacts)
-        self.model = model or load_model(
-            self.settings.model_copy(update={"model": cfg.model}) if cfg.model else self.settings, demo=self.demo
+        self.model = model or self._shared_model(
+            self.settings.model_copy(update={"model": cfg.model}) if cfg.model else self.settings
         )
         self._steps = {tool.name: tool for tool in (*self.toolbox, *BUILTIN_TOOLS)}
         self._template = self._load_template()
         self._reported: str | None = None  # the shape last shown on the health page by this process
+
+    def _shared_model(self, settings: Settings) -> Model:
+        """The runtime's client for this agent's model spec: one per spec, closed by the runtime.
+
+        The demo model is not a client but this agent's own script, so each agent has its own.
+        """
+        spec = settings.model.strip()
+        key = ("model", spec, self.name) if spec.lower() == "demo" else ("model", spec)
+        return self.runtime.clients.get(key, lambda: load_model(settings, demo=self.demo))
 
     # ------------------------------------------------------------ overridable
     def demo(self, context: str, tools: list[str]) -> tuple[str, dict[str, Any]]:
@@ -114,9 +123,6 @@ class Agent:
     # ------------------------------------------------------------ protocol
     def tools(self) -> list[dict[str, Any]]:
         return [tool.describe() for tool in self._steps.values()]
-
-    async def aclose(self) -> None:
-        await self.model.aclose()
 
     async def step(self, thread: Thread, event: Any | None) -> Thread:
         if event is not None:
