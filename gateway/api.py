@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, FiniteFloat
 
 from gateway.entries import Entry
 from gateway.errors import Conflict, NotFound
@@ -91,9 +91,8 @@ async def list_threads(
     status: Annotated[Literal[STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     # Finite only: Redis refuses NaN as a score bound (a 500 the fuzzer found); infinities mean nothing here.
-    before: Annotated[
-        float | None, Query(description="updated-at cursor (ms) from the previous page", allow_inf_nan=False)
-    ] = None,
+    # FiniteFloat, not Query(allow_inf_nan=False): FastAPI 0.110 with pydantic 2.7 did not apply that to `| None`.
+    before: Annotated[FiniteFloat | None, Query(description="updated-at cursor (ms) from the previous page")] = None,
 ) -> dict[str, Any]:
     rt = runtime(request)
     rows = await rt.store.list(status=status, limit=limit, before=before)

@@ -1,22 +1,20 @@
 """The core's side of `ChannelContext`: a channel's inbox and its own keys, over the runtime.
 
-Each method is one or two Redis calls the channel used to make itself; Redis
-errors leave as `Unavailable`, so a channel catches only the error tree.
+Each method is one or two Redis calls the channel used to make itself. The runtime's
+client raises `Unavailable` for an outage (gateway/connection.py), so a channel
+catches only the error tree.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, cast
 
 import httpx
 import redis.asyncio as aioredis
 from redis.client import NEVER_DECODE
 
-from gateway.connection import REDIS_DOWN
 from gateway.entries import Entry
-from gateway.errors import Unavailable, UnknownAgent
+from gateway.errors import UnknownAgent
 from gateway.keys import Keys
 from gateway.messages import Accepted, DeliveryEvent, InboundMessage
 from gateway.protocols import checked_namespace
@@ -24,14 +22,6 @@ from gateway.settings import Settings
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
-
-
-@contextlib.contextmanager
-def _redis_edge() -> Iterator[None]:
-    try:
-        yield
-    except REDIS_DOWN as exc:
-        raise Unavailable(f"redis: {exc}") from exc
 
 
 class RuntimeInbox:
@@ -61,27 +51,22 @@ class RuntimeInbox:
             agent = self.route(message.address)
             if agent is None and not only_existing:
                 raise UnknownAgent(f"no agent answers {self.channel} messages to {message.address!r}")
-        with _redis_edge():
-            return await self.rt.ingest.accept(message, agent or "", only_existing=only_existing)
+        return await self.rt.ingest.accept(message, agent or "", only_existing=only_existing)
 
     async def thread_for(self, conversation: str) -> str | None:
-        with _redis_edge():
-            return await self.rt.ingest.thread_for(self.channel, conversation)
+        return await self.rt.ingest.thread_for(self.channel, conversation)
 
     async def thread_status(self, thread_id: str) -> str | None:
-        with _redis_edge():
-            return (await self.rt.store.meta(thread_id)).get("status")
+        return (await self.rt.store.meta(thread_id)).get("status")
 
     async def bind(self, conversation: str, thread_id: str) -> None:
-        with _redis_edge():
-            await self.rt.ingest.bind(self.channel, conversation, thread_id)
+        await self.rt.ingest.bind(self.channel, conversation, thread_id)
 
     async def record_delivery(self, thread_id: str, event: DeliveryEvent, *, dedupe_id: str) -> bool:
         entry = Entry(kind="delivery", thread_id=thread_id, data=event.model_dump(mode="json", exclude_none=True))
-        with _redis_edge():
-            if not await self.rt.store.exists(thread_id):
-                return False
-            return await self.rt.ingest.enqueue(entry, dedupe_id=dedupe_id)
+        if not await self.rt.store.exists(thread_id):
+            return False
+        return await self.rt.ingest.enqueue(entry, dedupe_id=dedupe_id)
 
     def suggested_prompts(self, agent: str) -> list[str]:
         return list(self.rt.config.agent(agent).suggested_prompts)
@@ -102,37 +87,30 @@ class RedisState:
         return ref[len(self._prefix) :] if ref.startswith(self._prefix) else None
 
     async def get(self, name: str) -> str | None:
-        with _redis_edge():
-            return cast(str | None, await self.redis.get(self.ref(name)))  # the client decodes replies
+        return cast(str | None, await self.redis.get(self.ref(name)))  # the client decodes replies
 
     async def get_bytes(self, name: str) -> bytes | None:
         # The client decodes replies as UTF-8; NEVER_DECODE is the option redis-py's own DUMP uses.
-        with _redis_edge():
-            return await self.redis.execute_command("GET", self.ref(name), **{NEVER_DECODE: True})
+        return await self.redis.execute_command("GET", self.ref(name), **{NEVER_DECODE: True})
 
     async def set(self, name: str, value: str | bytes, *, ttl: int | None = None, only_new: bool = False) -> bool:
-        with _redis_edge():
-            return bool(await self.redis.set(self.ref(name), value, ex=ttl, nx=only_new))
+        return bool(await self.redis.set(self.ref(name), value, ex=ttl, nx=only_new))
 
     async def delete(self, name: str) -> bool:
-        with _redis_edge():
-            return bool(await self.redis.delete(self.ref(name)))
+        return bool(await self.redis.delete(self.ref(name)))
 
     async def exists(self, name: str) -> bool:
-        with _redis_edge():
-            return bool(await self.redis.exists(self.ref(name)))
+        return bool(await self.redis.exists(self.ref(name)))
 
     async def fields(self, name: str) -> dict[str, str]:
-        with _redis_edge():
-            return cast(dict[str, str], await self.redis.hgetall(self.ref(name)))
+        return cast(dict[str, str], await self.redis.hgetall(self.ref(name)))
 
     async def set_field(self, name: str, field: str, value: str, *, ttl: int) -> None:
         key = self.ref(name)
-        with _redis_edge():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, field, value)
-                pipe.expire(key, ttl)
-                await pipe.execute()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, field, value)
+            pipe.expire(key, ttl)
+            await pipe.execute()
 
 
 class RuntimeChannelContext:

@@ -59,10 +59,6 @@ from gateway.settings import Settings
 # built-in ConnectionError and TimeoutError are OSErrors.
 _OUTAGE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, TryAgainError, SlotNotCoveredError)
 
-# The old name of what a caller catches for an outage, for the callers not yet
-# converted to `except Unavailable` (outbox.py, channels/): only Unavailable now.
-REDIS_DOWN: tuple[type[Exception], ...] = (Unavailable,)
-
 
 _Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
 

@@ -17,6 +17,8 @@ import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from gateway import probes, tracing
 from gateway.api import router as api_router
@@ -94,13 +96,12 @@ async def _too_large(send, limit: int) -> None:
 
 @dataclass(frozen=True)
 class _Direct:
-    route: APIRoute
     request_param: str
     call: Callable[..., Awaitable[Response]]
 
 
-# Kept reach-in (fastapi<1 in pyproject): Starlette's route regexes and a copy of its private
-# exception-handler lookup, for the 40 % of a webhook's app CPU in the docstring (benchmarks/, scenario 1).
+# Kept reach-in (fastapi<1 in pyproject): a copy of Starlette's private exception-handler lookup
+# (`_handler_for`), for the 40 % of a webhook's app CPU in the docstring (benchmarks/, scenario 1).
 class DirectRoutes:
     """ASGI middleware: the providers' POST routes called straight, past FastAPI's routing.
 
@@ -110,22 +111,31 @@ class DirectRoutes:
     about 40 % of the app's CPU on `POST /webhooks/{agent}` (benchmarks/, scenario 1).
     A route qualifies when its endpoint takes only the `Request` and `str` path
     parameters and returns a `Response` (`_direct`); FastAPI keeps the route, so the
-    OpenAPI schema and every other method are unchanged. This sits inside the body
-    limit and tracing middleware, and its errors go to the app's exception handlers,
-    so a direct route answers exactly as the FastAPI route would.
+    OpenAPI schema and every other method are unchanged.
+
+    `routes` are the channels' routes, in the order the app's router tries them, ahead
+    of every other route (`_mount`), each with how to call it straight or None. They
+    are matched as the router matches them (`BaseRoute.matches`: the first full match
+    wins), so the route that answers is the one the router would pick; when that one
+    needs FastAPI, FastAPI answers. This sits inside
+    the body limit and tracing middleware, and its errors go to the app's exception
+    handlers, so a direct route answers exactly as the FastAPI route would
+    (tests/gateway/test_http.py compares the two on generated requests).
     """
 
-    def __init__(self, app, routes: list[_Direct]) -> None:
+    def __init__(self, app, routes: list[tuple[BaseRoute, _Direct | None]]) -> None:
         self.app = app
         self.routes = routes  # filled by `_mount`
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "POST":
-            for direct in self.routes:
-                match = direct.route.path_regex.match(scope["path"])
-                if match is not None:
-                    scope["path_params"] = params = match.groupdict()
-                    return await self._call(direct, params, scope, receive, send)
+            for route, direct in self.routes:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    if direct is None:
+                        break
+                    scope.update(child)
+                    return await self._call(direct, child["path_params"], scope, receive, send)
         await self.app(scope, receive, send)
 
     async def _call(self, direct: _Direct, params: dict[str, str], scope, receive, send) -> None:
@@ -135,7 +145,7 @@ class DirectRoutes:
         except Exception as exc:
             handler = _handler_for(scope["app"].exception_handlers, exc)
             if handler is None:
-                raise  # the server error middleware's 500, as on any route
+                raise  # the server error middleware's 500 (and its handler, if any), as on any route
             response = handler(request, exc)
             if inspect.isawaitable(response):
                 response = await response
@@ -163,12 +173,17 @@ def _direct(route: Any) -> _Direct | None:
             return None
     if request_param is None:
         return None
-    return _Direct(route, request_param, route.endpoint)
+    return _Direct(request_param, route.endpoint)
 
 
 def _handler_for(handlers: dict[Any, Callable], exc: Exception) -> Callable | None:
+    """The handler Starlette's exception middleware would run: by status code for an
+    HTTPException, else by class. `Exception` and 500 belong to the server error
+    middleware, which a re-raised error reaches as from any route."""
+    if isinstance(exc, StarletteHTTPException) and exc.status_code in handlers:
+        return handlers[exc.status_code]
     for cls in type(exc).__mro__:
-        if cls in handlers:
+        if cls in handlers and cls is not Exception:
             return handlers[cls]
     return None
 
@@ -231,16 +246,16 @@ def _mount(app: FastAPI, rt: Runtime) -> None:
         return
     app.state.runtime = rt
     before = len(app.router.routes)
-    direct = []
+    channel_routes: list[BaseRoute] = []
     for channel in rt.channels.values():
         router = channel.router()
         if router is not None:
             app.include_router(router)  # included without a prefix: its routes' own paths are the app's
-            direct += [d for route in router.routes if (d := _direct(route)) is not None]
-    app.state.direct_routes[:] = direct
+            channel_routes += router.routes  # in the order the app's router tries them, once at its front
     # Providers' routes first: the router tries routes in order, and the API and dashboard
     # ahead of them cost every webhook about 30 µs of matching (benchmarks/, scenario 1).
     # No path is shared, so the order changes nothing else.
     added = app.router.routes[before:]
     del app.router.routes[before:]
     app.router.routes[:0] = added
+    app.state.direct_routes[:] = [(route, _direct(route)) for route in channel_routes]

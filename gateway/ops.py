@@ -37,6 +37,7 @@ def ops_server(rt: Runtime, port: int | None = None) -> uvicorn.Server:
         access_log=False,  # a probe every few seconds would drown the worker's own lines
         server_header=False,
         lifespan="off",
+        ws="none",  # no WebSocket routes: see serve.py
     )
     return probes.Server(config)
 

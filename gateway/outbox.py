@@ -30,9 +30,8 @@ from pydantic import ValidationError
 
 from gateway import metrics, tracing
 from gateway.config import parse_identity
-from gateway.connection import REDIS_DOWN
 from gateway.entries import Entry
-from gateway.errors import DeliveryFailed
+from gateway.errors import DeliveryFailed, Unavailable
 from gateway.events import (
     ApprovalDecision,
     ApprovalRequested,
@@ -50,6 +49,7 @@ from gateway.events import (
 from gateway.loops import Slots, loop_failed, redis_down, sleep
 from gateway.protocols import Channel, Recovers
 from gateway.retry import backoff
+from gateway.scripts import Group, Script
 from gateway.streams import delayed_member, flat, missing_group
 
 if TYPE_CHECKING:
@@ -69,16 +69,15 @@ ORDER_WAIT = 3600.0
 # What the outcome scripts share: the message leaves its thread's unsettled set, and the
 # thread's next message, if it is parked waiting for this one, goes to the stream now.
 _SETTLE = """
-local function settle(stream, unsettled, parked, delayed, id)
-  redis.call('ZREM', unsettled, id)
-  redis.call('HDEL', parked, id)
-  local head = redis.call('ZRANGE', unsettled, 0, 0)[1]
-  local member = head and redis.call('HGET', parked, head)
-  if not member then return end
+redis.call('ZREM', unsettled, outbound_id)
+redis.call('HDEL', parked, outbound_id)
+local head = redis.call('ZRANGE', unsettled, 0, 0)[1]
+local member = head and redis.call('HGET', parked, head)
+if member then
   redis.call('HDEL', parked, head)
   if redis.call('ZREM', delayed, member) == 1 then  -- 0: its safety timer released it already
     local fields = cjson.decode(member)
-    table.remove(fields, 1)
+    table.remove(fields, 1)  -- the nonce that keeps equal copies apart
     redis.call('XADD', stream, '*', unpack(fields))
   end
 end
@@ -86,45 +85,74 @@ end
 
 # Both outcome scripts acknowledge first: an entry acknowledged already means the
 # client is re-sending a script whose answer was lost, and the outcome is recorded.
-_OUTCOME = (
-    _SETTLE
-    + """
-if redis.call('XACK', KEYS[3], ARGV[2], ARGV[3]) == 0 then return 2 end
-redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[1])
-redis.call('DEL', KEYS[4])
-settle(KEYS[3], KEYS[5], KEYS[6], KEYS[7], ARGV[5])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 6))
-return 1
-"""
-)
+_ACKED = "if redis.call('XACK', stream, group, entry_id) == 0 then return 2 end\n"
+_SETTLED = ["unsettled", "parked", "delayed"]
 
-_FAIL = (
-    _SETTLE
-    + """
-if redis.call('XACK', KEYS[3], ARGV[2], ARGV[3]) == 0 then return 2 end
-redis.call('XADD', KEYS[4], '*', 'source', KEYS[3], 'source_id', ARGV[3], 'reason', ARGV[4], 'failed_at', ARGV[5], 'm', ARGV[6])
-redis.call('DEL', KEYS[5])
-settle(KEYS[3], KEYS[6], KEYS[7], KEYS[8], ARGV[7])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 8))
-return 1
-"""
-)
 
-# Park a message behind an earlier unsettled one of its thread, in one stroke with the
-# look, so the earlier one cannot settle unseen in between (it would release no one).
-# 0: none is earlier, send it; 1: parked; 2: the entry is not pending (a re-sent call
-# whose answer was lost parked it already); 3: it comes back from its safety timer.
-_WAIT_BEHIND = """
-if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 2 end
-if redis.call('HDEL', KEYS[3], ARGV[3]) == 1 then return 3 end
-local head = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-local index = tonumber(string.match(ARGV[3], '-(%d+)$'))
-if #head == 0 or head[1] == ARGV[3] or (index and tonumber(head[2]) >= index) then return 0 end
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+def outcome_script() -> Script:
+    """A delivery that went out: mark it `sent` (for a retry to see), settle it, and tell its thread. 1, or 2: done before."""
+    body = (
+        _ACKED
+        + """
+redis.call('SET', sent, status, 'EX', ttl)
+redis.call('DEL', sending)
+"""
+        + _SETTLE
+        + """
+redis.call('XADD', inbound, '*', unpack(ARGV, entry_at + 1))
 return 1
 """
+    )
+    return Script(
+        body,
+        keys=["sent", "inbound", "stream", "sending", *_SETTLED],
+        args=["ttl", "group", "entry_id", "status", "outbound_id", Group("entry")],
+    )
+
+
+def fail_script() -> Script:
+    """A delivery that failed or may have: its copy to the dead-letter stream, settle it, tell its thread. 1, or 2."""
+    body = (
+        _ACKED
+        + """
+redis.call('XADD', dlq, '*', 'source', stream, 'source_id', entry_id, 'reason', reason, 'failed_at', failed_at, 'm', copy)
+redis.call('DEL', sending)
+"""
+        + _SETTLE
+        + """
+redis.call('XADD', inbound, '*', unpack(ARGV, entry_at + 1))
+return 1
+"""
+    )
+    return Script(
+        body,
+        keys=["inbound", "stream", "dlq", "sending", *_SETTLED],
+        args=["group", "entry_id", "reason", "failed_at", "copy", "outbound_id", Group("entry")],
+    )
+
+
+def wait_behind_script() -> Script:
+    """Park a message behind an earlier unsettled one of its thread, in one stroke with the look.
+
+    So the earlier one cannot settle unseen in between (it would release no one).
+    0: none is earlier, send it; 1: parked; 2: the entry is not pending (a re-sent call
+    whose answer was lost parked it already); 3: it comes back from its safety timer.
+    """
+    body = """
+if #redis.call('XPENDING', stream, group, entry_id, entry_id, 1) == 0 then return 2 end
+if redis.call('HDEL', parked, outbound_id) == 1 then return 3 end
+local head = redis.call('ZRANGE', unsettled, 0, 0, 'WITHSCORES')
+local index = tonumber(string.match(outbound_id, '-(%d+)$'))
+if #head == 0 or head[1] == outbound_id or (index and tonumber(head[2]) >= index) then return 0 end
+redis.call('ZADD', delayed, due, member)
+redis.call('HSET', parked, outbound_id, member)
+redis.call('XACK', stream, group, entry_id)
+return 1
+"""
+    return Script(body, keys=["stream", *_SETTLED], args=["group", "entry_id", "outbound_id", "due", "member"])
+
+
+OUTCOME, FAIL, WAIT_BEHIND = outcome_script(), fail_script(), wait_behind_script()
 
 
 # ---------------------------------------------------------------- composing
@@ -337,9 +365,9 @@ class Outbox:
         self.consumer = consumer
         self.redis = runtime.redis
         self.keys = runtime.keys
-        self._outcome = self.redis.register_script(_OUTCOME)
-        self._fail = self.redis.register_script(_FAIL)
-        self._wait_behind = self.redis.register_script(_WAIT_BEHIND)
+        self._outcome = self.redis.register_script(OUTCOME.source)
+        self._fail = self.redis.register_script(FAIL.source)
+        self._wait_behind = self.redis.register_script(WAIT_BEHIND.source)
         self.slots = Slots(runtime.settings.sender_concurrency)  # one per delivery in flight
         # One lock per thread while any delivery holds or awaits it: each keeps it alive by reference.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -375,7 +403,7 @@ class Outbox:
                 entries, taken = await self.rt.streams.read_within(
                     self.slots, stop, stream, GROUP, self.consumer, READ_MOST
                 )
-            except REDIS_DOWN as exc:
+            except Unavailable as exc:
                 await redis_down(stop, exc)
                 continue
             except Exception:
@@ -403,7 +431,7 @@ class Outbox:
                         self._spawn(p, entry_id, fields)
                         started += 1
                 await self.rt.streams.record_backlog(stream, GROUP, "outbox", p)
-            except REDIS_DOWN as exc:
+            except Unavailable as exc:
                 await redis_down(stop, exc)
                 continue
             except Exception as exc:
@@ -416,14 +444,14 @@ class Outbox:
             if rounds % 10 == 0:
                 try:
                     await self.rt.streams.trim(stream, GROUP)
-                except REDIS_DOWN as exc:
+                except Unavailable as exc:
                     await redis_down(stop, exc)
 
     async def _release(self, p: int, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await self.rt.streams.release_due(self.keys.delayed(p, "outbox"), self.keys.outbox(p))
-            except REDIS_DOWN as exc:
+            except Unavailable as exc:
                 await redis_down(stop, exc)
             await sleep(stop, 0.2)
 
@@ -464,7 +492,7 @@ class Outbox:
                 attributes = {"thread_id": message.thread_id, "channel": message.channel, "outbound_id": message.id}
                 with tracing.span("frontdesk.deliver", parent=message.traceparent, span_kind="producer", **attributes):
                     await self._attempt(p, stream, entry_id, message)
-            except REDIS_DOWN as exc:
+            except Unavailable as exc:
                 log.warning("redis unavailable while delivering; the entry stays pending", error=str(exc))
 
     async def _attempt(self, p: int, stream: str, entry_id: str, message: OutboundMessage) -> None:
@@ -547,21 +575,18 @@ class Outbox:
         one's outcome script puts it back on the stream: nothing looks again in between.
         """
         held = message.model_copy(update={"held": message.held + 1})
-        answer = await self._wait_behind(
-            keys=[
-                stream,
-                self.keys.unsettled(message.thread_id),
-                self.keys.parked(message.thread_id),
-                self.keys.delayed(p, "outbox"),
-            ],
-            args=[
-                GROUP,
-                entry_id,
-                message.id,
-                int((time.time() + ORDER_WAIT) * 1000),
-                delayed_member({"m": held.model_dump_json(exclude_none=True)}),
-            ],
+        keys, args = WAIT_BEHIND.pack(
+            stream=stream,
+            unsettled=self.keys.unsettled(message.thread_id),
+            parked=self.keys.parked(message.thread_id),
+            delayed=self.keys.delayed(p, "outbox"),
+            group=GROUP,
+            entry_id=entry_id,
+            outbound_id=message.id,
+            due=int((time.time() + ORDER_WAIT) * 1000),
+            member=delayed_member({"m": held.model_dump_json(exclude_none=True)}),
         )
+        answer = await self._wait_behind(keys=keys, args=args)
         if answer == 3:
             log.warning(
                 "an earlier message of the thread never settled; sent without waiting longer", waited=ORDER_WAIT
@@ -577,18 +602,22 @@ class Outbox:
         entry = Entry(
             kind="delivery", thread_id=message.thread_id, data=delivery.model_dump(mode="json", exclude_none=True)
         )
-        await self._outcome(
-            keys=[
-                self.keys.sent(p, message.id),
-                self.keys.inbound(p),
-                stream,
-                self.keys.sending(p, message.id),
-                self.keys.unsettled(message.thread_id),
-                self.keys.parked(message.thread_id),
-                self.keys.delayed(p, "outbox"),
-            ],
-            args=[self.rt.settings.dedupe_ttl, GROUP, entry_id, status, message.id, *flat(entry.fields())],
+        keys, args = OUTCOME.pack(
+            sent=self.keys.sent(p, message.id),
+            inbound=self.keys.inbound(p),
+            stream=stream,
+            sending=self.keys.sending(p, message.id),
+            unsettled=self.keys.unsettled(message.thread_id),
+            parked=self.keys.parked(message.thread_id),
+            delayed=self.keys.delayed(p, "outbox"),
+            ttl=self.rt.settings.dedupe_ttl,
+            group=GROUP,
+            entry_id=entry_id,
+            status=status,
+            outbound_id=message.id,
+            entry=flat(entry.fields()),
         )
+        await self._outcome(keys=keys, args=args)
         metrics.DELIVERIES.labels(message.channel, status).inc()
         tracing.annotate(outcome=status)
         await self._count(message.channel, status)
@@ -634,28 +663,23 @@ class Outbox:
         )
         fresh = message.model_copy(update={"attempt": 0})
         dlq_reason = reason if status == "failed" else f"{status}, not re-sent: {reason}"
-        await self._fail(
-            keys=[
-                self.keys.sent(p, message.id),
-                self.keys.inbound(p),
-                stream,
-                self.keys.dlq(p),
-                self.keys.sending(p, message.id),
-                self.keys.unsettled(message.thread_id),
-                self.keys.parked(message.thread_id),
-                self.keys.delayed(p, "outbox"),
-            ],
-            args=[
-                "",
-                GROUP,
-                entry_id,
-                dlq_reason[:2000],
-                str(time.time()),
-                fresh.model_dump_json(exclude_none=True),
-                message.id,
-                *flat(entry.fields()),
-            ],
+        keys, args = FAIL.pack(
+            inbound=self.keys.inbound(p),
+            stream=stream,
+            dlq=self.keys.dlq(p),
+            sending=self.keys.sending(p, message.id),
+            unsettled=self.keys.unsettled(message.thread_id),
+            parked=self.keys.parked(message.thread_id),
+            delayed=self.keys.delayed(p, "outbox"),
+            group=GROUP,
+            entry_id=entry_id,
+            reason=dlq_reason[:2000],
+            failed_at=str(time.time()),
+            copy=fresh.model_dump_json(exclude_none=True),
+            outbound_id=message.id,
+            entry=flat(entry.fields()),
         )
+        await self._fail(keys=keys, args=args)
         metrics.DELIVERIES.labels(message.channel, status).inc()
         metrics.DEAD_LETTERS.labels("outbox").inc()
         tracing.annotate(outcome=status)

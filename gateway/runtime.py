@@ -11,9 +11,9 @@ import contextlib
 import gc
 import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import redis.asyncio as aioredis
@@ -32,6 +32,33 @@ from gateway.router import Router
 from gateway.settings import Settings
 from gateway.streams import Streams
 from gateway.threads import ThreadStore
+
+_Made = TypeVar("_Made")
+
+
+class SharedClients:
+    """Clients that plugins share, one per key, built on first use and closed with the runtime.
+
+    Agents key their model clients by spec: every agent on `openai:gpt-4o-mini` uses
+    one client and its connection pool, not one each (agents/kit/agent.py).
+    """
+
+    def __init__(self) -> None:
+        self._made: dict[Hashable, Any] = {}
+
+    def get(self, key: Hashable, build: Callable[[], _Made]) -> _Made:
+        """The client under `key`; `build()` makes it the first time."""
+        if key not in self._made:
+            self._made[key] = build()
+        return self._made[key]
+
+    async def aclose(self) -> None:
+        """Close every client that closes (`Closes`), the last made first, all of them even if one fails."""
+        made, self._made = list(self._made.values()), {}
+        async with contextlib.AsyncExitStack() as stack:
+            for client in made:
+                if isinstance(client, Closes):
+                    stack.push_async_callback(client.aclose)
 
 
 @dataclass
@@ -57,6 +84,7 @@ class Runtime:
     # What plugins of this process share, by name (the agent kit's MCP sessions: agents/kit/mcp.py);
     # each is closed with the runtime, after the agents that use it.
     shared: dict[str, Closes] = field(default_factory=dict)
+    clients: SharedClients = field(default_factory=SharedClients)
 
     def agent_names(self) -> list[str]:
         return sorted(self.agents)
@@ -101,6 +129,7 @@ async def running(
             ingest=Ingest(redis, keys, settings.dedupe_ttl, settings.rate_limit, settings.rate_window),
         )
         stack.push_async_callback(_close_shared, rt)
+        stack.push_async_callback(rt.clients.aclose)  # after the agents and channels that use them
         agent_paths = ([BUILTIN_AGENTS] if builtins else []) + settings.agent_modules()
         for agent in [*load_plugins(agent_paths, rt), *instantiate(list(agents), rt)]:
             rt.agents[agent.name] = agent

@@ -177,6 +177,9 @@ def _http_server(rt: Runtime) -> probes.Server:
         # uvicorn annotates an int, and waits with asyncio.wait_for, which takes the float as it is.
         timeout_graceful_shutdown=settings.shutdown_grace,  # type: ignore[arg-type]
         server_header=False,
+        # No route is a WebSocket, so no WebSocket stack is loaded. uvicorn's "auto" would: on
+        # 0.29 (our floor) it imports websockets.legacy, deprecated by websockets 14 and later.
+        ws="none",
     )
     return probes.Server(config)
 

@@ -1,9 +1,11 @@
-"""Test helpers: polling for a condition and running loops in the background."""
+"""Test helpers: polling for a condition, running loops in the background, free loopback ports."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import socket
 from collections.abc import AsyncIterator
 
 import structlog
@@ -85,3 +87,30 @@ def plain_tracebacks() -> None:
             structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback),
         ]
     )
+
+
+def free_port(*, bus: bool = False) -> int:
+    """A loopback port free right now, for a server a test starts.
+
+    With `bus`, one whose Redis Cluster bus port (+10000) is free too: Redis 6 has no
+    cluster-port setting. Those are picked below the kernel's ephemeral range (32768 up
+    on Linux), where the port 0 answers come from, so a pair fits under 65536.
+    """
+    if not bus:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    for _ in range(500):
+        port = random.randint(20000, 40000)
+        if _port_free(port) and _port_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair on loopback")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

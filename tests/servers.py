@@ -18,7 +18,11 @@ import uvicorn
 
 class LoopbackServer:
     def __init__(self, app) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", ws="none", log_level="warning")
+        # loop="asyncio": on "auto", uvicorn 0.29 (our floor) installs uvloop's policy for the whole
+        # process in Server.run, and every later test's loop would come from it.
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, lifespan="off", ws="none", loop="asyncio", log_level="warning"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="loopback-server", daemon=True)
 

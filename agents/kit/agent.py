@@ -56,7 +56,7 @@ from gateway.events import (
 )
 from gateway.events import DoneForNow as DoneEvent
 from gateway.events import RequestHumanInput as AskEvent
-from gateway.settings import PluginSettings, plugin_settings
+from gateway.settings import PluginSettings, Settings, plugin_settings
 
 if TYPE_CHECKING:
     from agents.kit.evals.cases import Step
@@ -102,8 +102,8 @@ class Agent:
         self.own_settings = plugin_settings(self.settings_class, self.settings) if self.settings_class else None
         cfg = runtime.config.agent(self.name)
         self.contacts = dict(cfg.contacts)
-        self.model = model or load_model(
-            self.settings.model_copy(update={"model": cfg.model}) if cfg.model else self.settings, demo=self.demo
+        self.model = model or self._shared_model(
+            self.settings.model_copy(update={"model": cfg.model}) if cfg.model else self.settings
         )
         self._steps = {tool.name: tool for tool in (*self.toolbox, *BUILTIN_TOOLS)}
         self._mcp_pending = {**self.mcp_servers, **cfg.mcp}  # servers whose tools are not in _steps yet
@@ -112,6 +112,15 @@ class Agent:
         self._template = self._load_template()
         self._home = Path(self.prompt or ".").parent  # a variant with another prompt keeps its cases
         self._reported: str | None = None  # the shape last shown on the health page by this process
+
+    def _shared_model(self, settings: Settings) -> Model:
+        """The runtime's client for this agent's model spec: one per spec, closed by the runtime.
+
+        The demo model is not a client but this agent's own script, so each agent has its own.
+        """
+        spec = settings.model.strip()
+        key = ("model", spec, self.name) if spec.lower() == "demo" else ("model", spec)
+        return self.runtime.clients.get(key, lambda: load_model(settings, demo=self.demo))
 
     # ------------------------------------------------------------ overridable
     def demo(self, context: str, tools: list[str]) -> tuple[str, dict[str, Any]]:
@@ -158,9 +167,6 @@ class Agent:
     # ------------------------------------------------------------ protocol
     def tools(self) -> list[dict[str, Any]]:
         return [tool.describe() for tool in self._steps.values()]
-
-    async def aclose(self) -> None:
-        await self.model.aclose()
 
     async def start(self) -> None:
         """Reach the agent's MCP servers and add their tools (the runtime calls it once, at start-up)."""

@@ -10,6 +10,7 @@ import pytest
 
 from agents.kit import Agent, Tool, ToolContext
 from agents.kit.models.base import ModelError, ModelReply, Usage
+from agents.kit.models.openai import OpenAIModel
 from gateway import modelhealth
 from gateway.events import ApprovalDecision, Contact, HumanResponse, Thread, UserMessage
 from gateway.runtime import running
@@ -272,3 +273,54 @@ async def test_the_health_page_learns_the_shape_once_and_each_error(rt, prompt):
     [seen] = await modelhealth.gather(rt.redis, rt.keys)
     assert seen.accepts == "tool_choice=auto"
     assert [message for _, message in seen.errors] == ["openai: 500 boom"]
+
+
+async def test_agents_on_one_model_spec_share_one_client_and_the_runtime_closes_it(
+    settings, prompt, tmp_path, monkeypatch
+):
+    closed: list[OpenAIModel] = []
+
+    async def counted_aclose(self: OpenAIModel) -> None:
+        closed.append(self)
+
+    monkeypatch.setattr(OpenAIModel, "aclose", counted_aclose)
+    config = tmp_path / "frontdesk.toml"
+    config.write_text('[agents.third]\nmodel = "openai:other"\n')
+    settings = settings.model_copy(
+        update={"model": "openai:shared", "openai_base_url": "http://127.0.0.1:9/v1", "config_path": config}
+    )
+
+    def agent(name: str, **attrs):
+        cls = type(f"Agent_{name}", (Agent,), {"name": name, "description": "t", "prompt": prompt, **attrs})
+        return lambda rt: cls(rt)
+
+    async with running(settings, builtins=False, agents=[agent("first"), agent("second"), agent("third")]) as rt:
+        first, second, third = (rt.agents[n].model for n in ("first", "second", "third"))
+        assert isinstance(first, OpenAIModel) and first is second
+        assert isinstance(third, OpenAIModel) and third is not first and third.name == "openai:other"
+        assert closed == []
+    assert sorted(closed, key=id) == sorted([first, third], key=id)  # each once, by the runtime
+
+
+class _DemoOne(Agent):
+    name, description = "one", "t"
+
+    def demo(self, context: str, tools: list[str]) -> tuple[str, dict[str, Any]]:
+        return "done_for_now", {"message": "I am one"}
+
+
+class _DemoTwo(_DemoOne):
+    name = "two"
+
+    def demo(self, context: str, tools: list[str]) -> tuple[str, dict[str, Any]]:
+        return "done_for_now", {"message": "I am two"}
+
+
+async def test_each_agent_on_the_demo_model_keeps_its_own_script(settings, prompt):
+    settings = settings.model_copy(update={"model": "demo"})
+    agents = [lambda rt, cls=cls: type(cls.__name__, (cls,), {"prompt": prompt})(rt) for cls in (_DemoOne, _DemoTwo)]
+    async with running(settings, builtins=False, agents=agents) as rt:
+        assert rt.agents["one"].model is not rt.agents["two"].model
+        for name in ("one", "two"):
+            thread = await run_until_paused(rt.agents[name], *new_thread())
+            assert thread.events[-1].text.endswith(f"I am {name}")

@@ -12,7 +12,7 @@ from email.parser import BytesParser
 import pytest
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
-from helpers import make_settings
+from helpers import eventually, make_settings
 from plugins import EchoAgent
 
 import channels.email as email_channel
@@ -74,7 +74,13 @@ async def relay(**smtp_kw):
     loop = asyncio.get_running_loop()
     if smtp_kw.pop("auth", False):
         smtp_kw.update(auth_required=True, authenticator=sink.authenticate)
-    server = await loop.create_server(lambda: SMTP(sink, hostname="relay.test", loop=loop, **smtp_kw), "127.0.0.1", 0)
+    sessions: list[SMTP] = []
+
+    def session() -> SMTP:
+        sessions.append(SMTP(sink, hostname="relay.test", loop=loop, **smtp_kw))
+        return sessions[-1]
+
+    server = await loop.create_server(session, "127.0.0.1", 0)
     sink.port = server.sockets[0].getsockname()[1]
     try:
         yield sink
@@ -83,6 +89,10 @@ async def relay(**smtp_kw):
             sink.hold.set()
         server.close()
         await server.wait_closed()
+        # On Python 3.11 wait_closed does not wait for open connections. Each ends once its client
+        # has closed (a client that timed out closes its socket a moment later): wait for that, so
+        # nothing of the test outlives its event loop.
+        await eventually(lambda: all(s.transport is None for s in sessions))
 
 
 @contextlib.asynccontextmanager

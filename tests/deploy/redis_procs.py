@@ -9,37 +9,18 @@ with plain commands (CLUSTER ADDSLOTS, CLUSTER MEET), so no redis-cli is needed.
 from __future__ import annotations
 
 import contextlib
-import random
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import redis
+from helpers import free_port
 
 from gateway.embedded import redis_executable
 
 HOST = "127.0.0.1"
 SLOTS = 16384
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(bus: bool = False) -> int:
-    """A free port; with `bus`, one whose cluster bus port (+10000) is free too (Redis 6 has no cluster-port)."""
-    for _ in range(500):
-        port = random.randint(20000, 40000)
-        if _port_free(port) and (not bus or _port_free(port + 10000)):
-            return port
-    raise RuntimeError("no free port pair on loopback")
 
 
 def _wait(check, what: str, timeout: float = 20.0) -> None:

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import httpx
-from helpers import make_settings
+from helpers import free_port, make_settings
 from prometheus_client import REGISTRY
-from redis_procs import free_port
 
 from gateway.ops import create_ops_app, ops_server, serve_ops
 from gateway.runtime import running

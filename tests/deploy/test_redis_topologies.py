@@ -141,7 +141,7 @@ async def test_the_rate_limit_is_per_sender_across_a_clusters_partitions(cluster
 
 async def test_a_cluster_that_is_gone_reads_as_redis_down(tmp_path):
     """No node answers: the same error family as a single server that is down (503, retry)."""
-    from redis_procs import free_port
+    from helpers import free_port
 
     from gateway.connection import make_client
     from gateway.errors import Unavailable

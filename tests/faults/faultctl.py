@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Any
 import redis
 from aiohttp import web
 from faultkit import PID_HEADER
+from helpers import free_port
 
 from agents.kit import Block, parse_blocks
 from gateway.embedded import redis_executable
@@ -209,12 +209,6 @@ class Control:
 
 
 # ---------------------------------------------------------------- Redis
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:

@@ -106,46 +106,48 @@ async def test_a_thread_s_second_message_leaves_when_the_first_settles_without_p
 
 
 class Interrupting(SinkChannel):
-    """The provider takes the message; then Redis stops taking writes and the sender is shut down."""
+    """The provider takes the message; the outcome's first write then waits on `gate`, and the sender is shut down."""
 
-    def __init__(self, url: str, rt) -> None:
+    def __init__(self, url: str) -> None:
         super().__init__(url)
-        self.rt = rt
+        self.gate = asyncio.Event()
         self.outbox: Outbox | None = None
         self.draining: asyncio.Task | None = None
         self.delivery: asyncio.Task | None = None
 
     async def send(self, message: OutboundMessage) -> Sent:
         sent = await super().send(message)
-        # The outcome's write now waits on Redis, for as long as the test likes: the shutdown
-        # cancel lands between the provider's answer and its record.
-        await self.rt.redis.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
         assert self.outbox is not None
         self.delivery = asyncio.current_task()
-        self.draining = asyncio.create_task(self.outbox.drain(0))
-        # A conversation opened: binding it to the thread is the first write after the send.
+        self.draining = asyncio.create_task(self.outbox.drain(0))  # no grace: the delivery is cancelled at once
+        # A conversation opened: binding it to the thread is the outcome's first write.
         return Sent(detail=sent.detail, conversation=f"conv-{message.thread_id}")
 
 
 async def test_a_shutdown_between_the_send_and_its_record_still_records_it(settings, provider):
-    channel = Interrupting(provider.url, None)
+    channel = Interrupting(provider.url)
     async with running(settings, agents=[], builtins=False, channels=[channel]) as rt:
-        channel.rt = rt
         provider.release.set()
+        bind = rt.ingest.bind
+
+        async def held_bind(*args) -> None:
+            await channel.gate.wait()  # the shutdown's cancel lands here, after the send, before any record
+            await bind(*args)
+
+        rt.ingest.bind = held_bind
         message = await queue(rt, "t1", 1)
         outbox = channel.outbox = Outbox(rt, "o1")
-        try:
-            async with background(outbox):
-                await eventually(lambda: channel.draining is not None)
-                delivery = channel.delivery
-                assert delivery is not None
-                await eventually(lambda: delivery.cancelling() or delivery.done())  # the shutdown's cancel
-                await rt.redis.execute_command("CLIENT", "UNPAUSE")
-                await channel.draining
-        finally:
-            await rt.redis.execute_command("CLIENT", "UNPAUSE")
+        async with background(outbox):
+            await eventually(lambda: channel.draining is not None)
+            delivery = channel.delivery
+            assert delivery is not None
+            await eventually(lambda: delivery.cancelling() or delivery.done())
+            channel.gate.set()
+            await channel.draining
+        assert delivery.cancelled()  # the cancel reached the delivery while its outcome was being written
         assert await rt.redis.get(rt.keys.sent(0, message.id)) == "sent"
         assert not await rt.redis.exists(rt.keys.sending(0, message.id))  # no one will call it ambiguous
+        assert await rt.redis.get(rt.keys.conversation("test", "conv-t1")) == "t1"
         assert await _pending_is(rt, 0)
         [(_, entries)] = await rt.redis.xread({rt.keys.inbound(0): "0"})
         assert [fields["k"] for _, fields in entries] == ["delivery"]

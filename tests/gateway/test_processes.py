@@ -24,7 +24,7 @@ import httpx
 import pytest
 import redis
 from aiohttp import web
-from helpers import eventually
+from helpers import eventually, free_port
 
 from gateway.embedded import running_url
 from gateway.events import InboundMessage
@@ -51,12 +51,6 @@ def child_env(**values) -> dict[str, str]:
     )
     env.update({k: str(v) for k, v in values.items()})
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening(port: int) -> bool:

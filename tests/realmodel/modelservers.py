@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -23,18 +22,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS_PYTHON = Path(os.environ.get("FRONTDESK_MODELS_PYTHON", REPO / ".venv-models" / "bin" / "python")).absolute()
 FRONTDESK = str(Path(sys.executable).with_name("frontdesk"))
 START_WITHIN = 180.0  # seconds: loading the model on a busy two-core machine
 _OWN_PREFIXES = ("FRONTDESK_", "TEST_", "SLACK_", "TWILIO_", "OPENAI_", "ANTHROPIC_", "LITELLM_")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -51,7 +51,7 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def _serve(app, sock: socket.socket):
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="none"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         await eventually(lambda: server.started or task.done())
