@@ -44,6 +44,7 @@ from humanlayer import (
     ResponseOption,
     SlackContactChannel,
     SMSContactChannel,
+    WhatsAppContactChannel,
 )
 from servers import LoopbackServer
 from standardwebhooks import Webhook
@@ -56,6 +57,7 @@ import channels.email as email_channel
 import channels.slack as slack
 import channels.sms as sms
 import channels.webhook as webhook
+import channels.whatsapp as whatsapp
 from agents.humanlayer import HumanLayerAgent
 from channels.slack.approvals import REASON
 from gateway.http import create_app
@@ -232,7 +234,8 @@ async def frontdesk(redis_url: str, prefix: str, p: Providers | None = None, **o
         default_agent="humanlayer",
     )
     settings = make_settings(redis_url, prefix, **{**values, **overrides})
-    channels = [slack.channel, sms.channel, email_channel.channel, webhook.channel]
+    # WhatsApp reads its own settings (TWILIO_WHATSAPP_FROM, FRONTDESK_WHATSAPP_TEMPLATE*) from the environment.
+    channels = [slack.channel, sms.channel, whatsapp.channel, email_channel.channel, webhook.channel]
     async with running(settings, agents=[lambda rt: HumanLayerAgent(rt)], builtins=False, channels=channels) as rt:
         config = uvicorn.Config(
             create_app(settings, rt), host="127.0.0.1", port=p.port, lifespan="on", ws="none", log_level="warning"
@@ -664,6 +667,105 @@ async def test_sms_approval_and_question_answered_by_text(redis_url, prefix):
         assert await finished(result) == "User denied cancel with message: not now"
         got = await asyncio.to_thread(hl.get_function_call, "call-sms3")
         assert got.status.reject_option_name == "later"
+
+
+WA_OURS, WA_THEIRS, WA_OTHER = f"whatsapp:{OUR_NUMBER}", f"whatsapp:{THEIR_NUMBER}", "whatsapp:+15551230002"
+WA_TEMPLATE = "HX" + "3" * 32
+
+
+@pytest.fixture
+def whatsapp_sender(monkeypatch):
+    """Our WhatsApp sender and the one template for every kind, configured as a deployment does."""
+    monkeypatch.setenv("TWILIO_WHATSAPP_FROM", WA_OURS)
+    monkeypatch.setenv("FRONTDESK_WHATSAPP_TEMPLATE", WA_TEMPLATE)
+
+
+async def _whatsapp(fd: Frontdesk, sid: str, sender: str, body: str) -> None:
+    """`sender` writes `body` on WhatsApp to our sender, signed as Twilio signs it."""
+    r = await fd.p.twilio.incoming_whatsapp(f"{fd.url}/twilio/sms", sid, sender, WA_OURS, body)
+    assert r.status_code == 200, r.text
+
+
+def _to(fd: Frontdesk, address: str) -> list[dict[str, str]]:
+    return [m for m in fd.p.twilio.messages if m["To"] == address]
+
+
+async def test_whatsapp_approval_outside_the_window_goes_as_the_template_and_a_reply_denies(
+    redis_url, prefix, whatsapp_sender
+):
+    async with frontdesk(redis_url, prefix) as fd:
+        hl = fd.sdk()
+        hl.genid = lambda p: f"{p}-wa1"
+        phone = ContactChannel(whatsapp=WhatsAppContactChannel(phone_number=THEIR_NUMBER))
+
+        @hl.require_approval(contact_channel=phone)
+        def refund(order: str) -> str:
+            raise AssertionError("a denied call must not run")
+
+        result = asyncio.create_task(asyncio.to_thread(refund, order="A-17"))
+        # They never wrote to us: outside the 24-hour window, only the configured template may go.
+        [asked] = await eventually(lambda: _to(fd, WA_THEIRS))
+        assert (asked["From"], asked["ContentSid"]) == (WA_OURS, WA_TEMPLATE) and "Body" not in asked
+        assert "Window" not in asked  # Twilio would deliver it
+        text = json.loads(asked["ContentVariables"])["1"]
+        assert "refund(order='A-17')" in text and "YES" in text
+        await eventually(lambda: fd.status("function_call", "call-wa1", "waiting_approval"))
+        thread = await fd.thread("function_call", "call-wa1")
+        [delivery] = [e for e in thread.events if e.type == "delivery"]
+        assert delivery.channel == "whatsapp" and delivery.status == "sent"
+
+        # Someone else writing "approve" to the same sender starts a conversation of their own.
+        await _whatsapp(fd, "SMwa0001", WA_OTHER, "approve")
+        [told] = await eventually(lambda: _to(fd, WA_OTHER))
+        assert told["Body"].startswith("This address takes no messages")
+        assert await fd.status("function_call", "call-wa1", "waiting_approval")
+        assert (await asyncio.to_thread(hl.get_function_call, "call-wa1")).status.approved is None
+
+        await _whatsapp(fd, "SMwa0002", WA_THEIRS, "deny not before Monday")
+        assert await finished(result) == "User denied refund with message: not before Monday"
+        got = await asyncio.to_thread(hl.get_function_call, "call-wa1")
+        assert got.status.approved is False and got.status.comment == "not before Monday"
+        thread = await fd.thread("function_call", "call-wa1")
+        [decision] = [e for e in thread.events if e.type == "approval_decision"]
+        assert decision.by == f"whatsapp:{WA_THEIRS}"
+
+
+async def test_whatsapp_inside_the_window_approval_and_question_are_free_text(redis_url, prefix, whatsapp_sender):
+    async with frontdesk(redis_url, prefix) as fd:
+        # They wrote first: the window with them is open, and what we send is plain text.
+        await _whatsapp(fd, "SMwa0011", WA_THEIRS, "hello?")
+        await eventually(lambda: _to(fd, WA_THEIRS))
+        hl = fd.sdk()
+        hl.genid = lambda p: f"{p}-wa2"
+        phone = ContactChannel(whatsapp=WhatsAppContactChannel(phone_number=THEIR_NUMBER))
+
+        @hl.require_approval(contact_channel=phone)
+        def resend(invoice: str) -> str:
+            return f"resent {invoice}"
+
+        result = asyncio.create_task(asyncio.to_thread(resend, invoice="INV-9"))
+        [asked] = await eventually(lambda: [m for m in _to(fd, WA_THEIRS) if "resend(" in m.get("Body", "")])
+        assert asked["From"] == WA_OURS and "ContentSid" not in asked and "Window" not in asked
+        assert "resend(invoice='INV-9')" in asked["Body"]
+        await eventually(lambda: fd.status("function_call", "call-wa2", "waiting_approval"))
+        await _whatsapp(fd, "SMwa0012", WA_THEIRS, "approve")
+        assert await finished(result) == "resent INV-9"
+
+        hl.genid = lambda p: f"{p}-wa3"
+        ask = hl.human_as_tool(contact_channel=phone)
+        answer = asyncio.create_task(asyncio.to_thread(ask, "Which colour?"))
+        [question] = await eventually(lambda: [m for m in _to(fd, WA_THEIRS) if "Which colour?" in m.get("Body", "")])
+        assert "ContentSid" not in question
+        await eventually(lambda: fd.status("human_contact", "call-wa3", "waiting_human"))
+        # Another number's answer is not theirs: it starts a conversation of its own.
+        await _whatsapp(fd, "SMwa0013", WA_OTHER, "red")
+        await eventually(lambda: _to(fd, WA_OTHER))
+        assert (await asyncio.to_thread(hl.get_human_contact, "call-wa3")).status.response is None
+        assert await fd.status("human_contact", "call-wa3", "waiting_human")
+        await _whatsapp(fd, "SMwa0014", WA_THEIRS, "dark green")
+        assert await finished(answer) == "dark green"
+        got = await asyncio.to_thread(hl.get_human_contact, "call-wa3")
+        assert got.status.response == "dark green"
 
 
 class Gate:
