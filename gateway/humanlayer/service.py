@@ -126,7 +126,9 @@ class HumanLayerCalls:
         if channel.sms is not None:
             return Contact(channel="sms", address=channel.sms.phone_number), None
         if channel.whatsapp is not None:
-            return Contact(channel="whatsapp", address=f"whatsapp:{channel.whatsapp.phone_number}"), None
+            # "+15551230001" or as Twilio writes it, "whatsapp:+15551230001": the same person either way.
+            number = channel.whatsapp.phone_number.strip().removeprefix("whatsapp:")
+            return Contact(channel="whatsapp", address=f"whatsapp:{number}"), None
         assert channel.email is not None
         return Contact(channel="email", address=channel.email.address), None
 

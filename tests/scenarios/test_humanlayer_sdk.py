@@ -706,7 +706,6 @@ async def test_whatsapp_approval_outside_the_window_goes_as_the_template_and_a_r
         # They never wrote to us: outside the 24-hour window, only the configured template may go.
         [asked] = await eventually(lambda: _to(fd, WA_THEIRS))
         assert (asked["From"], asked["ContentSid"]) == (WA_OURS, WA_TEMPLATE) and "Body" not in asked
-        assert "Window" not in asked  # Twilio would deliver it
         text = json.loads(asked["ContentVariables"])["1"]
         assert "refund(order='A-17')" in text and "YES" in text
         await eventually(lambda: fd.status("function_call", "call-wa1", "waiting_approval"))
@@ -766,6 +765,35 @@ async def test_whatsapp_inside_the_window_approval_and_question_are_free_text(re
         assert await finished(answer) == "dark green"
         got = await asyncio.to_thread(hl.get_human_contact, "call-wa3")
         assert got.status.response == "dark green"
+
+
+async def test_whatsapp_numbers_the_sdk_may_send_and_the_ones_refused(redis_url, prefix, whatsapp_sender, monkeypatch):
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+
+    def body(call_id: str, number: str) -> dict:
+        channel = {"whatsapp": {"phone_number": number}}
+        return {"run_id": "r", "call_id": call_id, "spec": {"fn": "f", "kwargs": {}, "channel": channel}}
+
+    async with frontdesk(redis_url, prefix) as fd:
+        # Written as Twilio writes it, the number reaches the same person as the bare E.164 one.
+        r = await fd.http.post(f"{fd.base}/function_calls", json=body("prefixed", WA_THEIRS), headers=auth)
+        assert r.status_code == 200, r.text
+        [asked] = await eventually(lambda: _to(fd, WA_THEIRS))
+        assert asked["ContentSid"] == WA_TEMPLATE
+        await eventually(lambda: fd.status("function_call", "prefixed", "waiting_approval"))
+
+        # Not a number: refused with the reason, no call stored, nothing sent.
+        r = await fd.http.post(f"{fd.base}/function_calls", json=body("bad", "555-1234"), headers=auth)
+        assert r.status_code == 422 and "not a WhatsApp address" in r.json()["detail"], r.text
+        assert (await fd.http.get(f"{fd.base}/function_calls/bad", headers=auth)).status_code == 404
+        assert len(fd.p.twilio.messages) == 1
+
+    monkeypatch.delenv("TWILIO_WHATSAPP_FROM")
+    async with frontdesk(redis_url, prefix) as fd:  # no sender to write first from: refused, saying which setting
+        r = await fd.http.post(f"{fd.base}/function_calls", json=body("unsent", THEIR_NUMBER), headers=auth)
+        assert r.status_code == 422 and "TWILIO_WHATSAPP_FROM" in r.json()["detail"], r.text
+        assert (await fd.http.get(f"{fd.base}/function_calls/unsent", headers=auth)).status_code == 404
+        assert fd.p.twilio.messages == []
 
 
 class Gate:
