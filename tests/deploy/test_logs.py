@@ -7,10 +7,13 @@ import json
 import logging
 
 import pytest
+import structlog
 from helpers import background, eventually
 from plugins import EchoAgent, FailingAgent
 from recorder import Recorder
 
+import gateway.outbox as outbox_module
+import gateway.worker as worker_module
 from gateway.events import InboundMessage
 from gateway.logs import configure_logging
 from gateway.outbox import Outbox
@@ -21,7 +24,12 @@ CONTEXT = ("thread_id", "agent", "channel", "event_id")
 
 
 @pytest.fixture
-def json_lines(settings):
+def json_lines(settings, monkeypatch):
+    # structlog caches a logger's processors at its first use (cache_logger_on_first_use): a module
+    # logger first used under another test's configuration (helpers.plain_tracebacks) would keep
+    # rendering console lines. Fresh proxies for the two modules read here take this configuration.
+    for module, name in ((worker_module, "frontdesk.worker"), (outbox_module, "frontdesk.outbox")):
+        monkeypatch.setattr(module, "log", structlog.get_logger(name))
     buffer = io.StringIO()
     root = logging.getLogger()
     level = root.level
