@@ -48,7 +48,7 @@ $(LOWEST)/.installed: pyproject.toml .ci/lowest_constraints.py
 	touch $@
 
 test-lowest: $(LOWEST)/.installed browser
-	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider -m "not slow and not realmodel" $(PYTEST_ARGS)
 
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)

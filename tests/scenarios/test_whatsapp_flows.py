@@ -73,7 +73,8 @@ async def _rows(rt, count: int):
 
 @contextlib.asynccontextmanager
 async def _serve(app, sock: socket.socket):
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    # ws="none": HTTP only; on "auto" uvicorn 0.31.1 (our floor) imports websockets.legacy, which warns.
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="none"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         await eventually(lambda: server.started or task.done())
