@@ -709,8 +709,12 @@ async def test_whatsapp_approval_outside_the_window_goes_as_the_template_and_a_r
         text = json.loads(asked["ContentVariables"])["1"]
         assert "refund(order='A-17')" in text and "YES" in text
         await eventually(lambda: fd.status("function_call", "call-wa1", "waiting_approval"))
-        thread = await fd.thread("function_call", "call-wa1")
-        [delivery] = [e for e in thread.events if e.type == "delivery"]
+
+        async def deliveries() -> list:
+            # The outcome is written to the thread after the send returns: wait for it, not for the fake.
+            return [e for e in (await fd.thread("function_call", "call-wa1")).events if e.type == "delivery"]
+
+        [delivery] = await eventually(deliveries)
         assert delivery.channel == "whatsapp" and delivery.status == "sent"
 
         # Someone else writing "approve" to the same sender starts a conversation of their own.
