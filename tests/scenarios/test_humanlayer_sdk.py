@@ -131,9 +131,18 @@ class Frontdesk:
         return AsyncHumanLayer(api_key=API_TOKEN, api_base_url=self.base, sleep=aquick, run_id=run_id)
 
     async def approval_post(self) -> dict:
-        """The approval request where it was asked (each approver may also get a copy in a DM, posted after it)."""
-        posts = await eventually(lambda: [p for p in self.fake.posts() if p.get("blocks")])
+        """The approval request where it was asked, not an approver's copy in a DM (D…): the outbox
+        may send the copies in either order."""
+        posts = await eventually(lambda: [p for p in self.fake.posts() if p.get("blocks") and p["channel"][0] != "D"])
         return posts[0]
+
+    def posted_ts(self, post: dict) -> str:
+        """The ts Slack answered for `post`."""
+        return next(
+            c.reply["ts"]
+            for c in self.fake.calls
+            if c.method == "chat.postMessage" and c.args.get("blocks") and c.args["channel"] == post["channel"]
+        )
 
     async def click(self, post: dict, *, user: str, approved: bool, n: int, thread_ts: str | None = None) -> None:
         """`user` clicks Approve or Deny under the approval request `post` (posted in `thread_ts`, if given)."""
@@ -159,7 +168,7 @@ class Frontdesk:
         self, post: dict, button: dict, *, user: str, action_ts: str, thread_ts: str | None = None
     ) -> None:
         """The block_actions request Slack sends for a click on `button`, signed."""
-        ts = next(c.reply["ts"] for c in self.fake.calls if c.method == "chat.postMessage" and c.args.get("blocks"))
+        ts = self.posted_ts(post)
         where = dict(user=user, channel=post["channel"], message_ts=ts, thread_ts=thread_ts, action_ts=action_ts)
         payload = json.loads(parse_qs(click(**where, value=button["value"], approved=True))["payload"][0])
         payload["actions"][0] |= {"action_id": button["action_id"], "block_id": post["blocks"][1]["block_id"]}
@@ -379,10 +388,8 @@ async def test_slack_buttons_only_allowed_responders_decide(redis_url, prefix):
         assert thread.status == "waiting_approval" and fd.fake.to("chat.update") == []
         assert (await asyncio.to_thread(hl.get_function_call, "call-slack1")).status.approved is None
 
-        # The allowed responder is also asked in a DM; a copy is not a second request.
-        assert [p["channel"] for p in fd.fake.posts() if p.get("blocks")][1:] == [
-            "D7"
-        ]  # conversations.open gave U7 the DM D7
+        # The allowed responder is also asked in a DM (conversations.open gave U7 the DM D7), in either order.
+        assert sorted(p["channel"] for p in fd.fake.posts() if p.get("blocks")) == ["C3", "D7"]
         # Deny asks for a reason first (a modal); the reason is the denial's comment the SDK returns.
         await fd.click(post, user="U7", approved=False, n=2)
         assert (
@@ -394,7 +401,7 @@ async def test_slack_buttons_only_allowed_responders_decide(redis_url, prefix):
         assert all(u["text"].startswith("Denied by <@U7> at ") for u in updates)  # every copy says who decided
         got = await asyncio.to_thread(hl.get_function_call, "call-slack1")
         assert got.status.approved is False
-        assert got.status.slack_message_ts == next(c.reply["ts"] for c in fd.fake.calls if c.args.get("blocks"))
+        assert got.status.slack_message_ts == fd.posted_ts(post)
 
 
 async def test_slack_channel_without_allowed_ids_anyone_there_approves(redis_url, prefix):
