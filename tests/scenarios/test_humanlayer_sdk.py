@@ -380,6 +380,14 @@ async def test_slack_buttons_only_allowed_responders_decide(redis_url, prefix):
         post = await fd.approval_post()
         await eventually(lambda: fd.status("function_call", "call-slack1", "waiting_approval"))
 
+        async def both_sent() -> bool:
+            # A click finds its thread by the conversation a send recorded, after Slack answered it: as a
+            # person would, click once the request (the channel's post and the DM copy) is recorded as sent.
+            thread = await fd.thread("function_call", "call-slack1")
+            return any(e.type == "delivery" and e.status == "sent" for e in thread.events)
+
+        await eventually(both_sent)
+
         # Someone in the channel but not allowed: told privately, nothing changes.
         await fd.click(post, user="U9", approved=True, n=1)
         [refusal] = await eventually(lambda: fd.fake.to("chat.postEphemeral"))
