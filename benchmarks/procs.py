@@ -115,27 +115,20 @@ def listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _redis_conf(data: Path, port: int, *lines: str) -> Path:
+    """A redis.conf for a server of ours on loopback: no RDB snapshots, in the foreground, `lines` added."""
+    data.mkdir(parents=True, exist_ok=True)
+    conf = data / "redis.conf"
+    conf.write_text("\n".join(["bind 127.0.0.1", f"port {port}", f"dir {data}", 'save ""', "daemonize no", *lines, ""]))
+    return conf
+
+
 @contextlib.contextmanager
 def redis_server(logdir: Path, *, appendonly: bool, name: str = "redis") -> Iterator[tuple[str, Proc]]:
     """A dedicated redis-server (the embedded binary) on a free port; AOF `everysec` or off."""
     port = free_port()
-    data = logdir / f"{name}-data"
-    data.mkdir(parents=True, exist_ok=True)
-    conf = data / "redis.conf"
-    conf.write_text(
-        "\n".join(
-            [
-                "bind 127.0.0.1",
-                f"port {port}",
-                f"dir {data}",
-                f"appendonly {'yes' if appendonly else 'no'}",
-                "appendfsync everysec",
-                'save ""',
-                "daemonize no",
-                "",
-            ]
-        )
-    )
+    aof = f"appendonly {'yes' if appendonly else 'no'}"
+    conf = _redis_conf(logdir / f"{name}-data", port, aof, "appendfsync everysec")
     proc = Proc([redis_executable(), str(conf)], env=dict(os.environ), logdir=logdir, name=name)
     url = f"redis://127.0.0.1:{port}/0"
     try:
@@ -215,3 +208,76 @@ def machine() -> dict[str, str]:
         "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
         "kernel": os.uname().release,
     }
+
+
+def _bus_free_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too, below the ephemeral range."""
+    import random
+
+    for _ in range(500):
+        port = random.randint(20000, 40000)
+        with socket.socket() as a, socket.socket() as b:
+            try:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+@contextlib.contextmanager
+def redis_cluster(logdir: Path, *, masters: int, name: str = "cluster") -> Iterator[tuple[str, list[int]]]:
+    """A Redis Cluster of `masters` nodes on loopback, AOF off, slots split evenly; yields (URL, ports).
+
+    Put together with plain commands (CLUSTER ADDSLOTS, CLUSTER MEET), as tests/deploy/redis_procs.py does.
+    """
+    ports: list[int] = []
+    while len(ports) < masters:
+        port = _bus_free_port()
+        if port not in ports:
+            ports.append(port)
+    procs = []
+    try:
+        for port in ports:
+            cluster = ("cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 5000")
+            conf = _redis_conf(logdir / f"{name}-{port}", port, "appendonly no", *cluster)
+            procs.append(
+                Proc([redis_executable(), str(conf)], env=dict(os.environ), logdir=logdir, name=f"{name}-{port}")
+            )
+        clients = [redis.Redis(host="127.0.0.1", port=port, socket_timeout=2) for port in ports]
+        for client, proc in zip(clients, procs, strict=True):
+            wait_until(client.ping, timeout=15, what="cluster node", proc=proc)
+        bounds = [round(i * 16384 / masters) for i in range(masters + 1)]
+        for i, client in enumerate(clients):
+            client.execute_command("CLUSTER ADDSLOTS", *range(bounds[i], bounds[i + 1]))
+        for port in ports[1:]:
+            clients[0].execute_command("CLUSTER MEET", "127.0.0.1", port)
+
+        def formed() -> bool:
+            for client in clients:
+                info = client.execute_command("CLUSTER INFO")
+                info = {(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
+                state = info.get("cluster_state")
+                state = state.decode() if isinstance(state, bytes) else state
+                if state != "ok" or int(info.get("cluster_known_nodes", 0)) != masters:
+                    return False
+            return True
+
+        wait_until(formed, timeout=30, what="cluster")
+        for client in clients:
+            client.close()
+        yield "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports), ports
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def flush_nodes(ports: list[int]) -> None:
+    """Empty every node of a cluster."""
+    for port in ports:
+        client = redis.Redis(host="127.0.0.1", port=port)
+        try:
+            client.flushall()
+        finally:
+            client.close()

@@ -9,6 +9,8 @@ py-spy (for the per-step profile) is looked for in .bench-tools/bin, BENCH_PYSPY
 Scenarios: ingest (1), smtp (2), steps (3, with 6's scaling), inflight (4, with
 7's worker RSS), e2e (5), aof (6's AOF-off figures), memory (7). Every process
 is started here and stopped by its pid; everything listens on 127.0.0.1.
+Curves (8): length (step cost against thread length), stored (ingest and listing
+against stored threads), cluster (steps against Redis Cluster masters).
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from benchmarks import profile
 from benchmarks.harness import Bench, Options, Section
 from benchmarks.procs import machine, redis_server, versions
 from benchmarks.report import notes, render
-from benchmarks.scenarios import e2e, http_ingest, memory, smtp_ingest, steps
+from benchmarks.scenarios import e2e, growth, http_ingest, memory, smtp_ingest, steps
 from benchmarks.stats import Row, Series, ratio_series
 
 HERE = Path(__file__).parent
-SCENARIOS = ("ingest", "smtp", "steps", "inflight", "e2e", "aof", "memory")
+SCENARIOS = ("ingest", "smtp", "steps", "inflight", "e2e", "aof", "memory", "length", "stored", "cluster")
 STEP_THREADS, STEP_TURNS = 6000, 4  # 30,000 steps queued: more than a 2-worker window takes
 
 
@@ -393,6 +395,146 @@ def aof(bench: Bench, summary: list[str]) -> None:
     )
 
 
+# ---------------------------------------------------------------- 8: curves
+
+
+def _curve_row(
+    what: str, unit: str, small: Series, mid: Series, large: Series, *, cost: bool, fmt: str = "{:,.0f}"
+) -> Row:
+    """A curve's measure: smallest and largest in the columns, the middle in the note, the ratio largest ÷ smallest.
+
+    Target: within 1.5× end to end, a cost at most 1.5× its smallest, a rate at least 1/1.5 of it."""
+    ratio = ratio_series(large.values, small.values)
+    met = ratio.median <= 1.5 if cost else ratio.median >= 1 / 1.5
+    return Row(
+        what,
+        unit,
+        small,
+        large,
+        "≤ 1.5×" if cost else "≥ 0.67×",
+        met=met,
+        fmt=fmt,
+        ratio=ratio.median,
+        note=f"middle {mid.show(fmt)}; run ratios {ratio.show('{:.2f}')}",
+    )
+
+
+def _curve_section(bench: Bench, summary: list[str], sec: Section, scenario: str, ends: str) -> None:
+    bench.sections.append(sec)
+    for row in sec.rows:
+        _summary(summary, scenario, f"{row.what}, {ends}: {row.ratio or 0:.2f}×", row.target, row.met)
+
+
+def length(bench: Bench, summary: list[str]) -> None:
+    prof = bench.dir / "length-profile.txt"
+    runs = growth.length_curve(bench, profile_to=prof)
+    bench.raw["length"] = runs
+    a, b, c = (runs[n] for n in growth.LENGTHS)
+    sec = Section(
+        title="8a. Curve: step cost against thread length (10, 100, 1,000 events)",
+        setup=(
+            "300 threads of each length stored by `ThreadStore.create` (a message, then `add` tool calls and results), each step queued; "
+            "the fake model answers `add` for ever, so every step is on a thread of about that length. One `frontdesk worker --no-outbox`, "
+            "default context budget (FRONTDESK_CONTEXT_BUDGET=24,000 tokens: 1,000 events are compacted to fit, 10 and 100 fit whole). "
+            f"Steps counted at the model over {bench.options.duration:g} s after 1 s; lengths alternate within each of {bench.options.runs} runs."
+        ),
+        columns=("10 events", "1,000 events"),
+    )
+    sec.rows += [
+        _curve_row("Steps per second", "steps/s", *(Series([r["rate"] for r in x]) for x in (a, b, c)), cost=False),
+        _curve_row("Worker CPU per step", "µs", *(Series([r["cpu_us"] for r in x]) for x in (a, b, c)), cost=True),
+    ]
+    sec.extra = "Per-step CPU profile of the worker on 1,000-event threads (py-spy, last run):\n" + profile.summarize(
+        prof, 25
+    )
+    _curve_section(bench, summary, sec, "8a", "1,000 ÷ 10 events")
+
+
+def stored(bench: Bench, summary: list[str]) -> None:
+    out = growth.stored_curve(bench)
+    bench.raw["stored"] = out
+    small, mid, large = (out[n] for n in growth.SIZES)
+    sec = Section(
+        title="8b. Curve: ingest and listing against stored threads (1 k, 100 k, 1 M)",
+        setup=(
+            "Threads at rest written in the real stored format (`benchmarks/populate.py`: ThreadStore's own rendering, checked against "
+            "`ThreadStore.create` byte for byte; a message and `done_for_now` each, all of one agent, channel and person), added to one Redis "
+            "(AOF off) in turn. At each size: webhook ingest as in scenario 1 (wrk, "
+            f"{bench.options.connections} connections, {bench.options.duration:g} s), then the dashboard's thread page `GET /` and the API's "
+            f"`GET /api/v1/threads?limit=50`, one request at a time for {bench.options.duration / 2:g} s each. "
+            + "Redis memory per stored thread: "
+            + ", ".join(
+                f"{n:,}: {out[n]['bytes']:,.0f} bytes ({out[n]['fill_s']:.0f} s to write)" for n in growth.SIZES
+            )
+            + "."
+        ),
+        columns=("1 k threads", "1 M threads"),
+    )
+
+    def series(x: dict, part: str, key: str) -> Series:
+        return Series([r[key] for r in x[part]])
+
+    sec.rows += [
+        _curve_row("Webhook ingest", "req/s", *(series(x, "ingest", "rps") for x in (small, mid, large)), cost=False),
+        _curve_row(
+            "Webhook ingest: p99",
+            "ms",
+            *(Series([r["p99_us"] / 1000 for r in x["ingest"]]) for x in (small, mid, large)),
+            cost=True,
+            fmt="{:.1f}",
+        ),
+        _curve_row(
+            "Dashboard `GET /`: latency p50",
+            "ms",
+            *(series(x, "page", "p50_ms") for x in (small, mid, large)),
+            cost=True,
+            fmt="{:.1f}",
+        ),
+        _curve_row(
+            "API `GET /api/v1/threads`: latency p50",
+            "ms",
+            *(series(x, "api", "p50_ms") for x in (small, mid, large)),
+            cost=True,
+            fmt="{:.1f}",
+        ),
+    ]
+    _curve_section(bench, summary, sec, "8b", "1 M ÷ 1 k threads")
+
+
+def cluster(bench: Bench, summary: list[str]) -> None:
+    runs = growth.cluster_curve(bench)
+    bench.raw["cluster"] = runs
+    one, three = (Series([r["rate"] for r in runs[m]]) for m in (1, 3))
+    ratio = ratio_series(three.values, one.values)
+    sec = Section(
+        title="8c. Curve: steps per second against Redis Cluster masters (1 vs 3)",
+        setup=(
+            f"Scenario 3's work ({6000:,} threads of 5 steps, one `frontdesk worker --no-outbox`) on a Redis Cluster on loopback of 1 and of 3 masters "
+            "(AOF off, slots split evenly, started side by side, runs alternating), FRONTDESK_PARTITIONS=3 on both."
+        ),
+        columns=("1 master", "3 masters"),
+    )
+    sec.rows += [
+        Row(
+            "Steps per second",
+            "steps/s",
+            one,
+            three,
+            "≥ 0.67×",
+            met=ratio.median >= 1 / 1.5,
+            ratio=ratio.median,
+            note=f"run ratios {ratio.show('{:.2f}')}",
+        ),
+        Row(
+            "Worker CPU per step", "µs", Series([r["cpu_us"] for r in runs[1]]), Series([r["cpu_us"] for r in runs[3]])
+        ),
+    ]
+    if any(r["exhausted"] for rs in runs.values() for r in rs):
+        sec.notes.append("Some runs used up the queued work inside their window: their rate is an underestimate.")
+    bench.sections.append(sec)
+    _summary(summary, "8c", f"steps, 3 ÷ 1 masters: {ratio.median:.2f}×", "≥ 0.67×", ratio.median >= 1 / 1.5)
+
+
 RUNNERS = {
     "ingest": ingest,
     "smtp": smtp,
@@ -401,6 +543,9 @@ RUNNERS = {
     "e2e": end_to_end,
     "aof": aof,
     "memory": mem,
+    "length": length,
+    "stored": stored,
+    "cluster": cluster,
 }
 
 

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import redis
-import redis.asyncio as aioredis
 
 from benchmarks import profile
 from benchmarks.harness import PREFIX, Bench
 from benchmarks.procs import PYTHON, Proc, child_env, flush
+from gateway.connection import make_client
 from gateway.events import InboundMessage
 from gateway.ingest import Ingest
 from gateway.keys import Keys
@@ -28,10 +28,11 @@ from gateway.keys import Keys
 FRONTDESK = str(Path(PYTHON).with_name("frontdesk"))
 
 
-async def preload_frontdesk(url: str, callback: str, n: int, tag: str) -> None:
-    client = aioredis.Redis.from_url(url, decode_responses=True)
+async def preload_frontdesk(url: str, callback: str, n: int, tag: str, partitions: int = 1) -> None:
+    """`n` inbound messages accepted by Ingest, each a thread of its own; `url` may name a Cluster."""
+    client = make_client(url)
     try:
-        ingest = Ingest(client, Keys(PREFIX, 1), 3600)
+        ingest = Ingest(client, Keys(PREFIX, partitions), 3600)
         sem = asyncio.Semaphore(64)
 
         async def one(i: int) -> None:
