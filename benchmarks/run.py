@@ -33,7 +33,7 @@ from benchmarks.scenarios import e2e, growth, http_ingest, memory, smtp_ingest, 
 from benchmarks.stats import Row, Series, ratio_series
 
 HERE = Path(__file__).parent
-SCENARIOS = ("ingest", "smtp", "steps", "inflight", "e2e", "aof", "memory", "length", "stored", "cluster")
+SCENARIOS = ("ingest", "smtp", "steps", "inflight", "e2e", "aof", "memory", "length", "stored", "cluster", "newpaths")
 STEP_THREADS, STEP_TURNS = 6000, 4  # 30,000 steps queued: more than a 2-worker window takes
 
 
@@ -535,6 +535,31 @@ def cluster(bench: Bench, summary: list[str]) -> None:
     _summary(summary, "8c", f"steps, 3 ÷ 1 masters: {ratio.median:.2f}×", "≥ 0.67×", ratio.median >= 1 / 1.5)
 
 
+# ---------------------------------------------------------------- 9: this round's new paths
+
+
+def new_paths(bench: Bench, summary: list[str]) -> None:
+    """WhatsApp inbound against the Twilio floor route (which takes a `whatsapp:` To unchanged)."""
+    results = http_ingest.measure(bench, ("whatsapp",), tag="-wa")
+    bench.raw["newpaths"] = results
+    sec = http_ingest.section(results, bench.options)
+    sec.title = "9. This round's new paths: WhatsApp inbound"
+    sec.setup = (
+        "As scenario 1, for Twilio's WhatsApp webhook: the same `POST /twilio/sms` with `whatsapp:` From and To. "
+        "Floor: scenario 1's Twilio route (verify, validate, one XADD), which accepts these as they are. frontdesk: the real app, "
+        "which routes the request to the WhatsApp channel by the address's scheme."
+    )
+    bench.sections.append(sec)
+    row = sec.rows[0]
+    _summary(
+        summary,
+        "9",
+        f"WhatsApp inbound: {row.frontdesk.show()} req/s = {row.ratio or 0:.2f}× floor",
+        row.target,
+        row.met,
+    )
+
+
 RUNNERS = {
     "ingest": ingest,
     "smtp": smtp,
@@ -546,6 +571,7 @@ RUNNERS = {
     "length": length,
     "stored": stored,
     "cluster": cluster,
+    "newpaths": new_paths,
 }
 
 

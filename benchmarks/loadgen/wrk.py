@@ -51,7 +51,9 @@ class Secrets:
 
 
 def path_for(kind: str) -> str:
-    return {"webhook": f"/webhooks/{AGENT}", "slack": "/slack/events", "sms": "/twilio/sms"}[kind]
+    return {"webhook": f"/webhooks/{AGENT}", "slack": "/slack/events", "sms": "/twilio/sms", "whatsapp": "/twilio/sms"}[
+        kind
+    ]
 
 
 def write_requests(
@@ -105,7 +107,9 @@ def write_requests(
                 out.write(
                     f"{path}\t{body}\tcontent-type\tapplication/json\tx-slack-request-timestamp\t{now}\tx-slack-signature\t{sig}\n"
                 )
-        elif kind == "sms":
+        elif kind in ("sms", "whatsapp"):
+            # WhatsApp comes to the same Twilio webhook; the `whatsapp:` addresses tell it apart.
+            scheme = "whatsapp:" if kind == "whatsapp" else ""
             validator = RequestValidator(keys.twilio)
             url = public_url.rstrip("/") + path
             for i in range(n):
@@ -116,11 +120,11 @@ def write_requests(
                     "SmsSid": f"SM{tag}{i:020d}",
                     "SmsStatus": "received",
                     "Body": "Hello, could you check order 1234?",
-                    "To": "+15550009999",
+                    "To": f"{scheme}+15550009999",
                     "NumSegments": "1",
                     "MessageSid": f"SM{tag}{i:020d}",
                     "AccountSid": "AC" + "0" * 32,
-                    "From": f"+1555{i % 10_000_000:07d}",
+                    "From": f"{scheme}+1555{i % 10_000_000:07d}",
                     "ApiVersion": "2010-04-01",
                 }
                 sig = validator.compute_signature(url, form)

@@ -18,6 +18,7 @@ LABEL = {
     "webhook": "Webhook `POST /webhooks/{agent}`",
     "slack": "Slack `POST /slack/events` (app_mention)",
     "sms": "Twilio `POST /twilio/sms`",
+    "whatsapp": "WhatsApp `POST /twilio/sms` (`whatsapp:` To)",
 }
 
 
