@@ -27,6 +27,7 @@ from pathlib import Path
 
 from benchmarks import profile
 from benchmarks.harness import Bench, Options, Section
+from benchmarks.loadgen import humanlayer
 from benchmarks.procs import machine, redis_server, versions
 from benchmarks.report import notes, render
 from benchmarks.scenarios import e2e, growth, http_ingest, memory, smtp_ingest, steps
@@ -543,7 +544,7 @@ def new_paths(bench: Bench, summary: list[str]) -> None:
     results = http_ingest.measure(bench, ("whatsapp",), tag="-wa")
     bench.raw["newpaths"] = results
     sec = http_ingest.section(results, bench.options)
-    sec.title = "9. This round's new paths: WhatsApp inbound"
+    sec.title = "9. This round's new paths: WhatsApp inbound, HumanLayer create + poll"
     sec.setup = (
         "As scenario 1, for Twilio's WhatsApp webhook: the same `POST /twilio/sms` with `whatsapp:` From and To. "
         "Floor: scenario 1's Twilio route (verify, validate, one XADD), which accepts these as they are. frontdesk: the real app, "
@@ -558,6 +559,67 @@ def new_paths(bench: Bench, summary: list[str]) -> None:
         row.target,
         row.met,
     )
+    hl = _humanlayer(bench)
+    bench.raw["humanlayer"] = hl
+    f, d = Series([r["rate"] for r in hl["floor"]]), Series([r["rate"] for r in hl["frontdesk"]])
+    ratio = ratio_series(d.values, f.values)
+    sec.setup += (
+        f" HumanLayer API: {HL_CALLERS} callers in the harness process (httpx), each creating a function call "
+        "(`POST /humanlayer/v1/function_calls`) and reading it back (`GET …/{call_id}`), a new call id each time, "
+        f"{bench.options.duration:g} s per run, alternating. Floor (`benchmarks/floors/http.py`): validate, SET NX the call as JSON, GET it. "
+        "frontdesk: the real routes (the call becomes a thread, created by ThreadStore.create; "
+        "FRONTDESK_HUMANLAYER_DEFAULT_CONTACT=slack:C0BENCH, no worker)."
+    )
+    sec.rows += [
+        Row(
+            "HumanLayer create + poll",
+            "pairs/s",
+            f,
+            d,
+            "≥ 1.0× floor",
+            met=ratio.median >= 1.0,
+            ratio=ratio.median,
+            note=f"run ratios {ratio.show('{:.2f}')}",
+        ),
+        Row(
+            "HumanLayer create + poll: p50",
+            "ms",
+            Series([r["p50_ms"] for r in hl["floor"]]),
+            Series([r["p50_ms"] for r in hl["frontdesk"]]),
+            fmt="{:.1f}",
+        ),
+    ]
+    _summary(
+        summary,
+        "9",
+        f"HumanLayer create + poll: {d.show()} pairs/s = {ratio.median:.2f}× floor",
+        "≥ 1.0× floor",
+        ratio.median >= 1.0,
+    )
+
+
+HL_CALLERS = 10
+
+
+def _humanlayer(bench: Bench) -> dict[str, list[dict]]:
+    """The floor and frontdesk on one Redis, as scenario 1; runs alternate."""
+    out: dict[str, list[dict]] = {"floor": [], "frontdesk": []}
+    with redis_server(bench.dir, appendonly=True, name="redis-humanlayer") as (rurl, _):
+        env = bench.env(rurl, FRONTDESK_HUMANLAYER_DEFAULT_CONTACT="slack:C0BENCH")
+        with (
+            bench.http_server("floor", bench.floor_env(rurl), "floor-http-hl") as (floor, _f),
+            bench.http_server("frontdesk", env, "frontdesk-http-hl") as (desk, _d),
+        ):
+            sides = {"floor": floor, "frontdesk": desk}
+            for side, url in sides.items():  # warm up
+                humanlayer.run(url, seconds=1, concurrency=HL_CALLERS, tag=f"w{side}{time.time_ns()}")
+            for i in range(bench.options.runs):
+                for side, url in sides.items():
+                    tag = f"{side}{i}{time.time_ns()}"
+                    out[side].append(
+                        humanlayer.run(url, seconds=bench.options.duration, concurrency=HL_CALLERS, tag=tag)
+                    )
+    return out
 
 
 RUNNERS = {

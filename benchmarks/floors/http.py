@@ -19,6 +19,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import time
 from urllib.parse import parse_qsl
@@ -128,3 +129,33 @@ async def sms(request: Request) -> Response:
     message = Sms.model_validate(dict(form))
     await r.xadd("floor:inbound", {"id": message.MessageSid, "d": message.model_dump_json()})
     return Response(TWIML, media_type="text/xml")
+
+
+# HumanLayer's API, create and poll (gateway/humanlayer): the call is stored as it came, under its id,
+# and read back; a second create of an id returns the first (SET NX), as frontdesk's does.
+class FunctionCallSpec(BaseModel):
+    fn: str
+    kwargs: dict
+
+
+class FunctionCall(BaseModel):
+    run_id: str
+    call_id: str
+    spec: FunctionCallSpec
+
+
+@app.post("/humanlayer/v1/function_calls")
+async def hl_create(call: FunctionCall) -> Response:
+    stored = {**call.model_dump(mode="json"), "status": None}
+    text = json.dumps(stored)
+    if not await r.set(f"floor:hl:{call.call_id}", text, nx=True):
+        text = (await r.get(f"floor:hl:{call.call_id}")).decode()
+    return Response(text, media_type="application/json")
+
+
+@app.get("/humanlayer/v1/function_calls/{call_id}")
+async def hl_get(call_id: str) -> Response:
+    text = await r.get(f"floor:hl:{call_id}")
+    if text is None:
+        raise HTTPException(404, "no such call")
+    return Response(text, media_type="application/json")
