@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from gateway.embedded import redis_executable
+from gateway.store.embedded import redis_executable
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable

@@ -34,24 +34,24 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
-from gateway.api import thread_summary
 from gateway.config import FrontdeskConfig, parse_identity
-from gateway.connection import connect_redis, redacted
-from gateway.dashboard.sessions import DashboardSessions
-from gateway.deadletters import DeadLetters, parse_ref
-from gateway.embedded import URL_FILE, embedded_redis, running_url
 from gateway.errors import ConfigError, InboundRejected, Malformed, Unavailable
 from gateway.events import STATUSES, Event, Thread
-from gateway.ingest import Ingest
-from gateway.keys import Keys
 from gateway.launch import launch_thread
 from gateway.logs import configure_logging
 from gateway.registry import load_object
 from gateway.runtime import running
 from gateway.serve import Roles, Started, run
 from gateway.settings import Settings
-from gateway.streams import Streams
-from gateway.threads import ThreadStore
+from gateway.store.connection import connect_redis, redacted
+from gateway.store.deadletters import DeadLetters, parse_ref
+from gateway.store.embedded import URL_FILE, embedded_redis, running_url
+from gateway.store.ingest import Ingest
+from gateway.store.keys import Keys
+from gateway.store.streams import Streams
+from gateway.store.threads import ThreadStore
+from gateway.web.api import thread_summary
+from gateway.web.dashboard.sessions import DashboardSessions
 
 app = typer.Typer(
     name="frontdesk",

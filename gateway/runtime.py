@@ -21,17 +21,17 @@ import redis.asyncio as aioredis
 from gateway import egress, tracing
 from gateway.channel_context import RuntimeChannelContext
 from gateway.config import FrontdeskConfig, load_config
-from gateway.connection import connect_redis
 from gateway.errors import ConfigError
-from gateway.ingest import Ingest
-from gateway.keys import Keys
 from gateway.links import Linker
 from gateway.protocols import Agent, Channel, ChannelContext, Closes, Starts, Unconfigured, checked_channel
 from gateway.registry import BUILTIN_AGENTS, BUILTIN_CHANNELS, instantiate, load_plugins
 from gateway.router import Router
 from gateway.settings import Settings
-from gateway.streams import Streams
-from gateway.threads import ThreadStore
+from gateway.store.connection import connect_redis
+from gateway.store.ingest import Ingest
+from gateway.store.keys import Keys
+from gateway.store.streams import Streams
+from gateway.store.threads import ThreadStore
 
 _Made = TypeVar("_Made")
 

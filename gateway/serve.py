@@ -3,7 +3,7 @@
 Every role is a coroutine that runs until a shared `stop` event is set, all on one
 runtime. `frontdesk dev` runs them all; `serve`, `worker` and `smtp` run one or a
 few. A process without the HTTP app also serves /healthz, /readyz and /metrics on
-FRONTDESK_OPS_PORT when that is set (gateway.ops), so it can be probed and scraped.
+FRONTDESK_OPS_PORT when that is set (gateway.web.ops), so it can be probed and scraped.
 
 SIGTERM or SIGINT sets `stop`: HTTP stops accepting and finishes its requests,
 the worker stops reading and gives in-flight steps FRONTDESK_SHUTDOWN_GRACE
@@ -28,16 +28,16 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from gateway import probes
 from gateway.cron import Cron
-from gateway.dashboard import close_streams
 from gateway.errors import ConfigError
-from gateway.http import create_app
-from gateway.ops import serve_ops
 from gateway.outbox import Outbox
 from gateway.protocols import Listener
 from gateway.runtime import Runtime, consumer_name, running, tune_gc
 from gateway.settings import Settings
+from gateway.web import probes
+from gateway.web.app import create_app
+from gateway.web.dashboard import close_streams
+from gateway.web.ops import serve_ops
 from gateway.worker import Worker
 
 log = structlog.get_logger("frontdesk.serve")

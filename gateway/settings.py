@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
     # --- storage and work distribution
-    # redis://, redis+sentinel:// or redis+cluster:// (the forms: gateway/connection.py)
+    # redis://, redis+sentinel:// or redis+cluster:// (the forms: gateway/store/connection.py)
     redis_url: str | None = _env("FRONTDESK_REDIS_URL")
     data_dir: Path = _env("FRONTDESK_DATA_DIR", Path(".frontdesk"))
     key_prefix: str = _env("FRONTDESK_KEY_PREFIX", "frontdesk")

@@ -29,15 +29,15 @@ import structlog
 from pydantic import ValidationError
 
 from gateway import metrics, tracing
-from gateway.entries import Entry
 from gateway.errors import LeaseLost, Malformed, Unavailable
 from gateway.events import DEAD_LETTER, Error, InboundMessage, Thread
 from gateway.loops import loop_failed, redis_down, sleep
 from gateway.outbox import compose, notice
 from gateway.progress import Reporter
 from gateway.router import Decision
-from gateway.streams import StreamRows, missing_group
-from gateway.threads import GROUP
+from gateway.store.entries import Entry
+from gateway.store.streams import StreamRows, missing_group
+from gateway.store.threads import GROUP
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime

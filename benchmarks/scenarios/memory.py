@@ -18,7 +18,7 @@ import redis
 from benchmarks.harness import PREFIX, Bench
 from benchmarks.procs import Proc, flush, redis_server
 from benchmarks.scenarios.steps import FRONTDESK, preload_frontdesk
-from gateway.keys import Keys
+from gateway.store.keys import Keys
 
 
 def measure(bench: Bench, threads: int = 1000) -> dict:

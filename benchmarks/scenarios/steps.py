@@ -22,8 +22,8 @@ from benchmarks import profile
 from benchmarks.harness import PREFIX, Bench
 from benchmarks.procs import PYTHON, Proc, child_env, flush
 from gateway.events import InboundMessage
-from gateway.ingest import Ingest
-from gateway.keys import Keys
+from gateway.store.ingest import Ingest
+from gateway.store.keys import Keys
 
 FRONTDESK = str(Path(PYTHON).with_name("frontdesk"))
 

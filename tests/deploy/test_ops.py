@@ -11,9 +11,9 @@ import httpx
 from helpers import free_port, make_settings
 from prometheus_client import REGISTRY
 
-from gateway.ops import create_ops_app, ops_server, serve_ops
 from gateway.runtime import running
-from gateway.streams import Streams
+from gateway.store.streams import Streams
+from gateway.web.ops import create_ops_app, ops_server, serve_ops
 
 HEALTHCHECK = Path(__file__).resolve().parents[2] / "deploy" / "healthcheck.py"
 

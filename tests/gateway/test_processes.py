@@ -26,10 +26,10 @@ import redis
 from aiohttp import web
 from helpers import eventually, free_port
 
-from gateway.embedded import running_url
 from gateway.events import InboundMessage
-from gateway.keys import Keys
 from gateway.runtime import running
+from gateway.store.embedded import running_url
+from gateway.store.keys import Keys
 
 FRONTDESK = str(Path(sys.executable).with_name("frontdesk"))
 REPO = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """Health, readiness and metrics, and the uvicorn server that carries them, for every HTTP port.
 
-The gateway's app (gateway.http) and the ops port of a worker or SMTP process (gateway.ops)
+The gateway's app (gateway.web.app) and the ops port of a worker or SMTP process (gateway.web.ops)
 answer the same three paths the same way:
     /healthz   the event loop runs: a liveness probe; no restart for a Redis outage
     /readyz    Redis answers: 503 with Retry-After while it does not
