@@ -86,6 +86,8 @@ def _fork(index: int, child: Callable[[int], int], mask: set[int | signal.Signal
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         code = child(index)
+    except SystemExit as exc:  # SIGTERM before its event loop took the signal (gateway.cli's unwinding)
+        code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # nothing may unwind into the parent's code in a child
         log.exception("http process failed", index=index)
     finally:

@@ -611,6 +611,18 @@ async def test_serve_workers_stop_all_and_fail_when_one_process_dies(tmp_path, s
             assert not listening(port)
 
 
+async def test_serve_workers_on_a_taken_port_fail_once_naming_the_setting(tmp_path, settings, sink):
+    _, url = sink
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = worker_env(settings, url, FRONTDESK_HTTP_PORT=taken.getsockname()[1])
+        done = await cli(tmp_path, "serve", "--workers", "2", env=env)
+    assert done.returncode == 2, done.stderr
+    assert "FRONTDESK_HTTP_HOST/FRONTDESK_HTTP_PORT: cannot listen" in done.stderr
+    assert "http processes started" not in done.stdout  # the parent bound first: no child was forked
+
+
 def _alive(pid: int) -> bool:
     """Whether `pid` still runs (it is the serve process's child, reaped by it: not a zombie of ours)."""
     try:
