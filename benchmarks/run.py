@@ -6,7 +6,7 @@
 
 py-spy (for the per-step profile) is looked for in .bench-tools/bin, BENCH_PYSPY, PATH.
 
-Scenarios: ingest (1), smtp (2), steps (3, with 6's scaling), inflight (4, with
+Scenarios: ingest (1), cores (1b: 1 vs 2 gateway processes), smtp (2), steps (3, with 6's scaling), inflight (4, with
 7's worker RSS), e2e (5), aof (6's AOF-off figures), memory (7). Every process
 is started here and stopped by its pid; everything listens on 127.0.0.1.
 """
@@ -31,7 +31,7 @@ from benchmarks.scenarios import e2e, http_ingest, memory, smtp_ingest, steps
 from benchmarks.stats import Row, Series, ratio_series
 
 HERE = Path(__file__).parent
-SCENARIOS = ("ingest", "smtp", "steps", "inflight", "e2e", "aof", "memory")
+SCENARIOS = ("ingest", "cores", "smtp", "steps", "inflight", "e2e", "aof", "memory")
 STEP_THREADS, STEP_TURNS = 6000, 4  # 30,000 steps queued: more than a 2-worker window takes
 
 
@@ -108,6 +108,21 @@ def ingest(bench: Bench, summary: list[str]) -> None:
                 f" = {row.ratio:.2f}× floor" if "throughput" in row.what else ""
             )
             _summary(summary, "1", figure, row.target, row.met)
+
+
+def cores(bench: Bench, summary: list[str]) -> None:
+    results = http_ingest.measure_processes(bench)
+    bench.raw["cores"] = results
+    sec = http_ingest.processes_section(results, bench.options, os.cpu_count() or 1)
+    bench.sections.append(sec)
+    row = sec.rows[0]
+    _summary(
+        summary,
+        "1b",
+        f"webhook ingest, {row.frontdesk.show()} req/s = {row.ratio:.2f}× one process",
+        row.target,
+        row.met,
+    )
 
 
 def smtp(bench: Bench, summary: list[str]) -> None:
@@ -395,6 +410,7 @@ def aof(bench: Bench, summary: list[str]) -> None:
 
 RUNNERS = {
     "ingest": ingest,
+    "cores": cores,
     "smtp": smtp,
     "steps": agent_steps,
     "inflight": inflight,

@@ -23,6 +23,7 @@ import enum
 import functools
 import json
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -30,10 +31,12 @@ from pathlib import Path
 from typing import Any, assert_never
 
 import redis
+import structlog
 import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
+from gateway import prefork
 from gateway.config import FrontdeskConfig, parse_identity
 from gateway.errors import ConfigError, InboundRejected, Malformed, Unavailable
 from gateway.events import STATUSES, Event, Thread
@@ -202,9 +205,38 @@ def dev() -> None:
 
 @app.command()
 @_errors
-def serve() -> None:
+def serve(
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, max=256, help="HTTP processes on the one port [default: FRONTDESK_HTTP_WORKERS, 1]"
+    ),
+) -> None:
     """The HTTP app only: provider webhooks, the API, health and metrics."""
-    _run(load_settings(), Roles(http=True))
+    settings = load_settings()
+    if workers is not None:
+        settings = settings.model_copy(update={"http_workers": workers})
+    if settings.http_workers == 1:
+        _run(settings, Roles(http=True))
+        return
+    configure_logging(settings)
+    with _sigterm_unwinds(), redis_for(settings) as url, prefork.bind(settings.http_host, settings.http_port) as sock:
+
+        def one(index: int) -> int:
+            structlog.contextvars.bind_contextvars(http_process=index)  # which child said what
+            try:
+                _errors(_serve_one)(settings, url, sock)
+            except typer.Exit as exc:  # _errors' one line was printed; its code is the child's
+                return exc.exit_code
+            return 0
+
+        code = prefork.run_children(settings.http_workers, one)
+    if code:
+        raise typer.Exit(code)
+
+
+def _serve_one(settings: Settings, url: str | None, sock: socket.socket) -> None:
+    """One of `serve --workers N`'s processes: the HTTP role on the socket the parent bound."""
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(run(settings, Roles(http=True), redis_url=url, http_socket=sock))
 
 
 @app.command()

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import cast
@@ -73,8 +74,12 @@ async def run(
     redis_url: str | None = None,
     on_started: Callable[[Started], None] | None = None,
     on_hard_exit: Callable[[], None] | None = None,
+    http_socket: socket.socket | None = None,
 ) -> None:
-    """Run `roles` until SIGTERM/SIGINT; `on_hard_exit` runs before a second signal's exit."""
+    """Run `roles` until SIGTERM/SIGINT; `on_hard_exit` runs before a second signal's exit.
+
+    `http_socket`: a listening socket to serve HTTP on (gateway.prefork's, shared by several
+    processes) rather than binding FRONTDESK_HTTP_HOST/PORT."""
     stop = asyncio.Event()
     with stop_on_signals(stop, on_hard_exit):
         async with running(settings, redis_url=redis_url) as rt:
@@ -83,7 +88,7 @@ async def run(
             jobs: dict[str, Awaitable[None]] = {}
             server = _http_server(rt) if roles.http else None
             if server is not None:
-                jobs["http"] = serve_http(server, stop)
+                jobs["http"] = serve_http(server, stop, http_socket)
             if roles.worker:
                 jobs["worker"] = Worker(rt, consumer).run(stop)
             if roles.outbox:
@@ -184,14 +189,15 @@ def _http_server(rt: Runtime) -> probes.Server:
     return probes.Server(config)
 
 
-async def serve_http(server: uvicorn.Server, stop: asyncio.Event) -> None:
-    """Serve until `stop` is set, then finish the requests in flight."""
+async def serve_http(server: uvicorn.Server, stop: asyncio.Event, sock: socket.socket | None = None) -> None:
+    """Serve until `stop` is set, then finish the requests in flight; on `sock` when given."""
     # An open dashboard page (a live stream) would hold the shutdown otherwise.
     await probes.serve_until(
         server,
         stop,
         setting="FRONTDESK_HTTP_HOST/FRONTDESK_HTTP_PORT",
         on_stop=lambda: close_streams(cast(FastAPI, server.config.app)),  # the app _http_server gave it
+        sock=sock,
     )
 
 
