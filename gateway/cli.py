@@ -34,10 +34,8 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
-from gateway.api import thread_summary
 from gateway.config import FrontdeskConfig, parse_identity
 from gateway.connection import connect_redis, redacted
-from gateway.dashboard.sessions import DashboardSessions
 from gateway.deadletters import DeadLetters, parse_ref
 from gateway.embedded import URL_FILE, embedded_redis, running_url
 from gateway.errors import ConfigError, InboundRejected, Malformed, Unavailable
@@ -338,6 +336,8 @@ def threads_list(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
     """One line per thread: id, status, agent, channel, last update (newest first)."""
+    from gateway.api import thread_summary  # the HTTP API's modules, not loaded by the processes (serve.py)
+
     settings = load_settings()
     wanted = status.value if status else None
     rows = _query(settings, lambda r, k: ThreadStore(r, k).list(status=wanted, limit=limit))
@@ -598,6 +598,8 @@ def dashboard_sessions(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line (as the API gives)."),
 ) -> None:
     """The live dashboard sessions (a digest of each id, where it logged in from, when it expires)."""
+    from gateway.dashboard.sessions import DashboardSessions  # as thread_summary above
+
     settings = load_settings()
     if end_all:
         typer.echo(f"ended {_query(settings, lambda r, k: DashboardSessions(r, k).end_all())} sessions")

@@ -22,23 +22,26 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import structlog
-import uvicorn
-from fastapi import FastAPI
 
-from gateway import probes
 from gateway.cron import Cron
-from gateway.dashboard import close_streams
 from gateway.errors import ConfigError
-from gateway.http import create_app
-from gateway.ops import serve_ops
 from gateway.outbox import Outbox
 from gateway.protocols import Listener
 from gateway.runtime import Runtime, consumer_name, running, tune_gc
 from gateway.settings import Settings
 from gateway.worker import Worker
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from gateway import probes
+
+# The HTTP app (uvicorn, the API, the dashboard, its templates) and the ops server are imported
+# by the roles that serve them, not at start-up: a `frontdesk worker` never calls them, and
+# importing them cost it about 9 MiB of RSS (benchmarks/NOTES.md, "Worker memory").
 
 log = structlog.get_logger("frontdesk.serve")
 
@@ -95,6 +98,8 @@ async def run(
             if not jobs:
                 raise ConfigError("nothing to run: no role is switched on and no channel has a listener")
             if server is None and settings.ops_port is not None:
+                from gateway.ops import serve_ops
+
                 jobs["ops"] = serve_ops(rt, stop)
             tune_gc(latency=server is not None)  # everything above lives as long as the process
             log.info("starting", roles=sorted(jobs), consumer=consumer, model=settings.model)
@@ -167,6 +172,11 @@ def stop_on_signals(stop: asyncio.Event, on_hard_exit: Callable[[], None] | None
 
 
 def _http_server(rt: Runtime) -> probes.Server:
+    import uvicorn
+
+    from gateway import probes
+    from gateway.http import create_app
+
     settings = rt.settings
     config = uvicorn.Config(
         create_app(settings, rt),
@@ -186,6 +196,11 @@ def _http_server(rt: Runtime) -> probes.Server:
 
 async def serve_http(server: uvicorn.Server, stop: asyncio.Event) -> None:
     """Serve until `stop` is set, then finish the requests in flight."""
+    from fastapi import FastAPI
+
+    from gateway import probes
+    from gateway.dashboard import close_streams
+
     # An open dashboard page (a live stream) would hold the shutdown otherwise.
     await probes.serve_until(
         server,
