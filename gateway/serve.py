@@ -101,7 +101,8 @@ async def run(
                 from gateway.ops import serve_ops
 
                 jobs["ops"] = serve_ops(rt, stop)
-            tune_gc(latency=server is not None)  # everything above lives as long as the process
+            # Clients wait on HTTP and on the listeners (SMTP): their pauses must stay short.
+            tune_gc(latency=server is not None or bool(listening))  # all above lives as long as the process
             log.info("starting", roles=sorted(jobs), consumer=consumer, model=settings.model)
             started = Started(rt, roles, listeners=[c.name for c in listening])
             jobs["started"] = _announce(started, server, stop, on_started)
