@@ -242,7 +242,9 @@ def inflight(bench: Bench, summary: list[str]) -> None:
     with redis_server(bench.dir, appendonly=True, name="redis-inflight") as (rurl, _):
         for i in range(o.runs):
             runs.append(steps.run_frontdesk(bench, rurl, threads=n, turns=20, delay=1.0, warm=3.0, tag=f"if{i}"))
+        idle = steps.idle_rss(bench, rurl) / 2**20
     bench.raw["inflight"] = runs
+    bench.raw["idle_rss_mib"] = idle
     held = Series([r["in_flight"] for r in runs])
     rate = Series([r["rate"] for r in runs])
     ideal = Series([n / 1.0 for _ in runs])
@@ -269,6 +271,13 @@ def inflight(bench: Bench, summary: list[str]) -> None:
             note="floor column: the ideal",
         ),
         Row("Worker RSS with these threads in flight", "MiB", None, rss),
+        Row("Worker RSS at start-up, no thread (imports, clients)", "MiB", None, Series([idle])),
+        Row(
+            "Worker RSS per thread in flight: (in flight − start-up) ÷ calls in flight",
+            "KiB",
+            None,
+            Series([(r["rss"][0] / 2**20 - idle) * 1024 / max(r["in_flight"], 1) for r in runs]),
+        ),
         Row("Worker CPU use", "cores", None, Series([r["cpu_share"] for r in runs]), fmt="{:.2f}"),
     ]
     bench.sections.append(sec)
@@ -279,7 +288,13 @@ def inflight(bench: Bench, summary: list[str]) -> None:
         "≥ 1,000 at ≥ 0.9×",
         held.median >= 1000 and share.median >= 0.9,
     )
-    _summary(summary, "7", f"worker RSS with {n:,} threads in flight: {rss.median:,.0f} MiB", "", None)
+    _summary(
+        summary,
+        "7",
+        f"worker RSS with {n:,} threads in flight: {rss.median:,.0f} MiB ({idle:,.0f} MiB of it at start-up)",
+        "< 150 MiB",
+        rss.median < 150,
+    )
 
 
 def mem(bench: Bench, summary: list[str]) -> None:

@@ -53,8 +53,6 @@ from gateway.store.ingest import Ingest
 from gateway.store.keys import Keys
 from gateway.store.streams import Streams
 from gateway.store.threads import ThreadStore
-from gateway.web.api import thread_summary
-from gateway.web.dashboard.sessions import DashboardSessions
 
 app = typer.Typer(
     name="frontdesk",
@@ -370,6 +368,8 @@ def threads_list(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
     """One line per thread: id, status, agent, channel, last update (newest first)."""
+    from gateway.web.api import thread_summary  # the HTTP API's modules, not loaded by the processes (serve.py)
+
     settings = load_settings()
     wanted = status.value if status else None
     rows = _query(settings, lambda r, k: ThreadStore(r, k).list(status=wanted, limit=limit))
@@ -630,6 +630,8 @@ def dashboard_sessions(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line (as the API gives)."),
 ) -> None:
     """The live dashboard sessions (a digest of each id, where it logged in from, when it expires)."""
+    from gateway.web.dashboard.sessions import DashboardSessions  # as thread_summary above
+
     settings = load_settings()
     if end_all:
         typer.echo(f"ended {_query(settings, lambda r, k: DashboardSessions(r, k).end_all())} sessions")

@@ -23,11 +23,9 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import structlog
-import uvicorn
-from fastapi import FastAPI
 
 from gateway.cron import Cron
 from gateway.errors import ConfigError
@@ -35,11 +33,16 @@ from gateway.outbox import Outbox
 from gateway.protocols import Listener
 from gateway.runtime import Runtime, consumer_name, running, tune_gc
 from gateway.settings import Settings
-from gateway.web import probes
-from gateway.web.app import create_app
-from gateway.web.dashboard import close_streams
-from gateway.web.ops import serve_ops
 from gateway.worker import Worker
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from gateway.web import probes
+
+# The HTTP app (uvicorn, the API, the dashboard, its templates) and the ops server are imported
+# by the roles that serve them, not at start-up: a `frontdesk worker` never calls them, and
+# importing them cost it about 9 MiB of RSS (benchmarks/NOTES.md, "Worker memory").
 
 log = structlog.get_logger("frontdesk.serve")
 
@@ -100,8 +103,11 @@ async def run(
             if not jobs:
                 raise ConfigError("nothing to run: no role is switched on and no channel has a listener")
             if server is None and settings.ops_port is not None:
+                from gateway.web.ops import serve_ops
+
                 jobs["ops"] = serve_ops(rt, stop)
-            tune_gc(latency=server is not None)  # everything above lives as long as the process
+            # Clients wait on HTTP and on the listeners (SMTP): their pauses must stay short.
+            tune_gc(latency=server is not None or bool(listening))  # all above lives as long as the process
             log.info("starting", roles=sorted(jobs), consumer=consumer, model=settings.model)
             started = Started(rt, roles, listeners=[c.name for c in listening])
             jobs["started"] = _announce(started, server, stop, on_started)
@@ -172,6 +178,11 @@ def stop_on_signals(stop: asyncio.Event, on_hard_exit: Callable[[], None] | None
 
 
 def _http_server(rt: Runtime) -> probes.Server:
+    import uvicorn
+
+    from gateway.web import probes
+    from gateway.web.app import create_app
+
     settings = rt.settings
     config = uvicorn.Config(
         create_app(settings, rt),
@@ -191,6 +202,11 @@ def _http_server(rt: Runtime) -> probes.Server:
 
 async def serve_http(server: uvicorn.Server, stop: asyncio.Event, sock: socket.socket | None = None) -> None:
     """Serve until `stop` is set, then finish the requests in flight; on `sock` when given."""
+    from fastapi import FastAPI
+
+    from gateway.web import probes
+    from gateway.web.dashboard import close_streams
+
     # An open dashboard page (a live stream) would hold the shutdown otherwise.
     await probes.serve_until(
         server,
