@@ -110,6 +110,9 @@ class Side:
         self.procs: list[Proc] = []
         self.url = ""
 
+    def prepare(self) -> None:
+        """What comes before the spawn and is not counted in the time to ready."""
+
     def start(self) -> None:
         raise NotImplementedError
 
@@ -164,15 +167,17 @@ class OpenClaw(Side):
         super().__init__(bench)
         self.tag = tag
 
-    def start(self) -> None:
-        root = self.bench.dir / f"openclaw-{self.tag}"
-        state = root / "state"
-        shutil.copytree(STATE, state, symlinks=True)  # the installed plugin, and nothing from an earlier run
+    def prepare(self) -> None:
+        self.root = root = self.bench.dir / f"openclaw-{self.tag}"
+        shutil.copytree(STATE, root / "state", symlinks=True)  # the installed plugin, and nothing from an earlier run
         (root / "workspace").mkdir()
-        port = free_port()
+        self.port = free_port()
+        (root / "openclaw.json").write_text(json.dumps(self.config(self.port, root), indent=1))
+
+    def start(self) -> None:
+        root, port = self.root, self.port
         self.url = f"http://127.0.0.1:{port}"
-        config = root / "openclaw.json"
-        config.write_text(json.dumps(self.config(port, root), indent=1))
+        state, config = root / "state", root / "openclaw.json"
         env = child_env(
             HOME=root,
             OPENCLAW_STATE_DIR=state,
@@ -360,6 +365,7 @@ def run_side(bench: Bench, side: Side, tag: str) -> dict:
     """Start `side`, wait for its first reply, measure it idle, sequential and at IN_FLIGHT; stop it."""
     mentions = Mentions(bench, f"p{tag}{int(time.time())}", 1 + int(READY_TIMEOUT / 0.2) + WARM + SEQUENTIAL + LOADED)
     bench.control(delay=0.0, turns=0)
+    side.prepare()
     started = time.monotonic()
     side.start()
     try:
