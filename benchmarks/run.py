@@ -7,7 +7,8 @@
 py-spy (for the per-step profile) is looked for in .bench-tools/bin, BENCH_PYSPY, PATH.
 
 Scenarios: ingest (1), cores (1b: 1 vs 2 gateway processes), smtp (2), steps (3, with 6's scaling), inflight (4, with
-7's worker RSS), e2e (5), aof (6's AOF-off figures), memory (7). Every process
+7's worker RSS), e2e (5), aof (6's AOF-off figures), memory (7), peer (8: OpenClaw
+beside frontdesk, when `make bench` could install it). Every process
 is started here and stopped by its pid; everything listens on 127.0.0.1.
 """
 
@@ -27,11 +28,14 @@ from benchmarks import profile
 from benchmarks.harness import Bench, Options, Section
 from benchmarks.procs import machine, redis_server, versions
 from benchmarks.report import notes, render
-from benchmarks.scenarios import e2e, http_ingest, memory, smtp_ingest, steps
+from benchmarks.scenarios import e2e, http_ingest, memory, peer, smtp_ingest, steps
 from benchmarks.stats import Row, Series, ratio_series
 
 HERE = Path(__file__).parent
-SCENARIOS = ("ingest", "cores", "smtp", "steps", "inflight", "e2e", "aof", "memory")
+SCENARIOS = ("ingest", "cores", "smtp", "steps", "inflight", "e2e", "aof", "memory", "peer")
+# One run of each side: OpenClaw takes 30–100 s to take its first mention here and about a minute
+# for the load, so the scenario stays at a couple of minutes (1.4 min on a quiet machine).
+PEER_RUNS = 1
 STEP_THREADS, STEP_TURNS = 6000, 4  # 30,000 steps queued: more than a 2-worker window takes
 
 
@@ -423,6 +427,85 @@ def aof(bench: Bench, summary: list[str]) -> None:
     )
 
 
+# ---------------------------------------------------------------- 8
+
+
+def peer_side_by_side(bench: Bench, summary: list[str]) -> None:
+    """OpenClaw and frontdesk on the same Slack path and fakes; the ratios are OpenClaw ÷ frontdesk."""
+    why = peer.missing()
+    title = "8. The peer: OpenClaw beside frontdesk (Slack mention → threaded reply)"
+    if why:
+        bench.sections.append(Section(title=title, setup=f"Not run: {why}."))
+        _summary(summary, "8", f"not run: {why}", "", None)
+        return
+    runs = min(bench.options.runs, PEER_RUNS)
+    try:
+        results = peer.measure(bench, runs)
+    except RuntimeError as error:  # the peer's failure is a finding of the run, not a crash of the other scenarios
+        first = str(error).splitlines()[0]
+        bench.sections.append(Section(title=title, setup=f"Failed, no figures: {error}"))
+        _summary(summary, "8", f"failed: {first}", "", None)
+        return
+    bench.raw["peer"] = results
+    sec = Section(
+        title=title,
+        setup=(
+            f"OpenClaw {peer.OPENCLAW_VERSION} (Node {peer.NODE_VERSION}, its Slack plugin in HTTP mode) and frontdesk (the HTTP app + `frontdesk worker`, "
+            "as in scenario 5) on the same fakes: the model answers at once, the Slack Web API is the fake's. Each side alone, started, measured, stopped; "
+            f"{runs} run(s) each, alternating. Per side: time from spawn to the first threaded reply; {peer.WARM} warm-up mentions; "
+            f"{peer.SEQUENTIAL} mentions one after another; {peer.LOADED} with {peer.IN_FLIGHT} in flight (each sender sends its next mention when its reply is in). "
+            "Latency: signed `app_mention` POST → `chat.postMessage` in its thread at the fake. CPU and RSS: every process of the side's tree. "
+            "Configuration of each side and what each does on the path: the notes above (OpenClaw)."
+        ),
+        columns=("frontdesk", "OpenClaw"),
+    )
+    fd, oc = results["frontdesk"], results["peer"]
+
+    def pair(key: str) -> tuple[Series, Series]:
+        return Series([r[key] for r in fd]), Series([r[key] for r in oc])
+
+    goals = {  # key: (target on OpenClaw ÷ frontdesk, met?)
+        "seq_p50": ("≥ 10×", lambda r: r >= 10),
+        "load_p50": ("≥ 10×", lambda r: r >= 10),
+        "rate": ("≤ 0.1× (frontdesk ≥ 10×)", lambda r: r <= 0.1),
+        "cpu_ms_load": ("≥ 10×", lambda r: r >= 10),
+        "rss_after": ("≥ 5×", lambda r: r >= 5),
+    }
+    for key, what, unit, fmt in (
+        ("seq_p50", "Latency, sequential: p50", "ms", "{:,.1f}"),
+        ("seq_p99", "Latency, sequential: p99", "ms", "{:,.1f}"),
+        ("load_p50", f"Latency, {peer.IN_FLIGHT} in flight: p50", "ms", "{:,.1f}"),
+        ("load_p99", f"Latency, {peer.IN_FLIGHT} in flight: p99", "ms", "{:,.1f}"),
+        ("rate", f"Throughput, {peer.IN_FLIGHT} in flight", "msg/s", "{:,.1f}"),
+        ("cpu_ms_seq", "CPU per message, sequential", "ms", "{:,.2f}"),
+        ("cpu_ms_load", f"CPU per message, {peer.IN_FLIGHT} in flight", "ms", "{:,.2f}"),
+        ("rss_idle", "RSS, idle after warm-up", "MiB", "{:,.0f}"),
+        ("rss_after", "RSS after the load", "MiB", "{:,.0f}"),
+        ("ready_s", "Time to ready (spawn → first threaded reply)", "s", "{:,.1f}"),
+    ):
+        a, b = pair(key)
+        row = Row(what, unit, a, b, fmt=fmt, note="ratio: OpenClaw ÷ frontdesk" if key == "seq_p50" else "")
+        if key in goals and row.ratio is not None:
+            row.target, check = goals[key]
+            row.met = check(row.ratio)
+            _summary(
+                summary,
+                "8",
+                f"{what}: frontdesk {a.show(fmt)} {unit}, OpenClaw {b.show(fmt)} {unit} = {row.ratio:.2f}×",
+                row.target,
+                row.met,
+            )
+        sec.rows.append(row)
+    for label, runs_of in (("frontdesk", fd), ("OpenClaw", oc)):
+        calls = ", ".join(f"{m} {n:.2g}" for m, n in runs_of[-1]["slack_calls"].items())
+        sec.notes.append(
+            f"Per message, {label} (last run): model calls {runs_of[-1]['model_calls']:.2g} "
+            f"({runs_of[-1]['model_request_bytes']:,.0f} bytes of request body each); Slack Web API calls: {calls}. "
+            f"Mentions answered 429 and retried: {sum(r['refused'] for r in runs_of)} in all."
+        )
+    bench.sections.append(sec)
+
+
 RUNNERS = {
     "ingest": ingest,
     "cores": cores,
@@ -432,6 +515,7 @@ RUNNERS = {
     "e2e": end_to_end,
     "aof": aof,
     "memory": mem,
+    "peer": peer_side_by_side,
 }
 
 
