@@ -89,6 +89,9 @@ bench: $(STAMP)
 	@# py-spy samples the worker for the per-step profile; not a dependency of frontdesk.
 	@test -x .bench-tools/bin/py-spy || $(BIN)/pip install --quiet --target .bench-tools py-spy || \
 	  echo "py-spy could not be installed: RESULTS.md will have no profile"
+	@# The peer for scenario 8: Node and OpenClaw from the npm registry (pinned in benchmarks/scenarios/peer.py).
+	@$(BIN)/python -m benchmarks.scenarios.peer --install || \
+	  echo "OpenClaw could not be installed: scenario 8 (peer) will say it was not run"
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:

@@ -8,10 +8,16 @@ taken from the cores the measured processes share:
   `add` tool until the context holds `turns` tool results, then `done_for_now`;
   after `delay` seconds (0: at once). It counts requests and integrates the
   number in flight over time, so the harness can read the mean concurrency.
+- `POST /peer/v1/chat/completions`: the same model for the peer gateway (OpenClaw), which
+  runs its own agent loop without our tools: it answers the final text as plain content,
+  as a stream of server-sent events when the request asks for one; same `delay`.
 - `POST /api/{method}`: Slack's `auth.test`, `chat.postMessage` (recorded, with
   its arrival time), `reactions.add`.
 - `POST /callback`: a webhook receiver; arrivals are recorded by thread id.
 - `POST /control` {"delay", "turns"} resets the counters; `GET /stats`, `GET /arrivals`.
+- `POST /wait` {"key", "timeout"}: answers {"at": arrival time} once the Slack reply in
+  thread `key` has arrived (404 after `timeout`), so that a closed-loop sender learns of its
+  reply at once rather than by polling.
 
 Arrival times are `time.monotonic()`, which on Linux is one clock for every process.
 
@@ -62,6 +68,38 @@ def _completion(name: str, arguments: dict) -> bytes:
 
 TOOL = _completion("add", {"a": 1, "b": 2})
 DONE = _completion("done_for_now", {"message": "All done: 3."})
+REPLY_TEXT = "All done: 3."  # what both gateways end up posting to Slack
+
+
+def _text_completion() -> bytes:
+    return json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "bench",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": REPLY_TEXT}}],
+            "usage": {"prompt_tokens": 200, "completion_tokens": 12, "total_tokens": 212},
+        }
+    ).encode()
+
+
+def _text_stream() -> bytes:
+    """The same answer as Chat Completions' server-sent events: the text, the stop, the usage, [DONE]."""
+    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": "bench"}
+    chunks = [
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": REPLY_TEXT}, "finish_reason": None}],
+        },
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {**base, "choices": [], "usage": {"prompt_tokens": 200, "completion_tokens": 12, "total_tokens": 212}},
+    ]
+    return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+TEXT = _text_completion()
+STREAM = _text_stream()
 OK = b'{"ok":true}'
 AUTH = json.dumps(
     {"ok": True, "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID, "url": "https://bench.slack.com/"}
@@ -75,10 +113,14 @@ class State:
     def reset(self, delay: float, turns: int) -> None:
         self.delay, self.turns = delay, turns
         self.requests = 0
+        self.request_bytes = 0  # of the model calls' bodies: how much prompt each gateway sends
         self.in_flight = self.max_in_flight = 0
         self.area, self.since = 0.0, time.monotonic()  # integral of in_flight dt
         self.arrivals: list[tuple[str, str, float]] = []
+        self.replied: dict[str, float] = {}  # Slack thread_ts -> arrival of its reply
+        self.waiting: dict[str, asyncio.Future[float]] = {}
         self.posts = 0
+        self.methods: dict[str, int] = {}  # Slack Web API calls by method: what each gateway calls on the way
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -99,36 +141,48 @@ class State:
         self._tick()
         return {
             "requests": self.requests,
+            "request_bytes": self.request_bytes,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "area": self.area,
             "at": self.since,
             "arrivals": len(self.arrivals),
             "slack_posts": self.posts,
+            "slack_methods": self.methods,
         }
 
 
 state = State()
 
 
-async def handle(path: str, body: bytes) -> tuple[int, bytes]:
-    if path == "/v1/chat/completions":
+async def handle(path: str, body: bytes) -> tuple[int, bytes] | tuple[int, bytes, str]:
+    if path in ("/v1/chat/completions", "/peer/v1/chat/completions"):
         state.enter()
+        state.request_bytes += len(body)
         try:
             if state.delay:
                 await asyncio.sleep(state.delay)
+            if path.startswith("/peer/"):
+                stream = b'"stream":true' in body.replace(b" ", b"")
+                return (200, STREAM, "text/event-stream") if stream else (200, TEXT)
             # The context is JSON-encoded inside the request; each tool result is one block.
             return 200, TOOL if body.count(b"<tool_result") < state.turns else DONE
         finally:
             state.leave()
     if path.startswith("/api/"):
         method = path[5:]
+        state.methods[method] = state.methods.get(method, 0) + 1
         if method == "auth.test":
             return 200, AUTH
         if method == "chat.postMessage":
             args = _json(body)
             state.posts += 1
-            state.arrivals.append(("slack", str(args.get("thread_ts") or ""), time.monotonic()))
+            key, at = str(args.get("thread_ts") or ""), time.monotonic()
+            state.arrivals.append(("slack", key, at))
+            state.replied.setdefault(key, at)
+            waiter = state.waiting.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(at)
             ts = f"{time.time():.6f}"
             return 200, json.dumps(
                 {"ok": True, "channel": args.get("channel"), "ts": ts, "message": {"ts": ts}}
@@ -142,6 +196,16 @@ async def handle(path: str, body: bytes) -> tuple[int, bytes]:
         args = json.loads(body or b"{}")
         state.reset(float(args.get("delay", 0.0)), int(args.get("turns", 1)))
         return 200, OK
+    if path == "/wait":
+        args = json.loads(body or b"{}")
+        key = str(args["key"])
+        if key not in state.replied:
+            waiter = state.waiting.setdefault(key, asyncio.get_running_loop().create_future())
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), float(args.get("timeout", 30)))
+            except TimeoutError:
+                return 404, b'{"error":"no reply"}'
+        return 200, json.dumps({"at": state.replied[key]}).encode()
     if path == "/stats":
         return 200, json.dumps(state.stats()).encode()
     if path == "/arrivals":
@@ -185,10 +249,11 @@ class _Connection(asyncio.Protocol):
         asyncio.ensure_future(self._answer(path, b"".join(self.body), self.parser.should_keep_alive()))
 
     async def _answer(self, path: str, body: bytes, keep_alive: bool) -> None:
-        status, reply = await handle(path, body)
+        status, reply, *kind = await handle(path, body)
         if self.transport.is_closing():
             return
-        head = f"HTTP/1.1 {status} {'OK' if status == 200 else 'Not Found'}\r\ncontent-type: application/json\r\ncontent-length: {len(reply)}\r\n"
+        ctype = kind[0] if kind else "application/json"
+        head = f"HTTP/1.1 {status} {'OK' if status == 200 else 'Not Found'}\r\ncontent-type: {ctype}\r\ncontent-length: {len(reply)}\r\n"
         self.transport.write(head.encode() + (b"\r\n" if keep_alive else b"connection: close\r\n\r\n") + reply)
         if not keep_alive:
             self.transport.close()

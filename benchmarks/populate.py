@@ -19,8 +19,8 @@ import redis
 import redis.asyncio as aioredis
 
 from gateway.events import Contact, DoneForNow, Thread, UserMessage, derive_status, new_id
-from gateway.keys import Keys
-from gateway.threads import ThreadStore, dump_event
+from gateway.store.keys import Keys
+from gateway.store.threads import ThreadStore, dump_event
 
 BATCH = 1000
 _START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from gateway.embedded import redis_executable
+from gateway.store.embedded import redis_executable
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -63,9 +63,7 @@ class Proc:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        return _cpu_seconds(self.pid)
 
     def rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -79,10 +77,30 @@ class Proc:
         except FileNotFoundError:
             return ""
 
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after `grace` seconds: this pid only."""
+    def tree_cpu_seconds(self) -> float:
+        """CPU time of the process, its live descendants, and the children it has reaped."""
+        total = 0.0
+        ticks = os.sysconf("SC_CLK_TCK")
+        for pid in [self.pid, *descendants(self.pid)]:
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / ticks
+        return total
+
+    def tree_rss_bytes(self) -> int:
+        total = 0
+        for pid in [self.pid, *descendants(self.pid)]:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        return total
+
+    def stop(self, grace: float = 10.0, *, descendants_too: bool = False) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds: this pid (and, if asked, the pids it spawned) only."""
         if self.popen.poll() is not None:
             return
+        spawned = descendants(self.pid) if descendants_too else []
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGTERM)
         try:
@@ -91,6 +109,30 @@ class Proc:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
             self.popen.wait()
+        for pid in spawned:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid`, read from /proc (parent links)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_until(check, *, timeout: float, what: str, proc: Proc | None = None) -> None:

@@ -6,8 +6,9 @@
 
 py-spy (for the per-step profile) is looked for in .bench-tools/bin, BENCH_PYSPY, PATH.
 
-Scenarios: ingest (1), smtp (2), steps (3, with 6's scaling), inflight (4, with
-7's worker RSS), e2e (5), aof (6's AOF-off figures), memory (7). Every process
+Scenarios: ingest (1), cores (1b: 1 vs 2 gateway processes), smtp (2), steps (3, with 6's scaling), inflight (4, with
+7's worker RSS), e2e (5), aof (6's AOF-off figures), memory (7), peer (8: OpenClaw
+beside frontdesk, when `make bench` could install it). Every process
 is started here and stopped by its pid; everything listens on 127.0.0.1.
 Curves (8): length (step cost against thread length), stored (ingest and listing
 against stored threads), cluster (steps against Redis Cluster masters).
@@ -30,11 +31,28 @@ from benchmarks.harness import Bench, Options, Section
 from benchmarks.loadgen import humanlayer
 from benchmarks.procs import machine, redis_server, versions
 from benchmarks.report import notes, render
-from benchmarks.scenarios import e2e, growth, http_ingest, memory, smtp_ingest, steps
+from benchmarks.scenarios import e2e, growth, http_ingest, memory, peer, smtp_ingest, steps
 from benchmarks.stats import Row, Series, ratio_series
 
 HERE = Path(__file__).parent
-SCENARIOS = ("ingest", "smtp", "steps", "inflight", "e2e", "aof", "memory", "length", "stored", "cluster", "newpaths")
+SCENARIOS = (
+    "ingest",
+    "cores",
+    "smtp",
+    "steps",
+    "inflight",
+    "e2e",
+    "aof",
+    "memory",
+    "peer",
+    "length",
+    "stored",
+    "cluster",
+    "newpaths",
+)
+# One run of each side: OpenClaw takes 30–100 s to take its first mention here and about a minute
+# for the load, so the scenario stays at a couple of minutes (1.4 min on a quiet machine).
+PEER_RUNS = 1
 STEP_THREADS, STEP_TURNS = 6000, 4  # 30,000 steps queued: more than a 2-worker window takes
 
 
@@ -111,6 +129,21 @@ def ingest(bench: Bench, summary: list[str]) -> None:
                 f" = {row.ratio:.2f}× floor" if "throughput" in row.what else ""
             )
             _summary(summary, "1", figure, row.target, row.met)
+
+
+def cores(bench: Bench, summary: list[str]) -> None:
+    results = http_ingest.measure_processes(bench)
+    bench.raw["cores"] = results
+    sec = http_ingest.processes_section(results, bench.options, os.cpu_count() or 1)
+    bench.sections.append(sec)
+    row = sec.rows[0]
+    _summary(
+        summary,
+        "1b",
+        f"webhook ingest, {row.frontdesk.show()} req/s = {row.ratio:.2f}× one process",
+        row.target,
+        row.met,
+    )
 
 
 def smtp(bench: Bench, summary: list[str]) -> None:
@@ -230,7 +263,9 @@ def inflight(bench: Bench, summary: list[str]) -> None:
     with redis_server(bench.dir, appendonly=True, name="redis-inflight") as (rurl, _):
         for i in range(o.runs):
             runs.append(steps.run_frontdesk(bench, rurl, threads=n, turns=20, delay=1.0, warm=3.0, tag=f"if{i}"))
+        idle = steps.idle_rss(bench, rurl) / 2**20
     bench.raw["inflight"] = runs
+    bench.raw["idle_rss_mib"] = idle
     held = Series([r["in_flight"] for r in runs])
     rate = Series([r["rate"] for r in runs])
     ideal = Series([n / 1.0 for _ in runs])
@@ -257,6 +292,13 @@ def inflight(bench: Bench, summary: list[str]) -> None:
             note="floor column: the ideal",
         ),
         Row("Worker RSS with these threads in flight", "MiB", None, rss),
+        Row("Worker RSS at start-up, no thread (imports, clients)", "MiB", None, Series([idle])),
+        Row(
+            "Worker RSS per thread in flight: (in flight − start-up) ÷ calls in flight",
+            "KiB",
+            None,
+            Series([(r["rss"][0] / 2**20 - idle) * 1024 / max(r["in_flight"], 1) for r in runs]),
+        ),
         Row("Worker CPU use", "cores", None, Series([r["cpu_share"] for r in runs]), fmt="{:.2f}"),
     ]
     bench.sections.append(sec)
@@ -267,7 +309,13 @@ def inflight(bench: Bench, summary: list[str]) -> None:
         "≥ 1,000 at ≥ 0.9×",
         held.median >= 1000 and share.median >= 0.9,
     )
-    _summary(summary, "7", f"worker RSS with {n:,} threads in flight: {rss.median:,.0f} MiB", "", None)
+    _summary(
+        summary,
+        "7",
+        f"worker RSS with {n:,} threads in flight: {rss.median:,.0f} MiB ({idle:,.0f} MiB of it at start-up)",
+        "< 150 MiB",
+        rss.median < 150,
+    )
 
 
 def mem(bench: Bench, summary: list[str]) -> None:
@@ -622,8 +670,88 @@ def _humanlayer(bench: Bench) -> dict[str, list[dict]]:
     return out
 
 
+# ---------------------------------------------------------------- 8
+
+
+def peer_side_by_side(bench: Bench, summary: list[str]) -> None:
+    """OpenClaw and frontdesk on the same Slack path and fakes; the ratios are OpenClaw ÷ frontdesk."""
+    why = peer.missing()
+    title = "8. The peer: OpenClaw beside frontdesk (Slack mention → threaded reply)"
+    if why:
+        bench.sections.append(Section(title=title, setup=f"Not run: {why}."))
+        _summary(summary, "8", f"not run: {why}", "", None)
+        return
+    runs = min(bench.options.runs, PEER_RUNS)
+    try:
+        results = peer.measure(bench, runs)
+    except RuntimeError as error:  # the peer's failure is a finding of the run, not a crash of the other scenarios
+        first = str(error).splitlines()[0]
+        bench.sections.append(Section(title=title, setup=f"Failed, no figures: {error}"))
+        _summary(summary, "8", f"failed: {first}", "", None)
+        return
+    bench.raw["peer"] = results
+    sec = Section(
+        title=title,
+        setup=(
+            f"OpenClaw {peer.OPENCLAW_VERSION} (Node {peer.NODE_VERSION}, its Slack plugin in HTTP mode) and frontdesk (the HTTP app + `frontdesk worker`, "
+            "as in scenario 5) on the same fakes: the model answers at once, the Slack Web API is the fake's. Each side alone, started, measured, stopped; "
+            f"{runs} run(s) each, alternating. Per side: time from spawn to the first threaded reply; {peer.WARM} warm-up mentions; "
+            f"{peer.SEQUENTIAL} mentions one after another; {peer.LOADED} with {peer.IN_FLIGHT} in flight (each sender sends its next mention when its reply is in). "
+            "Latency: signed `app_mention` POST → `chat.postMessage` in its thread at the fake. CPU and RSS: every process of the side's tree. "
+            "Configuration of each side and what each does on the path: the notes above (OpenClaw)."
+        ),
+        columns=("frontdesk", "OpenClaw"),
+    )
+    fd, oc = results["frontdesk"], results["peer"]
+
+    def pair(key: str) -> tuple[Series, Series]:
+        return Series([r[key] for r in fd]), Series([r[key] for r in oc])
+
+    goals = {  # key: (target on OpenClaw ÷ frontdesk, met?)
+        "seq_p50": ("≥ 10×", lambda r: r >= 10),
+        "load_p50": ("≥ 10×", lambda r: r >= 10),
+        "rate": ("≤ 0.1× (frontdesk ≥ 10×)", lambda r: r <= 0.1),
+        "cpu_ms_load": ("≥ 10×", lambda r: r >= 10),
+        "rss_after": ("≥ 5×", lambda r: r >= 5),
+    }
+    for key, what, unit, fmt in (
+        ("seq_p50", "Latency, sequential: p50", "ms", "{:,.1f}"),
+        ("seq_p99", "Latency, sequential: p99", "ms", "{:,.1f}"),
+        ("load_p50", f"Latency, {peer.IN_FLIGHT} in flight: p50", "ms", "{:,.1f}"),
+        ("load_p99", f"Latency, {peer.IN_FLIGHT} in flight: p99", "ms", "{:,.1f}"),
+        ("rate", f"Throughput, {peer.IN_FLIGHT} in flight", "msg/s", "{:,.1f}"),
+        ("cpu_ms_seq", "CPU per message, sequential", "ms", "{:,.2f}"),
+        ("cpu_ms_load", f"CPU per message, {peer.IN_FLIGHT} in flight", "ms", "{:,.2f}"),
+        ("rss_idle", "RSS, idle after warm-up", "MiB", "{:,.0f}"),
+        ("rss_after", "RSS after the load", "MiB", "{:,.0f}"),
+        ("ready_s", "Time to ready (spawn → first threaded reply)", "s", "{:,.1f}"),
+    ):
+        a, b = pair(key)
+        row = Row(what, unit, a, b, fmt=fmt, note="ratio: OpenClaw ÷ frontdesk" if key == "seq_p50" else "")
+        if key in goals and row.ratio is not None:
+            row.target, check = goals[key]
+            row.met = check(row.ratio)
+            _summary(
+                summary,
+                "8",
+                f"{what}: frontdesk {a.show(fmt)} {unit}, OpenClaw {b.show(fmt)} {unit} = {row.ratio:.2f}×",
+                row.target,
+                row.met,
+            )
+        sec.rows.append(row)
+    for label, runs_of in (("frontdesk", fd), ("OpenClaw", oc)):
+        calls = ", ".join(f"{m} {n:.2g}" for m, n in runs_of[-1]["slack_calls"].items())
+        sec.notes.append(
+            f"Per message, {label} (last run): model calls {runs_of[-1]['model_calls']:.2g} "
+            f"({runs_of[-1]['model_request_bytes']:,.0f} bytes of request body each); Slack Web API calls: {calls}. "
+            f"Mentions answered 429 and retried: {sum(r['refused'] for r in runs_of)} in all."
+        )
+    bench.sections.append(sec)
+
+
 RUNNERS = {
     "ingest": ingest,
+    "cores": cores,
     "smtp": smtp,
     "steps": agent_steps,
     "inflight": inflight,
@@ -634,6 +762,7 @@ RUNNERS = {
     "stored": stored,
     "cluster": cluster,
     "newpaths": new_paths,
+    "peer": peer_side_by_side,
 }
 
 

@@ -22,9 +22,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     if args.app == "frontdesk":
-        from gateway.http import create_app
         from gateway.logs import configure_logging
         from gateway.settings import Settings
+        from gateway.web.app import create_app
 
         settings = Settings()
         configure_logging(settings)

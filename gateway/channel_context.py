@@ -1,7 +1,7 @@
 """The core's side of `ChannelContext`: a channel's inbox and its own keys, over the runtime.
 
 Each method is one or two Redis calls the channel used to make itself. The runtime's
-client raises `Unavailable` for an outage (gateway/connection.py), so a channel
+client raises `Unavailable` for an outage (gateway/store/connection.py), so a channel
 catches only the error tree.
 """
 
@@ -13,12 +13,12 @@ import httpx
 import redis.asyncio as aioredis
 from redis.client import NEVER_DECODE
 
-from gateway.entries import Entry
 from gateway.errors import UnknownAgent
-from gateway.keys import Keys
 from gateway.messages import Accepted, DeliveryEvent, InboundMessage
 from gateway.protocols import checked_namespace
 from gateway.settings import Settings
+from gateway.store.entries import Entry
+from gateway.store.keys import Keys
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime

@@ -23,6 +23,7 @@ import enum
 import functools
 import json
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -30,28 +31,28 @@ from pathlib import Path
 from typing import Any, assert_never
 
 import redis
+import structlog
 import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
-from gateway.api import thread_summary
+from gateway import prefork
 from gateway.config import FrontdeskConfig, parse_identity
-from gateway.connection import connect_redis, redacted
-from gateway.dashboard.sessions import DashboardSessions
-from gateway.deadletters import DeadLetters, parse_ref
-from gateway.embedded import URL_FILE, embedded_redis, running_url
 from gateway.errors import ConfigError, InboundRejected, Malformed, Unavailable
 from gateway.events import STATUSES, Event, Thread
-from gateway.ingest import Ingest
-from gateway.keys import Keys
 from gateway.launch import launch_thread
 from gateway.logs import configure_logging
 from gateway.registry import load_object
 from gateway.runtime import running
 from gateway.serve import Roles, Started, run
 from gateway.settings import Settings
-from gateway.streams import Streams
-from gateway.threads import ThreadStore
+from gateway.store.connection import connect_redis, redacted
+from gateway.store.deadletters import DeadLetters, parse_ref
+from gateway.store.embedded import URL_FILE, embedded_redis, running_url
+from gateway.store.ingest import Ingest
+from gateway.store.keys import Keys
+from gateway.store.streams import Streams
+from gateway.store.threads import ThreadStore
 
 app = typer.Typer(
     name="frontdesk",
@@ -202,9 +203,38 @@ def dev() -> None:
 
 @app.command()
 @_errors
-def serve() -> None:
+def serve(
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, max=256, help="HTTP processes on the one port [default: FRONTDESK_HTTP_WORKERS, 1]"
+    ),
+) -> None:
     """The HTTP app only: provider webhooks, the API, health and metrics."""
-    _run(load_settings(), Roles(http=True))
+    settings = load_settings()
+    if workers is not None:
+        settings = settings.model_copy(update={"http_workers": workers})
+    if settings.http_workers == 1:
+        _run(settings, Roles(http=True))
+        return
+    configure_logging(settings)
+    with _sigterm_unwinds(), redis_for(settings) as url, prefork.bind(settings.http_host, settings.http_port) as sock:
+
+        def one(index: int) -> int:
+            structlog.contextvars.bind_contextvars(http_process=index)  # which child said what
+            try:
+                _errors(_serve_one)(settings, url, sock)
+            except typer.Exit as exc:  # _errors' one line was printed; its code is the child's
+                return exc.exit_code
+            return 0
+
+        code = prefork.run_children(settings.http_workers, one)
+    if code:
+        raise typer.Exit(code)
+
+
+def _serve_one(settings: Settings, url: str | None, sock: socket.socket) -> None:
+    """One of `serve --workers N`'s processes: the HTTP role on the socket the parent bound."""
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(run(settings, Roles(http=True), redis_url=url, http_socket=sock))
 
 
 @app.command()
@@ -338,6 +368,8 @@ def threads_list(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
     """One line per thread: id, status, agent, channel, last update (newest first)."""
+    from gateway.web.api import thread_summary  # the HTTP API's modules, not loaded by the processes (serve.py)
+
     settings = load_settings()
     wanted = status.value if status else None
     rows = _query(settings, lambda r, k: ThreadStore(r, k).list(status=wanted, limit=limit))
@@ -598,6 +630,8 @@ def dashboard_sessions(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line (as the API gives)."),
 ) -> None:
     """The live dashboard sessions (a digest of each id, where it logged in from, when it expires)."""
+    from gateway.web.dashboard.sessions import DashboardSessions  # as thread_summary above
+
     settings = load_settings()
     if end_all:
         typer.echo(f"ended {_query(settings, lambda r, k: DashboardSessions(r, k).end_all())} sessions")

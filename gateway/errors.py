@@ -16,10 +16,10 @@
     └── LeaseLost          another worker holds the thread now; this one must not write it
 
 Channels turn their SDK's exceptions into DeliveryFailed before they leave the
-module, so the outbox catches only ours. The Redis client (gateway/connection.py)
+module, so the outbox catches only ours. The Redis client (gateway/store/connection.py)
 raises Unavailable for an outage, so a loop catches that one class. Service
-functions (gateway/api.py, api_ops.py) raise these, and the HTTP app maps each
-to its status in one place (gateway/http.py); the dashboard catches the same.
+functions (gateway/web/api.py, api_ops.py) raise these, and the HTTP app maps each
+to its status in one place (gateway/web/app.py); the dashboard catches the same.
 
 What an inbound message the inbox did not take as new (`Accepted.outcome`) gets
 back is decided here too, per transport, by `ANSWERS` and `answer()`.

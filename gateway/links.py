@@ -26,8 +26,8 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from gateway.keys import Keys
 from gateway.settings import Settings
+from gateway.store.keys import Keys
 
 # At most FRONTDESK_DEDUPE_TTL (see `lifetime`): a used link must stay used for as long as it is valid.
 LINK_SECONDS = 24 * 3600

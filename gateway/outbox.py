@@ -30,7 +30,6 @@ from pydantic import ValidationError
 
 from gateway import metrics, tracing
 from gateway.config import parse_identity
-from gateway.entries import Entry
 from gateway.errors import DeliveryFailed, Unavailable
 from gateway.events import (
     ApprovalDecision,
@@ -49,8 +48,9 @@ from gateway.events import (
 from gateway.loops import Slots, loop_failed, redis_down, sleep
 from gateway.protocols import Channel, Recovers
 from gateway.retry import backoff
-from gateway.scripts import Group, Script
-from gateway.streams import delayed_member, flat, missing_group
+from gateway.store.entries import Entry
+from gateway.store.scripts import Group, Script
+from gateway.store.streams import delayed_member, flat, missing_group
 
 if TYPE_CHECKING:
     from gateway.registry import Sent

@@ -317,7 +317,7 @@ class Starts(Protocol):
 # ---------------------------------------------------------------- checks at start-up
 
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_-]*$")
-# Free-standing keys the core keeps beside the partitions (gateway.keys).
+# Free-standing keys the core keeps beside the partitions (gateway.store.keys).
 _CORE_NAMESPACES = frozenset({"dashboard", "deliveries", "workers"})
 
 

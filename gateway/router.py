@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import FrontdeskConfig, parse_identity
-from gateway.entries import Entry
 from gateway.errors import Malformed
 from gateway.events import (
     DEAD_LETTER,
@@ -38,6 +37,7 @@ from gateway.events import (
     note_call_id,
     pending_request,
 )
+from gateway.store.entries import Entry
 
 _YES = {"yes", "y", "approve", "approved", "ok", "okay"}
 _NO = {"no", "n", "deny", "denied", "reject"}

@@ -21,17 +21,17 @@ import redis.asyncio as aioredis
 from gateway import egress, tracing
 from gateway.channel_context import RuntimeChannelContext
 from gateway.config import FrontdeskConfig, load_config
-from gateway.connection import connect_redis
 from gateway.errors import ConfigError
-from gateway.ingest import Ingest
-from gateway.keys import Keys
 from gateway.links import Linker
 from gateway.protocols import Agent, Channel, ChannelContext, Closes, Starts, Unconfigured, checked_channel
 from gateway.registry import BUILTIN_AGENTS, BUILTIN_CHANNELS, instantiate, load_plugins
 from gateway.router import Router
 from gateway.settings import Settings
-from gateway.streams import Streams
-from gateway.threads import ThreadStore
+from gateway.store.connection import connect_redis
+from gateway.store.ingest import Ingest
+from gateway.store.keys import Keys
+from gateway.store.streams import Streams
+from gateway.store.threads import ThreadStore
 
 _Made = TypeVar("_Made")
 
@@ -167,10 +167,13 @@ def tune_gc(*, latency: bool = True) -> None:
     With CPython's default (a collection every 700 allocations) and the heap of a loaded
     app, the collector took about a third of a webhook's CPU, and its full collections
     held requests for tens of ms: p99 80-110 ms against 15-20 ms after (benchmarks/, scenario 1).
-    A process that answers no HTTP (`latency=False`: workers, senders) waits five times longer
+    A process that answers no client (`latency=False`: workers, senders) waits five times longer
     between young collections: a worker keeps a thousand threads' events alive, each collection
     walks the survivors, and fewer, longer pauses cost it less than half the collector's time
-    (0.8 -> 0.3 s over a 15 s run of scenario 4); no caller waits on any one pause.
+    (0.8 -> 0.3 s over a 15 s run of scenario 4); no caller waits on any one pause. A process
+    with clients waiting (HTTP, and the listeners: SMTP) keeps 10,000: at 50,000 `frontdesk smtp`
+    paused once per ~1,000 messages for 120-135 ms, every client waiting, against 10-30 ms
+    pauses at 10,000 (scenario 2, a busy machine; benchmarks/NOTES.md, "SMTP tail").
     """
     gc.freeze()
     gen0, gen1, gen2 = gc.get_threshold()

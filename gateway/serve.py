@@ -3,7 +3,7 @@
 Every role is a coroutine that runs until a shared `stop` event is set, all on one
 runtime. `frontdesk dev` runs them all; `serve`, `worker` and `smtp` run one or a
 few. A process without the HTTP app also serves /healthz, /readyz and /metrics on
-FRONTDESK_OPS_PORT when that is set (gateway.ops), so it can be probed and scraped.
+FRONTDESK_OPS_PORT when that is set (gateway.web.ops), so it can be probed and scraped.
 
 SIGTERM or SIGINT sets `stop`: HTTP stops accepting and finishes its requests,
 the worker stops reading and gives in-flight steps FRONTDESK_SHUTDOWN_GRACE
@@ -20,25 +20,29 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import structlog
-import uvicorn
-from fastapi import FastAPI
 
-from gateway import probes
 from gateway.cron import Cron
-from gateway.dashboard import close_streams
 from gateway.errors import ConfigError
-from gateway.http import create_app
-from gateway.ops import serve_ops
 from gateway.outbox import Outbox
 from gateway.protocols import Listener
 from gateway.runtime import Runtime, consumer_name, running, tune_gc
 from gateway.settings import Settings
 from gateway.worker import Worker
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from gateway.web import probes
+
+# The HTTP app (uvicorn, the API, the dashboard, its templates) and the ops server are imported
+# by the roles that serve them, not at start-up: a `frontdesk worker` never calls them, and
+# importing them cost it about 9 MiB of RSS (benchmarks/NOTES.md, "Worker memory").
 
 log = structlog.get_logger("frontdesk.serve")
 
@@ -73,8 +77,12 @@ async def run(
     redis_url: str | None = None,
     on_started: Callable[[Started], None] | None = None,
     on_hard_exit: Callable[[], None] | None = None,
+    http_socket: socket.socket | None = None,
 ) -> None:
-    """Run `roles` until SIGTERM/SIGINT; `on_hard_exit` runs before a second signal's exit."""
+    """Run `roles` until SIGTERM/SIGINT; `on_hard_exit` runs before a second signal's exit.
+
+    `http_socket`: a listening socket to serve HTTP on (gateway.prefork's, shared by several
+    processes) rather than binding FRONTDESK_HTTP_HOST/PORT."""
     stop = asyncio.Event()
     with stop_on_signals(stop, on_hard_exit):
         async with running(settings, redis_url=redis_url) as rt:
@@ -83,7 +91,7 @@ async def run(
             jobs: dict[str, Awaitable[None]] = {}
             server = _http_server(rt) if roles.http else None
             if server is not None:
-                jobs["http"] = serve_http(server, stop)
+                jobs["http"] = serve_http(server, stop, http_socket)
             if roles.worker:
                 jobs["worker"] = Worker(rt, consumer).run(stop)
             if roles.outbox:
@@ -95,8 +103,11 @@ async def run(
             if not jobs:
                 raise ConfigError("nothing to run: no role is switched on and no channel has a listener")
             if server is None and settings.ops_port is not None:
+                from gateway.web.ops import serve_ops
+
                 jobs["ops"] = serve_ops(rt, stop)
-            tune_gc(latency=server is not None)  # everything above lives as long as the process
+            # Clients wait on HTTP and on the listeners (SMTP): their pauses must stay short.
+            tune_gc(latency=server is not None or bool(listening))  # all above lives as long as the process
             log.info("starting", roles=sorted(jobs), consumer=consumer, model=settings.model)
             started = Started(rt, roles, listeners=[c.name for c in listening])
             jobs["started"] = _announce(started, server, stop, on_started)
@@ -167,6 +178,11 @@ def stop_on_signals(stop: asyncio.Event, on_hard_exit: Callable[[], None] | None
 
 
 def _http_server(rt: Runtime) -> probes.Server:
+    import uvicorn
+
+    from gateway.web import probes
+    from gateway.web.app import create_app
+
     settings = rt.settings
     config = uvicorn.Config(
         create_app(settings, rt),
@@ -184,14 +200,20 @@ def _http_server(rt: Runtime) -> probes.Server:
     return probes.Server(config)
 
 
-async def serve_http(server: uvicorn.Server, stop: asyncio.Event) -> None:
-    """Serve until `stop` is set, then finish the requests in flight."""
+async def serve_http(server: uvicorn.Server, stop: asyncio.Event, sock: socket.socket | None = None) -> None:
+    """Serve until `stop` is set, then finish the requests in flight; on `sock` when given."""
+    from fastapi import FastAPI
+
+    from gateway.web import probes
+    from gateway.web.dashboard import close_streams
+
     # An open dashboard page (a live stream) would hold the shutdown otherwise.
     await probes.serve_until(
         server,
         stop,
         setting="FRONTDESK_HTTP_HOST/FRONTDESK_HTTP_PORT",
         on_stop=lambda: close_streams(cast(FastAPI, server.config.app)),  # the app _http_server gave it
+        sock=sock,
     )
 
 

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
     # --- storage and work distribution
-    # redis://, redis+sentinel:// or redis+cluster:// (the forms: gateway/connection.py)
+    # redis://, redis+sentinel:// or redis+cluster:// (the forms: gateway/store/connection.py)
     redis_url: str | None = _env("FRONTDESK_REDIS_URL")
     data_dir: Path = _env("FRONTDESK_DATA_DIR", Path(".frontdesk"))
     key_prefix: str = _env("FRONTDESK_KEY_PREFIX", "frontdesk")
@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     # --- HTTP, SMTP
     http_host: str = _env("FRONTDESK_HTTP_HOST", "127.0.0.1")
     http_port: int = _env("FRONTDESK_HTTP_PORT", 8000)
+    # `frontdesk serve`: HTTP processes sharing the port, one per core to give it (gateway.prefork).
+    http_workers: int = _env("FRONTDESK_HTTP_WORKERS", 1, ge=1, le=256)
     smtp_host: str = _env("FRONTDESK_SMTP_HOST", "127.0.0.1")
     smtp_port: int = _env("FRONTDESK_SMTP_PORT", 2525)
     smtp_relay: str | None = _env("FRONTDESK_SMTP_RELAY")

@@ -21,6 +21,7 @@ awaited). The mechanism:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from typing import TYPE_CHECKING, cast
@@ -29,15 +30,15 @@ import structlog
 from pydantic import ValidationError
 
 from gateway import metrics, tracing
-from gateway.entries import Entry
 from gateway.errors import LeaseLost, Malformed, Unavailable
 from gateway.events import DEAD_LETTER, Error, InboundMessage, Thread
 from gateway.loops import loop_failed, redis_down, sleep
 from gateway.outbox import compose, notice
 from gateway.progress import Reporter
 from gateway.router import Decision
-from gateway.streams import StreamRows, missing_group
-from gateway.threads import GROUP
+from gateway.store.entries import Entry
+from gateway.store.streams import StreamRows, missing_group
+from gateway.store.threads import GROUP
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -56,6 +57,9 @@ class Worker:
         self.streams = runtime.streams
         self.settings = runtime.settings
         self._draining: dict[str, asyncio.Task] = {}
+        # Set when a thread's drain ends while the readers wait for room (worker_concurrency reached):
+        # the readers wake on it instead of polling.
+        self._room = asyncio.Event()
         self._again: set[str] = set()
         self._stopping = False  # draining for shutdown: finish the step in flight, start no other
         self._traces: dict[str, str | None] = {}  # thread id -> the trace its current entries belong to
@@ -99,13 +103,22 @@ class Worker:
         stream, ready = self.keys.inbound(p), False
         while not stop.is_set():
             if len(self._draining) >= self.settings.worker_concurrency:
-                await asyncio.sleep(0.01)  # back-pressure: leave entries to other workers
+                # Back-pressure: leave entries on the stream for other workers until a drain ends.
+                # Bounded like the blocking read below, so a stop is seen within half a second.
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await self._room.wait()
                 continue
             try:
                 if not ready:
                     await self.streams.ensure_group(stream, GROUP)
                     ready = True
-                reply = await self.rt.redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=100, block=500)
+                # No more entries than there is room for (each may start a thread): the rest stay for others.
+                room = max(1, self.settings.worker_concurrency - len(self._draining))
+                reply = await self.rt.redis.xreadgroup(
+                    GROUP, self.consumer, {stream: ">"}, count=min(100, room), block=500
+                )
                 rows = cast(list[tuple[str, StreamRows]] | None, reply)  # a decoding client; None: nothing came
                 for _, entries in rows or []:
                     await self._received(p, entries)
@@ -222,6 +235,7 @@ class Worker:
 
         def done(_: asyncio.Task) -> None:
             self._draining.pop(thread_id, None)
+            self._room.set()
             self._traces.pop(thread_id, None)
             metrics.IN_FLIGHT.set(len(self._draining))
             if thread_id in self._again:

@@ -11,8 +11,8 @@ import pytest
 import redis
 from helpers import make_settings, plain_tracebacks
 
-from gateway.embedded import embedded_redis
 from gateway.settings import Settings
+from gateway.store.embedded import embedded_redis
 
 
 @pytest.fixture(scope="session", autouse=True)

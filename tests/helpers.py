@@ -44,7 +44,7 @@ async def background(*runners) -> AsyncIterator[asyncio.Event]:
 
 async def stream_entries(rt, kind: str | None = None) -> list:
     """Every entry on the runtime's inbound streams, oldest first per partition (of `kind`, if given)."""
-    from gateway.entries import Entry
+    from gateway.store.entries import Entry
 
     found = []
     for p in range(rt.keys.partitions):

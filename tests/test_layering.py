@@ -92,3 +92,29 @@ def test_the_allowed_set_is_not_stale():
     """Each module allowed to channels is imported by one; a module no channel needs comes off the list."""
     imported = _found("channels")
     assert {m for m in CHANNEL_MAY_IMPORT if m not in imported} == set()
+
+
+# What the Redis layer may build on: the domain's types and errors, settings, and the process's
+# instruments. Not the web layer, not the worker or the outbox that use it.
+STORE_MAY_IMPORT = {"gateway.errors", "gateway.events", "gateway.loops", "gateway.messages", "gateway.metrics"}
+STORE_MAY_IMPORT |= {"gateway.settings", "gateway.tracing"}
+
+
+def test_the_store_builds_only_on_the_domain_types():
+    imported = _found("gateway/store", skip_type_checking=True)
+    outside = {m for m in imported if _under(m, "gateway") and not _under(m, "gateway.store") and m != "gateway"}
+    modules = {m for m in outside if not any(m.startswith(a + ".") for a in STORE_MAY_IMPORT)}
+    assert {m: sorted(imported[m]) for m in modules - STORE_MAY_IMPORT} == {}
+
+
+def test_only_the_entry_points_import_the_web_layer():
+    """The domain (worker, outbox, router, store, launch, ...) never imports gateway.web; the process entry
+    points that serve HTTP (serve, cli) and the HumanLayer API's routes do."""
+    entry_points = {"gateway/serve.py", "gateway/cli.py", "gateway/humanlayer/routes.py"}
+    found = _found("gateway", skip_type_checking=True)
+    wrong = {
+        m: sorted(p for p in places if not p.startswith("gateway/web/") and p.split(":")[0] not in entry_points)
+        for m, places in found.items()
+        if _under(m, "gateway.web")
+    }
+    assert {m: places for m, places in wrong.items() if places} == {}

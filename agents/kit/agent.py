@@ -39,7 +39,7 @@ from agents.kit.evals import cases
 from agents.kit.models import load_model
 from agents.kit.models.base import Model, ModelError, ModelReply, ToolSpec
 from agents.kit.tools import BUILTIN_TOOLS, DoneForNow, RequestHumanInput, Tool, ToolContext
-from gateway import metrics, modelhealth
+from gateway import metrics
 from gateway.config import McpServerConfig, parse_identity
 from gateway.errors import StepError, Unavailable
 from gateway.events import (
@@ -57,6 +57,7 @@ from gateway.events import (
 from gateway.events import DoneForNow as DoneEvent
 from gateway.events import RequestHumanInput as AskEvent
 from gateway.settings import PluginSettings, Settings, plugin_settings
+from gateway.store import modelhealth
 
 if TYPE_CHECKING:
     from agents.kit.evals.cases import Step
@@ -273,7 +274,7 @@ class Agent:
                 return thread.with_events(call, *(await self._run(thread, step, call_id)))
 
     async def _report_model(self, error: str | None = None) -> None:
-        """Keep the health page's view of this model current (gateway.modelhealth)."""
+        """Keep the health page's view of this model current (gateway.store.modelhealth)."""
         rt, model = self.runtime, self.model
         try:
             if error is None:

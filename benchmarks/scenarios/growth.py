@@ -32,8 +32,8 @@ from benchmarks.scenarios.http_ingest import _one
 from benchmarks.scenarios.steps import FRONTDESK, preload_frontdesk, window
 from gateway.events import Contact, ToolCall, ToolResult, UserMessage
 from gateway.events import Thread as StoredThread
-from gateway.keys import Keys
-from gateway.threads import ThreadStore
+from gateway.store.keys import Keys
+from gateway.store.threads import ThreadStore
 
 LENGTHS = (10, 100, 1000)
 SIZES = (1_000, 100_000, 1_000_000)

@@ -7,11 +7,16 @@ every run, and each run's requests are signed afresh with ids of their own.
 
 from __future__ import annotations
 
+import contextlib
+import resource
 import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 from benchmarks.harness import PUBLIC_URL, Bench, Section
 from benchmarks.loadgen.wrk import KINDS, run_wrk, write_requests
-from benchmarks.procs import Proc, flush, redis_server
+from benchmarks.procs import PYTHON, Proc, flush, free_port, redis_server, wait_until
 from benchmarks.stats import Row, Series, ratio_series
 
 LABEL = {
@@ -68,11 +73,12 @@ def one_run(
 
 
 def _one(url: str, file, proc: Proc, rproc: Proc, duration: float, connections: int) -> dict:
-    cpu0, rcpu0 = proc.cpu_seconds(), rproc.cpu_seconds()
+    cpu0, rcpu0, wrk0 = proc.tree_cpu_seconds(), rproc.cpu_seconds(), _children_cpu()
     run = run_wrk(url, file, duration=duration, connections=connections)
-    cpu1, rcpu1 = proc.cpu_seconds(), rproc.cpu_seconds()
+    cpu1, rcpu1, wrk1 = proc.tree_cpu_seconds(), rproc.cpu_seconds(), _children_cpu()
     run["cpu_us"] = (cpu1 - cpu0) / max(run["requests"], 1) * 1e6
     run["redis_cpu_us"] = (rcpu1 - rcpu0) / max(run["requests"], 1) * 1e6
+    run["wrk_cpu_us"] = (wrk1 - wrk0) / max(run["requests"], 1) * 1e6  # the only child reaped meanwhile: wrk
     run["rss"] = proc.rss_bytes()
     if run["errors"]:
         raise RuntimeError(f"{url}: {run['errors']} errors in a run ({run}); see {proc.log}")
@@ -140,4 +146,92 @@ def section(results: dict[str, dict[str, list[dict]]], o) -> Section:
             sec.notes.append(
                 f"{kind}: some runs outlasted their request file and replayed ids ({wraps} wraps): those requests took the dedupe path."
             )
+    return sec
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# ---------------------------------------------------------------- 1 vs N gateway processes
+
+PROCESSES = (1, 2)
+FRONTDESK = str(Path(PYTHON).with_name("frontdesk"))
+
+
+@contextlib.contextmanager
+def serve_processes(bench: Bench, rurl: str, processes: int, name: str) -> Iterator[tuple[str, Proc]]:
+    """`frontdesk serve --workers N`, the command a deployment runs, on a free port."""
+    port = free_port()
+    env = bench.env(rurl, FRONTDESK_HTTP_PORT=port, FRONTDESK_HTTP_WORKERS=processes)
+    proc = Proc([FRONTDESK, "serve"], env=env, logdir=bench.dir, name=name)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: urllib.request.urlopen(url + "/healthz", timeout=1).status == 200, timeout=60, what=name, proc=proc
+        )
+        yield url, proc
+    finally:
+        proc.stop()
+
+
+def measure_processes(bench: Bench, kind: str = "webhook") -> dict[int, list[dict]]:
+    """{processes: [run...]}: `kind` ingest on 1 and on N gateway processes, runs alternating."""
+    o = bench.options
+    results: dict[int, list[dict]] = {n: [] for n in PROCESSES}
+    with redis_server(bench.dir, appendonly=True, name="redis-cores") as (rurl, rproc):
+        with contextlib.ExitStack() as stack:
+            servers = {n: stack.enter_context(serve_processes(bench, rurl, n, f"serve-{n}p")) for n in PROCESSES}
+            for n, (url, proc) in servers.items():  # warm up every process of each
+                one_run(bench, kind, url, proc, rurl, rproc, f"warm{n}p", duration=o.warmup)
+            for i in range(o.runs):
+                for n, (url, proc) in servers.items():
+                    results[n].append(one_run(bench, kind, url, proc, rurl, rproc, f"{n}p{i}", duration=o.duration))
+    return results
+
+
+def processes_section(results: dict[int, list[dict]], o, cores: int) -> Section:
+    one, many = PROCESSES[0], PROCESSES[-1]
+    sec = Section(
+        title=f"1b. Webhook ingest on {one} vs {many} gateway processes (`frontdesk serve --workers N`)",
+        setup=(
+            f"`frontdesk serve` with FRONTDESK_HTTP_WORKERS={one} and ={many}, both up, runs alternating; wrk as in scenario 1 "
+            f"({o.connections} connections, one thread), one Redis (AOF everysec). {cores} cores for everything: the gateway "
+            "processes, Redis and wrk. CPU per request: the server's is the parent's and its children's together; the whole "
+            "is server + Redis + wrk, so cores ÷ whole is the most this machine could take whatever the server did."
+        ),
+        columns=(f"{one} process", f"{many} processes"),
+    )
+    per = {n: results[n] for n in PROCESSES}
+
+    def series(n: int, key: str, scale: float = 1.0) -> Series:
+        return Series([r[key] * scale for r in per[n]])
+
+    rps_ratio = ratio_series(series(many, "rps").values, series(one, "rps").values)
+    target = 0.8 * many
+    whole = {n: Series([r["cpu_us"] + r["redis_cpu_us"] + r["wrk_cpu_us"] for r in per[n]]) for n in PROCESSES}
+    sec.rows += [
+        Row(
+            "Throughput",
+            "req/s",
+            series(one, "rps"),
+            series(many, "rps"),
+            f"≥ {target:.1f}× one process",
+            met=rps_ratio.median >= target,
+            ratio=rps_ratio.median,
+            note=f"run ratios {rps_ratio.show('{:.2f}')}",
+        ),
+        Row("p99", "ms", series(one, "p99_us", 1e-3), series(many, "p99_us", 1e-3), fmt="{:.1f}"),
+        Row("Server CPU per request", "µs", series(one, "cpu_us"), series(many, "cpu_us")),
+        Row("Redis CPU per request", "µs", series(one, "redis_cpu_us"), series(many, "redis_cpu_us")),
+        Row("wrk CPU per request", "µs", series(one, "wrk_cpu_us"), series(many, "wrk_cpu_us")),
+        Row("All CPU per request (server + Redis + wrk)", "µs", whole[one], whole[many]),
+        Row(
+            f"Ceiling on {cores} cores: cores ÷ all CPU per request",
+            "req/s",
+            Series([cores / v * 1e6 for v in whole[one].values]),
+            Series([cores / v * 1e6 for v in whole[many].values]),
+        ),
+    ]
     return sec

@@ -16,9 +16,9 @@ import time
 import redis
 
 from benchmarks.harness import PREFIX, Bench
-from benchmarks.procs import Proc, flush, redis_server
-from benchmarks.scenarios.steps import FRONTDESK, preload_frontdesk
-from gateway.keys import Keys
+from benchmarks.procs import flush, redis_server
+from benchmarks.scenarios.steps import preload_frontdesk, worker_proc
+from gateway.store.keys import Keys
 
 
 def measure(bench: Bench, threads: int = 1000) -> dict:
@@ -29,12 +29,7 @@ def measure(bench: Bench, threads: int = 1000) -> dict:
             before = client.info("memory")["used_memory"]
             bench.control(delay=0.0, turns=9)
             asyncio.run(preload_frontdesk(rurl, f"{bench.fakes_url}/callback", threads, "m"))
-            worker = Proc(
-                [FRONTDESK, "worker", "--no-outbox"],
-                env=bench.env(rurl, FRONTDESK_SHUTDOWN_GRACE=1),
-                logdir=bench.dir,
-                name="worker-memory",
-            )
+            worker = worker_proc(bench, rurl, "worker-memory")
             try:
                 deadline = time.monotonic() + 120
                 while bench.stats()["requests"] < threads * 10 and time.monotonic() < deadline:

@@ -19,11 +19,11 @@ import redis
 
 from benchmarks import profile
 from benchmarks.harness import PREFIX, Bench
-from benchmarks.procs import PYTHON, Proc, child_env, flush
-from gateway.connection import make_client
+from benchmarks.procs import PYTHON, Proc, child_env, flush, wait_until
 from gateway.events import InboundMessage
-from gateway.ingest import Ingest
-from gateway.keys import Keys
+from gateway.store.connection import make_client
+from gateway.store.ingest import Ingest
+from gateway.store.keys import Keys
 
 FRONTDESK = str(Path(PYTHON).with_name("frontdesk"))
 
@@ -129,6 +129,24 @@ def run_frontdesk(
     finally:
         for p in procs:
             p.stop()
+
+
+def worker_proc(bench: Bench, rurl: str, name: str) -> Proc:
+    """One `frontdesk worker --no-outbox` on `rurl`, as the scenarios run it."""
+    env = bench.env(rurl, FRONTDESK_SHUTDOWN_GRACE=1)
+    return Proc([FRONTDESK, "worker", "--no-outbox"], env=env, logdir=bench.dir, name=name)
+
+
+def idle_rss(bench: Bench, rurl: str) -> int:
+    """A `frontdesk worker`'s RSS once it is up with nothing to do: what start-up alone costs (imports, clients)."""
+    flush(rurl)
+    proc = worker_proc(bench, rurl, "worker-idle")
+    try:
+        wait_until(lambda: '"starting"' in proc.tail(5), timeout=60, what="idle worker", proc=proc)
+        time.sleep(1.0)  # its readers' first blocking reads
+        return proc.rss_bytes()
+    finally:
+        proc.stop()
 
 
 def run_floor(bench: Bench, rurl: str, *, threads: int, turns: int, warm: float = 1.0, concurrency: int = 64) -> dict:

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import math
 import re
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncApp
-from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -37,6 +34,10 @@ from gateway.errors import DeliveryFailed, Malformed, Unavailable
 from gateway.messages import InboundMessage, OutboundMessage, Progress, Sent
 from gateway.protocols import ChannelBase, ChannelContext
 from gateway.settings import plugin_settings, secret_values
+
+if TYPE_CHECKING:
+    from slack_bolt.async_app import AsyncApp
+    from slack_bolt.authorization import AuthorizeResult
 
 log = structlog.get_logger("frontdesk.slack")
 
@@ -102,16 +103,29 @@ class SlackChannel(ChannelBase):
         self.outbound.stream = Streamer(self.api, state, agentic, settings.dedupe_ttl) if agentic.stream else None
         self.verifies = bool(secrets)
         self.verifiers = [SignatureVerifier(s) for s in secrets]  # the check bolt's request verification makes
+        self.commands = Commands(self.api, inbox, self.inbound, self._me)
+        # For bolt's app, built when it is first asked for (`app`).
+        self._web, self._bolt_secret = web, secrets[0] if secrets else ""
+        self._tasks: set[asyncio.Task] = set()
 
-        async def authorize(context) -> AuthorizeResult:  # bolt passes arguments by name, `self` included
+    @functools.cached_property
+    def app(self) -> AsyncApp:
+        """Bolt's app, for the HTTP route's interactivity and Socket Mode: built when one of them
+        first asks, so a worker, which only sends, neither imports nor builds it (bolt is about
+        8 MiB of a worker's RSS; benchmarks/NOTES.md, "Worker memory")."""
+        from slack_bolt.async_app import AsyncApp
+
+        # Bolt passes arguments by name (`self` included), reading this signature; no return
+        # annotation, which it would resolve among this module's names, where bolt's are not.
+        async def authorize(context):
             return await self._authorize(context)
 
-        self.app = AsyncApp(
+        app = AsyncApp(
             name="frontdesk",
             logger=logging.getLogger("frontdesk.slack.bolt"),
-            client=AsyncWebClient(**web),
+            client=AsyncWebClient(**self._web),
             authorize=authorize,
-            signing_secret=secrets[0] if secrets else "",
+            signing_secret=self._bolt_secret,
             # Our route checks every request against all the secrets before bolt sees it (bolt
             # knows one secret); Socket Mode needs no signature, and alone mounts no HTTP route.
             request_verification_enabled=False,
@@ -127,22 +141,23 @@ class SlackChannel(ChannelBase):
             attaching_conversation_kwargs_enabled=False,
         )
         # Bolt runs the first listener that matches: the specific events before the catch-all.
-        self.app.event("app_home_opened")(self._on_home)
-        self.app.event("app_uninstalled")(self._on_lifecycle)
-        self.app.event("tokens_revoked")(self._on_lifecycle)
-        self.app.event(re.compile(".*"))(self.inbound.on_event)
-        self.app.action(re.compile(f"^({APPROVE}|{DENY})$"))(self.approvals.on_click)
-        self.app.action(CHOICE_ACTION)(self.inbound.on_click)  # a choice's answer, through from_click
-        self.app.view(DECISION_VIEW)(self.approvals.on_submit)
-        self.commands = Commands(self.api, inbox, self.inbound, self._me)
-        self.app.command(re.compile("^/"))(self.commands.on_command)  # the manifest's one command
-        self.app.shortcut(SEND_SHORTCUT)(self.commands.on_shortcut)
-        self._tasks: set[asyncio.Task] = set()
+        app.event("app_home_opened")(self._on_home)
+        app.event("app_uninstalled")(self._on_lifecycle)
+        app.event("tokens_revoked")(self._on_lifecycle)
+        app.event(re.compile(".*"))(self.inbound.on_event)
+        app.action(re.compile(f"^({APPROVE}|{DENY})$"))(self.approvals.on_click)
+        app.action(CHOICE_ACTION)(self.inbound.on_click)  # a choice's answer, through from_click
+        app.view(DECISION_VIEW)(self.approvals.on_submit)
+        app.command(re.compile("^/"))(self.commands.on_command)  # the manifest's one command
+        app.shortcut(SEND_SHORTCUT)(self.commands.on_shortcut)
+        return app
 
     # ------------------------------------------------------------ inbound
     def router(self) -> APIRouter | None:
         if not self.verifies:
             return None
+        from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+
         handler = AsyncSlackRequestHandler(self.app)
 
         async def events(request: Request) -> Response:
@@ -191,6 +206,8 @@ class SlackChannel(ChannelBase):
         """Socket Mode (SLACK_APP_TOKEN): the same listeners, fed over Slack's WebSocket."""
         if self.app_token is None:
             return
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
         handler = AsyncSocketModeHandler(
             self.app, app_token=self.app_token, logger=logging.getLogger("frontdesk.slack.socket")
         )
@@ -234,6 +251,8 @@ class SlackChannel(ChannelBase):
                 outcome["error"] = error
             raise
         token = installed.token if installed else self.token
+        from slack_bolt.authorization import AuthorizeResult  # bolt is loaded: only its app calls this
+
         return AuthorizeResult(
             enterprise_id=context.enterprise_id,
             team_id=me.team,

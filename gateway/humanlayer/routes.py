@@ -12,7 +12,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from gateway.api import Caller, runtime
 from gateway.humanlayer.models import (
     EscalationIn,
     FunctionCallIn,
@@ -21,6 +20,7 @@ from gateway.humanlayer.models import (
     HumanContactStatusIn,
 )
 from gateway.humanlayer.service import HumanLayerCalls, Kind
+from gateway.web.api import Caller, runtime
 
 PREFIX = "/humanlayer/v1"
 router = APIRouter(prefix=PREFIX, tags=["humanlayer"])

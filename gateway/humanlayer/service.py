@@ -18,7 +18,6 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from gateway.config import parse_identity
-from gateway.entries import Entry
 from gateway.errors import Conflict, InboundRejected, NotFound
 from gateway.events import ApprovalDecision, Contact, HumanResponse, Thread, UserMessage, pending_request, utcnow
 from gateway.humanlayer.models import (
@@ -32,6 +31,7 @@ from gateway.humanlayer.models import (
     ResponseOption,
 )
 from gateway.launch import unreachable
+from gateway.store.entries import Entry
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime

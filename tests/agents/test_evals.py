@@ -29,7 +29,7 @@ from agents.kit.testing import assert_next_step, next_step, thread_of
 from gateway.cli import app
 from gateway.events import Contact, RequestHumanInput, Thread, ToolCall, ToolResult, Usage, UserMessage, new_id
 from gateway.runtime import running
-from gateway.threads import ThreadStore
+from gateway.store.threads import ThreadStore
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = REPO / "agents" / "calculator" / "prompt.md.j2"

@@ -11,9 +11,9 @@ import pytest
 from agents.kit import Agent, Tool, ToolContext
 from agents.kit.models.base import ModelError, ModelReply, Usage
 from agents.kit.models.openai import OpenAIModel
-from gateway import modelhealth
 from gateway.events import ApprovalDecision, Contact, HumanResponse, Thread, UserMessage
 from gateway.runtime import running
+from gateway.store import modelhealth
 
 CALLS: list[dict[str, Any]] = []
 

@@ -25,8 +25,8 @@ from agents.kit.testing import assert_next_step, thread_of
 from gateway.config import McpServerConfig, load_config
 from gateway.errors import ConfigError
 from gateway.events import ApprovalDecision, Contact, Thread, UserMessage
-from gateway.http import create_app
 from gateway.runtime import running
+from gateway.web.app import create_app
 from gateway.worker import Worker
 
 ORDERS = Path(__file__).resolve().parents[1] / "mcp_orders.py"

@@ -16,9 +16,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from agents import load_agents
-from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import running
+from gateway.web.app import create_app
 from gateway.worker import Worker
 
 

@@ -15,9 +15,9 @@ from helpers import background, eventually, make_settings
 
 import channels.slack as slack
 from gateway.events import OutboundMessage, Thread
-from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import Runtime, running
+from gateway.web.app import create_app
 from gateway.worker import Worker
 
 

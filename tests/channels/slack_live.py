@@ -13,9 +13,9 @@ from fake_slack import SECRET, TOKEN, FakeSlack, event_body, signed
 from helpers import background, eventually, make_settings
 
 import channels.slack as slack
-from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import Runtime, running
+from gateway.web.app import create_app
 from gateway.worker import Worker
 
 

@@ -37,8 +37,8 @@ from channels.slack.inbound import from_click, from_event
 from channels.slack.mrkdwn import LIMIT, MARKDOWN_LIMIT, markdown_block, split, to_mrkdwn
 from gateway.errors import DeliveryFailed
 from gateway.events import OutAction
-from gateway.http import create_app
 from gateway.runtime import running
+from gateway.web.app import create_app
 
 ME = Me(team=TEAM, user_id=BOT_USER, bot_id=BOT_ID)
 

@@ -16,9 +16,9 @@ from slack_app import outbound, slack_app
 import channels.slack as slack
 from channels.slack.lookup import tag
 from gateway.errors import DeliveryFailed
-from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import running
+from gateway.web.app import create_app
 from gateway.worker import Worker
 
 ROOT = "1700000000.000100"

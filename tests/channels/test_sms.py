@@ -19,8 +19,8 @@ import channels.sms as sms
 from channels.twilio.text import APPROVAL_HINT, render, segments, units
 from gateway.errors import DeliveryFailed, Malformed, TooLarge
 from gateway.events import Contact, OutboundMessage, Thread
-from gateway.http import create_app
 from gateway.runtime import running
+from gateway.web.app import create_app
 
 PUBLIC = "https://frontdesk.example.com"
 THEM, US, FROM = "+15551230001", "+15559870000", "+15550000042"

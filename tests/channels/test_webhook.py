@@ -20,9 +20,9 @@ from starlette.routing import Route
 
 from channels.webhook import channel as webhook_channel
 from channels.webhook import signature
-from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import running
+from gateway.web.app import create_app
 from gateway.worker import Worker
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()

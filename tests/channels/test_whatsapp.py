@@ -23,9 +23,9 @@ from channels.whatsapp.channel import TEMPLATE_TEXT_MAX, WhatsAppChannel, templa
 from channels.whatsapp.settings import WhatsAppSettings
 from gateway.errors import ConfigError, DeliveryFailed
 from gateway.events import Contact, InboundMessage, OutboundMessage, Thread
-from gateway.http import create_app
 from gateway.runtime import running
 from gateway.settings import plugin_settings
+from gateway.web.app import create_app
 
 PUBLIC = "https://frontdesk.example.com"
 THEM, US, FROM = "whatsapp:+15551230001", "whatsapp:+15559870000", "whatsapp:+15550000042"

@@ -14,11 +14,11 @@ from plugins import ApprovalAgent, EchoAgent, FailingAgent, SinkChannel
 from pydantic import SecretStr
 from servers import app_server
 
-from gateway.dashboard import close_streams
 from gateway.events import InboundMessage
-from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import Runtime, running
+from gateway.web.app import create_app
+from gateway.web.dashboard import close_streams
 from gateway.worker import Worker
 
 TOKEN = "dash-token-0123456789"

@@ -7,7 +7,7 @@ import pytest
 from dashkit import TOKEN, dashboard, message, wait_status
 from helpers import eventually
 
-from gateway import modelhealth
+from gateway.store import modelhealth
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -10,8 +10,8 @@ from dashkit import TOKEN, dashboard, login, message, wait_status
 from plugins import ApprovalAgent, EchoAgent
 from pydantic import SecretStr
 
-from gateway.http import create_app
 from gateway.runtime import running
+from gateway.web.app import create_app
 
 
 @pytest.fixture

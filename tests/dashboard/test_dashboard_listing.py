@@ -14,12 +14,12 @@ import pytest
 import redis.asyncio as aioredis
 from dashkit import dashboard, login, message, wait_status
 
-from gateway.dashboard import listing as listing_module
-from gateway.dashboard.listing import Filters, Listing
 from gateway.events import STATUSES
-from gateway.keys import Keys
 from gateway.launch import launch_thread
-from gateway.threads import person_key
+from gateway.store.keys import Keys
+from gateway.store.threads import person_key
+from gateway.web.dashboard import listing as listing_module
+from gateway.web.dashboard.listing import Filters, Listing
 
 BASE_MS = 1_750_000_000_000
 AGENTS = ("alpha", "beta", "gamma", "delta")

@@ -10,7 +10,7 @@ import httpx
 from dashkit import dashboard, message, sse_events, wait_status
 from servers import app_server
 
-from gateway.dashboard import close_streams, live
+from gateway.web.dashboard import close_streams, live
 
 
 async def next_update(events) -> dict:

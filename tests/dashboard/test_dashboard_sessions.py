@@ -10,9 +10,9 @@ from dashkit import TOKEN, login
 from plugins import EchoAgent
 from pydantic import SecretStr
 
-from gateway.dashboard.sessions import DashboardSessions, ref_of
-from gateway.http import create_app
 from gateway.runtime import running
+from gateway.web.app import create_app
+from gateway.web.dashboard.sessions import DashboardSessions, ref_of
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from gateway.dashboard.timeline import items
 from gateway.events import (
     DEAD_LETTER,
     Contact,
@@ -15,6 +14,7 @@ from gateway.events import (
     ToolCall,
     UserMessage,
 )
+from gateway.web.dashboard.timeline import items
 
 
 def _thread(*events) -> Thread:

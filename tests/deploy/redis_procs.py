@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 from helpers import free_port
 
-from gateway.embedded import redis_executable
+from gateway.store.embedded import redis_executable
 
 HOST = "127.0.0.1"
 SLOTS = 16384

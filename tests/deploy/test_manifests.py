@@ -4,7 +4,7 @@ Kubernetes manifests are validated against the API's own JSON schemas (bundled
 by `kubernetes-validate`, strict: an unknown field fails), the KEDA ScaledObject
 against a schema of its documented fields, and all of them against each other
 and the code: probes name ports that exist, every Deployment has a budget, the
-scaler watches the streams `gateway.keys` names, and every FRONTDESK_* variable
+scaler watches the streams `gateway.store.keys` names, and every FRONTDESK_* variable
 is a setting. The Dockerfile and the compose file get a structural reading.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.keys import Keys
 from gateway.settings import WEBHOOK_SECRET_PREFIX, Settings
-from gateway.threads import GROUP
+from gateway.store.keys import Keys
+from gateway.store.threads import GROUP
 
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="pip install -e '.[test]' (kubernetes-validate)"

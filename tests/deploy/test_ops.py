@@ -11,9 +11,9 @@ import httpx
 from helpers import free_port, make_settings
 from prometheus_client import REGISTRY
 
-from gateway.ops import create_ops_app, ops_server, serve_ops
 from gateway.runtime import running
-from gateway.streams import Streams
+from gateway.store.streams import Streams
+from gateway.web.ops import create_ops_app, ops_server, serve_ops
 
 HEALTHCHECK = Path(__file__).resolve().parents[2] / "deploy" / "healthcheck.py"
 
@@ -26,7 +26,7 @@ async def _get(app, path: str) -> httpx.Response:
 async def test_ops_endpoints_answer_health_readiness_and_metrics(settings):
     async with running(settings, builtins=False) as rt:
         app = create_ops_app(rt)
-        assert (await _get(app, "/healthz")).json() == {"status": "ok"}
+        assert (await _get(app, "/healthz")).json() == {"status": "ok", "pid": os.getpid()}
         assert (await _get(app, "/readyz")).status_code == 200
         metrics = await _get(app, "/metrics")
         assert "frontdesk_inbound_total" in metrics.text and "frontdesk_queue_lag" in metrics.text

@@ -143,8 +143,8 @@ async def test_a_cluster_that_is_gone_reads_as_redis_down(tmp_path):
     """No node answers: the same error family as a single server that is down (503, retry)."""
     from helpers import free_port
 
-    from gateway.connection import make_client
     from gateway.errors import Unavailable
+    from gateway.store.connection import make_client
 
     client = make_client(f"redis+cluster://127.0.0.1:{free_port()}")
     try:

@@ -7,8 +7,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
 
-from gateway.connection import RedisTarget, make_client, parse_target, redacted
 from gateway.errors import ConfigError
+from gateway.store.connection import RedisTarget, make_client, parse_target, redacted
 
 
 def test_a_plain_url_is_left_to_redis_py():

@@ -14,9 +14,9 @@ from recorder import Recorder
 from servers import LoopbackServer
 
 from gateway import tracing
-from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import running
+from gateway.web.app import create_app
 from gateway.worker import Worker
 
 pytest.importorskip("opentelemetry.sdk", reason="pip install -e '.[test]' (opentelemetry-sdk)")

@@ -11,7 +11,7 @@ from recorder import Recorder
 from gateway.events import THREAD_VERSION, InboundMessage
 from gateway.outbox import Outbox
 from gateway.runtime import running
-from gateway.threads import thread_from_stored
+from gateway.store.threads import thread_from_stored
 from gateway.worker import Worker
 
 # A thread as the first release stored it: no `version`, `responders`, `approvers`,

@@ -32,7 +32,7 @@ from faultkit import PID_HEADER
 from helpers import free_port
 
 from agents.kit import Block, parse_blocks
-from gateway.embedded import redis_executable
+from gateway.store.embedded import redis_executable
 
 # The process helpers of tests/gateway/test_processes.py (Proc, child_env) serve here too.
 FAULTS = Path(__file__).resolve().parent

@@ -16,9 +16,9 @@ from helpers import background, eventually
 from plugins import EchoAgent
 
 from gateway.events import InboundMessage
-from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import running
+from gateway.web.app import create_app
 from gateway.worker import Worker
 
 

@@ -24,8 +24,8 @@ from plugins import EchoAgent
 import channels.slack as slack
 from channels.slack.api import Me
 from channels.slack.inbound import Parsed, from_click, from_event
-from gateway.http import create_app
 from gateway.runtime import running
+from gateway.web.app import create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channels"))
 from fake_slack import BOT_ID, BOT_USER, SECRET, TEAM, TOKEN, FakeSlack, click, event_body, mention, message, signed

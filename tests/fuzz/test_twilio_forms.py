@@ -29,9 +29,9 @@ from channels.twilio.webhook import to_delivery, to_inbound
 from channels.whatsapp.channel import to_whatsapp
 from gateway.errors import InboundRejected
 from gateway.events import DeliveryEvent, InboundMessage
-from gateway.http import create_app
 from gateway.markdown import to_text
 from gateway.runtime import running
+from gateway.web.app import create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channels"))
 from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, sign

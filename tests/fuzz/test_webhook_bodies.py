@@ -23,8 +23,8 @@ from channels import webhook
 from channels.webhook import check_callback, signature, verify
 from gateway.errors import BadSignature, InboundRejected, Malformed, Replayed
 from gateway.events import InboundMessage
-from gateway.http import create_app
 from gateway.runtime import running
+from gateway.web.app import create_app
 
 secrets_ = st.binary(min_size=24, max_size=64).map(lambda b: "whsec_" + base64.b64encode(b).decode())
 ids = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40)

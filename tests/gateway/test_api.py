@@ -11,9 +11,9 @@ from pydantic import SecretStr
 from servers import app_server
 
 from agents import load_agents
-from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import running
+from gateway.web.app import create_app
 from gateway.worker import Worker
 
 

@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from gateway.batch import ScriptBatch
+from gateway.store.batch import ScriptBatch
 
 # A fresh comment makes a script Redis has never seen, so the first batch meets NOSCRIPT.
 _ECHO = """-- {tag}

@@ -27,12 +27,12 @@ from starlette.routing import Route
 from typer.testing import CliRunner
 
 from gateway.cli import app
-from gateway.dashboard.sessions import DashboardSessions, ref_of
-from gateway.deadletters import DeadLetters
-from gateway.entries import stream_order
 from gateway.events import Contact, RequestHumanInput
 from gateway.launch import launch_thread
 from gateway.runtime import running
+from gateway.store.deadletters import DeadLetters
+from gateway.store.entries import stream_order
+from gateway.web.dashboard.sessions import DashboardSessions, ref_of
 
 FRONTDESK = str(Path(sys.executable).with_name("frontdesk"))
 REPO = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio.connection import Connection
 
-from gateway.connection import HIREDIS, _packed
+from gateway.store.connection import HIREDIS, _packed
 
 
 def test_packed_commands_are_the_bytes_redis_py_sends():

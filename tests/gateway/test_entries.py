@@ -1,8 +1,8 @@
-"""gateway/entries.py: stream ids ordered the one way Redis orders them."""
+"""gateway/store/entries.py: stream ids ordered the one way Redis orders them."""
 
 from __future__ import annotations
 
-from gateway.entries import pad_id, stream_order, unpad_id
+from gateway.store.entries import pad_id, stream_order, unpad_id
 
 IDS = ["10-0", "9-5", "9-10", "1700000000000-3", "5", "1700000000000-12"]
 REDIS_ORDER = ["5", "9-5", "9-10", "10-0", "1700000000000-3", "1700000000000-12"]

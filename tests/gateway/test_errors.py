@@ -12,10 +12,10 @@ from servers import app_server
 
 from agents import load_agents
 from gateway import errors, loops, metrics
-from gateway.connection import make_client
-from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import running
+from gateway.store.connection import make_client
+from gateway.web.app import create_app
 from gateway.worker import Worker
 
 

@@ -7,7 +7,6 @@ import json
 import typing
 
 from gateway.config import FrontdeskConfig
-from gateway.entries import Entry
 from gateway.events import (
     DEAD_LETTER,
     ApprovalRequested,
@@ -30,6 +29,7 @@ from gateway.events import (
     pending_request,
 )
 from gateway.router import Router
+from gateway.store.entries import Entry
 
 SLACK_OPS = "slack:U0OPS"
 

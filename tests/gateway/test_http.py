@@ -1,4 +1,4 @@
-"""DirectRoutes (gateway/http.py) answers every request as FastAPI's own routing would.
+"""DirectRoutes (gateway/web/app.py) answers every request as FastAPI's own routing would.
 
 The same runtime is mounted in two apps, one with its direct routes and one with
 them emptied, so every request goes through FastAPI's router there. For any
@@ -21,9 +21,9 @@ from plugins import EchoAgent
 from pydantic import SecretStr
 
 from gateway.errors import BadSignature, Malformed, RateLimited, Unavailable
-from gateway.http import create_app
 from gateway.protocols import ChannelBase
 from gateway.runtime import running
+from gateway.web.app import create_app
 
 
 def _echo(request: Request, route: str, body: bytes, **params: str) -> Response:

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 
 from agents.humanlayer.agent import NOT_A_CALL, HumanLayerAgent
 from gateway.config import FrontdeskConfig
-from gateway.entries import Entry
 from gateway.errors import InboundRejected
 from gateway.events import (
     ApprovalChoice,
@@ -33,6 +32,7 @@ from gateway.humanlayer.service import (
     thread_id,
 )
 from gateway.router import Router
+from gateway.store.entries import Entry
 
 
 def _thread(kind: str, spec: dict, *events) -> Thread:

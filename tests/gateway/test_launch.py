@@ -8,8 +8,8 @@ from helpers import make_settings
 from pydantic import SecretStr
 from servers import app_server
 
-from gateway.http import create_app
 from gateway.runtime import running
+from gateway.web.app import create_app
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci1sYXVuY2gtdGVzdHMtMzItYnl0ZXMh"
 ACCOUNT = {"twilio_account_sid": "AC" + "0" * 32, "twilio_auth_token": SecretStr("twilio-token")}

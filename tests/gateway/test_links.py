@@ -8,10 +8,10 @@ from helpers import make_settings
 
 from gateway import links
 from gateway.config import AgentConfig, FrontdeskConfig
-from gateway.entries import Entry
 from gateway.events import ApprovalRequested, Contact, InboundMessage, Note, RequestHumanInput, Thread
-from gateway.keys import Keys
 from gateway.router import Router
+from gateway.store.entries import Entry
+from gateway.store.keys import Keys
 
 KEY = b"k" * 32
 ALICE = "email:alice@example.com"

@@ -8,6 +8,7 @@ Each test starts its own processes, stops them itself (killing by pid in a
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -26,10 +28,11 @@ import redis
 from aiohttp import web
 from helpers import eventually, free_port
 
-from gateway.embedded import running_url
+from channels.webhook import signature as webhook_signature
 from gateway.events import InboundMessage
-from gateway.keys import Keys
 from gateway.runtime import running
+from gateway.store.embedded import running_url
+from gateway.store.keys import Keys
 
 FRONTDESK = str(Path(sys.executable).with_name("frontdesk"))
 REPO = Path(__file__).resolve().parents[2]
@@ -521,3 +524,109 @@ async def test_failing_deliveries_are_dead_lettered_and_rate_limits_honoured(tmp
 async def _delivery(rt, tid: str, status: str) -> bool:
     thread = await rt.store.load(tid)
     return thread is not None and any(e.type == "delivery" and e.status == status for e in thread.events)
+
+
+# ---------------------------------------------------------------- serve --workers: several processes, one port
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"w" * 32).decode()
+
+
+def _webhook(i: int) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"text": f"hello {i}", "conversation": f"prefork-{i}"}).encode()
+    ts = int(time.time())
+    return body, {
+        "content-type": "application/json",
+        "webhook-id": f"prefork-msg-{i}",
+        "webhook-timestamp": str(ts),
+        "webhook-signature": webhook_signature(WEBHOOK_SECRET, f"prefork-msg-{i}", ts, body),
+    }
+
+
+def _fresh_connections(base: str) -> httpx.AsyncClient:
+    """Each request on a new connection, so the kernel hands each to whichever process accepts it."""
+    return httpx.AsyncClient(base_url=base, timeout=5, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+async def _pids_answering(http: httpx.AsyncClient, proc: Proc, want: int) -> set[int]:
+    await _healthy(http, proc)
+    pids: set[int] = set()
+
+    async def all_answered() -> bool:
+        pids.add((await http.get("/healthz")).json()["pid"])
+        return len(pids) >= want
+
+    await eventually(all_answered, timeout=30, interval=0.01)
+    return pids
+
+
+async def test_serve_workers_share_one_port_ingest_once_and_drain_on_sigterm(tmp_path, rt, settings, sink):
+    _, url = sink
+    port = free_port()
+    env = worker_env(settings, url, FRONTDESK_HTTP_PORT=port, FRONTDESK_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    async with _fresh_connections(f"http://127.0.0.1:{port}") as http:
+        async with frontdesk(tmp_path, "serve", "--workers", "2", env=env, name="serve") as serve:
+            pids = await _pids_answering(http, serve, 2)
+            assert serve.pid not in pids  # the children answer; the parent only supervises
+
+            # Each message posted twice (a provider's retry), each copy to whichever process takes it.
+            ids: dict[int, str] = {}
+            for i in range(20):
+                body, headers = _webhook(i)
+                first, again = [await http.post("/webhooks/echo", content=body, headers=headers) for _ in range(2)]
+                assert first.status_code == again.status_code == 202, (first.text, again.text)
+                assert first.json()["thread_id"] == again.json()["thread_id"]
+                ids[i] = first.json()["thread_id"]
+            assert len(set(ids.values())) == 20
+
+            async with frontdesk(tmp_path, "worker", env=env, name="worker") as worker:
+                await eventually(lambda: all_status(rt, list(ids.values()), "waiting_human"), timeout=30)
+                worker.signal(signal.SIGTERM)
+                assert await worker.exited() == 0, worker.output()
+            for i, tid in ids.items():
+                thread = await rt.store.load(tid)
+                assert [e.type for e in thread.events] == ["user_message", "request_human_input"], tid
+                assert thread.events[0].text == f"hello {i}"
+
+            serve.signal(signal.SIGTERM)
+            assert await serve.exited() == 0, serve.output()
+            logs = serve.output()
+            assert logs.count('"http process stopped"') == 2 and "exiting at once" not in logs
+            assert all(not _alive(pid) for pid in pids)
+            assert not listening(port)
+
+
+async def test_serve_workers_stop_all_and_fail_when_one_process_dies(tmp_path, settings, sink):
+    _, url = sink
+    port = free_port()
+    env = worker_env(settings, url, FRONTDESK_HTTP_PORT=port)
+    async with _fresh_connections(f"http://127.0.0.1:{port}") as http:
+        async with frontdesk(tmp_path, "serve", "--workers", "2", env=env, name="serve") as serve:
+            killed, other = sorted(await _pids_answering(http, serve, 2))
+            os.kill(killed, signal.SIGKILL)  # what an OOM kill does
+            # Not restarted in the container: the others drain, and the exit code tells the kubelet.
+            assert await serve.exited() == 128 + signal.SIGKILL, serve.output()
+            logs = serve.output()
+            assert '"http process died; stopping the others"' in logs and f'"pid": {killed}' in logs
+            assert not _alive(other)
+            assert not listening(port)
+
+
+async def test_serve_workers_on_a_taken_port_fail_once_naming_the_setting(tmp_path, settings, sink):
+    _, url = sink
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = worker_env(settings, url, FRONTDESK_HTTP_PORT=taken.getsockname()[1])
+        done = await cli(tmp_path, "serve", "--workers", "2", env=env)
+    assert done.returncode == 2, done.stderr
+    assert "FRONTDESK_HTTP_HOST/FRONTDESK_HTTP_PORT: cannot listen" in done.stderr
+    assert "http processes started" not in done.stdout  # the parent bound first: no child was forked
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (it is the serve process's child, reaped by it: not a zombie of ours)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

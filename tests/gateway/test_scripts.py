@@ -11,10 +11,11 @@ import pytest
 import redis.asyncio as aioredis
 
 import gateway
-from gateway import ingest, outbox, streams, threads
-from gateway.dashboard import listing
+from gateway import outbox
 from gateway.events import STATUSES
-from gateway.scripts import Group, Script
+from gateway.store import ingest, streams, threads
+from gateway.store.scripts import Group, Script
+from gateway.web.dashboard import listing
 
 
 @pytest.fixture
@@ -355,21 +356,21 @@ async def _wait_behind(r, k: str):
 
 
 CASES = {
-    "gateway.threads.SAVE": _save,
-    "gateway.threads.CREATE": _create,
-    "gateway.threads.RENEW": _renew,
-    "gateway.threads.RELEASE": _release,
-    "gateway.threads.DROP": _drop,
-    "gateway.ingest.ACCEPT": _accept,
-    "gateway.ingest.APPEND": _append,
-    "gateway.ingest.RATE": _rate,
-    "gateway.ingest.REBIND": _rebind,
-    "gateway.streams.XADD_ONCE": _xadd_once,
-    "gateway.streams.TO_INBOX": _to_inbox,
-    "gateway.streams.PARK": _park,
-    "gateway.streams.RELEASE_DUE": _release_due,
-    "gateway.streams.DEAD_LETTER": _dead_letter,
-    "gateway.dashboard.listing.WALK": _walk,
+    "gateway.store.threads.SAVE": _save,
+    "gateway.store.threads.CREATE": _create,
+    "gateway.store.threads.RENEW": _renew,
+    "gateway.store.threads.RELEASE": _release,
+    "gateway.store.threads.DROP": _drop,
+    "gateway.store.ingest.ACCEPT": _accept,
+    "gateway.store.ingest.APPEND": _append,
+    "gateway.store.ingest.RATE": _rate,
+    "gateway.store.ingest.REBIND": _rebind,
+    "gateway.store.streams.XADD_ONCE": _xadd_once,
+    "gateway.store.streams.TO_INBOX": _to_inbox,
+    "gateway.store.streams.PARK": _park,
+    "gateway.store.streams.RELEASE_DUE": _release_due,
+    "gateway.store.streams.DEAD_LETTER": _dead_letter,
+    "gateway.web.dashboard.listing.WALK": _walk,
     "gateway.outbox.OUTCOME": _outcome,
     "gateway.outbox.FAIL": _fail,
     "gateway.outbox.WAIT_BEHIND": _wait_behind,

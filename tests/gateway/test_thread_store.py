@@ -30,8 +30,8 @@ from gateway.events import (
     Usage,
     UserMessage,
 )
-from gateway.keys import Keys
-from gateway.threads import ThreadStore, dump_event
+from gateway.store.keys import Keys
+from gateway.store.threads import ThreadStore, dump_event
 
 
 class CountingConnection(aioredis.Connection):

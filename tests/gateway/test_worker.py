@@ -223,3 +223,48 @@ async def test_a_step_longer_than_the_lease_keeps_its_thread(settings):
         "done_for_now",
     ]
     assert len(owners) == 1, f"the thread changed hands mid-step: {owners}"
+
+
+class GatedAgent(StepsAgent):
+    """Each step waits for `gate`; counts the steps running at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.running = 0
+
+    async def step(self, thread, event):
+        self.running += 1
+        try:
+            await self.gate.wait()
+            return await super().step(thread, event)
+        finally:
+            self.running -= 1
+
+
+async def test_a_full_worker_leaves_entries_on_the_stream_for_others(redis_url, prefix):
+    """worker_concurrency caps the threads one worker holds and the entries it reads; a second worker
+    takes what the first left, and once the steps go on every thread finishes."""
+    agent = GatedAgent()
+    settings = make_settings(redis_url, prefix, worker_concurrency=2)
+    async with running(settings, agents=[agent], builtins=False) as rt:
+        ids = [
+            (await rt.ingest.accept(sms(f"g{i}", "steps=1", conversation=f"gated{i}"), "steps")).thread_id
+            for i in range(5)
+        ]
+        first, second = Worker(rt, "w1"), Worker(rt, "w2")
+        stream = rt.keys.inbound(0)
+        async with background(first):
+            await eventually(lambda: agent.running == 2)
+            async with background(second):
+                await eventually(lambda: agent.running == 4)
+                assert len(first._draining) == len(second._draining) == 2
+                # The fifth entry was read by neither: it waits on the stream, not in a full worker.
+                pending = await rt.redis.xpending(stream, "workers")
+                assert pending["pending"] == 4
+                agent.gate.set()
+
+                async def all_done():
+                    return all([await _status(rt, t, "done") for t in ids])
+
+                await eventually(all_done, timeout=30)

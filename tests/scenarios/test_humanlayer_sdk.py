@@ -60,10 +60,10 @@ import channels.webhook as webhook
 import channels.whatsapp as whatsapp
 from agents.humanlayer import HumanLayerAgent
 from channels.slack.approvals import REASON
-from gateway.http import create_app
 from gateway.humanlayer.service import thread_id
 from gateway.outbox import Outbox
 from gateway.runtime import Runtime, running
+from gateway.web.app import create_app
 from gateway.worker import Worker
 
 _FAKES = str(Path(__file__).resolve().parents[1] / "channels")

@@ -17,9 +17,9 @@ from helpers import background, eventually, make_settings
 from plugins import ApprovalAgent, EchoAgent
 
 import channels.slack as slack
-from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import Runtime, running
+from gateway.web.app import create_app
 from gateway.worker import Worker
 
 # The fake Slack lives with the channel's unit tests.

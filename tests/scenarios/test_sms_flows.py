@@ -16,9 +16,9 @@ from helpers import background, eventually, make_settings
 from plugins import ApprovalAgent, EchoAgent
 
 import channels.sms as sms
-from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import running
+from gateway.web.app import create_app
 from gateway.worker import Worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channels"))

@@ -21,9 +21,9 @@ from plugins import ApprovalAgent, EchoAgent
 
 import channels.sms as sms
 from channels.whatsapp import WhatsAppChannel, WhatsAppSettings
-from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import running
+from gateway.web.app import create_app
 from gateway.worker import Worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channels"))

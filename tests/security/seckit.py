@@ -41,9 +41,9 @@ import channels.slack as slack_channel
 import channels.sms as sms_channel
 import channels.webhook as webhook_channel
 from channels.webhook import signature
-from gateway.http import create_app
 from gateway.outbox import Outbox
 from gateway.runtime import Runtime, running
+from gateway.web.app import create_app
 from gateway.worker import Worker
 
 _CHANNEL_TESTS = str(Path(__file__).resolve().parents[1] / "channels")

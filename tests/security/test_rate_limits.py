@@ -20,9 +20,9 @@ from redis.asyncio.connection import Connection
 from seckit import OUR_NUMBER, smtp_serving, stack
 
 from gateway.events import InboundMessage
-from gateway.ingest import Ingest
-from gateway.keys import Keys
 from gateway.runtime import running
+from gateway.store.ingest import Ingest
+from gateway.store.keys import Keys
 
 THEM, OTHER = "+15551230001", "+15551230002"
 

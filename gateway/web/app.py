@@ -20,16 +20,17 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
-from gateway import probes, tracing
-from gateway.api import router as api_router
-from gateway.api_ops import router as api_ops_router
-from gateway.dashboard import dashboard_router
+from gateway import tracing
 from gateway.errors import InboundRejected, Unavailable
 from gateway.humanlayer.routes import CollapseSlashes
 from gateway.humanlayer.routes import root_router as humanlayer_root_router
 from gateway.humanlayer.routes import router as humanlayer_router
 from gateway.runtime import Runtime, running, tune_gc
 from gateway.settings import Settings
+from gateway.web import probes
+from gateway.web.api import router as api_router
+from gateway.web.api_ops import router as api_ops_router
+from gateway.web.dashboard import dashboard_router
 
 log = structlog.get_logger("frontdesk.http")
 

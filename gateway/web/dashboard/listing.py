@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from gateway.events import STATUSES
-from gateway.keys import Keys
-from gateway.scripts import Group, Script
-from gateway.threads import person_key
+from gateway.store.keys import Keys
+from gateway.store.scripts import Group, Script
+from gateway.store.threads import person_key
 
 BUDGET = 5000  # ids of one partition looked at per page, at most
 _ID_PREFIX = "th_"

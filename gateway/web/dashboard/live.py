@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from gateway.errors import Unavailable
 from gateway.events import EventAdapter, Thread
 from gateway.runtime import Runtime
-from gateway.threads import thread_from_stored
+from gateway.store.threads import thread_from_stored
 
 POLL = 0.5
 HEARTBEAT = 15.0

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from gateway.keys import Keys
+    from gateway.store.keys import Keys
 
 KEPT_ERRORS = 10  # enough to tell one flaky call from a server that refuses every one
 

@@ -9,11 +9,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field, FiniteFloat
 
-from gateway.entries import Entry
 from gateway.errors import Conflict, NotFound
 from gateway.events import STATUSES, Contact, Thread, pending_request
 from gateway.launch import launch_thread
 from gateway.runtime import Runtime
+from gateway.store.entries import Entry
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 

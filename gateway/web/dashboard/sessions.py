@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from gateway.keys import Keys
+from gateway.store.keys import Keys
 
 MAX_AGENT = 200  # characters of a User-Agent kept for the list
 

@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from gateway.entries import Entry, stream_order
 from gateway.errors import Malformed
 from gateway.events import Note
-from gateway.keys import Keys
+from gateway.store.entries import Entry, stream_order
+from gateway.store.keys import Keys
 
 if TYPE_CHECKING:
-    from gateway.ingest import Ingest
     from gateway.runtime import Runtime
-    from gateway.streams import Streams
-    from gateway.threads import ThreadStore
+    from gateway.store.ingest import Ingest
+    from gateway.store.streams import Streams
+    from gateway.store.threads import ThreadStore
 
 _SCAN_CHUNK = 200
 

@@ -19,12 +19,12 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from gateway import links
-from gateway.api import ApprovalIn, submit_resume
-from gateway.dashboard import auth
-from gateway.dashboard.render import page
 from gateway.errors import InboundRejected
 from gateway.events import ApprovalRequested, pending_request
 from gateway.runtime import Runtime
+from gateway.web.api import ApprovalIn, submit_resume
+from gateway.web.dashboard import auth
+from gateway.web.dashboard.render import page
 
 INVALID = "This approval link is not valid or has expired. Ask for a new one by replying to the request again."
 

@@ -10,7 +10,7 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from gateway.dashboard import auth, timeline
+from gateway.web.dashboard import auth, timeline
 
 HERE = Path(__file__).parent
 STATUS_LABELS = {

@@ -4,9 +4,9 @@
     POST /api/v1/dlq/{partition}:{id}/replay                    put one back where it came from
     POST /api/v1/threads/{id}/deliveries/{outbound_id}/retry    re-queue a failed delivery
     GET  /api/v1/dashboard/sessions                             the live dashboard sessions
-    DELETE /api/v1/dashboard/sessions                           end them all (gateway.dashboard.sessions)
+    DELETE /api/v1/dashboard/sessions                           end them all (gateway.web.dashboard.sessions)
 
-The work is done in gateway.deadletters, shared with the CLI and the dashboard: an action on a
+The work is done in gateway.store.deadletters, shared with the CLI and the dashboard: an action on a
 thread is recorded on it as a `note` naming who did it, before the entry goes back; the
 outcome (a `sent` delivery, the replayed step) follows, and a delivery that now succeeds
 takes the thread out of `failed`.
@@ -18,11 +18,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from gateway.api import Caller, runtime
-from gateway.dashboard.sessions import DashboardSessions
-from gateway.deadletters import DeadLetter, DeadLetters
 from gateway.errors import NotFound
 from gateway.runtime import Runtime
+from gateway.store.deadletters import DeadLetter, DeadLetters
+from gateway.web.api import Caller, runtime
+from gateway.web.dashboard.sessions import DashboardSessions
 
 router = APIRouter(prefix="/api/v1", tags=["ops"])
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gateway.dashboard.live import close_streams
+from gateway.web.dashboard.live import close_streams
 
 __all__ = ["close_streams", "dashboard_router"]
 
 
 def dashboard_router() -> APIRouter:
     """The dashboard's routes: `/`, and everything under /dashboard/."""
-    from gateway.dashboard.routes import build_router
+    from gateway.web.dashboard.routes import build_router
 
     return build_router()

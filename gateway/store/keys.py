@@ -112,7 +112,7 @@ class Keys:
         return f"{self.part(p)}:sending:{outbound_id}"
 
     def rate(self, channel: str, sender: str) -> str:
-        """A sender's messages in the rate window (gateway.ingest), one key per sender across partitions.
+        """A sender's messages in the rate window (gateway.store.ingest), one key per sender across partitions.
 
         In no partition's hash tag: on a Cluster it lives on a slot of its own, and the
         ingest counts there in a script of its own.

@@ -3,7 +3,7 @@
 Pages: the thread list at `/`, a thread at /dashboard/threads/{id} (with its live
 stream and the context the model saw at each turn), /dashboard/health, the login
 form. Actions are POSTs of an urlencoded form carrying the CSRF token; each goes
-through the same functions as the API (gateway.api_ops) and is recorded on the
+through the same functions as the API (gateway.web.api_ops) and is recorded on the
 thread as done by "dashboard". A form posted by the page's script gets JSON
 back; one posted without script gets a redirect, so the pages work without it.
 """
@@ -28,17 +28,17 @@ from fastapi.responses import (
 )
 from pydantic import ValidationError
 
-from gateway import api_ops
-from gateway.api import ApprovalIn, HumanResponseIn, submit_resume
-from gateway.dashboard import approval, auth, health, live, timeline
-from gateway.dashboard.listing import Filters, Listing
-from gateway.dashboard.render import HEADERS, HERE, page, render
-from gateway.dashboard.sessions import ref_of
-from gateway.deadletters import DeadLetters
 from gateway.errors import InboundRejected
 from gateway.events import STATUSES, ChannelName, DeliveryEvent, Thread, pending_request
 from gateway.protocols import SavesEvalCases, ShowsContext
 from gateway.runtime import Runtime
+from gateway.store.deadletters import DeadLetters
+from gateway.web import api_ops
+from gateway.web.api import ApprovalIn, HumanResponseIn, submit_resume
+from gateway.web.dashboard import approval, auth, health, live, timeline
+from gateway.web.dashboard.listing import Filters, Listing
+from gateway.web.dashboard.render import HEADERS, HERE, page, render
+from gateway.web.dashboard.sessions import ref_of
 
 BY = "dashboard"  # who the dashboard's actions are recorded as: the holder of the API token
 STATIC = {"app.js": "text/javascript", "app.css": "text/css"}

@@ -3,7 +3,7 @@
 With FRONTDESK_API_TOKEN set, the login form takes that token (compared in
 constant time) and sets an HttpOnly, SameSite=Strict cookie: a random session id,
 when it was issued, and an HMAC of both under a key derived from the token. The
-session is also recorded in Redis (gateway.dashboard.sessions) and counts only
+session is also recorded in Redis (gateway.web.dashboard.sessions) and counts only
 while it is there: logging out, or an operator ending all sessions, ends it on
 every replica, and a copied cookie stops working. Changing the token ends every
 session too. The CSRF token is an HMAC of the session id under the same key,
@@ -28,8 +28,8 @@ from urllib.parse import parse_qs
 
 from fastapi import HTTPException, Request
 
-from gateway.dashboard.sessions import DashboardSessions
 from gateway.runtime import Runtime
+from gateway.web.dashboard.sessions import DashboardSessions
 
 COOKIE = "frontdesk_session"
 LOGIN_COOKIE = "frontdesk_login"  # double-submit nonce of the login form

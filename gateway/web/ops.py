@@ -14,8 +14,8 @@ import asyncio
 import uvicorn
 from fastapi import FastAPI
 
-from gateway import probes
 from gateway.runtime import Runtime
+from gateway.web import probes
 
 
 def create_ops_app(rt: Runtime) -> FastAPI:

@@ -1,6 +1,6 @@
 """Health, readiness and metrics, and the uvicorn server that carries them, for every HTTP port.
 
-The gateway's app (gateway.http) and the ops port of a worker or SMTP process (gateway.ops)
+The gateway's app (gateway.web.app) and the ops port of a worker or SMTP process (gateway.web.ops)
 answer the same three paths the same way:
     /healthz   the event loop runs: a liveness probe; no restart for a Redis outage
     /readyz    Redis answers: 503 with Retry-After while it does not
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -34,7 +36,8 @@ def unavailable() -> JSONResponse:
 
 @router.get("/healthz")
 async def healthz() -> dict:
-    return {"status": "ok"}
+    # The pid tells apart the processes that share a port (gateway.prefork), for a person and for tests.
+    return {"status": "ok", "pid": os.getpid()}
 
 
 @router.get("/readyz")
@@ -64,9 +67,16 @@ class Server(uvicorn.Server):
 
 
 async def serve_until(
-    server: uvicorn.Server, stop: asyncio.Event, *, setting: str, on_stop: Callable[[], None] | None = None
+    server: uvicorn.Server,
+    stop: asyncio.Event,
+    *,
+    setting: str,
+    on_stop: Callable[[], None] | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve until `stop` is set, then finish the requests in flight; `setting` names what to fix if it cannot bind."""
+    """Serve until `stop` is set, then finish the requests in flight; `setting` names what to fix if it cannot bind.
+
+    `sock`: an already listening socket to accept on (shared by several processes) instead of binding."""
 
     async def watch() -> None:
         await stop.wait()
@@ -76,7 +86,7 @@ async def serve_until(
 
     watcher = asyncio.create_task(watch())
     try:
-        await server.serve()
+        await server.serve(sockets=[sock] if sock is not None else None)
     except SystemExit:
         # uvicorn logs why (usually the port is taken) and calls sys.exit; in a task that
         # would tear the event loop down, so it becomes our error here.

@@ -17,11 +17,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from gateway import metrics
-from gateway.batch import ScriptBatch
-from gateway.entries import stream_order
-from gateway.keys import Keys
 from gateway.loops import Slots
-from gateway.scripts import Group, Script
+from gateway.store.batch import ScriptBatch
+from gateway.store.entries import stream_order
+from gateway.store.keys import Keys
+from gateway.store.scripts import Group, Script
 
 
 def xadd_once_script() -> Script:

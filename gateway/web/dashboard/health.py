@@ -8,11 +8,11 @@ from typing import cast
 
 from redis.exceptions import ResponseError
 
-from gateway import modelhealth
-from gateway.modelhealth import ModelHealth
 from gateway.outbox import GROUP as SENDERS
 from gateway.runtime import Runtime
-from gateway.threads import GROUP as WORKERS
+from gateway.store import modelhealth
+from gateway.store.modelhealth import ModelHealth
+from gateway.store.threads import GROUP as WORKERS
 
 STALE_WORKER = 30.0  # seconds without a heartbeat (they beat every 5 s)
 

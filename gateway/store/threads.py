@@ -23,11 +23,11 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from pydantic import TypeAdapter
 
-from gateway.batch import ScriptBatch
-from gateway.entries import Entry
 from gateway.events import STATUSES, Contact, EventAdapter, OutboundMessage, Thread, derive_status
-from gateway.keys import Keys
-from gateway.scripts import Group, Script
+from gateway.store.batch import ScriptBatch
+from gateway.store.entries import Entry
+from gateway.store.keys import Keys
+from gateway.store.scripts import Group, Script
 
 GROUP = "workers"
 
@@ -77,7 +77,7 @@ end
 return {1, redis.call('ZRANGE', inbox, 0, 0)[1] or ''}
 """
 
-# The indexes the dashboard filters threads by, besides status (gateway/dashboard/listing.py).
+# The indexes the dashboard filters threads by, besides status (gateway/web/dashboard/listing.py).
 FACETS = ("agent", "channel", "person")
 
 

@@ -34,13 +34,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from gateway import metrics, tracing
-from gateway.batch import ScriptBatch
-from gateway.entries import Entry
 from gateway.events import InboundMessage
-from gateway.keys import Keys
 from gateway.messages import Accepted
-from gateway.scripts import Script
-from gateway.streams import Streams
+from gateway.store.batch import ScriptBatch
+from gateway.store.entries import Entry
+from gateway.store.keys import Keys
+from gateway.store.scripts import Script
+from gateway.store.streams import Streams
 
 # over_rate(): nil when `member` may pass (now counted, or counted already), else the
 # seconds until the oldest message in the window leaves it. Needs `rate`, `member`,
