@@ -485,7 +485,9 @@ def length(bench: Bench, summary: list[str]) -> None:
             "300 threads of each length stored by `ThreadStore.create` (a message, then `add` tool calls and results), each step queued; "
             "the fake model answers `add` for ever, so every step is on a thread of about that length. One `frontdesk worker --no-outbox`, "
             "default context budget (FRONTDESK_CONTEXT_BUDGET=24,000 tokens: 1,000 events are compacted to fit, 10 and 100 fit whole). "
-            f"Steps counted at the model over {bench.options.duration:g} s after 1 s; lengths alternate within each of {bench.options.runs} runs."
+            f"Steps counted at the model over {bench.options.duration:g} s, starting 1 s after every thread has taken its first step "
+            "(that first step reads and renders the whole thread: the cost of taking a thread up, NOTES.md); "
+            f"lengths alternate within each of {bench.options.runs} runs."
         ),
         columns=("10 events", "1,000 events"),
     )

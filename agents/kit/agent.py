@@ -209,7 +209,7 @@ class Agent:
             thread = await self._prefetch(thread)
         if _errors_in_a_row(thread) >= MAX_ERRORS_IN_A_ROW:
             return self._escalate(thread, "I keep running into errors")
-        if _turns_since_person(thread) >= self.settings.max_steps:
+        if _turns_since_person(thread, self.settings.max_steps) >= self.settings.max_steps:
             return self._escalate(thread, f"I have taken {self.settings.max_steps} steps without finishing")
         return await self._turn(thread)
 
@@ -413,10 +413,16 @@ def _errors_in_a_row(thread: Thread) -> int:
     return count
 
 
-def _turns_since_person(thread: Thread) -> int:
-    """Model turns (a call made, or a failed attempt) since a person or a deadline last had a say."""
+def _turns_since_person(thread: Thread, enough: int) -> int:
+    """Model turns (a call made, or a failed attempt) since a person or a deadline last had a say.
+
+    Counting stops at `enough`, so the guard reads at most the last few dozen events of a long
+    thread however long it is (benchmarks/NOTES.md, "Thread length").
+    """
     turns = 0
     for event in reversed(thread.events):
+        if turns >= enough:
+            break
         match event.type:
             case "user_message" | "human_response" | "approval_decision" | "timeout":
                 break

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import html
 import math
+import operator
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, assert_never
 
 import yaml
@@ -60,9 +61,15 @@ def _scalar(value: Any) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
-# A key YAML writes bare: a lower-case identifier that no YAML 1.1 resolver reads as a bool or null.
-_PLAIN_KEY = re.compile(r"[a-z_][a-z0-9_]*")
+# A word YAML writes bare, as a key or a value: an identifier that no YAML 1.1 resolver reads
+# as a bool or null (in any case: stricter than the resolver, never looser), short enough that
+# the emitter never folds it. Tool arguments name intents and modes this way.
+_PLAIN_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _RESERVED = frozenset({"y", "yes", "n", "no", "true", "false", "on", "off", "null"})
+
+
+def _plain_word(text: str) -> bool:
+    return _PLAIN_WORD.fullmatch(text) is not None and text.lower() not in _RESERVED
 
 
 def _plain_item(key: Any, value: Any) -> bool:
@@ -72,9 +79,9 @@ def _plain_item(key: Any, value: Any) -> bool:
             value is None
             or type(value) in (int, bool)
             or (type(value) is float and math.isfinite(value) and "e" not in repr(value))
+            or (type(value) is str and _plain_word(value))
         )
-        and _PLAIN_KEY.fullmatch(key) is not None
-        and key not in _RESERVED
+        and _plain_word(key)
     )
 
 
@@ -89,12 +96,6 @@ def _attrs(**attrs: Any) -> str:
 
 def _block(tag: str, body: str, **attrs: Any) -> str:
     return f"<{tag}{_attrs(**attrs)}>\n{body}\n</{tag}>"
-
-
-@dataclass
-class _Rendered:
-    text: str
-    compactable: bool = False
 
 
 def render_event(event: Event) -> str | None:
@@ -139,56 +140,84 @@ def render_event(event: Event) -> str | None:
 
 def render_context(thread: Thread, budget_tokens: int | None = None) -> str:
     """The thread as the model reads it, compacted to fit `budget_tokens` when given."""
-    parts: list[_Rendered] = []
-    for event, text in zip(thread.events, _blocks(thread), strict=True):
-        if text is not None:
-            parts.append(_Rendered(text, compactable=event.type in ("tool_result", "context")))
-    if budget_tokens is not None:
-        _compact(parts, budget_tokens * CHARS_PER_TOKEN)
-    return "\n".join(p.text for p in parts)
+    return "\n".join(_window(thread, None if budget_tokens is None else budget_tokens * CHARS_PER_TOKEN))
 
 
 # Each turn renders the whole thread again, and a worker keeps a thread's events while it
-# drains it, so all but the newest were rendered on the previous turn (a 20-turn thread was
-# rendered 20 times over; benchmarks/, scenario 4). Kept per thread: the events rendered (the
-# objects themselves: events are frozen, and identity proves the thread still holds them) and
-# their blocks. The threads a worker has in flight fit; the least recently rendered go first.
-_MEMO: OrderedDict[str, tuple[list[Any], list[str | None]]] = OrderedDict()
+# drains it (and ThreadStore.load hands back the events it already holds), so all but the
+# newest were rendered on the previous turn: a 20-turn thread was rendered 20 times over, and
+# a 1,000-event thread cost 12.6 ms of a worker's CPU a step against 0.8 ms for 10 events,
+# two fifths of it in PyYAML (benchmarks/, scenario 8a). Kept per thread: the events rendered
+# (the objects themselves: events are frozen, and identity proves the thread still holds
+# them), their blocks, and the window last cut from them for a budget, with where its
+# compaction stopped: a thread only grows and the budget stays, so the blocks compacted
+# last turn are compacted this turn too, and only what is new is rendered and weighed.
+@dataclass
+class _Memo:
+    events: list[Any]
+    blocks: list[str | None]
+    limit: int | None = None
+    window: list[str] = field(default_factory=list)  # the blocks shown, some compacted
+    compactable: list[bool] = field(default_factory=list)  # per block shown
+    size: int = 0  # characters of the window, a newline after each block
+    cursor: int = 0  # compaction looked at the window's blocks before this one
+    counted: int = 0  # events taken into the window
+
+
+_MEMO: OrderedDict[str, _Memo] = OrderedDict()
+# The threads a worker has in flight fit; the least recently rendered go first.
 _MEMO_THREADS = 4096
 
 
-def _blocks(thread: Thread) -> list[str | None]:
-    """render_event() of each of the thread's events, reusing what this thread's last render made."""
+def _window(thread: Thread, limit: int | None) -> list[str]:
+    memo = _memo(thread)
     events = thread.events
-    hit = _MEMO.get(thread.id)
-    if hit is not None:
-        seen, texts = hit
-        n = min(len(seen), len(events))
-        if all(a is b for a, b in zip(seen[:n], events[:n], strict=True)):
+    if memo.limit != limit or memo.counted > len(events):  # another budget, or a prefix (the dashboard)
+        memo.limit, memo.window, memo.compactable, memo.size, memo.cursor, memo.counted = limit, [], [], 0, 0, 0
+    for event, text in zip(events[memo.counted :], memo.blocks[memo.counted : len(events)], strict=True):
+        if text is not None:
+            memo.window.append(text)
+            memo.compactable.append(event.type in ("tool_result", "context"))
+            memo.size += len(text) + 1
+    memo.counted = len(events)
+    if limit is not None:
+        _compact(memo, limit)
+    return memo.window[:]
+
+
+def _memo(thread: Thread) -> _Memo:
+    """This thread's memo, with render_event() of each of its events (only the new ones rendered)."""
+    events = thread.events
+    memo = _MEMO.get(thread.id)
+    if memo is not None:
+        n = min(len(memo.events), len(events))
+        if all(map(operator.is_, memo.events[:n], events[:n])):
             _MEMO.move_to_end(thread.id)
             if len(events) > n:  # the thread grew: render only what is new
-                seen.extend(events[n:])
-                texts.extend(render_event(e) for e in events[n:])
-            return texts[: len(events)]
-    texts = [render_event(e) for e in events]
-    _MEMO[thread.id] = (list(events), texts)
+                memo.events.extend(events[n:])
+                memo.blocks.extend(render_event(e) for e in events[n:])
+            return memo
+    memo = _Memo(list(events), [render_event(e) for e in events])
+    _MEMO[thread.id] = memo
     if len(_MEMO) > _MEMO_THREADS:
         _MEMO.popitem(last=False)
-    return texts[:]
+    return memo
 
 
-def _compact(parts: list[_Rendered], limit: int) -> None:
-    total = sum(len(p.text) + 1 for p in parts)
-    for part in parts:  # oldest first
-        if total <= limit:
-            return
-        if not part.compactable:
+def _compact(memo: _Memo, limit: int) -> None:
+    """Compact the oldest tool results and fetches until the window fits `limit` (people stay verbatim)."""
+    window, compactable = memo.window, memo.compactable
+    while memo.cursor < len(window) and memo.size > limit:
+        i = memo.cursor
+        memo.cursor += 1
+        if not compactable[i]:
             continue
-        head, _, rest = part.text.partition("\n")
+        text = window[i]
+        head, _, rest = text.partition("\n")
         body, _, tail = rest.rpartition("\n")
         short = f"{head}\n[compacted: {len(body)} characters]\n{tail}"
-        total -= len(part.text) - len(short)
-        part.text, part.compactable = short, False
+        memo.size -= len(text) - len(short)
+        window[i], compactable[i] = short, False
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,14 @@ def length_curve(bench: Bench, threads: int = 300, profile_to: Path | None = Non
                 # A thread steps for ever here: the runaway guard (25 steps since the person spoke) is lifted.
                 worker = _worker(bench, rurl, f"worker-len{n}-{i}", FRONTDESK_MAX_STEPS=FOREVER)
                 try:
-                    runs[n].append(window(bench, [worker], warm=1.0, seconds=bench.options.duration))
+                    # Measured once every thread has taken its first step: that one reads and renders
+                    # the whole thread (the cost of a worker taking a thread up; NOTES.md, "Thread
+                    # length"), each one after it only what the step added.
+                    runs[n].append(
+                        window(
+                            bench, [worker], warm=1.0, seconds=bench.options.duration, after_calls=threads, timeout=120
+                        )
+                    )
                     if profile_to is not None and i == bench.options.runs - 1 and n == LENGTHS[-1]:
                         # Apart from the measured window: py-spy's sampling slows this worker several-fold.
                         window(bench, [worker], warm=0.0, seconds=3.0, profile_to=profile_to)

@@ -67,11 +67,18 @@ def preload_floor(url: str, n: int) -> None:
 
 
 def window(
-    bench: Bench, procs: list[Proc], *, warm: float, seconds: float, timeout: float = 60, profile_to: Path | None = None
+    bench: Bench,
+    procs: list[Proc],
+    *,
+    warm: float,
+    seconds: float,
+    timeout: float = 60,
+    profile_to: Path | None = None,
+    after_calls: int = 1,
 ) -> dict:
-    """Wait for the first model call, let `warm` seconds pass, then count model calls for `seconds` (profiling the first process)."""
+    """Wait for `after_calls` model calls, let `warm` seconds pass, then count model calls for `seconds` (profiling the first process)."""
     deadline = time.monotonic() + timeout
-    while bench.stats()["requests"] == 0:
+    while bench.stats()["requests"] < after_calls:
         for p in procs:
             if not p.alive():
                 raise RuntimeError(f"{p.name} exited:\n{p.tail()}")

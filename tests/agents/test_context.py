@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from agents.kit.context import parse_blocks, render_context
+import string
+
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.kit.context import _DUMPER, as_yaml, parse_blocks, render_context
 from gateway.events import Contact, HumanResponse, Thread, ToolCall, ToolResult, UserMessage
 
 
@@ -61,6 +67,7 @@ def test_flat_arguments_are_written_exactly_as_the_yaml_dumper_writes_them():
         # Not for the short path: words YAML reads as bools, keys it quotes, odd floats, strings, nesting.
         {"yes": 1, "no": 2, "on": 3, "off": 4, "null": 5, "y": 6},
         {"Camel": 1, "with-dash": 2, "1st": 3},
+        {"intent": "add", "mode": "Fast", "unit": "e5", "flag": "Yes", "none": "NULL", "sym": "~", "num": "0x1"},
         {"x": 1.5, "y": 1e20, "s": "text: with colon", "n": {"deep": [1, 2]}},
         {"tiny": 1e-7, "inf": float("inf"), "nan_free": 2.0},
         {},
@@ -69,6 +76,30 @@ def test_flat_arguments_are_written_exactly_as_the_yaml_dumper_writes_them():
         assert (
             as_yaml(case) == yaml.safe_dump(case, default_flow_style=False, sort_keys=False, allow_unicode=True).strip()
         ), case
+
+
+def _dumped(value) -> str:
+    """What the YAML dumper as_yaml uses writes (libyaml's, where PyYAML has it)."""
+    return yaml.dump(value, Dumper=_DUMPER, default_flow_style=False, sort_keys=False, allow_unicode=True).strip()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(alphabet=string.ascii_letters + string.digits + "_-. ", min_size=1, max_size=8),
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=70),
+        max_size=5,
+    )
+)
+def test_any_flat_arguments_read_as_the_dumper_writes_them(case):
+    assert as_yaml(case) == _dumped(case)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=string.ascii_letters + string.digits + "_", min_size=1, max_size=70))
+def test_any_word_as_a_value_reads_as_the_dumper_writes_it(word):
+    case = {"intent": word}
+    assert as_yaml(case) == _dumped(case)
 
 
 def test_a_thread_rendered_again_reads_the_same_as_rendered_afresh():
@@ -84,3 +115,23 @@ def test_a_thread_rendered_again_reads_the_same_as_rendered_afresh():
     assert render_context(grown.model_copy(update={"events": grown.events[:1]})) == first
     other = thread(UserMessage(text="something else", sender="sms:+1", channel="sms"))  # same id "t"
     assert "something else" in render_context(other) and "add 1 and 2" not in render_context(other)
+
+
+def test_a_growing_thread_under_a_budget_reads_as_rendered_afresh_at_every_turn():
+    """The window kept between turns (compaction goes on where it stopped) is the window a
+    fresh render cuts, turn after turn, and again after a render of a prefix or with no budget."""
+    grown = thread(UserMessage(text="fetch them all " * 30, sender="sms:+1", channel="sms"))
+    for i in range(40):
+        result = "r" * (50 + (i * 397) % 1500)
+        grown = grown.with_events(
+            ToolCall(call_id=f"c{i}", tool="fetch", arguments={"intent": "fetch", "page": i}),
+            ToolResult(call_id=f"c{i}", result=result),
+        )
+        if i % 7 == 3:
+            grown = grown.with_events(HumanResponse(text=f"and page {i}?", sender="sms:+1", channel="sms"))
+        if i % 11 == 5:
+            render_context(grown.model_copy(update={"events": grown.events[:3]}), budget_tokens=500)
+            render_context(grown)
+        fresh = Thread(id=f"fresh-{i}", agent="a", origin=grown.origin, events=list(grown.events))
+        assert render_context(grown, budget_tokens=2000) == render_context(fresh, budget_tokens=2000), i
+    assert "[compacted:" in render_context(grown, budget_tokens=2000)

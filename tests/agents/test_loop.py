@@ -211,6 +211,21 @@ async def test_three_errors_in_a_row_escalate_to_a_person(rt, prompt):
     assert thread.status == "done"
 
 
+async def test_a_runaway_loop_escalates_after_max_steps_and_a_person_resets_the_count(settings, prompt):
+    long = [call("lookup", word=f"w{i}") for i in range(40)]
+    model = ScriptedModel(*long, call("done_for_now", message="done"))
+    async with running(settings.model_copy(update={"max_steps": 3}), builtins=False) as rt:
+        agent = make_agent(rt, prompt, model)
+        thread, first = new_thread()
+        thread = await run_until_paused(agent, thread, first)
+        assert [e.type for e in thread.events].count("tool_call") == 3
+        assert thread.status == "waiting_human" and "3 steps without finishing" in thread.events[-1].text
+        # The turns before the person's answer no longer count: three more, then the guard again.
+        thread = await run_until_paused(agent, thread, HumanResponse(text="go on", sender="sms:+15550001"))
+        assert [e.type for e in thread.events].count("tool_call") == 6
+        assert thread.status == "waiting_human"
+
+
 async def test_prefetch_lands_in_the_context_before_the_first_model_call(rt, prompt):
     async def weather(thread, ctx):
         return {"city": "Oslo", "sky": "clear"}

@@ -103,8 +103,71 @@ async def test_a_step_appends_rather_than_rewrites(counted):
         assert await redis.llen(key) == len(before.events) + 2
         assert await redis.lrange(key, -2, -1) == [dump_event(e) for e in new]
         assert await redis.lrange(key, 0, 0) == [dump_event(before.events[0])]
-        loaded = await store.load(after.id)
+        loaded = await ThreadStore(redis, store.keys).load(after.id)
         assert loaded.events == after.events
+
+
+async def test_a_load_reads_only_what_was_appended_since_and_hands_back_the_events_held(rt_store):
+    """Events only grow, so what a store read or wrote is a prefix of what is stored: a load reads
+    the rest (another worker's saves included) and the events it held come back as the same
+    objects, which the context renderer's blocks are kept for (agents/kit/context.py)."""
+    store, other = rt_store, ThreadStore(rt_store.redis, rt_store.keys)
+    thread = _thread(store.keys, 50)
+    assert await store.create(thread)
+    first = await store.load(thread.id)
+    again = await store.load(thread.id)
+    assert again == first and all(a is b for a, b in zip(again.events, first.events, strict=True))
+
+    # Another worker takes the thread up and steps it twice; this store's next load has its events.
+    grown = await other.load(thread.id)
+    assert await other.acquire(thread.id, "w2", 10_000)
+    for n in range(2):
+        new = [ToolCall(call_id=f"w2-{n}", tool="tick", arguments={"n": n}), ToolResult(call_id=f"w2-{n}", result=n)]
+        grown = grown.with_events(*new)
+        assert await other.save(grown, new, owner="w2", entry=None)
+    after = await store.load(thread.id)
+    assert after.events == grown.events and after.events[0] is first.events[0]
+    assert after == await ThreadStore(store.redis, store.keys).load(thread.id)
+
+    # What a save of this store's wrote is held too: the next load hands those events back.
+    assert await store.redis.delete(store.keys.lease(thread.id))
+    assert await store.acquire(thread.id, "w1", 10_000)
+    mine = after.with_events(DoneForNow(text="done"))
+    assert await store.save(mine, mine.events[-1:], owner="w1", entry=None)
+    assert (await store.load(thread.id)).events[-1] is mine.events[-1]
+
+
+async def test_a_load_reads_it_all_when_the_stored_events_are_not_what_was_held(rt_store):
+    """Redis that lost writes (a restart from an older AOF), with other events appended since: the
+    event where the held ones end differs, so the load reads the whole list again."""
+    store = rt_store
+    thread = _thread(store.keys, 9)
+    assert await store.create(thread)
+    held = await store.load(thread.id)
+    key = store.keys.events(thread.id)
+    # The last two events lost, then three others saved in their place: the count alone would pass.
+    await store.redis.rpop(key, 2)
+    other = [UserMessage(text=f"other {i}", channel="sms") for i in range(3)]
+    await store.redis.rpush(key, *(dump_event(e) for e in other))
+    await store.redis.hset(store.keys.thread(thread.id), "events", "10")
+    loaded = await store.load(thread.id)
+    assert loaded.events == [*held.events[:7], *other]
+    assert loaded == await ThreadStore(store.redis, store.keys).load(thread.id)
+
+
+async def test_the_events_a_store_holds_are_bounded_in_events(rt_store, monkeypatch):
+    from gateway.store import threads
+
+    monkeypatch.setattr(threads, "KNOWN_EVENTS", 100)
+    store = rt_store
+    made = [_thread(store.keys, 30) for _ in range(6)]
+    for thread in made:
+        assert await store.create(thread)
+        await store.load(thread.id)
+    newest = await store.load(made[-1].id)
+    oldest = await store.load(made[0].id)  # read again from Redis: it was let go
+    assert newest.events == made[-1].events and oldest.events == made[0].events
+    assert sum(len(events) for events, _ in store._known.values()) <= 100
 
 
 def _every_event() -> list:
@@ -186,7 +249,7 @@ async def test_every_event_type_round_trips(rt_store):
     for event in events[4:]:
         thread = thread.with_events(event)
         assert await store.save(thread, [event], owner="w1", entry=None)
-    loaded = await store.load(created.id)
+    loaded = await ThreadStore(store.redis, store.keys).load(created.id)  # from Redis, not the events held
     assert loaded == thread
     assert [type(e) for e in loaded.events] == [type(e) for e in events]
     assert loaded.public()["status"] == thread.status
