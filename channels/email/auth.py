@@ -33,14 +33,16 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import dkim
 import structlog
 
 from channels.email.headers import header_block
 from gateway.errors import ConfigError
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    import dkim
 
 log = structlog.get_logger("frontdesk.email")
 MAX_SIGNATURES = 5  # DKIM-Signature headers tried per message (a sender may stack several)
@@ -300,6 +302,8 @@ class Authenticator:
 
     async def _dkim(self, raw: bytes) -> list[tuple[str, bool, str]]:
         """(d=, verified, why not) per DKIM signature, the topmost MAX_SIGNATURES."""
+        import dkim  # on the first signed message: dkimpy and dnspython cost a process ~3 MiB (benchmarks/NOTES.md)
+
         try:
             signer = dkim.DKIM(raw)
         except Exception as exc:  # dkimpy parses the whole message; an unreadable one has no signature to check
@@ -330,6 +334,8 @@ class Authenticator:
 
         def lookup(_name: bytes, timeout: float = DNS_TIMEOUT) -> bytes:
             return key  # fetched above: dkimpy's lookup is synchronous, ours is not
+
+        import dkim
 
         try:
             # Hashing a large body holds the loop, as a full MIME parse would (inbound.THREAD_PARSE).
