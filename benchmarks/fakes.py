@@ -174,7 +174,10 @@ async def handle(path: str, body: bytes) -> tuple[int, bytes] | tuple[int, bytes
         state.methods[method] = state.methods.get(method, 0) + 1
         if method == "auth.test":
             return 200, AUTH
-        if method == "chat.postMessage":
+        if method in (
+            "chat.postMessage",
+            "chat.startStream",
+        ):  # a stream's start is its post (channels/slack/stream.py)
             args = _json(body)
             state.posts += 1
             key, at = str(args.get("thread_ts") or ""), time.monotonic()

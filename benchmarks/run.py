@@ -8,9 +8,9 @@ py-spy (for the per-step profile) is looked for in .bench-tools/bin, BENCH_PYSPY
 
 Scenarios: ingest (1), cores (1b: 1 vs 2 gateway processes), smtp (2), steps (3, with 6's scaling), inflight (4, with
 7's worker RSS), e2e (5), aof (6's AOF-off figures), memory (7), peer (8: OpenClaw
-beside frontdesk, when `make bench` could install it). Every process
+beside frontdesk, when `make bench` could install it), newpaths (10). Every process
 is started here and stopped by its pid; everything listens on 127.0.0.1.
-Curves (8): length (step cost against thread length), stored (ingest and listing
+Curves (9): length (step cost against thread length), stored (ingest and listing
 against stored threads), cluster (steps against Redis Cluster masters).
 """
 
@@ -480,7 +480,7 @@ def length(bench: Bench, summary: list[str]) -> None:
     bench.raw["length"] = runs
     a, b, c = (runs[n] for n in growth.LENGTHS)
     sec = Section(
-        title="8a. Curve: step cost against thread length (10, 100, 1,000 events)",
+        title="9a. Curve: step cost against thread length (10, 100, 1,000 events)",
         setup=(
             "300 threads of each length stored by `ThreadStore.create` (a message, then `add` tool calls and results), each step queued; "
             "the fake model answers `add` for ever, so every step is on a thread of about that length. One `frontdesk worker --no-outbox`, "
@@ -498,7 +498,7 @@ def length(bench: Bench, summary: list[str]) -> None:
     sec.extra = "Per-step CPU profile of the worker on 1,000-event threads (py-spy, last run):\n" + profile.summarize(
         prof, 25
     )
-    _curve_section(bench, summary, sec, "8a", "1,000 ÷ 10 events")
+    _curve_section(bench, summary, sec, "9a", "1,000 ÷ 10 events")
 
 
 def stored(bench: Bench, summary: list[str]) -> None:
@@ -506,7 +506,7 @@ def stored(bench: Bench, summary: list[str]) -> None:
     bench.raw["stored"] = out
     small, mid, large = (out[n] for n in growth.SIZES)
     sec = Section(
-        title="8b. Curve: ingest and listing against stored threads (1 k, 100 k, 1 M)",
+        title="9b. Curve: ingest and listing against stored threads (1 k, 100 k, 1 M)",
         setup=(
             "Threads at rest written in the real stored format (`benchmarks/populate.py`: ThreadStore's own rendering, checked against "
             "`ThreadStore.create` byte for byte; a message and `done_for_now` each, all of one agent, channel and person), added to one Redis "
@@ -549,7 +549,7 @@ def stored(bench: Bench, summary: list[str]) -> None:
             fmt="{:.1f}",
         ),
     ]
-    _curve_section(bench, summary, sec, "8b", "1 M ÷ 1 k threads")
+    _curve_section(bench, summary, sec, "9b", "1 M ÷ 1 k threads")
 
 
 def cluster(bench: Bench, summary: list[str]) -> None:
@@ -558,7 +558,7 @@ def cluster(bench: Bench, summary: list[str]) -> None:
     one, three = (Series([r["rate"] for r in runs[m]]) for m in (1, 3))
     ratio = ratio_series(three.values, one.values)
     sec = Section(
-        title="8c. Curve: steps per second against Redis Cluster masters (1 vs 3)",
+        title="9c. Curve: steps per second against Redis Cluster masters (1 vs 3)",
         setup=(
             f"Scenario 3's work ({6000:,} threads of 5 steps, one `frontdesk worker --no-outbox`) on a Redis Cluster on loopback of 1 and of 3 masters "
             "(AOF off, slots split evenly, started side by side, runs alternating), FRONTDESK_PARTITIONS=3 on both."
@@ -583,7 +583,7 @@ def cluster(bench: Bench, summary: list[str]) -> None:
     if any(r["exhausted"] for rs in runs.values() for r in rs):
         sec.notes.append("Some runs used up the queued work inside their window: their rate is an underestimate.")
     bench.sections.append(sec)
-    _summary(summary, "8c", f"steps, 3 ÷ 1 masters: {ratio.median:.2f}×", "≥ 0.67×", ratio.median >= 1 / 1.5)
+    _summary(summary, "9c", f"steps, 3 ÷ 1 masters: {ratio.median:.2f}×", "≥ 0.67×", ratio.median >= 1 / 1.5)
 
 
 # ---------------------------------------------------------------- 9: this round's new paths
@@ -594,7 +594,7 @@ def new_paths(bench: Bench, summary: list[str]) -> None:
     results = http_ingest.measure(bench, ("whatsapp",), tag="-wa")
     bench.raw["newpaths"] = results
     sec = http_ingest.section(results, bench.options)
-    sec.title = "9. This round's new paths: WhatsApp inbound, HumanLayer create + poll"
+    sec.title = "10. This round's new paths: WhatsApp inbound, HumanLayer create + poll"
     sec.setup = (
         "As scenario 1, for Twilio's WhatsApp webhook: the same `POST /twilio/sms` with `whatsapp:` From and To. "
         "Floor: scenario 1's Twilio route (verify, validate, one XADD), which accepts these as they are. frontdesk: the real app, "
@@ -604,7 +604,7 @@ def new_paths(bench: Bench, summary: list[str]) -> None:
     row = sec.rows[0]
     _summary(
         summary,
-        "9",
+        "10",
         f"WhatsApp inbound: {row.frontdesk.show()} req/s = {row.ratio or 0:.2f}× floor",
         row.target,
         row.met,
@@ -641,14 +641,75 @@ def new_paths(bench: Bench, summary: list[str]) -> None:
     ]
     _summary(
         summary,
-        "9",
+        "10",
         f"HumanLayer create + poll: {d.show()} pairs/s = {ratio.median:.2f}× floor",
         "≥ 1.0× floor",
         ratio.median >= 1.0,
     )
+    sl = _slack_features(bench)
+    bench.raw["slack_features"] = sl
+    sec.title = "10. This round's new paths: WhatsApp inbound, HumanLayer create + poll, Slack status and streaming"
+    sec.setup += (
+        f" Slack status and streaming: scenario 5's Slack path ({SLACK_RATE:g} mentions/s for {bench.options.duration:g} s "
+        "after a warm-up round, the HTTP app and `frontdesk worker`, a fresh Redis each), measured to the reply's arrival at the fake "
+        "Slack API (`chat.postMessage`, or `chat.startStream` when streaming). Floor: frontdesk itself with "
+        "FRONTDESK_SLACK_STATUS=off and FRONTDESK_SLACK_STREAM=false; against it, FRONTDESK_SLACK_STATUS=all (the thread status "
+        "set as each step starts and cleared as it ends) and FRONTDESK_SLACK_STREAM=true (the answer as startStream + stopStream). "
+        "Slack calls per message are counted at the fake, 0.5 s after the last reply."
+    )
+    plain, featured = sl["plain"], sl["featured"]
+    for what, key in (("p50", "p50"), ("p99", "p99")):
+        lat = ratio_series([r[key] for r in featured], [r[key] for r in plain])
+        sec.rows.append(
+            Row(
+                f"Slack mention → reply, status and streaming on: {what}",
+                "ms",
+                Series([r[key] for r in plain]),
+                Series([r[key] for r in featured]),
+                "≤ 1.5× off" if key == "p50" else "",
+                met=lat.median <= 1.5 if key == "p50" else None,
+                fmt="{:.1f}",
+                ratio=lat.median,
+                note=f"run ratios {lat.show('{:.2f}')}",
+            )
+        )
+    sec.rows.append(
+        Row(
+            "Slack calls per message (reaction, posts, status, stream)",
+            "calls",
+            Series([r["slack_calls"] for r in plain]),
+            Series([r["slack_calls"] for r in featured]),
+            fmt="{:.1f}",
+            note="; ".join(f"{m} {n}" for m, n in sorted(featured[-1]["slack_methods"].items())) if featured else "",
+        )
+    )
+    lat = ratio_series([r["p50"] for r in featured], [r["p50"] for r in plain])
+    _summary(
+        summary,
+        "10",
+        f"Slack status + streaming on ÷ off, reply p50: {lat.median:.2f}×",
+        "≤ 1.5×",
+        lat.median <= 1.5,
+    )
 
 
 HL_CALLERS = 10
+SLACK_PLAIN = {"FRONTDESK_SLACK_STATUS": "off", "FRONTDESK_SLACK_STREAM": "false"}
+SLACK_FEATURED = {"FRONTDESK_SLACK_STATUS": "all", "FRONTDESK_SLACK_STREAM": "true"}
+
+
+def _slack_features(bench: Bench) -> dict[str, list[dict]]:
+    """Scenario 5's Slack path with status and streaming off, then on (the order alternates by run)."""
+    out: dict[str, list[dict]] = {"plain": [], "featured": []}
+    sides = {"plain": SLACK_PLAIN, "featured": SLACK_FEATURED}
+    for i in range(bench.options.runs):
+        for side in sorted(sides, reverse=bool(i % 2)):
+            got = e2e.measure(bench, rate=SLACK_RATE, kinds=("slack",), runs=1, tag=f"-{side}{i}", **sides[side])
+            out[side] += got["slack"]
+    return out
+
+
+SLACK_RATE = 50.0
 
 
 def _humanlayer(bench: Bench) -> dict[str, list[dict]]:

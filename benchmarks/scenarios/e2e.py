@@ -75,17 +75,25 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-def measure(bench: Bench, rate: float = 50.0) -> dict[str, list[dict]]:
+def measure(
+    bench: Bench,
+    rate: float = 50.0,
+    kinds: tuple[str, ...] = ("webhook", "slack"),
+    runs: int | None = None,
+    tag: str = "",
+    **settings: object,
+) -> dict[str, list[dict]]:
+    """`runs` measured rounds (default: the options') of each of `kinds`; `settings`: extra environment."""
     o = bench.options
-    out: dict[str, list[dict]] = {"webhook": [], "slack": []}
-    with redis_server(bench.dir, appendonly=True, name="redis-e2e") as (rurl, _):
-        env = bench.env(rurl, FRONTDESK_SLACK_ACK_REACTION="eyes", FRONTDESK_SHUTDOWN_GRACE=1)
-        with bench.http_server("frontdesk", env, "frontdesk-http-e2e") as (url, _):
-            worker = Proc([FRONTDESK, "worker"], env=env, logdir=bench.dir, name="worker-e2e")
+    out: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    with redis_server(bench.dir, appendonly=True, name=f"redis-e2e{tag}") as (rurl, _):
+        env = bench.env(rurl, FRONTDESK_SLACK_ACK_REACTION="eyes", FRONTDESK_SHUTDOWN_GRACE=1, **settings)
+        with bench.http_server("frontdesk", env, f"frontdesk-http-e2e{tag}") as (url, _):
+            worker = Proc([FRONTDESK, "worker"], env=env, logdir=bench.dir, name=f"worker-e2e{tag}")
             try:
                 bench.control(delay=0.0, turns=0)
                 n = int(rate * o.duration)
-                for i in range(o.runs + 1):  # the first round warms up
+                for i in range((o.runs if runs is None else runs) + 1):  # the first round warms up
                     for kind in out:
                         # No FLUSHALL here: it would take the consumer group from under the running worker.
                         bench.control(delay=0.0, turns=0)
@@ -104,7 +112,18 @@ def measure(bench: Bench, rate: float = 50.0) -> dict[str, list[dict]]:
                         sent = asyncio.run(_send(url, lines, rate))
                         lat = _latencies(bench, kind, sent)
                         if i:
-                            out[kind].append({"n": len(lat), "p50": pct(lat, 50), "p99": pct(lat, 99), "max": lat[-1]})
+                            time.sleep(0.5)  # a status cleared after the reply is still counted
+                            calls = bench.stats()["slack_methods"]
+                            out[kind].append(
+                                {
+                                    "n": len(lat),
+                                    "p50": pct(lat, 50),
+                                    "p99": pct(lat, 99),
+                                    "max": lat[-1],
+                                    "slack_calls": sum(calls.values()) / len(lat),
+                                    "slack_methods": calls,
+                                }
+                            )
             finally:
                 worker.stop()
     return out
