@@ -69,9 +69,21 @@ class HumanLayerCalls:
     async def create(self, kind: Kind, body: FunctionCallIn | HumanContactIn) -> dict[str, Any]:
         """The stored call, created now unless it exists already (a duplicate never overwrites)."""
         tid = thread_id(kind, body.call_id)
-        existing = await self.rt.store.load(tid)
-        if existing is not None:
-            return self.public(existing)
+        try:
+            thread = self._new_thread(kind, tid, body)
+        except InboundRejected:
+            existing = await self.rt.store.load(tid)  # a call made when it could be still stands
+            if existing is not None:
+                return self.public(existing)
+            raise
+        # Created first, read only when it exists already: a new call (the common case) costs no read.
+        if not await self.rt.store.create(thread):
+            existing = await self.rt.store.load(tid)
+            if existing is not None:
+                return self.public(existing)
+        return self.public(thread)
+
+    def _new_thread(self, kind: Kind, tid: str, body: FunctionCallIn | HumanContactIn) -> Thread:
         if AGENT not in self.rt.agents:
             raise InboundRejected(f"the {AGENT!r} agent is not loaded", status=503)
         spec = body.spec.model_dump(mode="json")  # as the SDK sent it, less a Slack bot_token (models.SlackChannel)
@@ -85,7 +97,7 @@ class HumanLayerCalls:
             contact = self._email_contact(email, record, subject=getattr(body.spec, "subject", None))
         record["contact"] = contact.model_dump(mode="json", exclude_none=True)
         record["allowed"] = allowed
-        thread = Thread(
+        return Thread(
             id=tid,
             agent=AGENT,
             # The caller polls: the thread's origin is silent, its requests go to `contact`.
@@ -101,11 +113,6 @@ class HumanLayerCalls:
                 )
             ],
         )
-        if not await self.rt.store.create(thread):  # another create of the same call got there first
-            raced = await self.rt.store.load(tid)
-            if raced is not None:
-                return self.public(raced)
-        return self.public(thread)
 
     def contact_for(self, channel: ContactChannel | None) -> tuple[Contact, list[str] | None]:
         """Where the request goes, and who alone may answer it (None: whoever it was sent to)."""

@@ -500,6 +500,13 @@ async def test_wire_rules_keys_duplicates_unknown_ids_and_secrets(redis_url, pre
         changed["spec"]["kwargs"] = {"to": "someone else"}
         second = await fd.http.post(f"{fd.base}/function_calls", json=changed, headers=auth)
         assert second.status_code == 200 and second.json()["spec"]["kwargs"] == {"to": "x"}
+        # Even one that could not be created now (no channel, and no default contact here).
+        unroutable = {k: v for k, v in changed.items() if k != "spec"} | {"spec": {"fn": "send", "kwargs": {}}}
+        third = await fd.http.post(f"{fd.base}/function_calls", json=unroutable, headers=auth)
+        assert third.status_code == 200 and third.json()["spec"]["kwargs"] == {"to": "x"}
+        unroutable["call_id"] = "call-never-made"
+        refused = await fd.http.post(f"{fd.base}/function_calls", json=unroutable, headers=auth)
+        assert refused.status_code == 422 and "FRONTDESK_HUMANLAYER_DEFAULT_CONTACT" in refused.json()["detail"]
         [post] = await eventually(lambda: fd.fake.posts())
         assert "someone else" not in post["text"]
 
