@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 from benchmarks.harness import Section
@@ -69,3 +71,18 @@ def render(
 
 def notes(path: Path) -> str:
     return path.read_text() if path.exists() else ""
+
+
+def with_notes(results: str, preface: str) -> str:
+    """`results` (a RESULTS.md) with its copy of the notes replaced by `preface`, the figures untouched.
+
+    The copy runs from after the summary table to the first scenario's section (`## 1. …`).
+    """
+    lines = results.splitlines()
+    if "## Summary" not in lines:
+        raise ValueError("no '## Summary' in the results")
+    start = lines.index("## Summary") + 1
+    while start < len(lines) and (not lines[start].strip() or lines[start].startswith("|")):
+        start += 1
+    end = next((i for i in range(start, len(lines)) if re.match(r"## \d", lines[i])), len(lines))
+    return "\n".join([*lines[:start], preface.strip(), "", *lines[end:]]).rstrip() + "\n"
