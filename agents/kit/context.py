@@ -147,7 +147,7 @@ def render_context(thread: Thread, budget_tokens: int | None = None) -> str:
 # drains it (and ThreadStore.load hands back the events it already holds), so all but the
 # newest were rendered on the previous turn: a 20-turn thread was rendered 20 times over, and
 # a 1,000-event thread cost 12.6 ms of a worker's CPU a step against 0.8 ms for 10 events,
-# two fifths of it in PyYAML (benchmarks/, scenario 8a). Kept per thread: the events rendered
+# two fifths of it in PyYAML (benchmarks/, scenario 9a). Kept per thread: the events rendered
 # (the objects themselves: events are frozen, and identity proves the thread still holds
 # them), their blocks, and the window last cut from them for a budget, with where its
 # compaction stopped: a thread only grows and the budget stays, so the blocks compacted

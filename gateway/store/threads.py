@@ -194,7 +194,7 @@ _STATUS_ADAPTER: TypeAdapter[list[str]] = TypeAdapter(list[str])
 # same script, confirms it), and a load reads only the rest, handing back the very event
 # objects it held, whose context blocks the renderer kept (agents/kit/context.py). A worker
 # that took a 1,000-event thread up again read, parsed and rendered all of it: 12.6 ms of CPU
-# a step against 0.8 ms at 10 events (benchmarks/, scenario 8a). Bounded in events, not
+# a step against 0.8 ms at 10 events (benchmarks/, scenario 9a). Bounded in events, not
 # threads: a few long threads must not hold a worker's memory.
 KNOWN_EVENTS = 100_000
 
