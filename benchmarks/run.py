@@ -3,6 +3,7 @@
     python -m benchmarks.run                         # everything, about 10 minutes on 2 cores
     python -m benchmarks.run --only ingest,steps     # some scenarios (RESULTS.md then holds only those)
     python -m benchmarks.run --duration 3 --runs 1 --out /tmp/quick.md   # a quick look
+    python -m benchmarks.run --notes                 # NOTES.md edited: copy it into RESULTS.md, measure nothing
 
 py-spy (for the per-step profile) is looked for in .bench-tools/bin, BENCH_PYSPY, PATH.
 
