@@ -1,6 +1,6 @@
 """Run the benchmarks and write benchmarks/RESULTS.md.
 
-    python -m benchmarks.run                         # everything, about 10 minutes on 2 cores
+    python -m benchmarks.run                         # everything, about 25 minutes on 2 cores
     python -m benchmarks.run --only ingest,steps     # some scenarios (RESULTS.md then holds only those)
     python -m benchmarks.run --duration 3 --runs 1 --out /tmp/quick.md   # a quick look
     python -m benchmarks.run --notes                 # NOTES.md edited: copy it into RESULTS.md, measure nothing
