@@ -72,16 +72,13 @@ class HumanLayerCalls:
         try:
             thread = self._new_thread(kind, tid, body)
         except InboundRejected:
-            existing = await self.rt.store.load(tid)  # a call made when it could be still stands
-            if existing is not None:
+            if (existing := await self.rt.store.load(tid)) is not None:  # made when it could be: it stands
                 return self.public(existing)
             raise
         # Created first, read only when it exists already: a new call (the common case) costs no read.
-        if not await self.rt.store.create(thread):
-            existing = await self.rt.store.load(tid)
-            if existing is not None:
-                return self.public(existing)
-        return self.public(thread)
+        if await self.rt.store.create(thread):
+            return self.public(thread)
+        return self.public(await self.rt.store.load(tid) or thread)  # another create of the call got there first
 
     def _new_thread(self, kind: Kind, tid: str, body: FunctionCallIn | HumanContactIn) -> Thread:
         if AGENT not in self.rt.agents:
