@@ -163,6 +163,10 @@ class _Memo:
     cursor: int = 0  # compaction looked at the window's blocks before this one
     counted: int = 0  # events taken into the window
 
+    def cut_for(self, limit: int | None) -> None:
+        """Start the window over, for another budget."""
+        self.limit, self.window, self.compactable, self.size, self.cursor, self.counted = limit, [], [], 0, 0, 0
+
 
 _MEMO: OrderedDict[str, _Memo] = OrderedDict()
 # The threads a worker has in flight fit; the least recently rendered go first.
@@ -173,7 +177,7 @@ def _window(thread: Thread, limit: int | None) -> list[str]:
     memo = _memo(thread)
     events = thread.events
     if memo.limit != limit or memo.counted > len(events):  # another budget, or a prefix (the dashboard)
-        memo.limit, memo.window, memo.compactable, memo.size, memo.cursor, memo.counted = limit, [], [], 0, 0, 0
+        memo.cut_for(limit)
     for event, text in zip(events[memo.counted :], memo.blocks[memo.counted : len(events)], strict=True):
         if text is not None:
             memo.window.append(text)
