@@ -101,6 +101,10 @@ def _text_stream() -> bytes:
 TEXT = _text_completion()
 STREAM = _text_stream()
 OK = b'{"ok":true}'
+POSTS = (
+    "chat.postMessage",
+    "chat.startStream",
+)  # a reply's arrival: a stream's start is its post (channels/slack/stream.py)
 AUTH = json.dumps(
     {"ok": True, "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID, "url": "https://bench.slack.com/"}
 ).encode()
@@ -174,10 +178,7 @@ async def handle(path: str, body: bytes) -> tuple[int, bytes] | tuple[int, bytes
         state.methods[method] = state.methods.get(method, 0) + 1
         if method == "auth.test":
             return 200, AUTH
-        if method in (
-            "chat.postMessage",
-            "chat.startStream",
-        ):  # a stream's start is its post (channels/slack/stream.py)
+        if method in POSTS:
             args = _json(body)
             state.posts += 1
             key, at = str(args.get("thread_ts") or ""), time.monotonic()

@@ -93,9 +93,10 @@ def length_curve(bench: Bench, threads: int = 300, profile_to: Path | None = Non
                 # A thread steps for ever here: the runaway guard (25 steps since the person spoke) is lifted.
                 worker = _worker(bench, rurl, f"worker-len{n}-{i}", FRONTDESK_MAX_STEPS=FOREVER)
                 try:
-                    # Measured once every thread has taken its first step: that one reads and renders
-                    # the whole thread (the cost of a worker taking a thread up; NOTES.md, "Thread
-                    # length"), each one after it only what the step added.
+                    # Measured once the model has had as many calls as there are threads (all start at
+                    # once, so about each thread's first step): that step reads and renders the whole
+                    # thread (the cost of a worker taking a thread up; NOTES.md, "Thread length"), each
+                    # one after it only what the step added.
                     runs[n].append(
                         window(
                             bench, [worker], warm=1.0, seconds=bench.options.duration, after_calls=threads, timeout=120
